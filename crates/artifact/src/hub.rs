@@ -210,6 +210,29 @@ impl Hub {
     }
 }
 
+/// A local directory holding a model's files: a local source as is, a hub
+/// source as its cached snapshot after fetching the files of `wanted` it has.
+///
+/// `wanted` lists alternatives in order of preference inside each group, e.g.
+/// `&[&["config.json"], &["model.safetensors", "pytorch_model.bin"]]` fetches
+/// `config.json` and the first weight file the repository has.
+pub fn model_dir(hub: &Hub, source: &crate::Source, wanted: &[&[&str]]) -> Result<PathBuf, HubError> {
+    let (id, revision) = match source {
+        crate::Source::Local(path) => return Ok(path.clone()),
+        crate::Source::Hub { repo, revision } => (repo.as_str(), revision.as_deref()),
+    };
+    let repo = HubRepo::new(RepoKind::Model, id, revision);
+    let files = hub.list_files(&repo)?;
+    let mut dir = None;
+    for group in wanted {
+        if let Some(file) = group.iter().find(|f| files.iter().any(|have| have == *f)) {
+            let path = hub.get(&repo, file)?;
+            dir = path.parent().map(Path::to_path_buf);
+        }
+    }
+    dir.ok_or_else(|| HubError::NotFound { repo: repo.to_string(), file: wanted.iter().flat_map(|g| g.iter()).copied().collect::<Vec<_>>().join(", ") })
+}
+
 fn list_dir_files(dir: &Path) -> Vec<String> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -1,1 +1,23 @@
-fn main(){}
+//! `tp06`: the pipeline's command line. Parse, resolve, run, report; the logic
+//! lives in the stage crates.
+
+mod cli;
+mod commands;
+mod config;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    ui::init(cli.verbosity());
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            ui::error(&err);
+            if commands::was_interrupted(&err) { ExitCode::from(130) } else { ExitCode::FAILURE }
+        }
+    }
+}

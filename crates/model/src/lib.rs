@@ -1,1 +1,62 @@
+//! GPT-2 in Burn, equal to HF transformers' `GPT2LMHeadModel`, with HF weights in
+//! and out; the freeze plan; and the model stage.
+//!
+//! The model code is written once, generic over the Burn backend; the concrete
+//! backends are picked in [`backend`] by cargo features.
 
+pub mod backend;
+mod config;
+mod config_stage;
+mod freeze;
+mod generate;
+mod gpt2;
+mod init;
+mod pickle;
+mod stage;
+mod weights;
+
+use std::path::PathBuf;
+
+pub use config::{Activation, Gpt2Config, HfConfig};
+pub use config_stage::{BlockCount, FreezeConfig, StageConfig, WteFreeze};
+pub use generate::greedy;
+pub use gpt2::{Attention, Block, Conv1D, Dropout, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
+pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
+pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
+pub use stage::{ModelStats, load_stage_model, outputs, run};
+pub use weights::{LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, save_safetensors, weight_file};
+
+/// Everything that can go wrong with a model directory or its files.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// `config.json` is missing, malformed, or describes what is not implemented.
+    #[error("{origin}: {reason}")]
+    Config { origin: String, reason: String },
+    /// A file could not be read.
+    #[error("{action} `{path}`: {source}")]
+    Io { path: PathBuf, action: &'static str, #[source] source: std::io::Error },
+    /// The directory has neither weight file.
+    #[error("`{dir}` has no weights (neither {} nor {}); point model.base at a model directory in hub layout", weights::SAFETENSORS, weights::PYTORCH_BIN)]
+    NoWeights { dir: PathBuf },
+    /// The weight file is unreadable or disagrees with `config.json`.
+    #[error("`{path}`: {reason}")]
+    Weights { path: PathBuf, reason: String },
+    /// A parameter is absent from the weight file.
+    #[error("`{path}` has no tensor for parameter `{name}` (with or without the `transformer.` prefix); is it a GPT-2 checkpoint?")]
+    MissingTensor { path: PathBuf, name: String },
+    /// Writing an artifact failed.
+    #[error(transparent)]
+    Fs(#[from] tp06_artifact::fs::FsError),
+    /// An upstream stage or this stage's manifest failed.
+    #[error(transparent)]
+    Manifest(#[from] tp06_artifact::ManifestError),
+    /// The vocab stage's artifacts could not be read.
+    #[error(transparent)]
+    Vocab(#[from] tp06_vocab::VocabError),
+    /// The base model could not be fetched.
+    #[error("model.base: {source}; to work offline, point it at a local model directory: --set model.base=DIR")]
+    Hub { #[source] source: tp06_artifact::hub::HubError },
+    /// The stage's settings do not fit the model.
+    #[error("{0}")]
+    Plan(String),
+}

@@ -1,0 +1,113 @@
+//! The command-line grammar.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tp06_artifact::Stage;
+
+use crate::config::ConfigArgs;
+
+/// Fine-tune a French GPT-2 on Pokémon articles — the course "TP 06" in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "tp06", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Print less (only warnings, errors and results).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more (debug logs).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+impl Cli {
+    /// The log level asked for.
+    pub fn verbosity(&self) -> crate::ui::Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => crate::ui::Verbosity::Quiet,
+            (false, true) => crate::ui::Verbosity::Verbose,
+            (false, false) => crate::ui::Verbosity::Normal,
+        }
+    }
+}
+
+/// Where the configuration and the run directory come from.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// A built-in preset: tp06 (the course), recommended (its defects fixed) or demo (offline, tiny).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// A preset file of your own (overlaid on --preset when both are given).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one field, e.g. --set data.articles=PATH --set train.epochs=2 (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The run directory [default: data/runs/<preset>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Run the stage(s) even when up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl Common {
+    /// The configuration sources.
+    pub fn config_args(&self) -> ConfigArgs {
+        ConfigArgs { preset: self.preset.clone(), config: self.config.clone(), set: self.set.clone() }
+    }
+
+    /// The run directory, explicit or `data/runs/<preset>`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(|| PathBuf::from("data/runs").join(self.config_args().name()))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every stage in order, skipping those already up to date.
+    Pipeline {
+        #[command(flatten)]
+        common: Common,
+        /// First stage to run.
+        #[arg(long, value_name = "STAGE")]
+        from: Option<Stage>,
+        /// Last stage to run.
+        #[arg(long, value_name = "STAGE")]
+        to: Option<Stage>,
+    },
+    /// Read the corpus and the names, keep the Pokémon articles, split.
+    Data {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Build the tokenizer and add the names to its vocabulary.
+    Vocab {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Load the base model, resize and initialise the embeddings, plan freezing.
+    Model {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Fine-tune the model.
+    Train {
+        #[command(flatten)]
+        common: Common,
+        /// Continue from the last complete checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Generate text.
+    Sample {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the resolved configuration as TOML.
+    Config {
+        #[command(flatten)]
+        common: Common,
+    },
+}

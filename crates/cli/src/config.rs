@@ -1,0 +1,357 @@
+//! From `--preset`, `--config` and `--set` to one resolved [`PipelineConfig`].
+//!
+//! A preset is a TOML file with one table per stage. The built-in presets are
+//! compiled in (`presets/*.toml`); their relative paths are relative to the
+//! repository root. `--config FILE` is a user preset: alone it must be complete,
+//! with `--preset` it overlays that preset. `--set section.key=value` then
+//! overrides single fields; a key that does not exist is an error that suggests
+//! the closest one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tp06_artifact::Source;
+
+/// Every stage's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// `[data]`: corpus, names, filter, split.
+    pub data: tp06_data::Config,
+    /// `[vocab]`: names added to the vocabulary and their initialisation.
+    pub vocab: tp06_vocab::Config,
+    /// `[model]`: base model and freeze plan.
+    pub model: tp06_model::StageConfig,
+    /// `[train]`: the fine-tuning hyper-parameters.
+    pub train: tp06_train::Config,
+    /// `[sample]`: generation settings and prompts.
+    pub sample: tp06_sample::Config,
+}
+
+/// The built-in presets: name, TOML text.
+pub const PRESETS: [(&str, &str); 3] = [
+    ("tp06", include_str!("../../../presets/tp06.toml")),
+    ("recommended", include_str!("../../../presets/recommended.toml")),
+    ("demo", include_str!("../../../presets/demo.toml")),
+];
+
+/// The repository root, for the relative paths of the built-in presets.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// A built-in preset name.
+    pub preset: Option<String>,
+    /// A user preset file.
+    pub config: Option<PathBuf>,
+    /// `section.key=value` overrides, in order.
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The name of the configuration, for the default run directory.
+    pub fn name(&self) -> String {
+        match (&self.preset, &self.config) {
+            (None, Some(file)) => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into()),
+            (preset, _) => preset.clone().unwrap_or_else(|| "demo".into()),
+        }
+    }
+}
+
+fn toml_to_json(text: &str, origin: &str) -> Result<Value> {
+    let table: toml::Table = toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+    serde_json::to_value(table).with_context(|| format!("{origin} cannot be represented as JSON"))
+}
+
+/// Recursively overlays `top` on `base` (tables merge, everything else replaces).
+fn overlay(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(base), Value::Object(top)) => {
+            for (key, value) in top {
+                match base.get_mut(&key) {
+                    Some(existing) => overlay(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, top) => *base = top,
+    }
+}
+
+/// Makes the relative local paths of a built-in preset relative to the repository root.
+fn anchor_preset_paths(value: &mut Value, root: &Path) {
+    for (section, key) in [("data", "articles"), ("data", "names"), ("model", "base")] {
+        let Some(Value::String(spec)) = value.get_mut(section).and_then(|s| s.get_mut(key)) else { continue };
+        if let Ok(Source::Local(path)) = spec.parse::<Source>() {
+            if path.is_relative() {
+                *spec = root.join(path).display().to_string();
+            }
+        }
+    }
+}
+
+fn deserialize(value: Value, origin: &str) -> Result<PipelineConfig> {
+    serde_json::from_value(value).map_err(|e| anyhow!("{origin}: {}", with_suggestion(&e.to_string())))
+}
+
+/// Appends "did you mean" to serde's "unknown field `x`, expected one of …".
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_string() };
+    let Some((unknown, expected)) = rest.split_once('`') else { return message.to_string() };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match closest(unknown, candidates.iter().copied()) {
+        Some(best) => format!("{message}; did you mean `{best}`?"),
+        None => message.to_string(),
+    }
+}
+
+fn closest<'a>(wanted: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(wanted, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(wanted.len()) / 2).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Every dotted key path of a JSON object (leaves and tables).
+fn key_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Value::Object(map) = value {
+        for (key, child) in map {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            out.push(path.clone());
+            key_paths(child, &path, out);
+        }
+    }
+}
+
+/// Parses the value of `--set key=VALUE`: a TOML value when it is one (number,
+/// boolean, quoted string, array), `none`/`null` for an absent optional value,
+/// anything else as a plain string (paths, hub ids).
+pub fn parse_set_value(raw: &str) -> Value {
+    if matches!(raw, "none" | "null") {
+        return Value::Null;
+    }
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut table) => table.remove("v").and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Value::Null),
+        Err(_) => Value::String(raw.to_string()),
+    }
+}
+
+/// Applies one `--set section.key=value` to the resolved configuration.
+fn apply_set(config: &mut Value, assignment: &str) -> Result<()> {
+    let Some((key, raw)) = assignment.split_once('=') else {
+        bail!("--set {assignment}: expected section.key=value, e.g. --set train.epochs=2");
+    };
+    let key = key.trim();
+    let mut paths = Vec::new();
+    key_paths(config, "", &mut paths);
+    let mut target = &mut *config;
+    for part in key.split('.') {
+        target = match target.get_mut(part) {
+            Some(child) => child,
+            None => {
+                let hint = closest(key, paths.iter().map(String::as_str))
+                    .map(|best| format!("; did you mean `{best}`?"))
+                    .unwrap_or_else(|| "; keys look like data.articles or train.epochs".into());
+                bail!("--set {assignment}: unknown key `{key}`{hint}");
+            }
+        };
+    }
+    if target.is_object() {
+        bail!("--set {assignment}: `{key}` is a table; set one of its keys, e.g. {key}.<name>=…");
+    }
+    *target = parse_set_value(raw.trim());
+    Ok(())
+}
+
+/// Resolves the configuration: preset, then user file, then overrides, then
+/// every stage's own validation.
+pub fn resolve(args: &ConfigArgs) -> Result<PipelineConfig> {
+    let mut value = match (&args.preset, &args.config) {
+        (None, Some(_)) => Value::Object(Default::default()),
+        (preset, _) => {
+            let name = preset.as_deref().unwrap_or("demo");
+            let text = PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
+                let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
+                anyhow!("unknown preset `{name}`; the presets are {} (or --config FILE)", names.join(", "))
+            })?;
+            let mut value = toml_to_json(text, &format!("preset `{name}`"))?;
+            anchor_preset_paths(&mut value, &repo_root());
+            // Round-trip through the types so that every key, absent options
+            // included (as null), can be overridden with --set.
+            serde_json::to_value(deserialize(value, &format!("preset `{name}`"))?)?
+        }
+    };
+    if let Some(file) = &args.config {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read config file `{}`", file.display()))?;
+        let origin = format!("config file `{}`", file.display());
+        overlay(&mut value, toml_to_json(&text, &origin)?);
+        value = serde_json::to_value(deserialize(value, &origin)?)?;
+    }
+    for assignment in &args.set {
+        apply_set(&mut value, assignment)?;
+    }
+    let config = deserialize(value, "--set")?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// Every stage's value checks.
+pub fn validate(config: &PipelineConfig) -> Result<()> {
+    config.data.validate().map_err(|e| anyhow!("{e}"))?;
+    config.vocab.validate().map_err(|e| anyhow!("{e}"))?;
+    config.train.validate().map_err(|e| anyhow!("{e}"))?;
+    config.sample.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(preset: &str, set: &[&str]) -> ConfigArgs {
+        ConfigArgs { preset: Some(preset.into()), config: None, set: set.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn every_builtin_preset_resolves() {
+        for (name, _) in PRESETS {
+            resolve(&args(name, &[])).unwrap_or_else(|e| panic!("preset {name}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn tp06_preset_has_the_course_values() {
+        let c = resolve(&args("tp06", &[])).unwrap();
+        assert_eq!(c.data.articles.to_string(), "hf:chris-lmd/pokepedia-fr");
+        assert_eq!(c.data.names.to_string(), "hf:chris-lmd/pokemon-names-fr");
+        assert_eq!(c.model.base.to_string(), "hf:asi/gpt-fr-cased-base");
+        assert_eq!((c.train.batch_size, c.train.grad_accum, c.train.epochs), (2, 8, 10));
+        assert_eq!((c.train.lr, c.train.warmup_steps, c.train.max_length), (5e-5, 100, 256));
+        assert_eq!((c.train.weight_decay, c.train.max_grad_norm, c.train.seed), (0.01, 1.0, 42));
+        assert!(c.train.pad_in_loss && !c.train.packing);
+        assert_eq!((c.train.checkpoint_every, c.train.keep_checkpoints, c.train.logging_every), (500, 2, 10));
+        assert_eq!(c.data.valid_fraction, 0.0);
+        assert_eq!(c.vocab.reference_words, ["Pokémon", "Pokemon", "animal"]);
+        assert_eq!(c.vocab.noise_std, 0.01);
+        assert_eq!(c.model.freeze.wte, tp06_model::WteFreeze::All);
+        assert_eq!(c.model.freeze.lower_blocks, tp06_model::BlockCount::Half);
+        assert_eq!((c.sample.max_length, c.sample.top_k, c.sample.top_p, c.sample.repetition_penalty), (150, 50, 0.9, 1.2));
+        let prompts: Vec<_> = c.sample.prompts.iter().map(|p| (p.text.as_str(), p.temperature)).collect();
+        assert_eq!(prompts[0], ("Pikachu est un Pokémon de type", Some(0.5)));
+        assert_eq!(prompts[3], ("Flamador est un Pokémon légendaire de type Feu et Dragon. Ce", Some(0.7)));
+    }
+
+    #[test]
+    fn set_overrides_typed_values_and_paths() {
+        let c = resolve(&args(
+            "recommended",
+            &[
+                "data.articles=../shared/data/pokedex-fr/articles.parquet",
+                "model.base=hf:asi/gpt-fr-cased-small@main",
+                "train.epochs=2",
+                "train.lr=1e-4",
+                "train.max_steps=30",
+                "train.packing=true",
+                "model.freeze.lower_blocks=3",
+                "sample.max_new_tokens=none",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.data.articles, Source::Local("../shared/data/pokedex-fr/articles.parquet".into()));
+        assert_eq!(c.model.base.to_string(), "hf:asi/gpt-fr-cased-small@main");
+        assert_eq!((c.train.epochs, c.train.lr, c.train.max_steps), (2, 1e-4, Some(30)));
+        assert!(c.train.packing);
+        assert_eq!(c.model.freeze.lower_blocks, tp06_model::BlockCount::Count(3));
+        assert_eq!(c.sample.max_new_tokens, None);
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_closest() {
+        let err = resolve(&args("tp06", &["train.epoch=2"])).unwrap_err().to_string();
+        assert!(err.contains("unknown key `train.epoch`") && err.contains("`train.epochs`"), "{err}");
+        let err = resolve(&args("tp06", &["trian.lr=1"])).unwrap_err().to_string();
+        assert!(err.contains("`train.lr`"), "{err}");
+        let err = resolve(&args("tp06", &["train.lr"])).unwrap_err().to_string();
+        assert!(err.contains("section.key=value"), "{err}");
+        let err = resolve(&args("tp06", &["train=1"])).unwrap_err().to_string();
+        assert!(err.contains("is a table"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_field() {
+        for (set, fragment) in [
+            ("train.lr=0", "train.lr"),
+            ("train.lr=-1e-5", "train.lr"),
+            ("train.batch_size=0", "train.batch_size"),
+            ("train.grad_accum=0", "train.grad_accum"),
+            ("sample.top_p=0", "sample.top_p"),
+            ("sample.top_p=1.5", "sample.top_p"),
+            ("sample.temperature=-0.1", "sample.temperature"),
+            ("data.valid_fraction=0.9", "data.valid_fraction"),
+            ("train.epochs=deux", "invalid"),
+            ("data.filter=fuzzy", "unknown variant `fuzzy`"),
+            ("model.base=hf:nope", "hf:OWNER/NAME"),
+        ] {
+            let err = resolve(&args("tp06", &[set])).unwrap_err().to_string();
+            assert!(err.contains(fragment), "{set}: {err}");
+        }
+    }
+
+    #[test]
+    fn config_files_overlay_or_stand_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("mine.toml");
+        std::fs::write(&partial, "[train]\nepochs = 3\n").unwrap();
+        let c = resolve(&ConfigArgs { preset: Some("tp06".into()), config: Some(partial.clone()), set: vec![] }).unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.train.batch_size, 2, "the rest comes from the preset");
+        // Alone, a partial file is incomplete.
+        let err = resolve(&ConfigArgs { preset: None, config: Some(partial), set: vec![] }).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+        // An unknown key in a file is named with a suggestion.
+        let typo = dir.path().join("typo.toml");
+        std::fs::write(&typo, "[train]\nepoch = 3\n").unwrap();
+        let err = resolve(&ConfigArgs { preset: Some("tp06".into()), config: Some(typo), set: vec![] }).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("typo.toml") && msg.contains("unknown field `epoch`") && msg.contains("did you mean `epochs`"), "{msg}");
+        // A complete user preset stands alone and names the run directory.
+        let full = dir.path().join("full.toml");
+        std::fs::write(&full, PRESETS[0].1).unwrap();
+        let a = ConfigArgs { preset: None, config: Some(full), set: vec![] };
+        resolve(&a).unwrap();
+        assert_eq!(a.name(), "full");
+    }
+
+    #[test]
+    fn unknown_preset_lists_the_presets() {
+        let err = resolve(&args("fast", &[])).unwrap_err().to_string();
+        assert!(err.contains("tp06, recommended, demo"), "{err}");
+    }
+
+    #[test]
+    fn builtin_relative_paths_are_anchored_at_the_repo() {
+        let c = resolve(&args("demo", &[])).unwrap();
+        let Source::Local(path) = &c.data.articles else { panic!("demo reads a local file") };
+        assert!(path.is_absolute() && path.ends_with("data/demo/articles.jsonl"), "{}", path.display());
+    }
+
+    #[test]
+    fn set_values_parse_like_toml() {
+        assert_eq!(parse_set_value("2"), Value::from(2));
+        assert_eq!(parse_set_value("5e-5"), Value::from(5e-5));
+        assert_eq!(parse_set_value("true"), Value::from(true));
+        assert_eq!(parse_set_value("\"quoted\""), Value::from("quoted"));
+        assert_eq!(parse_set_value("../shared/x.parquet"), Value::from("../shared/x.parquet"));
+        assert_eq!(parse_set_value("hf:a/b"), Value::from("hf:a/b"));
+        assert_eq!(parse_set_value("none"), Value::Null);
+    }
+}

@@ -1,0 +1,93 @@
+//! Configuration of the model stage (`[model]` in a preset).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tp06_artifact::Source;
+
+/// Which rows of the token embedding `wte` (and so of the tied LM head) train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WteFreeze {
+    /// All rows frozen, the added names included (the course: they never learn).
+    All,
+    /// Pretrained rows frozen, the added rows train.
+    PretrainedRows,
+    /// Every row trains.
+    None,
+}
+
+/// How many of the lower transformer blocks are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockCount {
+    /// `n_layer / 2` (the course).
+    Half,
+    /// Exactly this many (clamped to `n_layer`).
+    Count(usize),
+}
+
+impl BlockCount {
+    /// The number of blocks for a model of `n_layer` blocks.
+    pub fn resolve(self, n_layer: usize) -> usize {
+        match self {
+            BlockCount::Half => n_layer / 2,
+            BlockCount::Count(n) => n.min(n_layer),
+        }
+    }
+}
+
+impl Serialize for BlockCount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BlockCount::Half => s.serialize_str("half"),
+            BlockCount::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t == "half" => Ok(BlockCount::Half),
+            Raw::Number(n) => Ok(BlockCount::Count(n as usize)),
+            Raw::Text(other) => Err(serde::de::Error::custom(format!(
+                "`{other}` is not a block count; use \"half\" or a number"
+            ))),
+        }
+    }
+}
+
+/// What is frozen during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeConfig {
+    /// Token embeddings (tied to the LM head): `all`, `pretrained-rows` or `none`.
+    pub wte: WteFreeze,
+    /// Freeze the position embeddings `wpe`.
+    pub wpe: bool,
+    /// Lower blocks frozen: `"half"` (course) or a number.
+    pub lower_blocks: BlockCount,
+    /// Freeze the final layer norm `ln_f`.
+    pub ln_f: bool,
+}
+
+/// The model stage's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// The base model: `hf:OWNER/NAME[@REV]` or a local directory in hub layout
+    /// (`config.json`, weights, tokenizer files).
+    pub base: Source,
+    /// Initialise the weights from scratch (seeded, N(0, initializer_range²))
+    /// instead of reading them; the directory then needs only `config.json` and
+    /// the tokenizer. Used by the offline demo.
+    pub from_scratch: bool,
+    /// Seed of the from-scratch initialisation.
+    pub seed: u64,
+    /// The freeze plan.
+    pub freeze: FreezeConfig,
+}

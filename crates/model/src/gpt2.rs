@@ -1,0 +1,333 @@
+//! GPT-2, exactly as transformers' `GPT2LMHeadModel`.
+//!
+//! Reads top to bottom: layer norm → `Conv1D` → attention → MLP → block → model.
+//! Field names are the HF tensor names, so the module tree *is* the checkpoint's
+//! name tree (`h.0.attn.c_attn.weight` …) and loading is a short, explicit copy.
+//! `Conv1D` weights are `[in, out]`, as stored by HF: no transposes anywhere.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation;
+use burn::tensor::{Bool, TensorPrimitive};
+
+use crate::config::{Activation, Gpt2Config};
+
+/// Dropout with rate `p`, active only when the backend records gradients (training).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    /// Probability of zeroing an element.
+    pub p: f64,
+}
+
+impl Dropout {
+    fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.p == 0.0 || !B::ad_enabled(&x.device()) {
+            return x;
+        }
+        let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - self.p));
+        x * keep / (1.0 - self.p)
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension (biased variance, like torch).
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// Scale, `[n_embd]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift, `[n_embd]`.
+    pub bias: Param<Tensor<B, 1>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// `[.., n_embd] → [.., n_embd]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
+            x.into_primitive().tensor(),
+            self.weight.val().into_primitive().tensor(),
+            Some(self.bias.val().into_primitive().tensor()),
+            self.eps,
+        )))
+    }
+}
+
+/// HF's `Conv1D`: a linear layer whose weight is stored `[in, out]`.
+#[derive(Module, Debug)]
+pub struct Conv1D<B: Backend> {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Conv1D<B> {
+    /// `[b, t, in] → [b, t, out]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        burn::tensor::module::linear(x, self.weight.val(), Some(self.bias.val()))
+    }
+}
+
+/// `nn.Embedding`: one row per id.
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    /// `[rows, n_embd]`.
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+/// Keys and values of the positions already seen, per block, for generation.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for a model of `n_layer` blocks.
+    pub fn new(n_layer: usize) -> Self {
+        Self { layers: vec![None; n_layer], len: 0 }
+    }
+
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Causal self-attention with the three projections fused in `c_attn`.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[n_embd, 3·n_embd]`: q, k, v in that order along the output axis.
+    pub c_attn: Conv1D<B>,
+    /// `[n_embd, n_embd]`.
+    pub c_proj: Conv1D<B>,
+    /// Number of heads.
+    pub n_head: usize,
+    /// Divide scores by sqrt(head_dim).
+    pub scale: bool,
+    /// Dropout on the attention probabilities.
+    pub attn_dropout: Dropout,
+    /// Dropout on the output.
+    pub resid_dropout: Dropout,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x: [b, t, c]`, `pad: [b, past + t]` (true = padding key) → `[b, t, c]`.
+    /// With a cache, `x` holds only the new positions and the cache grows by `t`.
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        pad: Option<Tensor<B, 2, Bool>>,
+        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    ) -> Tensor<B, 3> {
+        let [b, t, c] = x.dims();
+        let (h, hd) = (self.n_head, c / self.n_head);
+        let qkv = self.c_attn.forward(x); // [b, t, 3c]
+        let heads = |part: Tensor<B, 3>| part.reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
+        let mut parts = qkv.chunk(3, 2).into_iter().map(heads);
+        let (q, mut k, mut v) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.take() {
+                k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let total = k.dims()[2];
+        let past = total - t;
+
+        let mut scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, total]
+        if self.scale {
+            scores = scores / (hd as f64).sqrt();
+        }
+        // Query i (absolute position past + i) sees keys 0 ..= past + i.
+        let causal = Tensor::<B, 2, Bool>::tril_mask([t, total], past as i64, &scores.device()); // true = hidden
+        let mut mask = causal.unsqueeze::<4>().expand([b, h, t, total]);
+        if let Some(pad) = pad {
+            let pad = pad.reshape([b, 1, 1, total]).expand([b, h, t, total]);
+            mask = mask.bool_or(pad);
+        }
+        let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
+        let probs = self.attn_dropout.forward(activation::softmax(scores, 3));
+        let y = probs.matmul(v); // [b, h, t, hd]
+        let y = y.swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
+        self.resid_dropout.forward(self.c_proj.forward(y))
+    }
+}
+
+/// The position-wise feed-forward network.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `[n_embd, n_inner]`.
+    pub c_fc: Conv1D<B>,
+    /// `[n_inner, n_embd]`.
+    pub c_proj: Conv1D<B>,
+    /// The activation between the two.
+    pub activation: Activation,
+    /// Dropout on the output.
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `[b, t, c] → [b, t, c]`
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = self.c_fc.forward(x); // [b, t, n_inner]
+        let x = match self.activation {
+            Activation::GeluTanh => activation::gelu_approximate(x),
+            Activation::Gelu => activation::gelu(x),
+            Activation::Relu => activation::relu(x),
+            Activation::Silu => activation::silu(x),
+        };
+        self.dropout.forward(self.c_proj.forward(x))
+    }
+}
+
+/// One transformer block (pre-LayerNorm).
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub ln_1: LayerNorm<B>,
+    /// Self-attention.
+    pub attn: Attention<B>,
+    /// Norm before the MLP.
+    pub ln_2: LayerNorm<B>,
+    /// Feed-forward.
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// `[b, t, c] → [b, t, c]`
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        pad: Option<Tensor<B, 2, Bool>>,
+        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    ) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// GPT-2 with its language-model head tied to `wte`.
+#[derive(Module, Debug)]
+pub struct Gpt2<B: Backend> {
+    /// Token embeddings `[vocab, n_embd]`, also the LM head.
+    pub wte: Embedding<B>,
+    /// Position embeddings `[n_positions, n_embd]`.
+    pub wpe: Embedding<B>,
+    /// The blocks.
+    pub h: Vec<Block<B>>,
+    /// Final norm.
+    pub ln_f: LayerNorm<B>,
+    /// Dropout after the embeddings.
+    pub drop: Dropout,
+}
+
+impl<B: Backend> Gpt2<B> {
+    /// Number of token rows (the vocabulary size).
+    pub fn vocab_size(&self) -> usize {
+        self.wte.weight.dims()[0]
+    }
+
+    /// Context length.
+    pub fn n_positions(&self) -> usize {
+        self.wpe.weight.dims()[0]
+    }
+
+    /// Hidden states after `ln_f`: `ids [b, t]` → `[b, t, c]`.
+    ///
+    /// `pad` (`[b, past + t]`, true = padding) hides padding keys, like HF's
+    /// `attention_mask`; positions count from the cache's length.
+    pub fn hidden(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        pad: Option<Tensor<B, 2, Bool>>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [_, t] = ids.dims();
+        let device = ids.device();
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let positions = Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device);
+        let tok = burn::tensor::module::embedding(self.wte.weight.val(), ids); // [b, t, c]
+        let pos = self.wpe.weight.val().select(0, positions).unsqueeze::<3>(); // [1, t, c]
+        let mut x = self.drop.forward(tok + pos);
+        for (i, block) in self.h.iter().enumerate() {
+            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, pad.clone(), slot);
+        }
+        if let Some(cache) = cache {
+            cache.len += t;
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// Logits over the vocabulary: `[b, t, c] → [b, t, vocab]` through the tied head.
+    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        burn::tensor::module::linear(hidden, self.wte.weight.val().transpose(), None)
+    }
+
+    /// `ids [b, t]` → logits `[b, t, vocab]` (no cache, no padding).
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.head(self.hidden(ids, None, None))
+    }
+
+    /// `ids [b, t]` (new positions only) → logits `[b, t, vocab]`, growing `cache`.
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        self.head(self.hidden(ids, None, Some(cache)))
+    }
+}
+
+/// Builds the module tree around given tensors (used by import and init).
+pub(crate) fn assemble<B: Backend>(
+    config: &Gpt2Config,
+    mut tensor1: impl FnMut(&str, [usize; 1]) -> Tensor<B, 1>,
+    mut tensor2: impl FnMut(&str, [usize; 2]) -> Tensor<B, 2>,
+) -> Gpt2<B> {
+    let (c, f) = (config.n_embd, config.n_inner);
+    let mut norm = |prefix: &str| LayerNorm {
+        weight: Param::from_tensor(tensor1(&format!("{prefix}.weight"), [c])),
+        bias: Param::from_tensor(tensor1(&format!("{prefix}.bias"), [c])),
+        eps: config.layer_norm_epsilon,
+    };
+    let ln_f = norm("ln_f");
+    let norms: Vec<(LayerNorm<B>, LayerNorm<B>)> =
+        (0..config.n_layer).map(|i| (norm(&format!("h.{i}.ln_1")), norm(&format!("h.{i}.ln_2")))).collect();
+    let mut conv = |prefix: &str, i: usize, o: usize| Conv1D {
+        weight: Param::from_tensor(tensor2(&format!("{prefix}.weight"), [i, o])),
+        bias: Param::from_tensor(tensor1(&format!("{prefix}.bias"), [o])),
+    };
+    let mut blocks = Vec::with_capacity(config.n_layer);
+    for (i, (ln_1, ln_2)) in norms.into_iter().enumerate() {
+        let p = format!("h.{i}");
+        blocks.push(Block {
+            ln_1,
+            attn: Attention {
+                c_attn: conv(&format!("{p}.attn.c_attn"), c, 3 * c),
+                c_proj: conv(&format!("{p}.attn.c_proj"), c, c),
+                n_head: config.n_head,
+                scale: config.scale_attn_weights,
+                attn_dropout: Dropout { p: config.attn_pdrop },
+                resid_dropout: Dropout { p: config.resid_pdrop },
+            },
+            ln_2,
+            mlp: Mlp {
+                c_fc: conv(&format!("{p}.mlp.c_fc"), c, f),
+                c_proj: conv(&format!("{p}.mlp.c_proj"), f, c),
+                activation: config.activation,
+                dropout: Dropout { p: config.resid_pdrop },
+            },
+        });
+    }
+    Gpt2 {
+        wte: Embedding { weight: Param::from_tensor(tensor2("wte.weight", [config.vocab_size, c])) },
+        wpe: Embedding { weight: Param::from_tensor(tensor2("wpe.weight", [config.n_positions, c])) },
+        h: blocks,
+        ln_f,
+        drop: Dropout { p: config.embd_pdrop },
+    }
+}

@@ -1,0 +1,155 @@
+//! Weights made here rather than read: a GPT-2 from scratch (for the offline demo
+//! and the tests), and new embedding rows for added tokens.
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::Gpt2Config;
+use crate::gpt2::{Gpt2, assemble};
+
+/// How a from-scratch model is initialised: HF's `GPT2PreTrainedModel._init_weights`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScratchInit {
+    /// Seed; each tensor draws from its own stream derived from the seed and its
+    /// name, so the values do not depend on construction order.
+    pub seed: u64,
+}
+
+/// A stream of N(0, std²) values for the tensor `name`.
+pub(crate) fn normal_values(seed: u64, name: &str, std: f64, n: usize) -> Vec<f32> {
+    // FNV-1a of the name, mixed with the seed: a stable per-tensor stream.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ hash);
+    let normal = Normal::new(0.0f64, std).expect("a finite, non-negative std");
+    (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+}
+
+/// A GPT-2 of shape `config` with HF's initialisation: weights and embeddings
+/// N(0, initializer_range²), residual projections `c_proj` N(0, (range/√(2·n_layer))²),
+/// biases 0, LayerNorm weights 1.
+pub fn init_from_scratch<B: Backend>(config: &Gpt2Config, init: ScratchInit, device: &B::Device) -> Gpt2<B> {
+    let range = config.initializer_range;
+    let proj_std = range / (2.0 * config.n_layer as f64).sqrt();
+    assemble::<B>(
+        config,
+        |name, shape| {
+            let value = if name.ends_with("ln_1.weight") || name.ends_with("ln_2.weight") || name == "ln_f.weight" {
+                1.0
+            } else {
+                0.0
+            };
+            Tensor::full(shape, value, device)
+        },
+        |name, shape| {
+            let std = if name.ends_with("c_proj.weight") { proj_std } else { range };
+            let values = normal_values(init.seed, name, std, shape.iter().product());
+            Tensor::from_data(TensorData::new(values, shape), device)
+        },
+    )
+}
+
+/// How one new embedding row starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowInit {
+    /// The row of `id` plus N(0, noise_std²) noise (the course's "smart" init).
+    Reference {
+        /// The reference token's id.
+        id: u32,
+        /// Standard deviation of the noise.
+        noise_std: f64,
+    },
+    /// The mean of all pretrained rows (Hewitt, 2021; transformers' default when resizing).
+    Mean,
+    /// The mean of the given rows (the pieces the name used to be split into).
+    SubwordMean(Vec<u32>),
+    /// N(0, std²).
+    Random {
+        /// Standard deviation.
+        std: f64,
+    },
+}
+
+/// A new `[new_rows, n_embd]` embedding: the first rows copied from `old`
+/// (`[old_rows, n_embd]`, row-major), each further row `r` from `init(r)`.
+/// Noise streams are seeded per row, so values do not depend on order.
+pub fn resized_embeddings(
+    old: &[f32],
+    n_embd: usize,
+    new_rows: usize,
+    seed: u64,
+    init: impl Fn(usize) -> RowInit,
+) -> Vec<f32> {
+    let old_rows = old.len() / n_embd;
+    let row = |r: usize| &old[r * n_embd..(r + 1) * n_embd];
+    let mean_of = |rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+        let mut sum = vec![0f64; n_embd];
+        let mut count = 0usize;
+        for r in rows {
+            for (s, v) in sum.iter_mut().zip(row(r)) {
+                *s += *v as f64;
+            }
+            count += 1;
+        }
+        sum.into_iter().map(|s| (s / count.max(1) as f64) as f32).collect()
+    };
+    let mean: std::cell::OnceCell<Vec<f32>> = std::cell::OnceCell::new();
+    let mut out = Vec::with_capacity(new_rows * n_embd);
+    out.extend_from_slice(&old[..old_rows.min(new_rows) * n_embd]);
+    for r in old_rows..new_rows {
+        let values = match init(r) {
+            RowInit::Reference { id, noise_std } => {
+                let noise = normal_values(seed, &format!("wte.row.{r}"), noise_std, n_embd);
+                row(id as usize).iter().zip(noise).map(|(v, n)| v + n).collect()
+            }
+            RowInit::Mean => mean.get_or_init(|| mean_of(&mut (0..old_rows))).clone(),
+            RowInit::SubwordMean(pieces) => mean_of(&mut pieces.iter().map(|&p| p as usize).filter(|&p| p < old_rows)),
+            RowInit::Random { std } => normal_values(seed, &format!("wte.row.{r}"), std, n_embd),
+        };
+        out.extend(values);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rows_by_hand() {
+        // Three old rows of width 2.
+        let old = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0];
+        let new = resized_embeddings(&old, 2, 7, 0, |r| match r {
+            3 => RowInit::Reference { id: 1, noise_std: 0.0 },
+            4 => RowInit::Mean,
+            5 => RowInit::SubwordMean(vec![0, 2]),
+            _ => RowInit::Random { std: 0.0 },
+        });
+        assert_eq!(&new[..6], &old, "old rows are kept bit for bit");
+        assert_eq!(&new[6..8], &[3.0, 4.0], "reference: a copy of row 1");
+        assert_eq!(&new[8..10], &[3.0, 5.0], "mean of all old rows");
+        assert_eq!(&new[10..12], &[3.0, 5.5], "mean of rows 0 and 2");
+        assert_eq!(&new[12..14], &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn reference_noise_has_the_asked_spread_and_is_seeded() {
+        let old = vec![0.0f32; 4 * 64];
+        let rows = |seed| resized_embeddings(&old, 64, 4 + 200, seed, |_| RowInit::Reference { id: 0, noise_std: 0.01 });
+        let a = rows(42);
+        assert_eq!(a, rows(42));
+        assert_ne!(a, rows(43));
+        let noise = &a[4 * 64..];
+        let std = (noise.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / noise.len() as f64).sqrt();
+        assert!((std - 0.01).abs() < 0.0005, "std {std}");
+    }
+
+    #[test]
+    fn shrinking_keeps_the_first_rows() {
+        let old = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(resized_embeddings(&old, 2, 1, 0, |_| RowInit::Mean), [1.0, 2.0]);
+    }
+}

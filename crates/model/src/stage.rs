@@ -1,0 +1,207 @@
+//! The model stage: load the base model, resize `wte` to the new vocabulary,
+//! initialise the added rows, plan freezing, and save the result as an HF
+//! directory (`RUN_DIR/model/`: `config.json`, `model.safetensors`, the
+//! tokenizer files, `freeze.json`).
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use tp06_artifact::hub::Hub;
+use tp06_artifact::{Begin, InputRecord, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
+use tp06_vocab::{InitStrategy, VocabInfo};
+
+use crate::config::{Gpt2Config, HfConfig};
+use crate::config_stage::StageConfig;
+use crate::freeze::{FreezePlan, ParamReport};
+use crate::gpt2::Gpt2;
+use crate::init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
+use crate::weights::{self, LoadReport, NamedParams};
+use crate::ModelError;
+
+/// The model stage's outputs.
+pub mod outputs {
+    /// The configuration, with the new vocabulary size.
+    pub const CONFIG: &str = "config.json";
+    /// The initialised weights.
+    pub const WEIGHTS: &str = "model.safetensors";
+    /// The freeze plan ([`crate::FreezePlan`]).
+    pub const FREEZE: &str = "freeze.json";
+}
+
+/// The model stage's headline numbers (stored in the manifest's `stats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelStats {
+    /// Where the weights came from (a file, or "from scratch").
+    pub weights: String,
+    /// What the import applied and ignored.
+    pub load: Option<LoadReport>,
+    /// Layers, heads, width, context, vocabulary.
+    pub shape: Option<Gpt2Config>,
+    /// Rows of `wte` before and after.
+    pub vocab_before: usize,
+    /// Rows after.
+    pub vocab_after: usize,
+    /// The init strategy of the added rows.
+    pub init: String,
+    /// The reference word, for the `reference` strategy.
+    pub reference: Option<(String, u32)>,
+    /// Total, frozen, trainable parameters.
+    pub params: ParamReport,
+    /// The first trainable row of `wte` when only the added rows train.
+    pub wte_trainable_from: Option<usize>,
+}
+
+impl ModelStats {
+    /// Readable summary.
+    pub fn summary(&self) -> String {
+        let mut out = format!("Base weights: {}\n", self.weights);
+        if let Some(shape) = &self.shape {
+            out += &format!(
+                "GPT-2: {} layers, {} heads, n_embd {}, n_positions {}\n",
+                shape.n_layer, shape.n_head, shape.n_embd, shape.n_positions
+            );
+        }
+        out += &format!("Vocabulary: {} → {} rows, new rows: {}", self.vocab_before, self.vocab_after, self.init);
+        if let Some((word, id)) = &self.reference {
+            out += &format!(" (reference {word:?}, id {id})");
+        }
+        out += "\n";
+        out += &self.params.summary();
+        out
+    }
+}
+
+const BASE_FILES: &[&[&str]] = &[&["config.json"], &[weights::SAFETENSORS, weights::PYTORCH_BIN]];
+
+/// Runs the model stage into `run` on `device`.
+pub fn run<B: Backend>(
+    run: &RunDir,
+    config: &StageConfig,
+    vocab: &tp06_vocab::Config,
+    hub: &Hub,
+    device: &B::Device,
+    force: bool,
+) -> Result<StageReport, ModelError> {
+    let vocab_stage = UpstreamCheck::require(run, Stage::Vocab)?;
+    let wanted: &[&[&str]] = if config.from_scratch { &BASE_FILES[..1] } else { BASE_FILES };
+    let dir = tp06_artifact::hub::model_dir(hub, &config.base, wanted).map_err(|source| ModelError::Hub { source })?;
+    let config_path = dir.join("config.json");
+    let mut inputs = vec![vocab_stage.input.clone(), InputRecord::file("base_config", &config_path).map_err(|e| ModelError::Io {
+        path: config_path.clone(),
+        action: "cannot read the model config",
+        source: e.source,
+    })?];
+    let weight_file = if config.from_scratch { None } else { Some(weights::weight_file(&dir)?) };
+    if let Some(file) = &weight_file {
+        inputs.push(InputRecord::file("base_weights", file)?);
+    }
+    let stage_config = serde_json::json!({ "model": config, "vocab": vocab });
+    let writer = match StageWriter::begin_unless_up_to_date(run, Stage::Model, stage_config, inputs, force)? {
+        Begin::UpToDate(manifest) => {
+            let stats: ModelStats = serde_json::from_value(manifest.stats.clone()).unwrap_or_default();
+            return Ok(StageReport { summary: stats.summary(), manifest, up_to_date: true });
+        }
+        Begin::Run(writer) => writer,
+    };
+
+    let hf = HfConfig::from_file(&config_path)?;
+    let base = hf.resolve()?;
+    let info = VocabInfo::read(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::VOCAB_INFO))?;
+    let added = tp06_vocab::read_added(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::ADDED_TOKENS))?;
+    if info.base_vocab_size > base.vocab_size {
+        return Err(ModelError::Plan(format!(
+            "the tokenizer has {} tokens but the model only {} embedding rows ({}): they do not belong together",
+            info.base_vocab_size,
+            base.vocab_size,
+            config_path.display()
+        )));
+    }
+
+    let (model, load): (Gpt2<B>, Option<LoadReport>) = match &weight_file {
+        Some(file) => {
+            let (model, report) = weights::load::<B>(file, &base, device)?;
+            (model, Some(report))
+        }
+        None => (init_from_scratch::<B>(&base, ScratchInit { seed: config.seed }, device), None),
+    };
+
+    // Resize `wte` as transformers' `resize_token_embeddings(len(tokenizer))` does,
+    // then initialise the added rows.
+    let reference = info.reference.clone();
+    if vocab.init == InitStrategy::Reference && reference.is_none() && !added.is_empty() {
+        return Err(ModelError::Plan(format!(
+            "vocab.init = \"reference\" but none of vocab.reference_words ({}) is a single token; \
+             change vocab.reference_words or use vocab.init = \"subword-mean\"",
+            vocab.reference_words.join(", ")
+        )));
+    }
+    let by_id: std::collections::HashMap<u32, &tp06_vocab::AddedName> = added.iter().map(|a| (a.id, a)).collect();
+    let old = NamedParams::<B>::values(&model.wte.weight.val().reshape([base.vocab_size * base.n_embd]));
+    let new_rows = resized_embeddings(&old, base.n_embd, info.vocab_size, vocab.seed, |row| {
+        match (vocab.init, by_id.get(&(row as u32))) {
+            (InitStrategy::Reference, _) => RowInit::Reference {
+                id: reference.as_ref().map_or(0, |(_, id)| *id),
+                noise_std: vocab.noise_std,
+            },
+            (InitStrategy::SubwordMean, Some(added)) => RowInit::SubwordMean(added.pieces.clone()),
+            (InitStrategy::Random, _) => RowInit::Random { std: base.initializer_range },
+            (InitStrategy::Mean | InitStrategy::SubwordMean, _) => RowInit::Mean,
+        }
+    });
+    let mut model = model;
+    model.wte.weight = Param::from_tensor(Tensor::from_data(TensorData::new(new_rows, [info.vocab_size, base.n_embd]), device));
+    let shape = Gpt2Config { vocab_size: info.vocab_size, ..base.clone() };
+
+    let plan = FreezePlan::new(&config.freeze, &shape, info.base_vocab_size);
+    let params = ParamReport::new(&shape, &plan);
+
+    let mut hf_out = hf.with_vocab_size(info.vocab_size);
+    for (key, id) in [("bos_token_id", info.bos_id), ("eos_token_id", info.eos_id), ("pad_token_id", Some(info.pad_id))] {
+        if let Some(id) = id {
+            hf_out = hf_out.with(key, id.into());
+        }
+    }
+    tp06_artifact::fs::write_atomic(&writer.path(outputs::CONFIG), hf_out.to_json_pretty().as_bytes())?;
+    weights::save_safetensors(&model, &writer.path(outputs::WEIGHTS))?;
+    tp06_artifact::fs::write_json_atomic(&writer.path(outputs::FREEZE), &plan)?;
+    let mut files = vec![outputs::CONFIG.to_string(), outputs::WEIGHTS.to_string(), outputs::FREEZE.to_string()];
+    for file in [tp06_vocab::outputs::TOKENIZER, tp06_vocab::outputs::TOKENIZER_CONFIG, tp06_vocab::outputs::SPECIAL_TOKENS_MAP] {
+        let from = vocab_stage.manifest.output_path(run, file);
+        let bytes = std::fs::read(&from).map_err(|e| ModelError::Io { path: from.clone(), action: "cannot read", source: e })?;
+        tp06_artifact::fs::write_atomic(&writer.path(file), &bytes)?;
+        files.push(file.to_string());
+    }
+
+    let init = match vocab.init {
+        InitStrategy::Reference => format!("reference + N(0, {}²)", vocab.noise_std),
+        InitStrategy::Mean => "mean of the pretrained rows".into(),
+        InitStrategy::SubwordMean => "mean of the name's former pieces".into(),
+        InitStrategy::Random => format!("N(0, {}²)", base.initializer_range),
+    };
+    let stats = ModelStats {
+        weights: weight_file.as_ref().map_or_else(|| format!("from scratch (seed {})", config.seed), |f| f.display().to_string()),
+        load,
+        shape: Some(shape),
+        vocab_before: base.vocab_size,
+        vocab_after: info.vocab_size,
+        init,
+        reference,
+        params,
+        wte_trainable_from: plan.wte_trainable_from,
+    };
+    let environment = serde_json::json!({ "base_dir": dir.display().to_string() });
+    let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
+    Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
+}
+
+/// Loads the model stage's output (`RUN_DIR/model/`) and its freeze plan.
+pub fn load_stage_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt2<B>, Gpt2Config, FreezePlan), ModelError> {
+    let config = HfConfig::from_file(&dir.join(outputs::CONFIG))?.resolve()?;
+    let (model, _) = weights::load::<B>(&dir.join(outputs::WEIGHTS), &config, device)?;
+    let path = dir.join(outputs::FREEZE);
+    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io { path: path.clone(), action: "cannot read", source: e })?;
+    let plan = serde_json::from_str(&text).map_err(|e| ModelError::Plan(format!("{}: {e}", path.display())))?;
+    Ok((model, config, plan))
+}

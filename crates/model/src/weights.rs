@@ -1,0 +1,260 @@
+//! HF weights in and out.
+//!
+//! Import reads `model.safetensors` when present, else `pytorch_model.bin`; keys
+//! may carry the `transformer.` prefix; `lm_head.weight` (tied) and the causal
+//! mask buffers `attn.bias`/`attn.masked_bias` are ignored; f16/bf16/f64 are
+//! converted to f32. Export writes `model.safetensors` (metadata `format=pt`) with
+//! the keys `GPT2LMHeadModel.save_pretrained` writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::{ModuleVisitor, Param};
+use burn::prelude::*;
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Gpt2Config;
+use crate::gpt2::{Gpt2, assemble};
+use crate::pickle::TorchArchive;
+use crate::ModelError;
+
+/// The weight file names, in order of preference.
+pub const SAFETENSORS: &str = "model.safetensors";
+/// The PyTorch pickle checkpoint (all the asi/gpt-fr-cased repos have on `main`).
+pub const PYTORCH_BIN: &str = "pytorch_model.bin";
+
+/// What an import applied, ignored and did not expect.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// The file read.
+    pub file: String,
+    /// Parameters set from the file.
+    pub applied: usize,
+    /// Keys ignored on purpose (tied head, mask buffers).
+    pub ignored: Vec<String>,
+    /// Keys this model has no use for.
+    pub unexpected: Vec<String>,
+    /// Stored element types, e.g. `{"F16": 148}`.
+    pub dtypes: BTreeMap<String, usize>,
+}
+
+/// One checkpoint file, readable tensor by tensor.
+enum WeightFile {
+    Safetensors { bytes: Vec<u8> },
+    Torch(Box<TorchArchive>),
+}
+
+struct Entry {
+    key: String,
+    shape: Vec<usize>,
+    dtype: String,
+}
+
+impl WeightFile {
+    fn open(path: &Path) -> Result<(Self, Vec<Entry>), ModelError> {
+        let bad = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
+        if path.file_name().and_then(|n| n.to_str()) == Some(SAFETENSORS) || path.extension().is_some_and(|e| e == "safetensors") {
+            let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let entries = {
+                let st = SafeTensors::deserialize(&bytes)
+                    .map_err(|e| bad(format!("not a valid safetensors file ({e}); truncated or corrupt?")))?;
+                st.tensors()
+                    .into_iter()
+                    .map(|(key, view)| Entry { key, shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()) })
+                    .collect()
+            };
+            Ok((WeightFile::Safetensors { bytes }, entries))
+        } else {
+            let archive = TorchArchive::open(path).map_err(bad)?;
+            let entries = archive
+                .tensors()
+                .iter()
+                .map(|(key, t)| Entry { key: key.clone(), shape: t.shape.clone(), dtype: format!("{:?}", t.dtype) })
+                .collect();
+            Ok((WeightFile::Torch(Box::new(archive)), entries))
+        }
+    }
+
+    fn read_f32(&mut self, key: &str) -> Result<Vec<f32>, String> {
+        match self {
+            WeightFile::Safetensors { bytes } => {
+                let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+                let view = st.tensor(key).map_err(|e| e.to_string())?;
+                let data = view.data();
+                use safetensors::Dtype;
+                let chunks = |n: usize| data.chunks_exact(n);
+                Ok(match view.dtype() {
+                    Dtype::F32 => chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                    Dtype::F16 => chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                    Dtype::BF16 => chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                    Dtype::F64 => chunks(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                        .collect(),
+                    other => return Err(format!("`{key}` is {other:?}, not floating point")),
+                })
+            }
+            WeightFile::Torch(archive) => archive.read_f32(key),
+        }
+    }
+}
+
+/// The weight file of a model directory: `model.safetensors`, else `pytorch_model.bin`.
+pub fn weight_file(dir: &Path) -> Result<PathBuf, ModelError> {
+    [SAFETENSORS, PYTORCH_BIN]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ModelError::NoWeights { dir: dir.to_path_buf() })
+}
+
+fn is_ignored(key: &str) -> bool {
+    key == "lm_head.weight" || key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias")
+}
+
+/// Reads a GPT-2 from `path` (a safetensors or PyTorch file) for `config`.
+pub fn load<B: Backend>(
+    path: &Path,
+    config: &Gpt2Config,
+    device: &B::Device,
+) -> Result<(Gpt2<B>, LoadReport), ModelError> {
+    let (mut file, entries) = WeightFile::open(path)?;
+    let mut report = LoadReport { file: path.display().to_string(), ..Default::default() };
+    // Our name (without `transformer.`) → stored key.
+    let mut by_name: BTreeMap<String, &Entry> = BTreeMap::new();
+    for entry in &entries {
+        *report.dtypes.entry(entry.dtype.clone()).or_default() += 1;
+        let name = entry.key.strip_prefix("transformer.").unwrap_or(&entry.key);
+        if is_ignored(name) {
+            report.ignored.push(entry.key.clone());
+        } else {
+            by_name.insert(name.to_string(), entry);
+        }
+    }
+    let mut used = BTreeSet::new();
+    let mut failure: Option<ModelError> = None;
+    let mut read = |name: &str, shape: &[usize]| -> Option<Vec<f32>> {
+        if failure.is_some() {
+            return None;
+        }
+        let bad = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
+        let Some(entry) = by_name.get(name) else {
+            failure = Some(ModelError::MissingTensor { path: path.to_path_buf(), name: name.to_string() });
+            return None;
+        };
+        if entry.shape != shape {
+            failure = Some(bad(format!(
+                "`{}` has shape {:?} but config.json implies {:?}; the weights and config.json disagree (vocab_size, n_embd, n_inner?)",
+                entry.key, entry.shape, shape
+            )));
+            return None;
+        }
+        used.insert(name.to_string());
+        match file.read_f32(&entry.key) {
+            Ok(values) if values.len() == shape.iter().product::<usize>() => Some(values),
+            Ok(values) => {
+                failure = Some(bad(format!("`{}` holds {} values, expected {}", entry.key, values.len(), shape.iter().product::<usize>())));
+                None
+            }
+            Err(reason) => {
+                failure = Some(bad(reason));
+                None
+            }
+        }
+    };
+    let model = {
+        let read = std::cell::RefCell::new(&mut read);
+        assemble::<B>(
+            config,
+            |name, shape| {
+                let values = (read.borrow_mut())(name, &shape).unwrap_or_else(|| vec![0.0; shape.iter().product()]);
+                Tensor::from_data(TensorData::new(values, shape), device)
+            },
+            |name, shape| {
+                let values = (read.borrow_mut())(name, &shape).unwrap_or_else(|| vec![0.0; shape.iter().product()]);
+                Tensor::from_data(TensorData::new(values, shape), device)
+            },
+        )
+    };
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    report.applied = used.len();
+    report.unexpected = by_name.keys().filter(|k| !used.contains(*k)).map(|k| k.to_string()).collect();
+    if !report.unexpected.is_empty() {
+        tracing::warn!("{}: unexpected tensors ignored: {}", path.display(), report.unexpected.join(", "));
+    }
+    Ok((model, report))
+}
+
+/// Every parameter with its HF name (`wte.weight`, `h.0.attn.c_attn.weight` …),
+/// shape, and values flattened (cheap handles, read on demand).
+pub struct NamedParams<B: Backend> {
+    path: Vec<String>,
+    /// `(name, shape, flattened tensor)` in module order.
+    pub params: Vec<(String, Vec<usize>, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> NamedParams<B> {
+    /// Collects the parameters of `model`.
+    pub fn of(model: &Gpt2<B>) -> Self {
+        let mut visitor = Self { path: Vec::new(), params: Vec::new() };
+        model.visit(&mut visitor);
+        visitor
+    }
+
+    /// The values of one parameter.
+    pub fn values(tensor: &Tensor<B, 1>) -> Vec<f32> {
+        tensor.clone().into_data().convert::<f32>().into_vec::<f32>().expect("converted to f32")
+    }
+}
+
+impl<B: Backend> ModuleVisitor<B> for NamedParams<B> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let tensor = param.val();
+        let shape = tensor.dims().to_vec();
+        let n = shape.iter().product::<usize>();
+        self.params.push((self.path.join("."), shape, tensor.reshape([n])));
+    }
+}
+
+/// Writes `model` as `model.safetensors` with HF's keys (`transformer.…`, no
+/// `lm_head.weight`) and metadata `format=pt`, atomically, one tensor at a time
+/// (so a large model is never copied whole on the host).
+pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), ModelError> {
+    let mut params = NamedParams::of(model).params;
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, shape, _) in &params {
+        let bytes = shape.iter().product::<usize>() * 4;
+        header.insert(
+            format!("transformer.{name}"),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serialises");
+    while (header.len() + 8) % 8 != 0 {
+        header.push(b' ');
+    }
+    let io = |e: std::io::Error| tp06_artifact::fs::FsError::new("cannot write", path, e);
+    tp06_artifact::fs::write_atomic_with(path, |writer| -> Result<(), ModelError> {
+        use std::io::Write;
+        writer.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+        writer.write_all(&header).map_err(io)?;
+        for (_, _, tensor) in &params {
+            let values = NamedParams::<B>::values(tensor);
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            writer.write_all(&bytes).map_err(io)?;
+        }
+        Ok(())
+    })
+}

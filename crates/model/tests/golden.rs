@@ -1,0 +1,119 @@
+//! The model against numbers written by transformers (`fixtures/make_model_fixtures.py`).
+//!
+//! Tolerance: logits within 1e-4 absolute (f32) of transformers'; cached decoding
+//! within 1e-5 of the full forward pass; greedy ids identical.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use safetensors::SafeTensors;
+use tp06_model::backend::Cpu;
+use tp06_model::{Gpt2, HfConfig, KvCache};
+
+const FIXTURES: [&str; 3] = ["tiny-bin", "tiny-safetensors", "tiny-nonsquare"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model").join(name)
+}
+
+struct Golden {
+    input_ids: (Vec<i64>, [usize; 2]),
+    logits: Vec<f32>,
+    prompt: Vec<i64>,
+    greedy: Vec<i64>,
+}
+
+fn golden(dir: &Path) -> Golden {
+    let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let i64s = |name: &str| -> Vec<i64> {
+        st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let shape = st.tensor("input_ids").unwrap().shape().to_vec();
+    Golden {
+        input_ids: (i64s("input_ids"), [shape[0], shape[1]]),
+        logits: st
+            .tensor("logits")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        prompt: i64s("prompt"),
+        greedy: i64s("greedy"),
+    }
+}
+
+fn load(dir: &Path) -> Gpt2<Cpu> {
+    let config = HfConfig::from_file(&dir.join("config.json")).unwrap().resolve().unwrap();
+    let file = tp06_model::weight_file(dir).unwrap();
+    let (model, report) = tp06_model::load::<Cpu>(&file, &config, &Default::default()).unwrap();
+    assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
+    assert_eq!(report.applied, 2 + 12 * config.n_layer + 2, "wte, wpe, 12 per block, ln_f");
+    model
+}
+
+fn ids(values: &[i64], shape: [usize; 2]) -> Tensor<Cpu, 2, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn values<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().unwrap()
+}
+
+#[test]
+fn logits_equal_transformers() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let g = golden(&dir);
+        let model = load(&dir);
+        let logits = values(model.forward(ids(&g.input_ids.0, g.input_ids.1)));
+        let diff = max_abs_diff(&logits, &g.logits);
+        assert!(diff <= 1e-4, "{name}: max |Δlogit| = {diff}");
+    }
+}
+
+#[test]
+fn cached_decoding_equals_the_full_forward_pass() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let g = golden(&dir);
+        let model = load(&dir);
+        let (ids_all, [b, t]) = (g.input_ids.0.clone(), g.input_ids.1);
+        let full = model.forward(ids(&ids_all, [b, t])); // [b, t, v]
+        let vocab = full.dims()[2];
+        let mut cache = KvCache::new(model.h.len());
+        // Prefill 4 positions, then one at a time.
+        let column = |from: usize, to: usize| -> Vec<i64> {
+            (0..b).flat_map(|row| ids_all[row * t + from..row * t + to].to_vec()).collect()
+        };
+        let mut steps = vec![model.forward_cached(ids(&column(0, 4), [b, 4]), &mut cache)];
+        for pos in 4..t {
+            steps.push(model.forward_cached(ids(&column(pos, pos + 1), [b, 1]), &mut cache));
+        }
+        assert_eq!(cache.len(), t);
+        let cached = Tensor::cat(steps, 1);
+        assert_eq!(cached.dims(), [b, t, vocab]);
+        let diff = max_abs_diff(&values(cached), &values(full));
+        assert!(diff <= 1e-5, "{name}: cached vs full max |Δ| = {diff}");
+    }
+}
+
+#[test]
+fn greedy_decoding_equals_transformers_generate() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let g = golden(&dir);
+        let model = load(&dir);
+        let prompt: Vec<u32> = g.prompt.iter().map(|&i| i as u32).collect();
+        let new_tokens = g.greedy.len() - prompt.len();
+        let out = tp06_model::greedy(&model, &prompt, new_tokens, None);
+        let expected: Vec<u32> = g.greedy.iter().map(|&i| i as u32).collect();
+        assert_eq!(out, expected, "{name}");
+    }
+}

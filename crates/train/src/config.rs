@@ -1,0 +1,92 @@
+//! Configuration of the train stage (`[train]` in a preset).
+
+use serde::{Deserialize, Serialize};
+
+/// The train stage's settings; the course's values are in `presets/tp06.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Passes over the training set (course: 10). Ignored when `max_steps` is set.
+    pub epochs: u32,
+    /// Stop after this many optimiser steps (overrides `epochs`, as in HF).
+    pub max_steps: Option<u64>,
+    /// Sequences per micro-batch (course: 2).
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimiser step (course: 8).
+    pub grad_accum: usize,
+    /// Peak learning rate (course: 5e-5).
+    pub lr: f64,
+    /// Linear warm-up steps from 0 to `lr` (course: 100), then linear decay to 0.
+    pub warmup_steps: u64,
+    /// AdamW decoupled weight decay, not applied to biases and LayerNorm weights (0.01).
+    pub weight_decay: f64,
+    /// AdamW β₁ (0.9).
+    pub adam_beta1: f64,
+    /// AdamW β₂ (0.999).
+    pub adam_beta2: f64,
+    /// AdamW ε (1e-8).
+    pub adam_epsilon: f64,
+    /// Clip the global gradient norm to this value (1.0; 0 disables).
+    pub max_grad_norm: f64,
+    /// Tokens per example: longer articles are cut, shorter ones padded (256).
+    pub max_length: usize,
+    /// Seed of shuffling and dropout (course: 42).
+    pub seed: u64,
+    /// Train on the padding positions too (the course's defect: `labels = input_ids`).
+    pub pad_in_loss: bool,
+    /// Concatenate the articles, separated by `</s>`, into full `max_length`
+    /// blocks as HF `run_clm` does (no padding at all).
+    pub packing: bool,
+    /// Log the training loss every this many steps (course: 10).
+    pub logging_every: u64,
+    /// Evaluate on the validation split every this many steps (0: only at the end).
+    pub eval_every: u64,
+    /// Write a resumable checkpoint every this many steps (course: 500).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept on disk (course: 2).
+    pub keep_checkpoints: usize,
+}
+
+impl Config {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |name: &str, v: f64| {
+            if v > 0.0 && v.is_finite() { Ok(()) } else { Err(format!("train.{name}: {v} must be > 0")) }
+        };
+        positive("lr", self.lr)?;
+        if self.batch_size == 0 {
+            return Err("train.batch_size: 0; use at least 1 (course: 2)".into());
+        }
+        if self.grad_accum == 0 {
+            return Err("train.grad_accum: 0; use at least 1 (course: 8)".into());
+        }
+        if self.max_length < 2 {
+            return Err(format!("train.max_length: {} is too short; use at least 2 (course: 256)", self.max_length));
+        }
+        if self.epochs == 0 && self.max_steps.is_none() {
+            return Err("train.epochs: 0 and no train.max_steps; nothing to train".into());
+        }
+        if self.max_steps == Some(0) {
+            return Err("train.max_steps: 0; use at least 1, or remove it to train by epochs".into());
+        }
+        for (name, v) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("train.{name}: {v} must be in [0, 1)"));
+            }
+        }
+        positive("adam_epsilon", self.adam_epsilon)?;
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("train.weight_decay: {} must be ≥ 0", self.weight_decay));
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return Err(format!("train.max_grad_norm: {} must be ≥ 0 (0 disables clipping)", self.max_grad_norm));
+        }
+        if self.keep_checkpoints == 0 {
+            return Err("train.keep_checkpoints: 0; keep at least 1 so a run can resume".into());
+        }
+        if self.logging_every == 0 {
+            return Err("train.logging_every: 0; use at least 1".into());
+        }
+        Ok(())
+    }
+}
