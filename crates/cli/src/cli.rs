@@ -50,6 +50,9 @@ pub struct Common {
     /// Run the stage(s) even when up to date.
     #[arg(long)]
     pub force: bool,
+    /// Compute backend: flex (CPU), ndarray (CPU), cuda [default: cuda when compiled in, else flex].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
 }
 
 impl Common {
@@ -100,14 +103,60 @@ pub enum Command {
         #[arg(long)]
         resume: bool,
     },
-    /// Generate text.
+    /// Generate text with the run's fine-tuned model, or any model with --model.
     Sample {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        args: SampleArgs,
     },
     /// Print the resolved configuration as TOML.
     Config {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// What to generate and how (each flag overrides the `[sample]` settings).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SampleArgs {
+    /// A model directory in hub layout or a hub id `hf:OWNER/NAME[@REV]` instead of the run's model.
+    #[arg(long, value_name = "DIR_OR_HUB_ID")]
+    pub model: Option<String>,
+    /// A prompt (repeatable); default: the preset's prompts.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Vec<String>,
+    /// A file with one prompt per line.
+    #[arg(long, value_name = "FILE")]
+    pub prompts_file: Option<PathBuf>,
+    /// Decode greedily (no sampling).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Softmax temperature (0 means greedy).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Keep the k most likely tokens (0 disables).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens reaching probability p.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Penalise tokens already in the text (1 disables).
+    #[arg(long)]
+    pub repetition_penalty: Option<f64>,
+    /// Maximum length in tokens, prompt included.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Maximum number of new tokens (instead of --max-length).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Sampler seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Samples per prompt.
+    #[arg(long)]
+    pub num_samples: Option<usize>,
+    /// Read prompts from standard input, one per line, and answer each.
+    #[arg(long)]
+    pub interactive: bool,
 }

@@ -1,6 +1,7 @@
 //! `tp06`: the pipeline's command line. Parse, resolve, run, report; the logic
 //! lives in the stage crates.
 
+mod backend;
 mod cli;
 mod commands;
 mod config;
@@ -13,6 +14,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     ui::init(cli.verbosity());
+    commands::install_ctrl_c();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -24,7 +24,7 @@ pub use gpt2::{Attention, Block, Conv1D, Dropout, Embedding, Gpt2, KvCache, Laye
 pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
 pub use stage::{ModelStats, load_stage_model, outputs, run};
-pub use weights::{LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, save_safetensors, weight_file};
+pub use weights::{LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_tensors};
 
 /// Everything that can go wrong with a model directory or its files.
 #[derive(Debug, thiserror::Error)]

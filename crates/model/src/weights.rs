@@ -225,20 +225,27 @@ impl<B: Backend> ModuleVisitor<B> for NamedParams<B> {
 }
 
 /// Writes `model` as `model.safetensors` with HF's keys (`transformer.…`, no
-/// `lm_head.weight`) and metadata `format=pt`, atomically, one tensor at a time
-/// (so a large model is never copied whole on the host).
+/// `lm_head.weight`) and metadata `format=pt`, atomically.
 pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), ModelError> {
-    let mut params = NamedParams::of(model).params;
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let params = NamedParams::of(model)
+        .params
+        .into_iter()
+        .map(|(name, shape, tensor)| (format!("transformer.{name}"), shape, tensor))
+        .collect();
+    write_tensors(path, params)
+}
+
+/// Writes f32 tensors to a safetensors file (metadata `format=pt`), sorted by
+/// name, atomically and one tensor at a time, so a large model is never copied
+/// whole on the host.
+pub fn write_tensors<B: Backend>(path: &Path, mut tensors: Vec<(String, Vec<usize>, Tensor<B, 1>)>) -> Result<(), ModelError> {
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
-    for (name, shape, _) in &params {
+    for (name, shape, _) in &tensors {
         let bytes = shape.iter().product::<usize>() * 4;
-        header.insert(
-            format!("transformer.{name}"),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
-        );
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}));
         offset += bytes;
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serialises");
@@ -250,11 +257,22 @@ pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), 
         use std::io::Write;
         writer.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
         writer.write_all(&header).map_err(io)?;
-        for (_, _, tensor) in &params {
+        for (_, _, tensor) in &tensors {
             let values = NamedParams::<B>::values(tensor);
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             writer.write_all(&bytes).map_err(io)?;
         }
         Ok(())
     })
+}
+
+/// Reads every f32 tensor of a safetensors file written by [`write_tensors`].
+pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, ModelError> {
+    let (mut file, entries) = WeightFile::open(path)?;
+    let mut out = BTreeMap::new();
+    for entry in entries {
+        let values = file.read_f32(&entry.key).map_err(|reason| ModelError::Weights { path: path.to_path_buf(), reason })?;
+        out.insert(entry.key, (entry.shape, values));
+    }
+    Ok(out)
 }

@@ -1,5 +1,63 @@
-//! The train stage: the course's fine-tuning loop, equal to HF `Trainer`.
+//! The train stage: the course's fine-tuning (its "Technique 2"), step for step
+//! as HF `Trainer` runs it, resumable, observable, exported.
+//!
+//! Inputs: the data stage (articles), the vocab stage (tokenizer), the model
+//! stage (initialised model and freeze plan). Outputs in `RUN_DIR/train/`:
+//! `tokens.json` (the token cache), `metrics.jsonl`, `loss.svg`, `export/` (the
+//! final model as an HF directory), `best/` (the best validation step's model,
+//! when there is a validation split), `checkpoints/`, `manifest.json`.
 
+pub mod checkpoint;
 mod config;
+pub mod examples;
+pub mod metrics;
+pub mod optim;
+mod stage;
+pub mod trainer;
 
+use std::path::PathBuf;
+
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, LoopState};
 pub use config::Config;
+pub use stage::{LoopOptions, Resume, TrainContext, TrainStats, outputs, run, steps_per_epoch, train_loop};
+
+/// Everything that can go wrong in the train stage.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration value does not fit the model or data.
+    #[error("{0}")]
+    Config(String),
+    /// The loss became NaN or infinite.
+    #[error("the training loss became {loss} at step {step} (learning rate {lr:e}); training stopped, {checkpoint}; lower train.lr or check the data")]
+    NonFinite { step: u64, loss: f64, lr: f64, checkpoint: String },
+    /// Ctrl-C: the run was checkpointed and stopped.
+    #[error("interrupted at step {step}: checkpoint saved in `{path}`; run the same command again (or `cargo xtask train --resume`) to continue")]
+    Interrupted { step: u64, path: PathBuf },
+    /// `--resume` without a checkpoint of this run.
+    #[error("--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started)")]
+    NothingToResume { dir: PathBuf },
+    /// A checkpoint or metrics file is unreadable.
+    #[error("`{path}`: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    /// The loss plot could not be drawn.
+    #[error("cannot draw the loss plot: {0}")]
+    Plot(String),
+    /// Reading or writing the model failed.
+    #[error(transparent)]
+    Model(#[from] tp06_model::ModelError),
+    /// Reading the tokenizer failed.
+    #[error(transparent)]
+    Vocab(#[from] tp06_vocab::VocabError),
+    /// Reading the articles failed.
+    #[error(transparent)]
+    Data(#[from] tp06_data::DataError),
+    /// A manifest or artifact failed.
+    #[error(transparent)]
+    Manifest(#[from] tp06_artifact::ManifestError),
+}
+
+impl From<tp06_artifact::fs::FsError> for TrainError {
+    fn from(e: tp06_artifact::fs::FsError) -> Self {
+        TrainError::Manifest(tp06_artifact::ManifestError::Fs(e))
+    }
+}

@@ -1,0 +1,128 @@
+//! Resumable checkpoints: `checkpoints/step-NNNNNNNN/` with the model, the
+//! optimiser moments and the loop state. A checkpoint is written in a hidden
+//! temporary directory and renamed into place, so one that exists is complete;
+//! the last `keep` are kept.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use tp06_model::{Gpt2, Gpt2Config};
+
+use crate::TrainError;
+use crate::optim::Moments;
+
+/// Bump when the checkpoint layout changes.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// The loop state saved beside the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// [`CHECKPOINT_VERSION`].
+    pub version: u32,
+    /// Fingerprint of the run (config and inputs) this checkpoint belongs to.
+    pub fingerprint: String,
+    /// Optimiser steps done.
+    pub step: u64,
+    /// Best validation loss so far and its step.
+    pub best: Option<(u64, f64)>,
+    /// Seconds of training before this checkpoint.
+    pub seconds: f64,
+    /// Token positions processed before this checkpoint.
+    pub positions: u64,
+}
+
+/// A checkpoint on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its loop state.
+    pub state: LoopState,
+}
+
+fn io(path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// The complete checkpoints under `root`, oldest first. Leftover temporary
+/// directories of an interrupted write are removed.
+pub fn list(root: &Path) -> Result<Vec<Checkpoint>, TrainError> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
+        }
+        if !name.starts_with("step-") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join("state.json")) else { continue };
+        match serde_json::from_str::<LoopState>(&text) {
+            Ok(state) if state.version == CHECKPOINT_VERSION => out.push(Checkpoint { dir, state }),
+            _ => tracing::warn!("ignoring checkpoint `{}`: unreadable or from another version", dir.display()),
+        }
+    }
+    out.sort_by_key(|c| c.state.step);
+    Ok(out)
+}
+
+/// Writes a checkpoint and prunes the oldest beyond `keep`.
+pub fn save<B: Backend>(
+    root: &Path,
+    model: &Gpt2<B>,
+    moments: &BTreeMap<String, Moments<B::InnerBackend>>,
+    state: &LoopState,
+    keep: usize,
+) -> Result<PathBuf, TrainError>
+where
+    B: burn::tensor::backend::AutodiffBackend,
+{
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!(".{name}.tmp"));
+    let dir = root.join(&name);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    tp06_model::save_safetensors(model, &tmp.join("model.safetensors"))?;
+    let mut tensors = Vec::new();
+    for (param, m) in moments {
+        let n = m.m.dims()[0];
+        tensors.push((format!("m.{param}"), vec![n], m.m.clone()));
+        tensors.push((format!("v.{param}"), vec![n], m.v.clone()));
+    }
+    tp06_model::write_tensors::<B::InnerBackend>(&tmp.join("optimizer.safetensors"), tensors)?;
+    tp06_artifact::fs::write_json_atomic(&tmp.join("state.json"), state)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+    let all = list(root)?;
+    for old in all.iter().take(all.len().saturating_sub(keep)) {
+        let _ = std::fs::remove_dir_all(&old.dir);
+    }
+    Ok(dir)
+}
+
+/// Reads a checkpoint's model and moments.
+pub fn load<B: burn::tensor::backend::AutodiffBackend>(
+    checkpoint: &Checkpoint,
+    config: &Gpt2Config,
+    device: &B::Device,
+) -> Result<(Gpt2<B>, BTreeMap<String, Moments<B::InnerBackend>>), TrainError> {
+    let (model, _) = tp06_model::load::<B>(&checkpoint.dir.join("model.safetensors"), config, device)?;
+    let tensors = tp06_model::read_tensors(&checkpoint.dir.join("optimizer.safetensors"))?;
+    let mut moments: BTreeMap<String, Moments<B::InnerBackend>> = BTreeMap::new();
+    let tensor = |values: &Vec<f32>| Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(values.clone(), [values.len()]), device);
+    for (key, (_, values)) in &tensors {
+        if let Some(param) = key.strip_prefix("m.") {
+            let v = tensors.get(&format!("v.{param}")).ok_or_else(|| TrainError::Checkpoint {
+                path: checkpoint.dir.clone(),
+                reason: format!("optimizer.safetensors has m.{param} but no v.{param}"),
+            })?;
+            moments.insert(param.to_string(), Moments { m: tensor(values), v: tensor(&v.1) });
+        }
+    }
+    Ok((model, moments))
+}

@@ -1,0 +1,319 @@
+//! The training loop, in the order HF `Trainer` runs it: for each optimiser
+//! step, the learning rate; the micro-batches with their gradients accumulated
+//! (the loss normalised over all label tokens of the accumulated batch); the
+//! gradient of the pretrained `wte` rows zeroed when only new rows train;
+//! clipping of the global norm; the AdamW step; logging, evaluation and
+//! checkpoints.
+//!
+//! Parameters are addressed by their HF names; frozen ones carry no gradient,
+//! so the backward pass stops below the lowest trainable tensor.
+
+use std::collections::BTreeMap;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::activation;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Bool, s};
+use tp06_model::{FreezePlan, Gpt2};
+
+use crate::examples::{Example, IGNORE, hf_items_in_batch, label_tokens};
+use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
+
+/// The flattened parameters (or gradients) of a model, by HF name.
+pub type Named<B> = BTreeMap<String, Tensor<B, 1>>;
+
+/// Collects the flattened parameter tensors of `model`, by name.
+struct Collect<B: Backend> {
+    path: Vec<String>,
+    out: Vec<(String, Vec<usize>, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collect<B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        let dims = t.dims().to_vec();
+        let n = dims.iter().product::<usize>();
+        self.out.push((self.path.join("."), dims, t.reshape([n])));
+    }
+}
+
+/// `(name, shape, flattened value)` of every parameter, in module order.
+pub fn parameters<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
+    let mut visitor = Collect { path: Vec::new(), out: Vec::new() };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+/// Collects the flattened gradients of the trainable parameters.
+struct Grads<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    gradients: &'a B::Gradients,
+    out: &'a mut Named<B::InnerBackend>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(g) = param.val().grad(self.gradients) else { return };
+        let n = g.dims().iter().product::<usize>();
+        let g = g.reshape([n]);
+        let name = self.path.join(".");
+        let sum = match self.out.remove(&name) {
+            Some(acc) => acc + g,
+            None => g,
+        };
+        self.out.insert(name, sum);
+    }
+}
+
+/// Sets each parameter's gradient requirement from the freeze plan, or replaces
+/// the values of the parameters named in `updates`.
+struct Rebuild<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    plan: &'a FreezePlan,
+    updates: Option<&'a mut Named<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Rebuild<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let name = self.path.join(".");
+        let trains = self.plan.trains(&name);
+        let (id, tensor, _) = param.consume();
+        let dims = tensor.dims();
+        let inner = match self.updates.as_mut().and_then(|u| u.remove(&name)) {
+            Some(flat) => flat.reshape(dims),
+            None => tensor.inner(),
+        };
+        Param::initialized(id, Tensor::from_inner(inner).set_require_grad(trains))
+    }
+}
+
+/// Applies the freeze plan: frozen parameters stop requiring gradients.
+pub fn apply_freeze<B: AutodiffBackend>(model: Gpt2<B>, plan: &FreezePlan) -> Gpt2<B> {
+    model.map(&mut Rebuild::<B> { path: Vec::new(), plan, updates: None })
+}
+
+/// A micro-batch as tensors.
+pub struct Batch<B: Backend> {
+    /// `[b, t]` token ids.
+    pub ids: Tensor<B, 2, Int>,
+    /// `[b·(t−1)]` next-token targets (0 where ignored).
+    pub targets: Tensor<B, 1, Int>,
+    /// `[b·(t−1)]` 1 where the target counts, else 0.
+    pub weights: Tensor<B, 1>,
+    /// `[b, t]` padding keys (true = padding), when the batch has any.
+    pub pad: Option<Tensor<B, 2, Bool>>,
+    /// Token positions (padding included), for throughput.
+    pub positions: usize,
+}
+
+impl<B: Backend> Batch<B> {
+    /// Stacks `examples` (all of one length).
+    pub fn new(examples: &[&Example], device: &B::Device) -> Self {
+        let (b, t) = (examples.len(), examples[0].input_ids.len());
+        let ids: Vec<i64> = examples.iter().flat_map(|e| e.input_ids.iter().map(|&i| i as i64)).collect();
+        let mut targets = Vec::with_capacity(b * (t - 1));
+        let mut weights = Vec::with_capacity(b * (t - 1));
+        for e in examples {
+            for &label in &e.labels[1..] {
+                targets.push(if label == IGNORE { 0 } else { label });
+                weights.push(if label == IGNORE { 0.0f32 } else { 1.0 });
+            }
+        }
+        let any_pad = examples.iter().any(|e| e.attention.iter().any(|a| !a));
+        let pad = any_pad.then(|| {
+            let mask: Vec<bool> = examples.iter().flat_map(|e| e.attention.iter().map(|a| !a)).collect();
+            Tensor::from_data(TensorData::new(mask, [b, t]), device)
+        });
+        Self {
+            ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [b * (t - 1)]), device),
+            weights: Tensor::from_data(TensorData::new(weights, [b * (t - 1)]), device),
+            pad,
+            positions: b * t,
+        }
+    }
+}
+
+/// Sum of the next-token negative log-likelihoods of `batch` (targets with
+/// weight 0 excluded), as a one-element tensor.
+pub fn nll_sum<B: Backend>(model: &Gpt2<B>, batch: &Batch<B>) -> Tensor<B, 1> {
+    let [b, t] = batch.ids.dims();
+    let hidden = model.hidden(batch.ids.clone(), batch.pad.clone(), None); // [b, t, c]
+    let c = hidden.dims()[2];
+    let hidden = hidden.slice(s![.., 0..t - 1, ..]).reshape([b * (t - 1), c]); // [n, c]
+    let logits = model.head(hidden.unsqueeze::<3>()).squeeze_dim::<2>(0); // [n, vocab]
+    let log_probs = activation::log_softmax(logits, 1);
+    let n = b * (t - 1);
+    let picked = log_probs.gather(1, batch.targets.clone().reshape([n, 1])).reshape([n]); // [n]
+    (picked * batch.weights.clone()).sum().neg()
+}
+
+/// What one optimiser step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepResult {
+    /// Loss of the accumulated batch, normalised as HF `Trainer` does.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Token positions processed (padding included).
+    pub positions: usize,
+}
+
+/// Why a step could not be taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepError {
+    /// The loss is NaN or infinite.
+    NonFinite(f64),
+}
+
+/// Seed of the dropout masks of one micro-batch: a pure function of the run's
+/// seed and the position in training, so a resumed run draws the same masks.
+pub fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(step + 1) ^ (micro as u64).rotate_left(32);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The model, its freeze plan and the optimiser state.
+pub struct Trainer<B: AutodiffBackend> {
+    /// The model being trained.
+    pub model: Gpt2<B>,
+    /// What trains.
+    pub plan: FreezePlan,
+    /// The optimiser.
+    pub adamw: AdamW,
+    /// Clip threshold (0: none).
+    pub max_grad_norm: f64,
+    /// Moments by parameter name.
+    pub moments: BTreeMap<String, Moments<B::InnerBackend>>,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Seed of the dropout masks.
+    pub seed: u64,
+    device: B::Device,
+    /// `[vocab·n_embd]`: true where `wte` must not change (pretrained rows).
+    wte_frozen: Option<Tensor<B::InnerBackend, 1, Bool>>,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A trainer for `model` (freeze plan applied here).
+    pub fn new(model: Gpt2<B>, plan: FreezePlan, adamw: AdamW, max_grad_norm: f64, seed: u64, device: B::Device) -> Self {
+        let model = apply_freeze(model, &plan);
+        let wte_frozen = plan.wte_trainable_from.map(|from| {
+            let [rows, cols] = model.wte.weight.dims();
+            let mask: Vec<bool> = (0..rows * cols).map(|i| i / cols < from).collect();
+            Tensor::from_data(TensorData::new(mask, [rows * cols]), &device)
+        });
+        Self { model, plan, adamw, max_grad_norm, moments: BTreeMap::new(), step: 0, seed, device, wte_frozen }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// One optimiser step over `micro_batches` at learning rate `lr`.
+    pub fn step(&mut self, micro_batches: &[Vec<&Example>], lr: f64) -> Result<StepResult, StepError> {
+        let all: Vec<&Example> = micro_batches.iter().flatten().copied().collect();
+        let items = hf_items_in_batch(&all).max(1) as f64;
+        let trainable: Vec<(String, Tensor<B, 1>)> = parameters(&self.model)
+            .into_iter()
+            .filter(|(name, _, _)| self.plan.trains(name))
+            .map(|(name, _, t)| (name, t))
+            .collect();
+        let mut grads: Named<B::InnerBackend> = BTreeMap::new();
+        let (mut loss, mut positions) = (0.0f64, 0usize);
+        for (micro, examples) in micro_batches.iter().enumerate() {
+            B::seed(&self.device, dropout_seed(self.seed, self.step, micro));
+            let batch = Batch::<B>::new(examples, &self.device);
+            positions += batch.positions;
+            let micro_loss = nll_sum(&self.model, &batch) / items;
+            loss += micro_loss.clone().into_scalar().elem::<f64>();
+            let gradients = micro_loss.backward();
+            self.model.visit(&mut Grads::<B> { path: Vec::new(), gradients: &gradients, out: &mut grads });
+        }
+        if !loss.is_finite() {
+            return Err(StepError::NonFinite(loss));
+        }
+        if let (Some(mask), Some(g)) = (&self.wte_frozen, grads.remove("wte.weight")) {
+            grads.insert("wte.weight".into(), g.mask_fill(mask.clone(), 0.0));
+        }
+        let grad_norm = global_norm(&grads.values().cloned().collect::<Vec<_>>());
+        let coef = if self.max_grad_norm > 0.0 { clip_coefficient(grad_norm, self.max_grad_norm) } else { 1.0 };
+
+        self.step += 1;
+        let mut updates: Named<B::InnerBackend> = BTreeMap::new();
+        for (name, value) in trainable {
+            let Some(grad) = grads.remove(&name) else { continue };
+            let grad = if self.max_grad_norm > 0.0 { grad * coef } else { grad };
+            let old = value.inner();
+            let moments = self.moments.entry(name.clone()).or_insert_with(|| Moments {
+                m: old.zeros_like(),
+                v: old.zeros_like(),
+            });
+            let mut new = self.adamw.step(old.clone(), grad, moments, self.step, lr, decays(&name));
+            if name == "wte.weight" {
+                if let Some(mask) = &self.wte_frozen {
+                    new = new.mask_where(mask.clone(), old); // pretrained rows keep their exact values
+                }
+            }
+            updates.insert(name, new);
+        }
+        let model = self.model.clone();
+        self.model = model.map(&mut Rebuild::<B> { path: Vec::new(), plan: &self.plan, updates: Some(&mut updates) });
+        Ok(StepResult { loss, grad_norm, positions })
+    }
+
+    /// Mean next-token loss over `examples` (token-weighted) and the summed NLL,
+    /// without dropout; batches of `batch_size`.
+    pub fn evaluate(&self, examples: &[Example], batch_size: usize) -> (f64, f64, usize) {
+        let model = self.model.valid();
+        evaluate(&model, examples, batch_size, &self.device)
+    }
+}
+
+/// `(mean loss, total NLL, label tokens)` of `model` on `examples`.
+pub fn evaluate<B: Backend>(model: &Gpt2<B>, examples: &[Example], batch_size: usize, device: &B::Device) -> (f64, f64, usize) {
+    let (mut total, mut tokens) = (0.0f64, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        tokens += label_tokens(&refs);
+        let batch = Batch::<B>::new(&refs, device);
+        total += nll_sum(model, &batch).into_scalar().elem::<f64>();
+    }
+    (total / tokens.max(1) as f64, total, tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_seeds_differ_by_position_and_repeat() {
+        assert_eq!(dropout_seed(42, 3, 1), dropout_seed(42, 3, 1));
+        assert_ne!(dropout_seed(42, 3, 1), dropout_seed(42, 3, 2));
+        assert_ne!(dropout_seed(42, 3, 1), dropout_seed(42, 4, 1));
+        assert_ne!(dropout_seed(42, 3, 1), dropout_seed(43, 3, 1));
+    }
+}

@@ -1,0 +1,102 @@
+//! Helpers shared by the train crate's integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use burn::backend::Autodiff;
+use serde_json::Value;
+use tp06_artifact::NoProgress;
+use tp06_model::backend::Cpu;
+use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2, Gpt2Config, HfConfig, WteFreeze};
+use tp06_train::examples::Example;
+use tp06_train::optim::AdamW;
+use tp06_train::trainer::{Trainer, parameters};
+use tp06_train::{Config, LoopOptions, LoopState, Resume, TrainContext, train_loop};
+
+pub type B = Autodiff<Cpu>;
+
+pub fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/train").join(case)
+}
+
+pub fn load(case: &str, dropout: bool) -> (Gpt2<B>, Gpt2Config) {
+    let dir = fixture(case);
+    let mut config = HfConfig::from_file(&dir.join("config.json")).unwrap().resolve().unwrap();
+    if dropout {
+        config.attn_pdrop = 0.1;
+        config.embd_pdrop = 0.1;
+        config.resid_pdrop = 0.1;
+    }
+    let (model, _) = tp06_model::load::<B>(&dir.join("model.safetensors"), &config, &Default::default()).unwrap();
+    (model, config)
+}
+
+pub fn examples(case: &str) -> Vec<Example> {
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(fixture(case).join("examples.json")).unwrap()).unwrap();
+    rows.iter()
+        .map(|r| {
+            let list = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>();
+            Example {
+                input_ids: list("input_ids").into_iter().map(|i| i as u32).collect(),
+                labels: list("labels"),
+                attention: list("attention_mask").into_iter().map(|m| m == 1).collect(),
+            }
+        })
+        .collect()
+}
+
+pub fn config() -> Config {
+    Config {
+        epochs: 7,
+        max_steps: Some(20),
+        batch_size: 2,
+        grad_accum: 4,
+        lr: 1e-3,
+        warmup_steps: 5,
+        weight_decay: 0.01,
+        adam_beta1: 0.9,
+        adam_beta2: 0.999,
+        adam_epsilon: 1e-8,
+        max_grad_norm: 1.0,
+        max_length: 16,
+        seed: 42,
+        pad_in_loss: true,
+        packing: false,
+        logging_every: 1,
+        eval_every: 0,
+        checkpoint_every: 1000,
+        keep_checkpoints: 2,
+    }
+}
+
+pub fn course_plan(config: &Gpt2Config) -> FreezePlan {
+    let course = FreezeConfig { wte: WteFreeze::All, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
+    FreezePlan::new(&course, config, config.vocab_size)
+}
+
+pub fn adamw(c: &Config) -> AdamW {
+    AdamW { beta1: c.adam_beta1, beta2: c.adam_beta2, epsilon: c.adam_epsilon, weight_decay: c.weight_decay }
+}
+
+pub fn values(model: &Gpt2<B>) -> BTreeMap<String, Vec<f32>> {
+    parameters(model)
+        .into_iter()
+        .map(|(name, _, t)| (name, t.into_data().convert::<f32>().into_vec().unwrap()))
+        .collect()
+}
+
+/// Runs the loop to `total` steps in `dir`, returning the trainer.
+pub fn run_loop(trainer: &mut Trainer<B>, train: &[Example], c: &Config, dir: &Path, total: u64, stop: bool, state: &mut LoopState) -> Result<(), tp06_train::TrainError> {
+    let stop = AtomicBool::new(stop);
+    let ctx = TrainContext { progress: &NoProgress, stop: &stop, resume: Resume::Auto, force: false, backend: "flex" };
+    let spe = tp06_train::steps_per_epoch(train.len(), c.batch_size, c.grad_accum);
+    train_loop(trainer, train, c, &LoopOptions { shuffle: false }, total, spe, state, &dir.join("metrics.jsonl"), &dir.join("checkpoints"), &ctx, &mut |_, _| Ok(None))
+        .map(|_| ())
+}
+
+pub fn new_state() -> LoopState {
+    LoopState { version: tp06_train::CHECKPOINT_VERSION, fingerprint: "test".into(), step: 0, best: None, seconds: 0.0, positions: 0 }
+}
+

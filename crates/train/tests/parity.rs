@@ -1,0 +1,109 @@
+//! The training loop against HF `Trainer` (`fixtures/make_train_fixtures.py`),
+//! and the loop's invariants: accumulation, freezing.
+//!
+//! Tolerances: per-step loss within 1e-5 relative, gradient norm within 1e-4
+//! relative, learning rate within 1e-12, trained weights within 2e-5 absolute.
+
+mod common;
+
+use burn::prelude::*;
+use common::*;
+use serde_json::Value;
+use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, WteFreeze};
+use tp06_train::examples::Example;
+use tp06_train::metrics;
+use tp06_train::trainer::Trainer;
+
+#[test]
+fn twenty_steps_equal_hf_trainer() {
+    for case in ["course", "masked"] {
+        let golden: Value = serde_json::from_str(&std::fs::read_to_string(fixture(case).join("golden.json")).unwrap()).unwrap();
+        let (model, gpt) = load(case, false);
+        let initial = values(&model);
+        let c = config();
+        let plan = course_plan(&gpt);
+        let mut trainer = Trainer::new(model, plan.clone(), adamw(&c), c.max_grad_norm, c.seed, Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        run_loop(&mut trainer, &examples(case), &c, dir.path(), 20, false, &mut new_state()).unwrap();
+
+        let records = metrics::read(&dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(records.len(), 20);
+        let expect = |key: &str| golden[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
+        for (i, (record, (loss, (norm, lr)))) in records
+            .iter()
+            .zip(expect("losses").into_iter().zip(expect("grad_norms").into_iter().zip(expect("learning_rates"))))
+            .enumerate()
+        {
+            let ours = record.loss.unwrap();
+            assert!(((ours - loss) / loss).abs() < 1e-5, "{case} step {}: loss {ours} vs HF {loss}", i + 1);
+            let ours = record.grad_norm.unwrap();
+            assert!(((ours - norm) / norm).abs() < 1e-4, "{case} step {}: grad norm {ours} vs HF {norm}", i + 1);
+            assert!((record.lr.unwrap() - lr).abs() < 1e-12, "{case} step {}: lr", i + 1);
+        }
+
+        let bytes = std::fs::read(fixture(case).join("final.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (name, ours) in values(&trainer.model) {
+            let hf: Vec<f32> = st.tensor(&name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let diff = ours.iter().zip(&hf).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(diff < 2e-5, "{case} {name}: max |Δ| = {diff}");
+            if plan.frozen.contains(&name) {
+                assert_eq!(ours, initial[&name], "{case}: frozen {name} is bit-identical");
+            } else {
+                assert_ne!(ours, initial[&name], "{case}: trainable {name} moved");
+            }
+        }
+    }
+}
+
+#[test]
+fn accumulating_2x8_equals_one_batch_of_16() {
+    let (model, gpt) = load("masked", false);
+    let c = config();
+    let all = examples("masked");
+    let sixteen: Vec<&Example> = all.iter().take(16).collect();
+    let mut accumulated = Trainer::new(model.clone(), course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
+    let mut whole = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
+    let micro: Vec<Vec<&Example>> = sixteen.chunks(2).map(|c| c.to_vec()).collect();
+    let a = accumulated.step(&micro, 1e-3).unwrap();
+    let b = whole.step(&[sixteen.clone()], 1e-3).unwrap();
+    assert!((a.loss - b.loss).abs() < 1e-6, "{} vs {}", a.loss, b.loss);
+    assert!((a.grad_norm - b.grad_norm).abs() < 1e-6 * b.grad_norm.max(1.0));
+    for ((name, x), (_, y)) in values(&accumulated.model).into_iter().zip(values(&whole.model)) {
+        let diff = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-6, "{name}: {diff}");
+    }
+}
+
+#[test]
+fn pretrained_rows_stay_and_new_rows_learn() {
+    let (model, gpt) = load("masked", false);
+    // Grow the vocabulary by 4 rows (ids 96..99), as the vocab stage would.
+    let old = tp06_model::NamedParams::<B>::values(&model.wte.weight.val().reshape([gpt.vocab_size * gpt.n_embd]));
+    let grown = tp06_model::resized_embeddings(&old, gpt.n_embd, gpt.vocab_size + 4, 1, |_| tp06_model::RowInit::Mean);
+    let mut model = model;
+    model.wte.weight = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(grown, [gpt.vocab_size + 4, gpt.n_embd]), &Default::default()));
+    let grown_config = Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
+    let fix = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
+    let plan = FreezePlan::new(&fix, &grown_config, gpt.vocab_size);
+    let before = values(&model)["wte.weight"].clone();
+    // Examples that use the new ids.
+    let mut train = examples("masked");
+    for (i, e) in train.iter_mut().enumerate() {
+        e.input_ids[1] = 96 + (i % 4) as u32;
+        e.labels[1] = e.input_ids[1] as i64;
+        e.input_ids[2] = 96 + ((i + 1) % 4) as u32;
+        e.labels[2] = e.input_ids[2] as i64;
+    }
+    let c = config();
+    let mut trainer = Trainer::new(model, plan, adamw(&c), c.max_grad_norm, c.seed, Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    run_loop(&mut trainer, &train, &c, dir.path(), 6, false, &mut new_state()).unwrap();
+    let after = values(&trainer.model)["wte.weight"].clone();
+    let n = gpt.vocab_size * gpt.n_embd;
+    assert_eq!(&after[..n], &before[..n], "pretrained rows are bit-identical (no update, no decay)");
+    for row in 0..4 {
+        let at = n + row * gpt.n_embd;
+        assert_ne!(&after[at..at + gpt.n_embd], &before[at..at + gpt.n_embd], "new row {row} learned");
+    }
+}
