@@ -110,6 +110,11 @@ pub enum Command {
         #[command(flatten)]
         args: SampleArgs,
     },
+    /// The exploration notebook's demos on real models.
+    Explore {
+        #[command(subcommand)]
+        demo: Explore,
+    },
     /// Print the resolved configuration as TOML.
     Config {
         #[command(flatten)]
@@ -159,4 +164,35 @@ pub struct SampleArgs {
     /// Read prompts from standard input, one per line, and answer each.
     #[arg(long)]
     pub interactive: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Explore {
+    /// Add only `Pikachu`, initialised to exactly the embedding of `animal`, and
+    /// compare the next-token distributions (notebook §4).
+    SmartInit {
+        #[command(flatten)]
+        common: Common,
+        /// The model [default: model.base of the configuration].
+        #[arg(long, value_name = "DIR_OR_HUB_ID")]
+        model: Option<String>,
+        /// The name to add.
+        #[arg(long, default_value = "Pikachu")]
+        name: String,
+        /// The reference word whose embedding the name gets.
+        #[arg(long, default_value = "animal")]
+        reference: String,
+    },
+    /// A real next-token distribution under several temperatures, and what
+    /// top-k and top-p keep (notebook §6.2).
+    Sampling {
+        #[command(flatten)]
+        common: Common,
+        /// The model [default: the run's fine-tuned model, else model.base].
+        #[arg(long, value_name = "DIR_OR_HUB_ID")]
+        model: Option<String>,
+        /// The prompt.
+        #[arg(long, default_value = "Pikachu est un Pokémon de type")]
+        prompt: String,
+    },
 }

@@ -9,7 +9,7 @@ use tp06_artifact::hub::Hub;
 use tp06_artifact::{RunDir, Stage, StageReport};
 
 use crate::backend::{self, WithBackend};
-use crate::cli::{Cli, Command, Common, SampleArgs};
+use crate::cli::{Cli, Command, Common, Explore, SampleArgs};
 use crate::config::{self, PipelineConfig};
 use crate::ui;
 
@@ -80,74 +80,217 @@ fn run_stage(stage: Stage, config: &PipelineConfig, common: &Common, run: &RunDi
         Stage::Vocab => tp06_vocab::run(run, &config.vocab, &config.model.base, &hub(), force)?,
         Stage::Model => backend::dispatch(common.backend.as_deref(), ModelStage { run, config, force })??,
         Stage::Train => backend::dispatch(common.backend.as_deref(), TrainStage { run, config, force, resume })??,
-        other => bail!(
-            "stage `{other}` is not built yet in this version; the stages that run today end at `train` \
-             (use --to train)"
-        ),
+        Stage::Sample => backend::dispatch(common.backend.as_deref(), SampleStage { run, config, force })??,
     };
     Ok(report)
 }
 
-/// Greedy generation with any model directory or hub id.
-struct Greedy {
-    dir: PathBuf,
-    prompts: Vec<String>,
-    max_new_tokens: Option<usize>,
-    max_length: usize,
+/// The files a model directory needs to generate.
+fn generation_files() -> Vec<&'static [&'static str]> {
+    let mut wanted: Vec<&[&str]> = vec![&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]];
+    wanted.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
+    wanted
 }
 
-impl WithBackend for Greedy {
+/// A model directory from `--model`, or the run's fine-tuned model.
+fn model_dir(model: Option<&str>, run: &RunDir) -> Result<PathBuf> {
+    match model {
+        Some(spec) => {
+            let source: tp06_artifact::Source = spec.parse().map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))?;
+            tp06_artifact::hub::model_dir(&hub(), &source, &generation_files()).map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))
+        }
+        None => {
+            let train = tp06_artifact::UpstreamCheck::require(run, Stage::Train)
+                .context("no --model given and the run has no fine-tuned model yet")?;
+            Ok(train.manifest.output_path(run, tp06_train::outputs::EXPORT))
+        }
+    }
+}
+
+/// Generation for people: prompts from the command line, a file or stdin.
+struct AdHoc {
+    dir: PathBuf,
+    prompts: Vec<String>,
+    interactive: bool,
+    processing: tp06_sample::Processing,
+    length: tp06_sample::Length,
+    samples: usize,
+    seed: u64,
+}
+
+impl WithBackend for AdHoc {
     type Output = Result<()>;
     fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
-        let config = tp06_model::HfConfig::from_file(&self.dir.join("config.json"))?.resolve()?;
-        let file = tp06_model::weight_file(&self.dir)?;
-        let (model, _) = tp06_model::load::<B::InnerBackend>(&file, &config, &device)?;
-        let tok = tp06_vocab::Tok::from_dir(&self.dir)?;
-        let eos = tok.special_id(tok.specials.eos.as_ref());
+        let generator = tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?;
+        let answer = |prompt: &str| -> Result<()> {
+            for (text, _) in generator.complete(prompt, &self.processing, self.length, self.samples, self.seed)? {
+                ui::print(&text);
+                if self.samples > 1 {
+                    ui::print("---");
+                }
+            }
+            Ok(())
+        };
         for prompt in &self.prompts {
-            let ids = tok.encode(prompt)?;
-            if ids.is_empty() {
-                bail!("the prompt {prompt:?} encodes to no token");
+            answer(prompt)?;
+        }
+        if self.interactive {
+            use std::io::BufRead;
+            eprintln!("one prompt per line; an empty line or Ctrl-D ends");
+            for line in std::io::stdin().lock().lines() {
+                let line = line.context("cannot read standard input")?;
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Err(e) = answer(&line) {
+                    ui::error(&e);
+                }
             }
-            if ids.len() >= config.n_positions {
-                bail!("the prompt is {} tokens, the model's context is {}; shorten it", ids.len(), config.n_positions);
-            }
-            let new = self.max_new_tokens.unwrap_or_else(|| self.max_length.saturating_sub(ids.len()));
-            let out = tp06_model::greedy(&model, &ids, new, eos);
-            ui::print(&tok.decode(&out, true)?);
         }
         Ok(())
     }
 }
 
-fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
-    let config = config::resolve(&common.config_args())?;
-    let Some(model) = &args.model else {
-        bail!("sampling from a run directory comes with the sample stage; use --model DIR_OR_HUB_ID for now");
-    };
-    if !args.greedy && args.temperature != Some(0.0) {
-        bail!("only --greedy decoding is available in this version");
+/// The sample stage, on the chosen backend.
+struct SampleStage<'a> {
+    run: &'a RunDir,
+    config: &'a PipelineConfig,
+    force: bool,
+}
+
+impl WithBackend for SampleStage<'_> {
+    type Output = Result<StageReport, tp06_sample::SampleError>;
+    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
+        tp06_sample::run::<B::InnerBackend>(self.run, &self.config.sample, &device, &ui::Bars, self.force)
     }
-    let source: tp06_artifact::Source = model.parse()?;
-    let mut wanted: Vec<&[&str]> = vec![&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]];
-    wanted.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
-    let dir = tp06_artifact::hub::model_dir(&hub(), &source, &wanted)
-        .map_err(|e| anyhow::anyhow!("--model {model}: {e}"))?;
+}
+
+fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
+    let ad_hoc = args.model.is_some() || !args.prompt.is_empty() || args.prompts_file.is_some() || args.interactive;
+    if !ad_hoc {
+        return single(Stage::Sample, common, false);
+    }
+    let (config, run) = setup(common)?;
+    let sample = &config.sample;
     let mut prompts = args.prompt.clone();
     if let Some(file) = &args.prompts_file {
         let text = std::fs::read_to_string(file).with_context(|| format!("cannot read --prompts-file `{}`", file.display()))?;
         prompts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(String::from));
     }
-    if prompts.is_empty() {
-        prompts = config.sample.prompts.iter().map(|p| p.text.clone()).collect();
+    if prompts.is_empty() && !args.interactive {
+        prompts = sample.prompts.iter().map(|p| p.text.clone()).collect();
     }
-    let work = Greedy {
-        dir,
+    // --greedy is transformers' greedy `generate`: no penalty unless asked for.
+    let processing = tp06_sample::Processing {
+        do_sample: !args.greedy && sample.do_sample,
+        temperature: args.temperature.unwrap_or(sample.temperature),
+        top_k: args.top_k.unwrap_or(sample.top_k),
+        top_p: args.top_p.unwrap_or(sample.top_p),
+        repetition_penalty: args.repetition_penalty.unwrap_or(if args.greedy { 1.0 } else { sample.repetition_penalty }),
+    };
+    let mut check = sample.clone();
+    check.temperature = processing.temperature;
+    check.top_p = processing.top_p;
+    check.repetition_penalty = processing.repetition_penalty;
+    check.num_samples = args.num_samples.unwrap_or(sample.num_samples);
+    check.max_length = args.max_length.unwrap_or(sample.max_length);
+    check.validate().map_err(|e| anyhow::anyhow!("{}", e.replace("sample.", "--").replace('_', "-")))?;
+    let length = match (args.max_new_tokens, args.max_length) {
+        (Some(n), _) => tp06_sample::Length::New(n),
+        (None, Some(n)) => tp06_sample::Length::Total(n),
+        (None, None) => tp06_sample::stage::length(sample),
+    };
+    let work = AdHoc {
+        dir: model_dir(args.model.as_deref(), &run)?,
         prompts,
-        max_new_tokens: args.max_new_tokens.or(config.sample.max_new_tokens),
-        max_length: args.max_length.unwrap_or(config.sample.max_length),
+        interactive: args.interactive,
+        processing,
+        length,
+        samples: check.num_samples,
+        seed: args.seed.unwrap_or(sample.seed),
     };
     backend::dispatch(common.backend.as_deref(), work)?
+}
+
+/// The exploration demos.
+struct ExploreWork {
+    demo: ExploreDemo,
+    out: PathBuf,
+}
+
+enum ExploreDemo {
+    SmartInit { base: tp06_model::StageConfig, model: Option<PathBuf>, name: String, reference: String, seed: u64 },
+    Sampling { dir: PathBuf, prompt: String },
+}
+
+impl WithBackend for ExploreWork {
+    type Output = Result<()>;
+    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        tp06_artifact::fs::create_dir_all(&self.out)?;
+        match self.demo {
+            ExploreDemo::SmartInit { base, model, name, reference, seed } => {
+                let (model, tok) = match model {
+                    Some(dir) => {
+                        let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
+                        (g.model, g.tok)
+                    }
+                    None => {
+                        let wanted: &[&[&str]] = if base.from_scratch { &[&["config.json"]] } else { &[&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]] };
+                        let mut files = wanted.to_vec();
+                        files.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
+                        let dir = tp06_artifact::hub::model_dir(&hub(), &base.base, &files)?;
+                        let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
+                        let model = if base.from_scratch {
+                            tp06_model::init_from_scratch::<I<B>>(&config, tp06_model::ScratchInit { seed: base.seed }, &device)
+                        } else {
+                            tp06_model::load::<I<B>>(&tp06_model::weight_file(&dir)?, &config, &device)?.0
+                        };
+                        (model, tp06_vocab::Tok::from_dir(&dir)?)
+                    }
+                };
+                let demo = tp06_sample::explore::smart_init(model, &tok, &name, &reference, seed)?;
+                ui::print(&demo.summary());
+                tp06_artifact::fs::write_json_atomic(&self.out.join("smart_init.json"), &demo)?;
+            }
+            ExploreDemo::Sampling { dir, prompt } => {
+                let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
+                let demo = tp06_sample::explore::sampling(&g.model, &g.tok, &prompt)?;
+                ui::print(&demo.summary());
+                tp06_artifact::fs::write_json_atomic(&self.out.join("sampling.json"), &demo)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn explore_command(demo: Explore) -> Result<()> {
+    let (common, work_demo) = match demo {
+        Explore::SmartInit { common, model, name, reference } => {
+            let config = config::resolve(&common.config_args())?;
+            let model = match model {
+                Some(spec) => Some(model_dir(Some(&spec), &RunDir::new(common.run_dir()))?),
+                None => None,
+            };
+            let demo = ExploreDemo::SmartInit { base: config.model.clone(), model, name, reference, seed: config.sample.seed };
+            (common, demo)
+        }
+        Explore::Sampling { common, model, prompt } => {
+            let run = RunDir::new(common.run_dir());
+            let config = config::resolve(&common.config_args())?;
+            let dir = match model {
+                Some(spec) => model_dir(Some(&spec), &run)?,
+                None => match model_dir(None, &run) {
+                    Ok(dir) => dir,
+                    Err(_) if !config.model.from_scratch => model_dir(Some(&config.model.base.to_string()), &run)?,
+                    Err(e) => return Err(e.context("run the pipeline first (cargo xtask pipeline) or pass --model")),
+                },
+            };
+            (common, ExploreDemo::Sampling { dir, prompt })
+        }
+    };
+    let out = RunDir::new(common.run_dir()).root().join("explore");
+    backend::dispatch(common.backend.as_deref(), ExploreWork { demo: work_demo, out })?
 }
 
 fn show(stage: Stage, run: &RunDir, report: &StageReport) {
@@ -192,6 +335,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model { common } => single(Stage::Model, &common, false),
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
         Command::Sample { common, args } => sample_command(&common, &args),
+        Command::Explore { demo } => explore_command(demo),
         Command::Config { common } => {
             let config = config::resolve(&common.config_args())?;
             ui::print(&toml::to_string_pretty(&config).context("cannot print the configuration")?);

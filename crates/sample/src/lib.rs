@@ -1,5 +1,107 @@
-//! The sample stage: generation with transformers' sampling semantics.
+//! The sample stage: generation with transformers' sampling semantics through
+//! the KV cache, exact decoding of added names, the course's prompts on the
+//! fine-tuned and base models, and the exploration notebook's demos (smart
+//! initialisation, temperature / top-k / top-p).
 
 mod config;
+pub mod explore;
+pub mod generate;
+pub mod processors;
+pub mod stage;
+
+use std::path::{Path, PathBuf};
 
 pub use config::{Config, Prompt};
+pub use generate::{Generated, Length, generate, sample_seed};
+pub use processors::Processing;
+pub use stage::{SampleRecord, SampleStats, outputs, run};
+
+/// Everything that can go wrong when sampling.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// A setting does not fit.
+    #[error("{0}")]
+    Config(String),
+    /// A prompt is too long for the model.
+    #[error("the prompt {prompt:?} is {tokens} tokens but the model's context is {context}; shorten it")]
+    PromptTooLong { prompt: String, tokens: usize, context: usize },
+    /// A prompt that encodes to nothing.
+    #[error("the prompt {0:?} is empty")]
+    EmptyPrompt(String),
+    /// Loading the model failed.
+    #[error(transparent)]
+    Model(#[from] tp06_model::ModelError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Vocab(#[from] tp06_vocab::VocabError),
+    /// A manifest or artifact failed.
+    #[error(transparent)]
+    Manifest(#[from] tp06_artifact::ManifestError),
+}
+
+impl From<tp06_artifact::fs::FsError> for SampleError {
+    fn from(e: tp06_artifact::fs::FsError) -> Self {
+        SampleError::Manifest(tp06_artifact::ManifestError::Fs(e))
+    }
+}
+
+/// A model with its tokenizer, ready to generate.
+pub struct Generator<B: burn::prelude::Backend> {
+    /// The model.
+    pub model: tp06_model::Gpt2<B>,
+    /// Its tokenizer.
+    pub tok: tp06_vocab::Tok,
+    /// `</s>`.
+    pub eos: Option<u32>,
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+}
+
+impl<B: burn::prelude::Backend> Generator<B> {
+    /// Loads an HF model directory (config, weights, tokenizer files).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, SampleError> {
+        let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
+        let file = tp06_model::weight_file(dir)?;
+        let (model, _) = tp06_model::load::<B>(&file, &config, device)?;
+        let tok = tp06_vocab::Tok::from_dir(dir)?;
+        if tok.vocab_size() > config.vocab_size {
+            return Err(SampleError::Config(format!(
+                "the tokenizer in `{}` has {} tokens but the model only {} embedding rows: they do not belong together",
+                dir.display(),
+                tok.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let eos = tok.special_id(tok.specials.eos.as_ref());
+        Ok(Self { model, tok, eos, dir: dir.to_path_buf() })
+    }
+
+    /// The ids of `prompt`, checked against the context length.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, SampleError> {
+        let ids = self.tok.encode(prompt)?;
+        if ids.is_empty() {
+            return Err(SampleError::EmptyPrompt(prompt.to_string()));
+        }
+        if ids.len() >= self.model.n_positions() {
+            return Err(SampleError::PromptTooLong { prompt: prompt.to_string(), tokens: ids.len(), context: self.model.n_positions() });
+        }
+        Ok(ids)
+    }
+
+    /// Generates `samples` texts for `prompt`: the prompt and its continuation,
+    /// decoded exactly, special tokens skipped.
+    pub fn complete(
+        &self,
+        prompt: &str,
+        processing: &Processing,
+        length: Length,
+        samples: usize,
+        seed: u64,
+    ) -> Result<Vec<(String, Generated)>, SampleError> {
+        let ids = self.encode_prompt(prompt)?;
+        generate(&self.model, &ids, processing, length, self.eos, samples, seed)
+            .into_iter()
+            .map(|g| Ok((self.tok.decode(&g.ids, true)?, g)))
+            .collect()
+    }
+}

@@ -256,8 +256,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         if !loss.is_finite() {
             return Err(StepError::NonFinite(loss));
         }
-        if let (Some(mask), Some(g)) = (&self.wte_frozen, grads.remove("wte.weight")) {
-            grads.insert("wte.weight".into(), g.mask_fill(mask.clone(), 0.0));
+        if let Some(mask) = &self.wte_frozen {
+            if let Some(g) = grads.remove("wte.weight") {
+                grads.insert("wte.weight".into(), g.mask_fill(mask.clone(), 0.0));
+            }
         }
         let grad_norm = global_norm(&grads.values().cloned().collect::<Vec<_>>());
         let coef = if self.max_grad_norm > 0.0 { clip_coefficient(grad_norm, self.max_grad_norm) } else { 1.0 };

@@ -16,12 +16,12 @@ use tp06_train::trainer::Trainer;
 
 #[test]
 fn twenty_steps_equal_hf_trainer() {
-    for case in ["course", "masked"] {
+    for case in ["course", "masked", "full"] {
         let golden: Value = serde_json::from_str(&std::fs::read_to_string(fixture(case).join("golden.json")).unwrap()).unwrap();
         let (model, gpt) = load(case, false);
         let initial = values(&model);
         let c = config();
-        let plan = course_plan(&gpt);
+        let plan = if case == "full" { nothing_frozen(&gpt) } else { course_plan(&gpt) };
         let mut trainer = Trainer::new(model, plan.clone(), adamw(&c), c.max_grad_norm, c.seed, Default::default());
         let dir = tempfile::tempdir().unwrap();
         run_loop(&mut trainer, &examples(case), &c, dir.path(), 20, false, &mut new_state()).unwrap();

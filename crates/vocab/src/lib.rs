@@ -10,7 +10,7 @@
 //! This crate never links Burn.
 
 mod config;
-mod extend;
+pub mod extend;
 mod stats;
 mod tokenizer;
 

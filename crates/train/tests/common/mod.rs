@@ -76,6 +76,11 @@ pub fn course_plan(config: &Gpt2Config) -> FreezePlan {
     FreezePlan::new(&course, config, config.vocab_size)
 }
 
+pub fn nothing_frozen(config: &Gpt2Config) -> FreezePlan {
+    let none = FreezeConfig { wte: WteFreeze::None, wpe: false, lower_blocks: BlockCount::Count(0), ln_f: false };
+    FreezePlan::new(&none, config, config.vocab_size)
+}
+
 pub fn adamw(c: &Config) -> AdamW {
     AdamW { beta1: c.adam_beta1, beta2: c.adam_beta2, epsilon: c.adam_epsilon, weight_decay: c.weight_decay }
 }

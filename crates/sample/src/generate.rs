@@ -1,0 +1,98 @@
+//! Decoding: the prompt is run once (prefill), then one token per step through
+//! the KV cache. Several samples of one prompt decode together as a batch.
+
+use burn::prelude::*;
+use burn::tensor::s;
+use rand::{Rng, SeedableRng};
+use tp06_model::{Gpt2, KvCache};
+
+use crate::processors::{Processing, argmax, draw};
+
+/// How long to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// Total length in tokens, prompt included (transformers' `max_length`).
+    Total(usize),
+    /// New tokens after the prompt (`max_new_tokens`).
+    New(usize),
+}
+
+/// One generated sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// The prompt's ids followed by the new ones (without anything after `</s>`).
+    pub ids: Vec<u32>,
+    /// How many of `ids` are new.
+    pub new_tokens: usize,
+    /// Whether it ended with `</s>`.
+    pub stopped: bool,
+}
+
+/// The seed of sample `index` of a prompt decoded with `seed`.
+pub fn sample_seed(seed: u64, index: usize) -> u64 {
+    seed.wrapping_add((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Decodes `samples` continuations of `prompt`. Sample `i` draws from its own
+/// generator seeded with [`sample_seed`]`(seed, i)`, so a run is reproducible
+/// and sample `i` does not depend on how many are asked for.
+pub fn generate<B: Backend>(
+    model: &Gpt2<B>,
+    prompt: &[u32],
+    processing: &Processing,
+    length: Length,
+    eos: Option<u32>,
+    samples: usize,
+    seed: u64,
+) -> Vec<Generated> {
+    let device = model.wte.weight.device();
+    let limit = model.n_positions();
+    let new_max = match length {
+        Length::Total(total) => total.min(limit).saturating_sub(prompt.len()),
+        Length::New(n) => n.min(limit.saturating_sub(prompt.len())),
+    };
+    let mut rngs: Vec<rand_chacha::ChaCha8Rng> =
+        (0..samples).map(|i| rand_chacha::ChaCha8Rng::seed_from_u64(sample_seed(seed, i))).collect();
+    let mut sequences: Vec<Vec<u32>> = vec![prompt.to_vec(); samples];
+    let mut finished = vec![false; samples];
+    let mut cache = KvCache::new(model.h.len());
+    let mut input: Vec<u32> = prompt.iter().copied().cycle().take(prompt.len() * samples).collect();
+    let mut width = prompt.len();
+    for _ in 0..new_max {
+        if finished.iter().all(|f| *f) || width == 0 {
+            break;
+        }
+        let ids = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [samples, width]),
+            &device,
+        );
+        let logits = model.forward_cached(ids, &mut cache); // [samples, width, vocab]
+        let vocab = logits.dims()[2];
+        let last = logits.slice(s![.., width - 1..width, ..]).reshape([samples * vocab]); // [samples · vocab]
+        let last: Vec<f32> = last.into_data().convert::<f32>().into_vec().expect("f32 logits");
+        let mut next = Vec::with_capacity(samples);
+        for (row, scores) in last.chunks_exact(vocab).enumerate() {
+            if finished[row] {
+                next.push(eos.unwrap_or(0)); // padding for a finished row, never kept
+                continue;
+            }
+            let mut scores = scores.to_vec();
+            processing.apply(&mut scores, &sequences[row]);
+            let token = if processing.samples() { draw(&scores, rngs[row].random::<f64>()) } else { argmax(&scores) } as u32;
+            sequences[row].push(token);
+            if Some(token) == eos {
+                finished[row] = true;
+            }
+            next.push(token);
+        }
+        input = next;
+        width = 1;
+    }
+    sequences
+        .into_iter()
+        .map(|ids| {
+            let stopped = eos.is_some() && ids.len() > prompt.len() && ids.last().copied() == eos;
+            Generated { new_tokens: ids.len() - prompt.len(), ids, stopped }
+        })
+        .collect()
+}
