@@ -179,9 +179,10 @@ pub enum Explore {
         /// The name to add.
         #[arg(long, default_value = "Pikachu")]
         name: String,
-        /// The reference word whose embedding the name gets.
-        #[arg(long, default_value = "animal")]
-        reference: String,
+        /// The reference word whose embedding the name gets [default: `animal`,
+        /// else the first of vocab.reference_words that is a single token].
+        #[arg(long)]
+        reference: Option<String>,
     },
     /// A real next-token distribution under several temperatures, and what
     /// top-k and top-p keep (notebook §6.2).

@@ -219,7 +219,7 @@ struct ExploreWork {
 }
 
 enum ExploreDemo {
-    SmartInit { base: tp06_model::StageConfig, model: Option<PathBuf>, name: String, reference: String, seed: u64 },
+    SmartInit { base: tp06_model::StageConfig, model: Option<PathBuf>, name: String, references: Vec<String>, seed: u64 },
     Sampling { dir: PathBuf, prompt: String },
 }
 
@@ -229,7 +229,7 @@ impl WithBackend for ExploreWork {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         tp06_artifact::fs::create_dir_all(&self.out)?;
         match self.demo {
-            ExploreDemo::SmartInit { base, model, name, reference, seed } => {
+            ExploreDemo::SmartInit { base, model, name, references, seed } => {
                 let (model, tok) = match model {
                     Some(dir) => {
                         let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
@@ -249,7 +249,7 @@ impl WithBackend for ExploreWork {
                         (model, tp06_vocab::Tok::from_dir(&dir)?)
                     }
                 };
-                let demo = tp06_sample::explore::smart_init(model, &tok, &name, &reference, seed)?;
+                let demo = tp06_sample::explore::smart_init(model, &tok, &name, &references, seed)?;
                 ui::print(&demo.summary());
                 tp06_artifact::fs::write_json_atomic(&self.out.join("smart_init.json"), &demo)?;
             }
@@ -272,7 +272,11 @@ fn explore_command(demo: Explore) -> Result<()> {
                 Some(spec) => Some(model_dir(Some(&spec), &RunDir::new(common.run_dir()))?),
                 None => None,
             };
-            let demo = ExploreDemo::SmartInit { base: config.model.clone(), model, name, reference, seed: config.sample.seed };
+            let references = match reference {
+                Some(word) => vec![word],
+                None => std::iter::once("animal".to_string()).chain(config.vocab.reference_words.iter().cloned()).collect(),
+            };
+            let demo = ExploreDemo::SmartInit { base: config.model.clone(), model, name, references, seed: config.sample.seed };
             (common, demo)
         }
         Explore::Sampling { common, model, prompt } => {

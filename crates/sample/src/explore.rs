@@ -93,17 +93,23 @@ pub struct SmartInit {
 /// The notebook's `generate_demo`: sampling at 0.7, top-k 50, `max_length` 50.
 const DEMO: Processing = Processing { do_sample: true, temperature: 0.7, top_k: 50, top_p: 1.0, repetition_penalty: 1.0 };
 
-/// Runs the smart-initialisation demo on a base model and its tokenizer.
-pub fn smart_init<B: Backend>(model: Gpt2<B>, tok: &Tok, name: &str, reference: &str, seed: u64) -> Result<SmartInit, SampleError> {
-    let reference_id = match tok.encode(reference)?.as_slice() {
-        [id] => *id,
-        pieces => {
-            return Err(SampleError::Config(format!(
-                "the reference word {reference:?} is {} tokens in this tokenizer; the demo needs a single-token word",
-                pieces.len()
-            )));
+/// Runs the smart-initialisation demo on a base model and its tokenizer, with
+/// the first of `references` that is a single token (the notebook uses `animal`).
+pub fn smart_init<B: Backend>(model: Gpt2<B>, tok: &Tok, name: &str, references: &[String], seed: u64) -> Result<SmartInit, SampleError> {
+    let mut chosen = None;
+    for word in references {
+        if let [id] = tok.encode(word)?.as_slice() {
+            chosen = Some((word.clone(), *id));
+            break;
         }
+    }
+    let Some((reference, reference_id)) = chosen else {
+        return Err(SampleError::Config(format!(
+            "none of the reference words ({}) is a single token in this tokenizer; pass one that is with --reference",
+            references.join(", ")
+        )));
     };
+    let reference = reference.as_str();
     let device = model.wte.weight.device();
     let prompt = format!("{name} est un");
     let reference_prompt = format!("{reference} est un");

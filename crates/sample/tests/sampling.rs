@@ -166,3 +166,20 @@ proptest! {
         prop_assert!(l[picked].is_finite());
     }
 }
+
+#[test]
+fn smart_init_makes_the_name_read_as_the_reference_word() {
+    let g = demo_generator();
+    let references = vec!["animal".to_string(), "Pokémon".to_string(), "de".to_string()];
+    let demo = tp06_sample::explore::smart_init(g.model, &g.tok, "Pikachu", &references, 7).unwrap();
+    // `animal` and `Pokémon` are split in the demo tokenizer: the first single-token word is used.
+    assert_eq!(demo.reference.0, "de");
+    assert_eq!(demo.after.pieces, ["Pikachu", "Ġest", "Ġun"]);
+    assert!(demo.before.pieces.len() > demo.after.pieces.len());
+    assert_eq!(demo.max_abs_diff, 0.0, "identical next-token distributions");
+    assert_eq!(demo.after.top, demo.reference_prompt.top);
+    assert_ne!(demo.before.top, demo.after.top);
+    assert_eq!(demo.samples_after.len(), 3);
+    let none = tp06_sample::explore::smart_init(demo_generator().model, &g.tok, "Pikachu", &["animal".to_string()], 7).unwrap_err();
+    assert!(none.to_string().contains("--reference"), "{none}");
+}
