@@ -115,6 +115,44 @@ pub enum Command {
         #[command(subcommand)]
         demo: Explore,
     },
+    /// Training and generation speed and memory beside PyTorch/transformers
+    /// (needs python3 with torch and transformers).
+    Bench {
+        /// Shapes: mini (gpt2-fr-mini), small (gpt-fr-cased-small).
+        #[arg(long, value_delimiter = ',', default_value = "mini,small")]
+        shapes: Vec<String>,
+        /// Work: train, generate.
+        #[arg(long, value_delimiter = ',', default_value = "train,generate")]
+        works: Vec<String>,
+        /// Alternating runs per side (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Measured optimiser steps (train) or generations (generate) per run.
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        /// CPU threads for both sides.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Where to write the results.
+        #[arg(long, default_value = "data/bench/latest.json")]
+        json: PathBuf,
+        /// Backend of our side.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// One measurement of `bench`, in its own process.
+    #[command(hide = true)]
+    BenchOne {
+        work: String,
+        #[arg(long)]
+        shape: String,
+        #[arg(long)]
+        steps: usize,
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        backend: Option<String>,
+    },
     /// Print the resolved configuration as TOML.
     Config {
         #[command(flatten)]

@@ -340,6 +340,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
+        Command::Bench { shapes, works, repeats, steps, threads, json, backend } => {
+            let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend };
+            ui::print(&crate::bench::bench(&options)?);
+            Ok(())
+        }
+        Command::BenchOne { work, shape, steps, threads, backend } => {
+            let one = crate::bench::One { work, shape, steps, threads };
+            let measurement = backend::dispatch(backend.as_deref(), one)??;
+            ui::print(&serde_json::to_string(&measurement)?);
+            Ok(())
+        }
         Command::Config { common } => {
             let config = config::resolve(&common.config_args())?;
             ui::print(&toml::to_string_pretty(&config).context("cannot print the configuration")?);

@@ -2,6 +2,7 @@
 //! lives in the stage crates.
 
 mod backend;
+mod bench;
 mod cli;
 mod commands;
 mod config;

@@ -160,6 +160,16 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+/// GPT-2's `gelu_new`, `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`, computed as the
+/// identical `x · σ(2√(2/π)(x + 0.044715x³))`: one fused sigmoid instead of a
+/// power, a tanh and three passes (`½(1 + tanh u) = σ(2u)`).
+fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+    x * activation::sigmoid(inner)
+}
+
 /// The position-wise feed-forward network.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -178,7 +188,7 @@ impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.c_fc.forward(x); // [b, t, n_inner]
         let x = match self.activation {
-            Activation::GeluTanh => activation::gelu_approximate(x),
+            Activation::GeluTanh => gelu_tanh(x),
             Activation::Gelu => activation::gelu(x),
             Activation::Relu => activation::relu(x),
             Activation::Silu => activation::silu(x),
@@ -268,7 +278,15 @@ impl<B: Backend> Gpt2<B> {
 
     /// Logits over the vocabulary: `[b, t, c] → [b, t, vocab]` through the tied head.
     pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        burn::tensor::module::linear(hidden, self.wte.weight.val().transpose(), None)
+        let [b, t, c] = hidden.dims();
+        self.head_2d(hidden.reshape([b * t, c])).reshape([b, t, self.vocab_size()])
+    }
+
+    /// Logits of flattened positions: `[n, c] → [n, vocab]`. The transposed `wte`
+    /// is a strided view multiplied as is: no copy of the vocabulary-sized
+    /// matrix per call (which would dominate decoding).
+    pub fn head_2d(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        hidden.matmul(self.wte.weight.val().transpose())
     }
 
     /// `ids [b, t]` → logits `[b, t, vocab]` (no cache, no padding).

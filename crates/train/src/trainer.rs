@@ -160,7 +160,7 @@ pub fn nll_sum<B: Backend>(model: &Gpt2<B>, batch: &Batch<B>) -> Tensor<B, 1> {
     let hidden = model.hidden(batch.ids.clone(), batch.pad.clone(), None); // [b, t, c]
     let c = hidden.dims()[2];
     let hidden = hidden.slice(s![.., 0..t - 1, ..]).reshape([b * (t - 1), c]); // [n, c]
-    let logits = model.head(hidden.unsqueeze::<3>()).squeeze_dim::<2>(0); // [n, vocab]
+    let logits = model.head_2d(hidden); // [n, vocab]
     let log_probs = activation::log_softmax(logits, 1);
     let n = b * (t - 1);
     let picked = log_probs.gather(1, batch.targets.clone().reshape([n, 1])).reshape([n]); // [n]

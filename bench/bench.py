@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""The PyTorch/transformers side of `cargo xtask bench`: exactly the work the
+`tp06 bench-one` side does, on the same shapes, batch and threads, f32 on CPU.
+
+  train:    optimiser steps of the course's loop — micro-batch 2 × 256 tokens,
+            accumulation 8, loss over all label tokens, clipping at 1.0, AdamW
+            with HF's decay groups, linear schedule, wte/wpe/lower half frozen —
+            on a randomly initialised GPT-2; token positions per second.
+  generate: greedy decoding with the KV cache, 16-token prompt, 128 new tokens;
+            new tokens per second.
+
+    python bench/bench.py {train,generate} --shape {mini,small} [--steps N] [--threads T]
+
+Prints one JSON object (tokens_per_second, seconds, peak_rss_mb).
+"""
+import argparse
+import json
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup
+
+SHAPES = {
+    "mini": dict(n_layer=4, n_head=4, n_embd=256, n_positions=512, vocab_size=8000),
+    "small": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50000),
+}
+
+
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+p = argparse.ArgumentParser()
+p.add_argument("work", choices=["train", "generate"])
+p.add_argument("--shape", choices=SHAPES, default="mini")
+p.add_argument("--steps", type=int, default=2)
+p.add_argument("--threads", type=int, default=2)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+config = GPT2Config(**SHAPES[a.shape], bos_token_id=0, eos_token_id=2, pad_token_id=1)
+model = GPT2LMHeadModel(config)
+vocab = config.vocab_size
+
+if a.work == "train":
+    for p_ in list(model.transformer.wte.parameters()) + list(model.transformer.wpe.parameters()):
+        p_.requires_grad = False
+    for block in model.transformer.h[: config.n_layer // 2]:
+        for p_ in block.parameters():
+            p_.requires_grad = False
+    params = [(n, p_) for n, p_ in model.named_parameters() if p_.requires_grad]
+    decay = [p_ for n, p_ in params if not ("bias" in n or "ln_" in n)]
+    no_decay = [p_ for n, p_ in params if "bias" in n or "ln_" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=5e-5, eps=1e-8)
+    schedule = get_linear_schedule_with_warmup(optimizer, 100, 1000)
+    model.train()
+    batch, accumulation, length = 2, 8, 256
+
+    def step():
+        micro = [torch.randint(5, vocab, (batch, length)) for _ in range(accumulation)]
+        items = sum(m.numel() for m in micro)
+        for ids in micro:
+            loss = model(input_ids=ids, labels=ids).loss * (ids.numel() / items)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    seconds = time.perf_counter() - start
+    tokens = a.steps * accumulation * batch * length
+else:
+    model.eval()
+    prompt = torch.randint(5, vocab, (1, 16))
+    with torch.no_grad():
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=8, eos_token_id=None, pad_token_id=1)
+        start = time.perf_counter()
+        for _ in range(a.steps):
+            model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=128, min_new_tokens=128, eos_token_id=None, pad_token_id=1)
+        seconds = time.perf_counter() - start
+    tokens = a.steps * 128
+
+print(json.dumps({"side": "pytorch", "work": a.work, "shape": a.shape, "threads": a.threads, "tokens": tokens,
+                  "seconds": seconds, "tokens_per_second": tokens / seconds, "peak_rss_mb": peak_rss_mb(),
+                  "torch": torch.__version__}))

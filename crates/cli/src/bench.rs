@@ -1,0 +1,270 @@
+//! `tp06 bench`: our training and generation beside PyTorch/transformers doing
+//! the same work (`bench/bench.py`), alternating the runs (A B A B …) and
+//! reporting medians and ratios. Every measurement runs in its own process so
+//! that its peak resident memory is its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, HfConfig, WteFreeze};
+
+use crate::backend::WithBackend;
+
+/// The shapes measured: gpt2-fr-mini's and gpt-fr-cased-small's, random weights.
+pub fn shape(name: &str) -> Result<Gpt2Config> {
+    let json = match name {
+        "mini" => r#"{"model_type":"gpt2","n_layer":4,"n_head":4,"n_embd":256,"n_positions":512,"vocab_size":8000}"#,
+        "small" => r#"{"model_type":"gpt2","n_layer":12,"n_head":12,"n_embd":768,"n_positions":1024,"vocab_size":50000}"#,
+        other => bail!("unknown shape `{other}`; the shapes are mini (gpt2-fr-mini) and small (gpt-fr-cased-small)"),
+    };
+    Ok(HfConfig::from_json_str(json, name)?.resolve()?)
+}
+
+/// One measurement, as both sides print it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    /// `tp06` or `pytorch`.
+    pub side: String,
+    /// `train` or `generate`.
+    pub work: String,
+    /// `mini` or `small`.
+    pub shape: String,
+    /// Threads used.
+    pub threads: usize,
+    /// Tokens processed (train: positions; generate: new tokens).
+    pub tokens: usize,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// `tokens / seconds`.
+    pub tokens_per_second: f64,
+    /// Peak resident memory of the process.
+    pub peak_rss_mb: Option<f64>,
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
+}
+
+/// One measurement in this process.
+pub struct One {
+    /// `train` or `generate`.
+    pub work: String,
+    /// The shape's name.
+    pub shape: String,
+    /// Measured repetitions (after one warm-up).
+    pub steps: usize,
+    /// Threads (reported; set through `RAYON_NUM_THREADS` by the parent).
+    pub threads: usize,
+}
+
+impl WithBackend for One {
+    type Output = Result<Measurement>;
+    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<Measurement> {
+        let config = shape(&self.shape)?.without_dropout();
+        let (tokens, seconds) = match self.work.as_str() {
+            "train" => train::<B>(&config, self.steps, &device),
+            "generate" => generate::<B::InnerBackend>(&config, self.steps, &device),
+            other => bail!("unknown work `{other}`; use train or generate"),
+        };
+        Ok(Measurement {
+            side: "tp06".into(),
+            work: self.work,
+            shape: self.shape,
+            threads: self.threads,
+            tokens,
+            seconds,
+            tokens_per_second: tokens as f64 / seconds,
+            peak_rss_mb: peak_rss_mb(),
+        })
+    }
+}
+
+fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            5 + (x % (vocab as u64 - 5)) as u32
+        })
+        .collect()
+}
+
+/// The course's loop on random tokens: (positions, seconds) over `steps`
+/// optimiser steps after one warm-up step.
+fn train<B: AutodiffBackend>(config: &Gpt2Config, steps: usize, device: &B::Device) -> (usize, f64) {
+    use tp06_train::examples::Example;
+    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
+    let course = FreezeConfig { wte: WteFreeze::All, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
+    let plan = FreezePlan::new(&course, config, config.vocab_size);
+    let adamw = tp06_train::optim::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.01 };
+    let mut trainer = tp06_train::trainer::Trainer::new(model, plan, adamw, 1.0, 42, device.clone());
+    let (batch, accumulation, length) = (2, 8, 256);
+    let mut seed = 0;
+    let mut step = |trainer: &mut tp06_train::trainer::Trainer<B>| {
+        let examples: Vec<Example> = (0..batch * accumulation)
+            .map(|_| {
+                seed += 1;
+                let ids = random_ids(length, config.vocab_size, seed);
+                Example { labels: ids.iter().map(|&i| i as i64).collect(), attention: vec![true; length], input_ids: ids }
+            })
+            .collect();
+        let micro: Vec<Vec<&Example>> = examples.chunks(batch).map(|c| c.iter().collect()).collect();
+        trainer.step(&micro, 5e-5).expect("a finite loss on random tokens");
+    };
+    step(&mut trainer);
+    let start = Instant::now();
+    for _ in 0..steps {
+        step(&mut trainer);
+    }
+    (steps * batch * accumulation * length, start.elapsed().as_secs_f64())
+}
+
+/// Greedy decoding through the KV cache: (new tokens, seconds).
+fn generate<B: Backend>(config: &Gpt2Config, steps: usize, device: &B::Device) -> (usize, f64) {
+    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
+    let prompt = random_ids(16, config.vocab_size, 3);
+    let greedy = tp06_sample::Processing::GREEDY;
+    tp06_sample::generate(&model, &prompt, &greedy, tp06_sample::Length::New(8), None, 1, 0);
+    let start = Instant::now();
+    for _ in 0..steps {
+        let out = tp06_sample::generate(&model, &prompt, &greedy, tp06_sample::Length::New(128), None, 1, 0);
+        assert_eq!(out[0].new_tokens, 128);
+    }
+    (steps * 128, start.elapsed().as_secs_f64())
+}
+
+/// Where `bench/bench.py` is.
+fn reference_script() -> PathBuf {
+    crate::config::repo_root().join("bench/bench.py")
+}
+
+fn run_child(mut command: Command, what: &str) -> Result<Measurement> {
+    let output = command.output().with_context(|| format!("cannot start {what}"))?;
+    if !output.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("no message"));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).with_context(|| format!("{what} printed no result"))?;
+    serde_json::from_str(line).with_context(|| format!("{what} printed an unreadable result: {line}"))
+}
+
+/// The options of `tp06 bench`.
+pub struct BenchOptions {
+    /// Shapes to measure.
+    pub shapes: Vec<String>,
+    /// Works to measure.
+    pub works: Vec<String>,
+    /// Alternations per (work, shape).
+    pub repeats: usize,
+    /// Measured steps per run.
+    pub steps: usize,
+    /// Threads for both sides.
+    pub threads: usize,
+    /// Where to write the JSON.
+    pub json: PathBuf,
+    /// The backend for our side.
+    pub backend: Option<String>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Runs the comparison and prints the table.
+pub fn bench(options: &BenchOptions) -> Result<String> {
+    let python_ok = Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !script_exists() {
+        bail!("`{}` is missing; run `cargo xtask bench` from a checkout of this repository", reference_script().display());
+    }
+    if !python_ok {
+        bail!("the PyTorch side needs python3 with torch and transformers: pip install torch transformers (no number is reported without it)");
+    }
+    let exe = std::env::current_exe().context("cannot find the tp06 executable")?;
+    let mut rows = Vec::new();
+    let mut all = Vec::new();
+    for work in &options.works {
+        for shape in &options.shapes {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..options.repeats {
+                let mut a = Command::new(&exe);
+                a.args(["bench-one", work, "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()]);
+                if let Some(backend) = &options.backend {
+                    a.args(["--backend", backend]);
+                }
+                a.env("RAYON_NUM_THREADS", options.threads.to_string());
+                ours.push(run_child(a, &format!("tp06 bench-one {work} {shape}"))?);
+                let mut b = Command::new("python3");
+                b.arg(reference_script())
+                    .args([work.as_str(), "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()])
+                    .env("OMP_NUM_THREADS", options.threads.to_string());
+                theirs.push(run_child(b, &format!("bench/bench.py {work} {shape}"))?);
+            }
+            let speed = |m: &[Measurement]| median(m.iter().map(|x| x.tokens_per_second).collect());
+            let rss = |m: &[Measurement]| median(m.iter().filter_map(|x| x.peak_rss_mb).collect());
+            rows.push(serde_json::json!({
+                "work": work, "shape": shape, "threads": options.threads,
+                "tp06_tokens_per_second": speed(&ours), "pytorch_tokens_per_second": speed(&theirs),
+                "speed_ratio": speed(&ours) / speed(&theirs),
+                "tp06_peak_rss_mb": rss(&ours), "pytorch_peak_rss_mb": rss(&theirs),
+                "memory_ratio": rss(&ours) / rss(&theirs),
+            }));
+            all.extend(ours);
+            all.extend(theirs);
+        }
+    }
+    let report = serde_json::json!({ "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all });
+    if let Some(parent) = options.json.parent() {
+        tp06_artifact::fs::create_dir_all(parent)?;
+    }
+    tp06_artifact::fs::write_json_atomic(&options.json, &report)?;
+    let mut table = format!(
+        "{:<9} {:<6} {:>14} {:>14} {:>7}   {:>10} {:>10} {:>7}\n",
+        "work", "shape", "tp06 tok/s", "PyTorch tok/s", "ratio", "tp06 MB", "PyTorch MB", "ratio"
+    );
+    for r in &rows {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        table += &format!(
+            "{:<9} {:<6} {:>14.1} {:>14.1} {:>6.2}×   {:>10.0} {:>10.0} {:>6.2}×\n",
+            r["work"].as_str().unwrap_or(""),
+            r["shape"].as_str().unwrap_or(""),
+            f("tp06_tokens_per_second"),
+            f("pytorch_tokens_per_second"),
+            f("speed_ratio"),
+            f("tp06_peak_rss_mb"),
+            f("pytorch_peak_rss_mb"),
+            f("memory_ratio"),
+        );
+    }
+    table += &format!(
+        "medians of {} alternating runs each, {} thread(s), f32 on CPU; JSON in {}",
+        options.repeats,
+        options.threads,
+        options.json.display()
+    );
+    Ok(table)
+}
+
+/// Whether this repository's bench script is where it should be.
+fn script_exists() -> bool {
+    Path::new(&reference_script()).is_file()
+}
