@@ -115,6 +115,14 @@ pub enum Command {
         #[command(subcommand)]
         demo: Explore,
     },
+    /// Write the exploration report of a run: RUN_DIR/report/index.html and report.md.
+    Report {
+        #[command(flatten)]
+        common: Common,
+        /// Language of the report: fr (as the course) or en.
+        #[arg(long, default_value = "fr")]
+        lang: String,
+    },
     /// Training and generation speed and memory beside PyTorch/transformers
     /// (needs python3 with torch and transformers).
     Bench {

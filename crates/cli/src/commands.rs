@@ -216,6 +216,8 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
 struct ExploreWork {
     demo: ExploreDemo,
     out: PathBuf,
+    /// Print the demo's tables (not when the pipeline runs it for the report).
+    show: bool,
 }
 
 enum ExploreDemo {
@@ -250,13 +252,17 @@ impl WithBackend for ExploreWork {
                     }
                 };
                 let demo = tp06_sample::explore::smart_init(model, &tok, &name, &references, seed)?;
-                ui::print(&demo.summary());
+                if self.show {
+                    ui::print(&demo.summary());
+                }
                 tp06_artifact::fs::write_json_atomic(&self.out.join("smart_init.json"), &demo)?;
             }
             ExploreDemo::Sampling { dir, prompt } => {
                 let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
                 let demo = tp06_sample::explore::sampling(&g.model, &g.tok, &prompt)?;
-                ui::print(&demo.summary());
+                if self.show {
+                    ui::print(&demo.summary());
+                }
                 tp06_artifact::fs::write_json_atomic(&self.out.join("sampling.json"), &demo)?;
             }
         }
@@ -274,7 +280,7 @@ fn explore_command(demo: Explore) -> Result<()> {
             };
             let references = match reference {
                 Some(word) => vec![word],
-                None => std::iter::once("animal".to_string()).chain(config.vocab.reference_words.iter().cloned()).collect(),
+                None => reference_candidates(&config.vocab.reference_words),
             };
             let demo = ExploreDemo::SmartInit { base: config.model.clone(), model, name, references, seed: config.sample.seed };
             (common, demo)
@@ -293,8 +299,51 @@ fn explore_command(demo: Explore) -> Result<()> {
             (common, ExploreDemo::Sampling { dir, prompt })
         }
     };
-    let out = RunDir::new(common.run_dir()).root().join("explore");
-    backend::dispatch(common.backend.as_deref(), ExploreWork { demo: work_demo, out })?
+    let out = tp06_report::explore_dir(&RunDir::new(common.run_dir()));
+    backend::dispatch(common.backend.as_deref(), ExploreWork { demo: work_demo, out, show: true })?
+}
+
+/// The notebook's reference word `animal` first, then the configured ones.
+fn reference_candidates(configured: &[String]) -> Vec<String> {
+    let mut words = vec!["animal".to_string()];
+    words.extend(configured.iter().filter(|w| *w != "animal").cloned());
+    words
+}
+
+/// The notebook's two demos for the report, with their default settings: the
+/// smart-init demo on the base model and the sampling demo on the fine-tuned
+/// one. Run when the pipeline changed something or a demo is missing; a demo
+/// that fails is reported and left out of the report, it does not fail the run.
+fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh: bool) {
+    let out = tp06_report::explore_dir(run);
+    let references: Vec<String> = reference_candidates(&config.vocab.reference_words);
+    let demos = [
+        ("smart_init.json", ExploreDemo::SmartInit { base: config.model.clone(), model: None, name: "Pikachu".into(), references, seed: config.sample.seed }),
+        ("sampling.json", ExploreDemo::Sampling { dir: run.stage_dir(Stage::Train).join(tp06_train::outputs::EXPORT), prompt: "Pikachu est un Pokémon de type".into() }),
+    ];
+    for (file, demo) in demos {
+        if !refresh && out.join(file).is_file() {
+            continue;
+        }
+        let work = ExploreWork { demo, out: out.clone(), show: false };
+        if let Err(e) = backend::dispatch(common.backend.as_deref(), work).and_then(|r| r) {
+            tracing::warn!("explore demo {file} not written: {e:#}");
+        }
+    }
+}
+
+fn report_command(common: &Common, lang: &str) -> Result<()> {
+    let lang: tp06_report::Lang = lang.parse().map_err(anyhow::Error::msg)?;
+    let written = tp06_report::write(&RunDir::new(common.run_dir()), lang)?;
+    show_report(&written);
+    Ok(())
+}
+
+fn show_report(written: &tp06_report::Written) {
+    for (section, why) in &written.missing {
+        ui::print(&format!("report: {section}: {why}"));
+    }
+    ui::print(&format!("report: {}/7 sections complete → {}", written.complete, written.html.display()));
 }
 
 fn show(stage: Stage, run: &RunDir, report: &StageReport) {
@@ -328,9 +377,15 @@ pub fn run(cli: Cli) -> Result<()> {
             if from > to {
                 bail!("--from {from} comes after --to {to}");
             }
+            let mut changed = false;
             for stage in Stage::ALL.into_iter().filter(|s| (from..=to).contains(s)) {
                 let report = run_stage(stage, &config, &common, &run, common.force, false)?;
+                changed |= !report.up_to_date;
                 show(stage, &run, &report);
+            }
+            if to == Stage::Sample {
+                report_demos(&common, &config, &run, changed);
+                show_report(&tp06_report::write(&run, tp06_report::Lang::Fr)?);
             }
             Ok(())
         }
@@ -340,6 +395,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
+        Command::Report { common, lang } => report_command(&common, &lang),
         Command::Bench { shapes, works, repeats, steps, threads, json, backend } => {
             let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend };
             ui::print(&crate::bench::bench(&options)?);

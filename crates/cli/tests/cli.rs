@@ -24,6 +24,68 @@ fn demo(dir: &Path, extra: &[&str]) -> Output {
     tp06(&args)
 }
 
+fn stats(dir: &Path, stage: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(stage).join("manifest.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["stats"].clone()
+}
+
+/// `1234567` → `1 234 567` with narrow no-break spaces, as the report prints counts.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The report the pipeline writes: every section present and complete, and
+/// its figures those of the stage manifests.
+fn check_report(dir: &Path) {
+    let html = std::fs::read_to_string(dir.join("report/index.html")).unwrap();
+    let md = std::fs::read_to_string(dir.join("report/report.md")).unwrap();
+    for i in 1..=7 {
+        assert!(html.contains(&format!("<section id=\"s{i}\">")), "section {i}");
+    }
+    assert!(!html.contains("class=\"missing\""), "a section is incomplete:\n{md}");
+    assert!(!html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"), "self-contained, offline");
+    assert!(html.matches("<svg").count() >= 5, "filter, tokens, freezing, lr and loss figures");
+    for svg in ["filter.svg", "tokens-per-name.svg", "freezing.svg", "lr.svg", "loss.svg"] {
+        assert!(dir.join("report").join(svg).is_file(), "{svg} beside report.md");
+    }
+    let cell = |value: String| format!(">{value}</td>");
+    let data = stats(dir, "data");
+    for key in ["total", "kept", "excluded", "names"] {
+        assert!(html.contains(&cell(grouped(data[key].as_u64().unwrap()))), "data {key}");
+    }
+    assert!(html.contains(&format!("{} / {}", data["train"], data["valid"])));
+    let vocab = stats(dir, "vocab");
+    for key in ["added", "added_start", "added_space"] {
+        assert!(html.contains(&cell(grouped(vocab[key].as_u64().unwrap()))), "vocab {key}");
+    }
+    let model = stats(dir, "model");
+    for key in ["total", "frozen", "trainable"] {
+        assert!(html.contains(&cell(grouped(model["params"][key].as_u64().unwrap()))), "params {key}");
+    }
+    let train = stats(dir, "train");
+    for key in ["effective_batch", "steps_per_epoch", "total_steps"] {
+        assert!(html.contains(&cell(train[key].to_string())), "train {key}");
+    }
+    let best = train["best"][0].as_u64().unwrap();
+    assert!(html.contains(&format!("(step {best})")), "best step");
+    let first_sample = std::fs::read_to_string(dir.join("sample/samples.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(first_sample.lines().next().unwrap()).unwrap();
+    let text = first["text"].as_str().unwrap().replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    assert!(html.contains(&text), "the first sample");
+    // The demos the pipeline ran for §4 and §7.
+    for demo in ["smart_init.json", "sampling.json"] {
+        assert!(dir.join("explore").join(demo).is_file(), "{demo}");
+    }
+}
+
 #[test]
 fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,6 +103,7 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
     assert!(metrics.lines().count() >= 3 && metrics.contains("eval_loss"), "{metrics}");
     let samples = std::fs::read_to_string(dir.path().join("sample/samples.md")).unwrap();
     assert!(samples.contains("Pikachu est un Pokémon de type") && samples.contains("**base**"), "{samples}");
+    check_report(dir.path());
 
     let again = demo(dir.path(), &[]);
     let (out, _) = text(&again);
@@ -93,4 +156,25 @@ fn bad_input_fails_with_one_clear_line_and_no_manifest() {
     }
     // Usage errors are clap's (exit code 2).
     assert_eq!(tp06(&["pipeline", "--from", "trian"]).status.code(), Some(2));
+}
+
+#[test]
+fn the_report_shows_the_course_defect_of_frozen_added_rows() {
+    // The course freezes `wte` whole, the added names' rows with it.
+    let dir = tempfile::tempdir().unwrap();
+    let run = demo(dir.path(), &["--set", "model.freeze.wte=all", "--set", "model.freeze.lower_blocks=1"]);
+    let (out, err) = text(&run);
+    assert!(run.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("report: 7/7 sections complete"), "{out}");
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(md.contains("Défaut du cours : les lignes ajoutées sont gelées"), "{md}");
+    assert!(md.contains("| distance maximale | 0,0000 |"), "{md}");
+    assert!(md.contains("| block 0 | 49\u{202f}984 | 0 | gelé |"), "{md}");
+
+    // In English on demand.
+    let run_dir = dir.path().display().to_string();
+    let en = tp06(&["report", "--run-dir", &run_dir, "--lang", "en"]);
+    assert!(en.status.success());
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(md.contains("Course defect: the added rows are frozen"), "{md}");
 }
