@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// An I/O error with the path it happened on.
+/// An I/O error with the path it happened on, and a hint when the cause is
+/// a common one (a full disk, a read-only or forbidden place).
 #[derive(Debug, thiserror::Error)]
-#[error("{action} `{path}`: {source}")]
+#[error("{action} `{path}`: {source}{}", hint(source))]
 pub struct FsError {
     /// What was being done ("cannot write", "cannot read", …).
     pub action: &'static str,
@@ -20,6 +21,17 @@ pub struct FsError {
     /// The underlying error.
     #[source]
     pub source: io::Error,
+}
+
+fn hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "; the disk is full: free some space or pass --run-dir on another disk",
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            "; the place is not writable: fix its permissions or pass --run-dir to a writable directory"
+        }
+        io::ErrorKind::NotADirectory => "; a file stands where a directory is needed: pass another --run-dir",
+        _ => "",
+    }
 }
 
 impl FsError {
@@ -52,6 +64,9 @@ where
     let file = File::create(&tmp).map_err(|e| FsError::new("cannot create", &tmp, e))?;
     let mut writer = io::BufWriter::new(file);
     let result = write(&mut writer).and_then(|()| {
+        if crate::fault::hit("disk-full") {
+            return Err(FsError::new("cannot write", &tmp, io::Error::from_raw_os_error(28)).into());
+        }
         let file = writer
             .into_inner()
             .map_err(|e| FsError::new("cannot write", &tmp, e.into_error()))?;

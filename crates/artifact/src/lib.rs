@@ -12,8 +12,11 @@
 //! - [`Source`]: where an input comes from (`hf:OWNER/NAME[@REV]` or a local path)
 //!   and [`hub`], which resolves hub sources through the standard HF cache;
 //! - [`Progress`]: the seam through which libraries report long work to the binary;
-//! - [`fs`]: atomic writes and content hashes.
+//! - [`fs`]: atomic writes and content hashes;
+//! - [`fault`]: the fault injection the reliability tests use;
+//! - [`environment`]: what every manifest records about where it ran.
 
+pub mod fault;
 pub mod fs;
 pub mod hub;
 mod manifest;
@@ -25,6 +28,25 @@ pub use manifest::{
     Begin, Fingerprint, InputRecord, Manifest, ManifestError, OutputRecord, SCHEMA_VERSION, StageReport, StageWriter,
     UpstreamCheck,
 };
+/// The library versions, platform and stage-specific facts a manifest records.
+pub fn environment(stage_specific: serde_json::Value) -> serde_json::Value {
+    let mut env = serde_json::json!({
+        "tp06": env!("CARGO_PKG_VERSION"),
+        "libraries": {
+            "burn": env!("TP06_VERSION_BURN"),
+            "tokenizers": env!("TP06_VERSION_TOKENIZERS"),
+            "polars": env!("TP06_VERSION_POLARS"),
+            "hf-hub": env!("TP06_VERSION_HF_HUB"),
+        },
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    });
+    if let (Some(env), serde_json::Value::Object(extra)) = (env.as_object_mut(), stage_specific) {
+        env.extend(extra);
+    }
+    env
+}
+
 pub use progress::{NoProgress, Progress, ProgressTask};
 pub use source::{Source, SourceError};
 pub use stage::{RunDir, Stage, UnknownStage};

@@ -54,7 +54,8 @@ pub struct InputRecord {
     pub stage: Option<Stage>,
     /// Where the input was read from (a local path, or the resolved hub cache file).
     pub path: String,
-    /// SHA-256 of its content.
+    /// SHA-256 of its content; for an upstream stage, its
+    /// [`Manifest::result_hash`] (fingerprint and outputs, not timings).
     pub sha256: String,
     /// Its size in bytes.
     pub bytes: u64,
@@ -82,7 +83,8 @@ impl InputRecord {
 pub struct OutputRecord {
     /// Path relative to the stage directory, with `/` separators.
     pub path: String,
-    /// SHA-256 of its content.
+    /// SHA-256 of its content; for an upstream stage, its
+    /// [`Manifest::result_hash`] (fingerprint and outputs, not timings).
     pub sha256: String,
     /// Its size in bytes.
     pub bytes: u64,
@@ -188,13 +190,22 @@ impl Manifest {
         Ok(())
     }
 
+    /// The hash a downstream stage records for this stage as its input: the
+    /// fingerprint (what was computed from what) and every output's content —
+    /// not the manifest file, whose timings differ between identical runs. A
+    /// stage re-run to the same result leaves its downstream stages up to date.
+    pub fn result_hash(&self) -> String {
+        let outputs: Vec<(&str, &str)> = self.outputs.iter().map(|o| (o.path.as_str(), o.sha256.as_str())).collect();
+        let canonical = serde_json::json!({ "fingerprint": self.fingerprint.0, "outputs": outputs });
+        fs::sha256_bytes(canonical.to_string().as_bytes())
+    }
+
     /// Checks that the upstream stages this stage read are still the ones on disk.
     pub fn verify_upstream(&self, run: &RunDir) -> Result<(), ManifestError> {
         for input in &self.inputs {
             let Some(upstream) = input.stage else { continue };
-            let path = run.manifest_path(upstream);
-            let current = match path.exists() {
-                true => Some(fs::sha256_file(&path)?),
+            let current = match run.manifest_path(upstream).exists() {
+                true => Manifest::load(run, upstream).ok().map(|m| m.result_hash()),
                 false => None,
             };
             if current.as_deref() != Some(input.sha256.as_str()) {
@@ -233,6 +244,7 @@ impl UpstreamCheck {
         let path = run.manifest_path(stage);
         let mut input = InputRecord::file(stage.name(), &path)?;
         input.stage = Some(stage);
+        input.sha256 = manifest.result_hash();
         Ok(Self { manifest, input })
     }
 }
@@ -354,9 +366,10 @@ impl StageWriter {
             outputs,
             started_unix: self.started_unix,
             seconds: self.started.elapsed().as_secs_f64(),
-            environment,
+            environment: crate::environment(environment),
             stats,
         };
+        crate::fault::crash("manifest");
         fs::write_json_atomic(&self.run.manifest_path(self.stage), &manifest)?;
         Ok(manifest)
     }

@@ -1,33 +1,10 @@
 //! The `tp06` binary end to end: the whole demo pipeline on a short schedule,
 //! up-to-date detection, and bad input (message, exit code, no manifest).
 
+mod common;
+
+use common::{demo, stats, text, tp06};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn tp06(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tp06")).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap()
-}
-
-fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
-/// The demo on a short schedule, in `dir`.
-fn demo(dir: &Path, extra: &[&str]) -> Output {
-    let run_dir = dir.display().to_string();
-    let mut args = vec![
-        "pipeline", "--preset", "demo", "--run-dir", &run_dir, "--quiet",
-        "--set", "train.max_steps=6", "--set", "train.eval_every=3", "--set", "train.checkpoint_every=4",
-        "--set", "sample.max_length=24",
-    ];
-    args.extend_from_slice(extra);
-    tp06(&args)
-}
-
-fn stats(dir: &Path, stage: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join(stage).join("manifest.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["stats"].clone()
-}
 
 /// `1234567` → `1 234 567` with narrow no-break spaces, as the report prints counts.
 fn grouped(n: u64) -> String {

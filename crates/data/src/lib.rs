@@ -174,7 +174,7 @@ pub fn run(run: &RunDir, config: &Config, hub: &Hub, force: bool) -> Result<Stag
     }
 
     let stats = DataStats::compute(&articles, &selection, train.len(), valid.len());
-    let environment = serde_json::json!({ "tool": "tp06", "seed": config.seed });
+    let environment = serde_json::json!({ "seed": config.seed });
     let manifest = writer.finish(&outputs, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }

@@ -88,6 +88,7 @@ where
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     tp06_model::save_safetensors(model, &tmp.join("model.safetensors"))?;
+    tp06_artifact::fault::crash("checkpoint");
     let mut tensors = Vec::new();
     for (param, m) in moments {
         let n = m.m.dims()[0];

@@ -1,0 +1,74 @@
+//! Helpers shared by the binary's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The `tp06` binary with the hub switched off.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tp06"));
+    cmd.args(args).env("HF_HUB_OFFLINE", "1").env_remove("TP06_FAULT");
+    cmd
+}
+
+/// Runs `tp06 ARGS` to completion.
+pub fn tp06(args: &[&str]) -> Output {
+    command(args).output().unwrap()
+}
+
+/// Standard output and error as text.
+pub fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The demo pipeline on a short schedule, in `dir`.
+pub fn demo_args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "pipeline", "--preset", "demo", "--run-dir", &dir.display().to_string(), "--quiet",
+        "--set", "train.max_steps=6", "--set", "train.eval_every=3", "--set", "train.checkpoint_every=4",
+        "--set", "sample.max_length=24",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Runs the demo pipeline in `dir`.
+pub fn demo(dir: &Path, extra: &[&str]) -> Output {
+    let args = demo_args(dir, extra);
+    tp06(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Spawns the demo pipeline in `dir`, output discarded, with extra environment.
+pub fn spawn_demo(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let args = demo_args(dir, extra);
+    let mut cmd = command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A stage manifest's `stats`.
+pub fn stats(dir: &Path, stage: &str) -> serde_json::Value {
+    manifest(dir, stage)["stats"].clone()
+}
+
+/// A stage manifest.
+pub fn manifest(dir: &Path, stage: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(stage).join("manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// SHA-256 of a file.
+pub fn sha(path: &Path) -> String {
+    tp06_artifact::fs::sha256_file(path).unwrap()
+}

@@ -1,0 +1,245 @@
+//! Nothing lost under interruption and faults: a real pipeline killed
+//! (SIGKILL) at random points resumes to the weights of an uninterrupted run,
+//! bit for bit; a crash while writing a checkpoint or before a manifest leaves
+//! the previous state usable; a full disk or an unusable run directory fails
+//! cleanly; the same seed writes the same artifacts.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::{demo, manifest, sha, spawn_demo, stats, text};
+use tp06_artifact::{Manifest, RunDir, Stage};
+
+/// A schedule long enough to be killed inside training, with a checkpoint every 2 steps.
+const SCHEDULE: &[&str] = &["--set", "train.max_steps=12", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
+
+/// What a killed run may leave behind: every manifest's outputs intact (a
+/// stage with a manifest is really done), every checkpoint directory whole.
+fn assert_consistent(dir: &Path) {
+    let run = RunDir::new(dir);
+    for stage in Stage::ALL {
+        if run.manifest_path(stage).exists() {
+            let m = Manifest::load(&run, stage).unwrap();
+            m.verify_outputs(&run).unwrap_or_else(|e| panic!("{stage}: manifest present but outputs not intact: {e}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir.join("train/checkpoints")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("step-") {
+                for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+                    assert!(entry.path().join(file).is_file(), "{name} lacks {file}");
+                }
+            }
+        }
+    }
+}
+
+/// The files that must be identical between two runs of the same work.
+fn weights_and_samples(dir: &Path) -> Vec<(String, String)> {
+    ["train/export/model.safetensors", "train/best/model.safetensors", "sample/samples.jsonl"]
+        .iter()
+        .map(|f| (f.to_string(), sha(&dir.join(f))))
+        .collect()
+}
+
+/// A small deterministic generator, so a failing kill schedule can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The latest complete checkpoint's step (0 when none).
+fn latest_checkpoint(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("train/checkpoints"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("state.json").is_file())
+                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("step-")?.parse().ok())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
+    let schedule = &["--set", "train.max_steps=16", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
+    let reference = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = demo(reference.path(), schedule);
+    let whole = started.elapsed();
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let seed = std::env::var("TP06_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261128u64);
+    let mut rng = Lcg(seed);
+    let victim = tempfile::tempdir().unwrap();
+    let mut kills = Vec::new();
+    // First a kill at a random time, most likely in the early stages' writing.
+    let mut child = spawn_demo(victim.path(), schedule, &[]);
+    let delay = whole.mul_f64(0.05 + 0.4 * rng.unit());
+    std::thread::sleep(delay);
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert_consistent(victim.path());
+    kills.push(format!("after {:.2} s", delay.as_secs_f64()));
+    // Then kills inside training: a little after a random later checkpoint.
+    while latest_checkpoint(victim.path()) < 12 && kills.len() < 6 {
+        let target = latest_checkpoint(victim.path()) + 1 + (rng.unit() * 4.0) as u64;
+        let mut child = spawn_demo(victim.path(), schedule, &[]);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if latest_checkpoint(victim.path()) >= target {
+                std::thread::sleep(std::time::Duration::from_millis((rng.unit() * 60.0) as u64));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_consistent(victim.path());
+        kills.push(format!("past checkpoint {target} (latest {})", latest_checkpoint(victim.path())));
+    }
+    eprintln!("kill seed {seed}; kills: {kills:#?}");
+    assert!(kills.len() >= 3, "at least two kills inside training: {kills:?}");
+    let out = demo(victim.path(), schedule);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(stats(victim.path(), "train")["resumed_from"].as_u64().unwrap() >= 2);
+    assert_eq!(weights_and_samples(victim.path()), weights_and_samples(reference.path()), "kills: {kills:#?}");
+}
+
+#[test]
+fn a_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable() {
+    let reference = tempfile::tempdir().unwrap();
+    assert!(demo(reference.path(), SCHEDULE).status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    // Dies half-way through the second checkpoint (step 4): the model is written, the optimizer not.
+    let status = spawn_demo(dir.path(), SCHEDULE, &[("TP06_FAULT", "checkpoint@2")]).wait().unwrap();
+    assert!(!status.success());
+    let checkpoints = dir.path().join("train/checkpoints");
+    assert!(checkpoints.join("step-00000002/state.json").is_file());
+    assert!(checkpoints.join(".step-00000004.tmp/model.safetensors").is_file(), "the half-written one is a hidden temporary");
+    assert!(!checkpoints.join("step-00000004").exists());
+    assert!(!dir.path().join("train/manifest.json").exists());
+    assert_consistent(dir.path());
+
+    let out = demo(dir.path(), SCHEDULE);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(stats(dir.path(), "train")["resumed_from"], 2);
+    assert!(!checkpoints.join(".step-00000004.tmp").exists(), "the temporary is cleaned up");
+    assert_eq!(weights_and_samples(dir.path()), weights_and_samples(reference.path()));
+}
+
+#[test]
+fn a_crash_before_a_manifest_reruns_that_stage_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    // The third manifest is the model stage's: its weights are written, its manifest is not.
+    let status = spawn_demo(dir.path(), &[], &[("TP06_FAULT", "manifest@3")]).wait().unwrap();
+    assert!(!status.success());
+    assert!(dir.path().join("model/model.safetensors").is_file());
+    assert!(!dir.path().join("model/manifest.json").exists());
+    assert_consistent(dir.path());
+    let out = demo(dir.path(), &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for expected in ["data: up to date", "vocab: up to date", "model: done", "train: done"] {
+        assert!(stdout.contains(expected), "`{expected}` in {stdout}");
+    }
+}
+
+#[test]
+fn a_full_disk_fails_with_one_clear_line_and_no_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::command(&common::demo_args(dir.path(), &[]).iter().map(String::as_str).collect::<Vec<_>>())
+        .env("TP06_FAULT", "disk-full@1")
+        .output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device") && err.contains("the disk is full"), "{err}");
+    assert!(!dir.path().join("data/manifest.json").exists());
+    assert!(std::fs::read_dir(dir.path().join("data")).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")), "no temporary left");
+}
+
+#[test]
+fn an_unwritable_run_directory_fails_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = demo(&file.join("run"), &[]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("run directory") && err.contains("a-file/run"), "{err}");
+
+    // A read-only directory (permission bits do not bind root: checked only when they bind).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = dir.path().join("read-only");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        if std::fs::write(ro.join("probe"), "").is_ok() {
+            eprintln!("running as root: permission bits do not bind, the read-only case is not checked here");
+        } else {
+            let out = demo(&ro, &[]);
+            let (_, err) = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains("not writable"), "{err}");
+        }
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn the_same_seed_writes_the_same_artifacts() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    assert!(demo(a.path(), &[]).status.success());
+    assert!(demo(b.path(), &[]).status.success());
+    // Throughput figures are measurements, not results: the files that carry them
+    // are compared without them.
+    let timed = ["metrics.jsonl"];
+    for stage in ["data", "vocab", "model", "train", "sample"] {
+        let (ma, mb) = (manifest(a.path(), stage), manifest(b.path(), stage));
+        // What was computed from what is the same too — up to `sample`, whose
+        // input (train's result) includes the timed metrics.
+        if stage != "sample" {
+            assert_eq!(ma["fingerprint"], mb["fingerprint"], "{stage}");
+        }
+        for (oa, ob) in ma["outputs"].as_array().unwrap().iter().zip(mb["outputs"].as_array().unwrap()) {
+            assert_eq!(oa["path"], ob["path"]);
+            if !timed.iter().any(|t| oa["path"].as_str().unwrap().ends_with(t)) {
+                assert_eq!(oa["sha256"], ob["sha256"], "{stage}/{}", oa["path"]);
+            }
+        }
+        let env = &ma["environment"];
+        assert_eq!(env["libraries"]["burn"], "0.21.0", "{stage}: {env}");
+        assert!(env["tp06"].is_string() && env["os"].is_string(), "{stage}: {env}");
+    }
+    let strip = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("train/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("tokens_per_second");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(a.path()), strip(b.path()));
+    let train = manifest(a.path(), "train");
+    assert_eq!(train["environment"]["seed"], 42);
+    assert_eq!(train["environment"]["backend"], "flex");
+}
