@@ -97,13 +97,28 @@ where
     }
     tp06_model::write_tensors::<B::InnerBackend>(&tmp.join("optimizer.safetensors"), tensors)?;
     tp06_artifact::fs::write_json_atomic(&tmp.join("state.json"), state)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    discard(&dir);
     std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
     let all = list(root)?;
     for old in all.iter().take(all.len().saturating_sub(keep)) {
-        let _ = std::fs::remove_dir_all(&old.dir);
+        discard(&old.dir);
     }
     Ok(dir)
+}
+
+/// Removes a checkpoint directory so that no kill can leave it half-deleted
+/// under its own name: it is first renamed to a hidden `.…tmp` name (one
+/// atomic step), which [`list`] sweeps away if the removal is interrupted.
+fn discard(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let doomed = dir.with_file_name(format!(".{name}.old.tmp"));
+    let _ = std::fs::remove_dir_all(&doomed);
+    if std::fs::rename(dir, &doomed).is_ok() {
+        let _ = std::fs::remove_dir_all(&doomed);
+    }
 }
 
 /// Reads a checkpoint's model and moments.
