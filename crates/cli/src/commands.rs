@@ -97,7 +97,15 @@ fn model_dir(model: Option<&str>, run: &RunDir) -> Result<PathBuf> {
     match model {
         Some(spec) => {
             let source: tp06_artifact::Source = spec.parse().map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))?;
-            tp06_artifact::hub::model_dir(&hub(), &source, &generation_files()).map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))
+            tp06_artifact::hub::model_dir(&hub(), &source, &generation_files()).map_err(|e| {
+                let hint = match e {
+                    tp06_artifact::hub::HubError::Unreachable { .. } | tp06_artifact::hub::HubError::NotCached { .. } => {
+                        "; download it once with network access, or pass a local model directory: --model DIR"
+                    }
+                    _ => "",
+                };
+                anyhow::anyhow!("--model {spec}: {e}{hint}")
+            })
         }
         None => {
             let train = tp06_artifact::UpstreamCheck::require(run, Stage::Train)

@@ -198,6 +198,8 @@ pub fn resolve(args: &ConfigArgs) -> Result<PipelineConfig> {
     }
     for assignment in &args.set {
         apply_set(&mut value, assignment)?;
+        // Checked one by one so that a value of the wrong type names its key.
+        deserialize(value.clone(), &format!("--set {assignment}"))?;
     }
     let config = deserialize(value, "--set")?;
     validate(&config)?;
@@ -353,5 +355,43 @@ mod tests {
         assert_eq!(parse_set_value("../shared/x.parquet"), Value::from("../shared/x.parquet"));
         assert_eq!(parse_set_value("hf:a/b"), Value::from("hf:a/b"));
         assert_eq!(parse_set_value("none"), Value::Null);
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// Any `--set` is applied or refused with a message; never a panic.
+            #[test]
+            fn any_set_is_applied_or_refused(assignment in any::<String>()) {
+                if let Err(e) = resolve(&args("demo", &[&assignment])) {
+                    prop_assert!(!e.to_string().is_empty());
+                }
+            }
+
+            /// Keys that exist with values of any shape: applied or refused naming the key.
+            #[test]
+            fn known_keys_with_any_value(
+                key in prop_oneof![Just("train.epochs"), Just("train.lr"), Just("sample.top_p"), Just("data.articles"), Just("model.freeze.lower_blocks"), Just("train.max_steps")],
+                value in prop_oneof![any::<String>(), any::<i64>().prop_map(|v| v.to_string()), any::<f64>().prop_map(|v| v.to_string()), Just("none".to_string()), Just("[1, 2]".to_string())],
+            ) {
+                let set = format!("{key}={value}");
+                if let Err(e) = resolve(&args("demo", &[&set])) {
+                    prop_assert!(e.to_string().contains(key), "{e}");
+                }
+            }
+
+            /// Typed values land where they were aimed, exactly.
+            #[test]
+            fn typed_values_round_trip(epochs in 1u32..1000, lr in 1e-9f64..1.0, top_p in 0.001f64..=1.0) {
+                let config = resolve(&args("demo", &[&format!("train.epochs={epochs}"), &format!("train.lr={lr:e}"), &format!("sample.top_p={top_p}")])).unwrap();
+                prop_assert_eq!(config.train.epochs, epochs);
+                prop_assert_eq!(config.train.lr, lr);
+                prop_assert_eq!(config.sample.top_p, top_p);
+            }
+        }
     }
 }

@@ -92,6 +92,8 @@ pub fn error(err: &anyhow::Error) {
             message += &cause;
         }
     }
+    // One line, whatever the libraries put in their messages.
+    let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
     bars().suspend(|| eprintln!("{message}"));
 }
 

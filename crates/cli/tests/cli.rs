@@ -1,5 +1,5 @@
 //! The `tp06` binary end to end: the whole demo pipeline on a short schedule,
-//! up-to-date detection, and bad input (message, exit code, no manifest).
+//! up-to-date detection, the report. (Bad input: tests/bad_input.rs.)
 
 mod common;
 
@@ -104,35 +104,9 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
 }
 
 #[test]
-fn bad_input_fails_with_one_clear_line_and_no_manifest() {
-    let dir = tempfile::tempdir().unwrap();
-    let run_dir = dir.path().display().to_string();
-    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["data", "--preset", "demo", "--set", "data.articles=/nonexistent/articles.parquet"], vec!["data.articles", "nonexistent", "--set data.articles=PATH"]),
-        (vec!["data", "--preset", "demo", "--set", "train.epoch=2"], vec!["unknown key `train.epoch`", "did you mean `train.epochs`"]),
-        (vec!["data", "--preset", "demo", "--set", "train.lr=0"], vec!["train.lr"]),
-        (vec!["data", "--preset", "nope"], vec!["unknown preset `nope`"]),
-        (vec!["vocab", "--preset", "demo"], vec!["stage `data` has not run", "cargo xtask data"]),
-        (vec!["train", "--preset", "demo"], vec!["stage `data` has not run"]),
-        (vec!["sample", "--preset", "demo", "--model", "/nonexistent/model", "--prompt", "x"], vec!["config.json"]),
-        (vec!["model", "--preset", "demo", "--backend", "tpu"], vec!["backend `tpu` is not compiled"]),
-    ];
-    for (args, fragments) in cases {
-        let mut full = args.clone();
-        full.extend(["--run-dir", &run_dir]);
-        let output = tp06(&full);
-        let (_, err) = text(&output);
-        assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{args:?}: one line: {err}");
-        assert!(lines[0].starts_with("error: "), "{err}");
-        for fragment in fragments {
-            assert!(err.contains(fragment), "{args:?}: `{fragment}` not in {err}");
-        }
-        assert!(!dir.path().join("data/manifest.json").exists());
-    }
-    // Usage errors are clap's (exit code 2).
+fn usage_errors_are_clap_s_with_exit_code_2() {
     assert_eq!(tp06(&["pipeline", "--from", "trian"]).status.code(), Some(2));
+    assert_eq!(tp06(&["report", "--lang"]).status.code(), Some(2));
 }
 
 #[test]

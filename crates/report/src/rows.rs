@@ -170,4 +170,27 @@ mod tests {
         assert_eq!(movement(&m, &moved, 2).unwrap(), vec![5.0]);
         assert!((mean_norm(&m, 0..3) - 7.0 / 3.0).abs() < 1e-12);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// A damaged file gives the matrix or an error naming it; never a panic.
+        #[test]
+        fn damaged_files_never_panic(cut in 0usize..200, flips in proptest::collection::vec((0usize..200, 1u8..=255), 0..6)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.safetensors");
+            let values: Vec<u8> = (0..24).flat_map(|i| (i as f32).to_le_bytes()).collect();
+            write_safetensors(&path, "wte.weight", "F32", [6, 4], &values);
+            let mut bytes = std::fs::read(&path).unwrap();
+            for (at, b) in flips {
+                let i = at % bytes.len();
+                bytes[i] ^= b;
+            }
+            bytes.truncate(bytes.len().saturating_sub(cut));
+            std::fs::write(&path, bytes).unwrap();
+            if let Err(e) = read_wte(&path) {
+                proptest::prop_assert!(e.contains("m.safetensors"), "{e}");
+            }
+        }
+    }
 }

@@ -16,6 +16,14 @@ pub use generate::{Generated, Length, generate, sample_seed};
 pub use processors::Processing;
 pub use stage::{SampleRecord, SampleStats, outputs, run};
 
+/// The first 40 characters of `text`, marked when cut.
+fn abridged(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// Everything that can go wrong when sampling.
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
@@ -23,7 +31,7 @@ pub enum SampleError {
     #[error("{0}")]
     Config(String),
     /// A prompt is too long for the model.
-    #[error("the prompt {prompt:?} is {tokens} tokens but the model's context is {context}; shorten it")]
+    #[error("the prompt {:?} is {tokens} tokens but the model's context is {context}; shorten it", abridged(prompt))]
     PromptTooLong { prompt: String, tokens: usize, context: usize },
     /// A prompt that encodes to nothing.
     #[error("the prompt {0:?} is empty")]

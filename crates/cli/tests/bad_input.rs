@@ -1,0 +1,284 @@
+//! The bad-input table (ARCHITECTURE.md, "Bad input"): every case fails with
+//! one line that names the file or field and gives a way out, exit code 1, no
+//! panic, and no manifest for the stage that failed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::{command, demo, text};
+
+/// Inputs made once per test binary: a finished demo run (its parquet files and
+/// its exported model are the good inputs the bad ones are made from).
+struct World {
+    root: PathBuf,
+}
+
+impl World {
+    fn path(&self, name: &str) -> String {
+        self.root.join(name).display().to_string()
+    }
+
+    fn export(&self) -> PathBuf {
+        self.root.join("run/train/export")
+    }
+
+    /// A copy of the exported model with `edit` applied.
+    fn model_copy(&self, name: &str, edit: impl FnOnce(&Path)) -> String {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(self.export()).unwrap().flatten() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        edit(&dir);
+        dir.display().to_string()
+    }
+
+    /// A copy of the demo base tokenizer with `edit` applied.
+    fn base_copy(&self, name: &str, edit: impl FnOnce(&Path)) -> String {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(common::repo().join("data/demo/base")).unwrap().flatten() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        edit(&dir);
+        dir.display().to_string()
+    }
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad-input-world");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let out = demo(&root.join("run"), &["--set", "train.max_steps=2"]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let w = |name: &str, bytes: &[u8]| std::fs::write(root.join(name), bytes).unwrap();
+        let parquet = std::fs::read(root.join("run/data/train.parquet")).unwrap();
+        w("truncated.parquet", &parquet[..parquet.len() / 2]);
+        w("corrupt.parquet", b"this is not parquet");
+        w("bad.jsonl", b"{\"title\":\"A\",\"content\":\"x\"}\n{\"title\": broken\n");
+        w("non-utf8.jsonl", b"{\"title\":\"A\",\"content\":\"\xff\xfe\"}\n");
+        w("empty.jsonl", b"");
+        w("wrong-columns.csv", b"name,text\nPikachu,abc\n");
+        w("corrupt.csv", b"title,content\n\"unterminated,abc\n");
+        w("table.xlsx", b"x");
+        w("empty.txt", b"");
+        w("non-utf8.txt", b"Pika\xffchu\n");
+        w("unrelated.txt", b"Zzzz\nYyyy\n");
+        World { root }
+    })
+}
+
+struct Case {
+    what: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    says: Vec<&'static str>,
+    /// The stage whose manifest must not exist afterwards.
+    stage: &'static str,
+}
+
+fn case(what: &'static str, args: &[&str], says: &[&'static str], stage: &'static str) -> Case {
+    Case { what, args: args.iter().map(|s| s.to_string()).collect(), env: Vec::new(), says: says.to_vec(), stage }
+}
+
+fn check(cases: Vec<Case>) {
+    for c in cases {
+        let run = tempfile::tempdir().unwrap();
+        // A stage after `data` needs `data` done first.
+        if c.args[0] == "vocab" {
+            let out = command(&["data", "--preset", "demo", "--run-dir", &run.path().display().to_string()]).output().unwrap();
+            assert!(out.status.success());
+        }
+        let mut args: Vec<String> = c.args.clone();
+        if args[0] != "sample" || !args.iter().any(|a| a == "--model") {
+            args.extend(["--run-dir".to_string(), run.path().display().to_string()]);
+        }
+        let mut cmd = command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        for (k, v) in &c.env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: exit code; stderr: {err}", c.what);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{}: one line, got: {err}", c.what);
+        assert!(lines[0].starts_with("error: "), "{}: {err}", c.what);
+        assert!(!err.contains("panicked"), "{}: {err}", c.what);
+        for fragment in &c.says {
+            assert!(err.contains(fragment), "{}: `{fragment}` not in: {err}", c.what);
+        }
+        assert!(!run.path().join(c.stage).join("manifest.json").exists(), "{}: no manifest for {}", c.what, c.stage);
+    }
+}
+
+#[test]
+fn bad_corpus_files_name_the_file_and_the_setting() {
+    let w = world();
+    let set = |key: &str, file: &str| format!("{key}={}", w.path(file));
+    let data = |what, key: &str, file: &str, says: &[&'static str]| -> Case {
+        let mut c = case(what, &["data", "--preset", "demo", "--set"], says, "data");
+        c.args.push(set(key, file));
+        c
+    };
+    check(vec![
+        data("missing parquet", "data.articles", "missing.parquet", &["data.articles", "missing.parquet", "--set data.articles=PATH"]),
+        data("truncated parquet", "data.articles", "truncated.parquet", &["data.articles", "truncated.parquet", "complete, uncorrupted"]),
+        data("corrupt parquet", "data.articles", "corrupt.parquet", &["data.articles", "corrupt.parquet", "complete, uncorrupted"]),
+        data("wrong columns (parquet)", "data.articles", "run/data/names.parquet", &["has no column `title`", "columns: name"]),
+        data("wrong columns (csv)", "data.articles", "wrong-columns.csv", &["wrong-columns.csv", "has no column `title`", "columns: name, text"]),
+        data("corrupt csv", "data.articles", "corrupt.csv", &["data.articles", "corrupt.csv"]),
+        data("bad JSON line", "data.articles", "bad.jsonl", &["bad.jsonl", "line 2", "not valid JSON"]),
+        data("non-UTF-8 jsonl", "data.articles", "non-utf8.jsonl", &["non-utf8.jsonl", "line 1", "not valid UTF-8"]),
+        data("empty corpus", "data.articles", "empty.jsonl", &["empty.jsonl", "holds no articles"]),
+        data("unsupported format", "data.articles", "table.xlsx", &["table.xlsx", "not a supported table", ".parquet"]),
+        data("empty names", "data.names", "empty.txt", &["data.names", "empty.txt", "holds no names"]),
+        data("non-UTF-8 names", "data.names", "non-utf8.txt", &["data.names", "non-utf8.txt", "not valid UTF-8"]),
+        data("nothing kept", "data.names", "unrelated.txt", &["no article was kept", "is data.names the right file", "Zzzz"]),
+    ]);
+}
+
+#[test]
+fn bad_settings_name_the_key_and_the_allowed_range() {
+    let on_data = |what, set: &str, says: &[&'static str]| case(what, &["data", "--preset", "demo", "--set", set], says, "data");
+    check(vec![
+        on_data("unknown key", "train.epoch=2", &["unknown key `train.epoch`", "did you mean `train.epochs`"]),
+        on_data("lr 0", "train.lr=0", &["train.lr", "must be > 0"]),
+        on_data("lr < 0", "train.lr=-1", &["train.lr", "must be > 0"]),
+        on_data("batch 0", "train.batch_size=0", &["train.batch_size", "at least 1"]),
+        on_data("accumulation 0", "train.grad_accum=0", &["train.grad_accum", "at least 1"]),
+        on_data("top_p 0", "sample.top_p=0", &["sample.top_p", "(0, 1]"]),
+        on_data("top_p > 1", "sample.top_p=1.5", &["sample.top_p", "(0, 1]"]),
+        on_data("temperature < 0", "sample.temperature=-1", &["sample.temperature", "≥ 0"]),
+        on_data("wrong type", "train.epochs=many", &["train.epochs"]),
+        case("unknown preset", &["data", "--preset", "nope"], &["unknown preset `nope`"], "data"),
+        case("backend not compiled", &["model", "--preset", "demo", "--backend", "tpu"], &["backend `tpu` is not compiled"], "model"),
+        case("max_length > context", &["pipeline", "--preset", "demo", "--set", "train.max_length=1000"], &["train.max_length", "n_positions = 256"], "train"),
+        case("upstream missing", &["model", "--preset", "demo"], &["has not run", "cargo xtask"], "model"),
+        case("no upstream at all", &["train", "--preset", "demo"], &["stage `data` has not run", "cargo xtask data"], "train"),
+    ]);
+}
+
+#[test]
+fn bad_model_and_tokenizer_files_name_the_file() {
+    let w = world();
+    let json = |dir: &Path, file: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.join(file);
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(path, serde_json::to_string(&v).unwrap()).unwrap();
+    };
+    let truncate = |dir: &Path| {
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    };
+    let models: Vec<(&'static str, String, Vec<&'static str>)> = vec![
+        ("missing config.json", w.model_copy("m-no-config", |d| std::fs::remove_file(d.join("config.json")).unwrap()), vec!["config.json", "No such file"]),
+        ("corrupt config.json", w.model_copy("m-bad-config", |d| std::fs::write(d.join("config.json"), "{ nope").unwrap()), vec!["config.json", "not valid JSON"]),
+        ("unsupported config", w.model_copy("m-mish", |d| json(d, "config.json", &|v| v["activation_function"] = "mish".into())), vec!["config.json", "\"mish\" is not implemented", "supported:"]),
+        ("truncated safetensors", w.model_copy("m-truncated", truncate), vec!["model.safetensors", "truncated or corrupt"]),
+        ("corrupt safetensors", w.model_copy("m-corrupt", |d| std::fs::write(d.join("model.safetensors"), "garbage").unwrap()), vec!["model.safetensors", "truncated or corrupt"]),
+        (
+            "corrupt pytorch_model.bin",
+            w.model_copy("m-bin", |d| {
+                std::fs::remove_file(d.join("model.safetensors")).unwrap();
+                std::fs::write(d.join("pytorch_model.bin"), "garbage").unwrap();
+            }),
+            vec!["pytorch_model.bin", "not a PyTorch zip checkpoint", "truncated or corrupt"],
+        ),
+        ("no weights", w.model_copy("m-no-weights", |d| std::fs::remove_file(d.join("model.safetensors")).unwrap()), vec!["no weights", "model.safetensors", "pytorch_model.bin"]),
+        ("weights of another shape", w.model_copy("m-shape", |d| json(d, "config.json", &|v| v["n_embd"] = 32.into())), vec!["has shape", "config.json"]),
+        ("corrupt tokenizer.json", w.model_copy("m-bad-tok", |d| std::fs::write(d.join("tokenizer.json"), "{ nope").unwrap()), vec!["tokenizer.json", "not a valid tokenizer"]),
+        (
+            "tokenizer larger than the model",
+            w.model_copy("m-big-tok", |d| {
+                json(d, "tokenizer.json", &|v| {
+                    let added = v["added_tokens"].as_array_mut().unwrap();
+                    let next = added.iter().map(|a| a["id"].as_u64().unwrap()).max().unwrap() + 1;
+                    added.push(serde_json::json!({"id": next, "content": "Zzzzq", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false}));
+                })
+            }),
+            vec!["has 1140 tokens but the model only 1139", "do not belong together"],
+        ),
+    ];
+    let mut cases: Vec<Case> = models
+        .into_iter()
+        .map(|(what, dir, says)| {
+            let mut c = case(what, &["sample", "--model"], &says, "sample");
+            c.args.extend([dir, "--prompt".into(), "Pikachu est".into()]);
+            c
+        })
+        .collect();
+    let long = "Pikachu est un Pokémon de type Feu. ".repeat(60);
+    let mut c = case("prompt longer than the context", &["sample", "--model"], &["tokens but the model's context is 256", "shorten it"], "sample");
+    c.args.extend([w.export().display().to_string(), "--prompt".into(), long]);
+    cases.push(c);
+    for (what, file, content, says) in [
+        ("merges.txt of another vocabulary", "merges.txt", "#version: 0.2\nzz qq\n", vec!["merges.txt", "line 2", "do not belong together"]),
+        ("corrupt vocab.json", "vocab.json", "{ broken", vec!["vocab.json", "not valid JSON"]),
+    ] {
+        let dir = w.base_copy(&format!("base-{file}"), |d| std::fs::write(d.join(file), content).unwrap());
+        let mut c = case(what, &["vocab", "--preset", "demo", "--set"], &says, "vocab");
+        c.args.push(format!("model.base={dir}"));
+        cases.push(c);
+    }
+    let mut c = case("no tokenizer at all", &["vocab", "--preset", "demo", "--set"], &["has no tokenizer", "vocab.json + merges.txt"], "vocab");
+    c.args.push(format!("model.base={}", w.path("nonexistent")));
+    cases.push(c);
+    check(cases);
+}
+
+#[test]
+fn an_unreachable_hub_fails_without_a_cache_and_is_not_needed_with_one() {
+    let w = world();
+    let cache = w.root.join("hf");
+    let snapshot = cache.join("hub/models--asi--cached/snapshots/abc123");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(cache.join("hub/models--asi--cached/refs/main"), "abc123").unwrap_or_else(|_| {
+        std::fs::create_dir_all(cache.join("hub/models--asi--cached/refs")).unwrap();
+        std::fs::write(cache.join("hub/models--asi--cached/refs/main"), "abc123").unwrap();
+    });
+    for entry in std::fs::read_dir(w.export()).unwrap().flatten() {
+        std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+    }
+    let hf_home = cache.display().to_string();
+    let unreachable = |offline: bool| -> Vec<(&'static str, String)> {
+        let mut env = vec![("HF_HOME", hf_home.clone()), ("HF_ENDPOINT", "http://127.0.0.1:9".to_string())];
+        env.push(("HF_HUB_OFFLINE", if offline { "1" } else { "0" }.to_string()));
+        env
+    };
+    let mut cases = Vec::new();
+    for (offline, says) in [(false, vec!["unreachable", "--model DIR"]), (true, vec!["HF_HUB_OFFLINE", "not in the cache", "--model DIR"])] {
+        let mut c = case("model not cached", &["sample", "--model", "hf:asi/absent", "--prompt", "Pikachu"], &says, "sample");
+        c.env = unreachable(offline);
+        cases.push(c);
+        let mut c = case("corpus not cached", &["data", "--preset", "demo", "--set", "data.articles=hf:chris-lmd/pokepedia-fr"], &["data.articles", "--set data.articles=PATH"], "data");
+        c.env = unreachable(offline);
+        cases.push(c);
+    }
+    check(cases);
+    // With the model in the cache, neither a dead hub nor offline mode stops generation.
+    for offline in [false, true] {
+        let mut cmd = command(&["sample", "--model", "hf:asi/cached", "--prompt", "Pikachu est", "--greedy", "--max-new-tokens", "3"]);
+        for (k, v) in unreachable(offline) {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "offline={offline}: {:?}", text(&out));
+        assert!(text(&out).0.starts_with("Pikachu est"));
+    }
+}
+
+#[test]
+fn a_nan_in_training_stops_with_the_step_and_keeps_no_manifest() {
+    let run = tempfile::tempdir().unwrap();
+    let out = demo(run.path(), &["--set", "train.lr=1e9", "--set", "train.warmup_steps=0"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("became NaN at step") && err.contains("lower train.lr"), "{err}");
+    assert!(!run.path().join("train/manifest.json").exists());
+}
