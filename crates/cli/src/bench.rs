@@ -205,7 +205,8 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
     for work in &options.works {
         for shape in &options.shapes {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            for _ in 0..options.repeats {
+            for i in 1..=options.repeats {
+                tracing::info!("bench: {work} {shape}, run {i}/{}: tp06 then PyTorch", options.repeats);
                 let mut a = Command::new(&exe);
                 a.args(["bench-one", work, "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()]);
                 if let Some(backend) = &options.backend {
