@@ -28,6 +28,19 @@ pub use manifest::{
     Begin, Fingerprint, InputRecord, Manifest, ManifestError, OutputRecord, SCHEMA_VERSION, StageReport, StageWriter,
     UpstreamCheck,
 };
+/// `1234567` → `1,234,567` with `separator` between groups of three digits.
+pub fn group_digits(n: usize, separator: char) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(separator);
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The library versions, platform and stage-specific facts a manifest records.
 pub fn environment(stage_specific: serde_json::Value) -> serde_json::Value {
     let mut env = serde_json::json!({

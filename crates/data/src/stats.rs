@@ -156,15 +156,7 @@ impl DataStats {
 
 /// `12345` → `12,345`.
 pub fn group(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    tp06_artifact::group_digits(n, ',')
 }
 
 #[cfg(test)]

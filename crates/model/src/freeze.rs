@@ -181,15 +181,7 @@ impl ParamReport {
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+    tp06_artifact::group_digits(n, ',')
 }
 
 #[cfg(test)]

@@ -192,15 +192,7 @@ pub fn model_diagram(parts: &[Part], legend: [&str; 3]) -> String {
 
 /// `1234567` → `1 234 567` (narrow no-break spaces, readable in both languages).
 pub fn group_digits(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push('\u{202f}');
-        }
-        out.push(c);
-    }
-    out
+    tp06_artifact::group_digits(n, '\u{202f}')
 }
 
 #[cfg(test)]
