@@ -6,10 +6,12 @@
             accumulation 8, loss over all label tokens, clipping at 1.0, AdamW
             with HF's decay groups, linear schedule, wte/wpe/lower half frozen —
             on a randomly initialised GPT-2; token positions per second.
+  forward:  inference forward passes to the logits, 8 batches of 2 × 256
+            tokens per step, no gradient; token positions per second.
   generate: greedy decoding with the KV cache, 16-token prompt, 128 new tokens;
             new tokens per second.
 
-    python bench/bench.py {train,generate} --shape {mini,small} [--steps N] [--threads T]
+    python bench/bench.py {train,forward,generate} --shape {mini,small} [--steps N] [--threads T]
 
 Prints one JSON object (tokens_per_second, seconds, peak_rss_mb).
 """
@@ -34,7 +36,7 @@ def peak_rss_mb():
 
 
 p = argparse.ArgumentParser()
-p.add_argument("work", choices=["train", "generate"])
+p.add_argument("work", choices=["train", "forward", "generate"])
 p.add_argument("--shape", choices=SHAPES, default="mini")
 p.add_argument("--steps", type=int, default=2)
 p.add_argument("--threads", type=int, default=2)
@@ -76,6 +78,18 @@ if a.work == "train":
         step()
     seconds = time.perf_counter() - start
     tokens = a.steps * accumulation * batch * length
+elif a.work == "forward":
+    model.eval()
+    batch, micro, length = 2, 8, 256
+    batches = [torch.randint(5, vocab, (batch, length)) for _ in range(micro)]
+    with torch.no_grad():
+        model(input_ids=batches[0]).logits
+        start = time.perf_counter()
+        for _ in range(a.steps):
+            for ids in batches:
+                model(input_ids=ids).logits
+        seconds = time.perf_counter() - start
+    tokens = a.steps * micro * batch * length
 else:
     model.eval()
     prompt = torch.randint(5, vocab, (1, 16))

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
+use burn::tensor::s;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, HfConfig, WteFreeze};
@@ -67,11 +68,14 @@ pub struct One {
 impl WithBackend for One {
     type Output = Result<Measurement>;
     fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<Measurement> {
-        let config = shape(&self.shape)?.without_dropout();
+        // Training keeps GPT-2's dropout (0.1 at the three places), as the
+        // course and the PyTorch side do; inference has none.
+        let config = shape(&self.shape)?;
         let (tokens, seconds) = match self.work.as_str() {
             "train" => train::<B>(&config, self.steps, &device),
-            "generate" => generate::<B::InnerBackend>(&config, self.steps, &device),
-            other => bail!("unknown work `{other}`; use train or generate"),
+            "forward" => forward::<B::InnerBackend>(&config.clone().without_dropout(), self.steps, &device),
+            "generate" => generate::<B::InnerBackend>(&config.without_dropout(), self.steps, &device),
+            other => bail!("unknown work `{other}`; use train, forward or generate"),
         };
         Ok(Measurement {
             side: "tp06".into(),
@@ -126,6 +130,29 @@ fn train<B: AutodiffBackend>(config: &Gpt2Config, steps: usize, device: &B::Devi
         step(&mut trainer);
     }
     (steps * batch * accumulation * length, start.elapsed().as_secs_f64())
+}
+
+/// Inference forward passes to the logits, 8 batches of 2 × 256 tokens per
+/// step (the micro-batches of one course step): (positions, seconds).
+fn forward<B: Backend>(config: &Gpt2Config, steps: usize, device: &B::Device) -> (usize, f64) {
+    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
+    let (batch, micro, length) = (2, 8, 256);
+    let batches: Vec<Tensor<B, 2, Int>> = (0..micro)
+        .map(|i| {
+            let ids: Vec<i64> = random_ids(batch * length, config.vocab_size, 10 + i as u64).into_iter().map(i64::from).collect();
+            Tensor::from_data(TensorData::new(ids, [batch, length]), device)
+        })
+        .collect();
+    let pass = |ids: &Tensor<B, 2, Int>| {
+        let logits = model.forward(ids.clone());
+        let _ = logits.slice(s![0..1, 0..1, 0..1]).into_data(); // wait for the result
+    };
+    pass(&batches[0]);
+    let start = Instant::now();
+    for _ in 0..steps {
+        batches.iter().for_each(pass);
+    }
+    (steps * micro * batch * length, start.elapsed().as_secs_f64())
 }
 
 /// Greedy decoding through the KV cache: (new tokens, seconds).

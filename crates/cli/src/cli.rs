@@ -129,8 +129,8 @@ pub enum Command {
         /// Shapes: mini (gpt2-fr-mini), small (gpt-fr-cased-small).
         #[arg(long, value_delimiter = ',', default_value = "mini,small")]
         shapes: Vec<String>,
-        /// Work: train, generate.
-        #[arg(long, value_delimiter = ',', default_value = "train,generate")]
+        /// Work: train, forward (inference to the logits), generate.
+        #[arg(long, value_delimiter = ',', default_value = "train,forward,generate")]
         works: Vec<String>,
         /// Alternating runs per side (medians are reported).
         #[arg(long, default_value_t = 3)]

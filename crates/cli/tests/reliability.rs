@@ -239,7 +239,9 @@ fn the_same_seed_writes_the_same_artifacts() {
             .collect()
     };
     assert_eq!(strip(a.path()), strip(b.path()));
-    let train = manifest(a.path(), "train");
-    assert_eq!(train["environment"]["seed"], 42);
-    assert_eq!(train["environment"]["backend"], "flex");
+    for stage in ["model", "train", "sample"] {
+        let env = &manifest(a.path(), stage)["environment"];
+        assert_eq!(env["seed"], 42, "{stage}: {env}");
+        assert_eq!(env["backend"], "flex", "{stage}: {env}");
+    }
 }

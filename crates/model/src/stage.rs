@@ -191,7 +191,7 @@ pub fn run<B: Backend>(
         params,
         wte_trainable_from: plan.wte_trainable_from,
     };
-    let environment = serde_json::json!({ "base_dir": dir.display().to_string() });
+    let environment = serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": B::name(device) });
     let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }

@@ -157,7 +157,7 @@ pub fn run<B: Backend>(
     let stats = SampleStats { samples: records.len(), new_tokens, tokens_per_second: new_tokens as f64 / seconds.max(1e-9) };
     let manifest = writer.finish(
         &[outputs::SAMPLES.to_string(), outputs::REPORT.to_string()],
-        serde_json::json!({ "seed": config.seed }),
+        serde_json::json!({ "seed": config.seed, "backend": B::name(device) }),
         serde_json::to_value(&stats).expect("stats serialise"),
     )?;
     Ok(StageReport { summary: md, manifest, up_to_date: false })
