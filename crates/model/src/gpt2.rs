@@ -19,13 +19,52 @@ pub struct Dropout {
     pub p: f64,
 }
 
+/// The state of the dropout masks drawn on the host (CPU backends): a seed and
+/// a count of the masks drawn since, so that every mask is a pure function of
+/// (seed, its rank since [`seed_dropout`]).
+static DROPOUT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x5eed);
+
+/// Seeds the dropout masks: after this, a forward pass draws the same masks as
+/// any other forward pass after the same seed (training seeds every micro-batch).
+pub fn seed_dropout(seed: u64) {
+    DROPOUT_STREAM.store(splitmix64(seed), std::sync::atomic::Ordering::SeqCst);
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Whether masks are drawn on the host: on the CPU backends, one counter-based
+/// draw per element is several times cheaper than the backend's scalar
+/// Bernoulli sampler; elsewhere the masks stay on the device.
+fn host_masks<B: Backend>(device: &B::Device) -> bool {
+    let name = B::name(device);
+    name.contains("flex") || name.contains("ndarray")
+}
+
 impl Dropout {
     fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        if self.p == 0.0 || !B::ad_enabled(&x.device()) {
+        let device = x.device();
+        if self.p == 0.0 || !B::ad_enabled(&device) {
             return x;
         }
-        let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - self.p));
-        x * keep / (1.0 - self.p)
+        let scale = 1.0 / (1.0 - self.p);
+        if !host_masks::<B>(&device) {
+            let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - self.p));
+            return x * keep * scale;
+        }
+        // Inverted dropout: each element kept with probability 1 − p and scaled by 1/(1 − p).
+        let stream = splitmix64(DROPOUT_STREAM.fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::SeqCst));
+        let threshold = ((1.0 - self.p) * 4_294_967_296.0) as u64;
+        let (keep, drop) = (scale as f32, 0.0f32);
+        let shape = x.shape();
+        let mask: Vec<f32> = (0..shape.num_elements() as u64)
+            .map(|i| if splitmix64(stream ^ i) >> 32 < threshold { keep } else { drop })
+            .collect();
+        x * Tensor::from_data(TensorData::new(mask, shape), &device)
     }
 }
 
@@ -347,5 +386,36 @@ pub(crate) fn assemble<B: Backend>(
         h: blocks,
         ln_f,
         drop: Dropout { p: config.embd_pdrop },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, CpuAutodiff};
+
+    fn dropped(seed: u64, p: f64) -> Vec<f32> {
+        let device = Default::default();
+        seed_dropout(seed);
+        let x = Tensor::<CpuAutodiff, 2>::ones([1000, 1000], &device);
+        Dropout { p }.forward(x).into_data().convert::<f32>().into_vec().unwrap()
+    }
+
+    // One test, as the mask stream is process-wide state.
+    #[test]
+    fn dropout_keeps_1_minus_p_scaled_repeats_under_a_seed_and_is_off_without_gradients() {
+        let a = dropped(7, 0.1);
+        let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
+        // 10⁶ Bernoulli(0.1) draws: the share of zeros is within 5 standard deviations (0.0015).
+        assert!((zeros - 0.1).abs() < 0.0015, "{zeros}");
+        assert!(a.iter().all(|&v| v == 0.0 || v == (1.0 / 0.9) as f32));
+        assert_eq!(a, dropped(7, 0.1), "same seed, same mask");
+        assert_ne!(a, dropped(8, 0.1), "another seed, another mask");
+        let heavy = dropped(7, 0.5);
+        let zeros = heavy.iter().filter(|&&v| v == 0.0).count() as f64 / heavy.len() as f64;
+        assert!((zeros - 0.5).abs() < 0.0025, "{zeros}");
+        // Inference: identity.
+        let x = Tensor::<Cpu, 1>::ones([10], &Default::default());
+        assert_eq!(Dropout { p: 0.5 }.forward(x).into_data().convert::<f32>().into_vec::<f32>().unwrap(), vec![1.0; 10]);
     }
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub use config::{Activation, Gpt2Config, HfConfig};
 pub use config_stage::{BlockCount, FreezeConfig, StageConfig, WteFreeze};
 pub use generate::greedy;
-pub use gpt2::{Attention, Block, Conv1D, Dropout, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
+pub use gpt2::{Attention, Block, Conv1D, Dropout, Embedding, Gpt2, KvCache, LayerNorm, Mlp, seed_dropout};
 pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
 pub use stage::{ModelStats, load_stage_model, outputs, run};

@@ -245,7 +245,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut grads: Named<B::InnerBackend> = BTreeMap::new();
         let (mut loss, mut positions) = (0.0f64, 0usize);
         for (micro, examples) in micro_batches.iter().enumerate() {
-            B::seed(&self.device, dropout_seed(self.seed, self.step, micro));
+            let seed = dropout_seed(self.seed, self.step, micro);
+            B::seed(&self.device, seed);
+            tp06_model::seed_dropout(seed);
             let batch = Batch::<B>::new(examples, &self.device);
             positions += batch.positions;
             let micro_loss = nll_sum(&self.model, &batch) / items;
