@@ -71,7 +71,7 @@ fn latest_checkpoint(dir: &Path) -> u64 {
 
 #[test]
 fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
-    let schedule = &["--set", "train.max_steps=16", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
+    let schedule = &["--set", "train.max_steps=20", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
     let reference = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = demo(reference.path(), schedule);
@@ -84,14 +84,14 @@ fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
     let mut kills = Vec::new();
     // First a kill at a random time, most likely in the early stages' writing.
     let mut child = spawn_demo(victim.path(), schedule, &[]);
-    let delay = whole.mul_f64(0.05 + 0.4 * rng.unit());
+    let delay = whole.mul_f64(0.05 + 0.25 * rng.unit());
     std::thread::sleep(delay);
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     assert_consistent(victim.path());
     kills.push(format!("after {:.2} s", delay.as_secs_f64()));
     // Then kills inside training: a little after a random later checkpoint.
-    while latest_checkpoint(victim.path()) < 12 && kills.len() < 6 {
+    while latest_checkpoint(victim.path()) < 16 && kills.len() < 6 {
         let target = latest_checkpoint(victim.path()) + 1 + (rng.unit() * 4.0) as u64;
         let mut child = spawn_demo(victim.path(), schedule, &[]);
         loop {
