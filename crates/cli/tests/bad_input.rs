@@ -26,20 +26,19 @@ impl World {
 
     /// A copy of the exported model with `edit` applied.
     fn model_copy(&self, name: &str, edit: impl FnOnce(&Path)) -> String {
-        let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(self.export()).unwrap().flatten() {
-            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-        }
-        edit(&dir);
-        dir.display().to_string()
+        self.copy(&self.export(), name, edit)
     }
 
     /// A copy of the demo base tokenizer with `edit` applied.
     fn base_copy(&self, name: &str, edit: impl FnOnce(&Path)) -> String {
+        self.copy(&common::repo().join("data/demo/base"), name, edit)
+    }
+
+    /// A copy of the flat directory `from`, named `name`, with `edit` applied.
+    fn copy(&self, from: &Path, name: &str, edit: impl FnOnce(&Path)) -> String {
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(common::repo().join("data/demo/base")).unwrap().flatten() {
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
             std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
         }
         edit(&dir);
@@ -234,16 +233,11 @@ fn bad_model_and_tokenizer_files_name_the_file() {
 #[test]
 fn an_unreachable_hub_fails_without_a_cache_and_is_not_needed_with_one() {
     let w = world();
+    // The hub cache layout: the snapshot of revision abc123, and `main` pointing at it.
     let cache = w.root.join("hf");
-    let snapshot = cache.join("hub/models--asi--cached/snapshots/abc123");
-    std::fs::create_dir_all(&snapshot).unwrap();
-    std::fs::write(cache.join("hub/models--asi--cached/refs/main"), "abc123").unwrap_or_else(|_| {
-        std::fs::create_dir_all(cache.join("hub/models--asi--cached/refs")).unwrap();
-        std::fs::write(cache.join("hub/models--asi--cached/refs/main"), "abc123").unwrap();
-    });
-    for entry in std::fs::read_dir(w.export()).unwrap().flatten() {
-        std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
-    }
+    w.model_copy("hf/hub/models--asi--cached/snapshots/abc123", |_| {});
+    std::fs::create_dir_all(cache.join("hub/models--asi--cached/refs")).unwrap();
+    std::fs::write(cache.join("hub/models--asi--cached/refs/main"), "abc123").unwrap();
     let hf_home = cache.display().to_string();
     let unreachable = |offline: bool| -> Vec<(&'static str, String)> {
         let mut env = vec![("HF_HOME", hf_home.clone()), ("HF_ENDPOINT", "http://127.0.0.1:9".to_string())];

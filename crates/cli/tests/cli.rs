@@ -6,17 +6,9 @@ mod common;
 use common::{demo, stats, text, tp06};
 use std::path::Path;
 
-/// `1234567` → `1 234 567` with narrow no-break spaces, as the report prints counts.
+/// A count as the report prints it: groups of three digits, narrow no-break spaces.
 fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push('\u{202f}');
-        }
-        out.push(c);
-    }
-    out
+    tp06_artifact::group_digits(n as usize, '\u{202f}')
 }
 
 /// The report the pipeline writes: every section present and complete, and

@@ -2,6 +2,8 @@
 //! and the model diagram (written directly).
 
 use plotters::prelude::*;
+
+use crate::doc::escape;
 use std::fmt::Write;
 
 /// One line of a chart.
@@ -89,10 +91,6 @@ fn responsive(svg: String) -> String {
     }
 }
 
-fn xml(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 /// A vertical bar chart: one bar per `(label, value)`.
 pub fn bar_chart(title: &str, x_desc: &str, y_desc: &str, bars: &[(String, f64)]) -> String {
     let (w, h, left, bottom, top) = (760.0, 320.0, 60.0, 50.0, 40.0);
@@ -103,7 +101,7 @@ pub fn bar_chart(title: &str, x_desc: &str, y_desc: &str, bars: &[(String, f64)]
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" style=\"max-width:100%;height:auto\" font-family=\"sans-serif\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" font-size=\"18\" text-anchor=\"middle\">{}</text>\n",
         w / 2.0,
-        xml(title)
+        escape(title)
     );
     let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", top + plot_h, w - 20.0, top + plot_h);
     for (i, (label, value)) in bars.iter().enumerate() {
@@ -119,7 +117,7 @@ pub fn bar_chart(title: &str, x_desc: &str, y_desc: &str, bars: &[(String, f64)]
             fmt_value(*value),
             x + slot * 0.35,
             top + plot_h + 16.0,
-            xml(label)
+            escape(label)
         );
     }
     let _ = writeln!(
@@ -127,10 +125,10 @@ pub fn bar_chart(title: &str, x_desc: &str, y_desc: &str, bars: &[(String, f64)]
         "<text x=\"{}\" y=\"{}\" font-size=\"13\" text-anchor=\"middle\">{}</text>\n<text x=\"16\" y=\"{}\" font-size=\"13\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{}</text>\n</svg>",
         left + plot_w / 2.0,
         h - 10.0,
-        xml(x_desc),
+        escape(x_desc),
         top + plot_h / 2.0,
         top + plot_h / 2.0,
-        xml(y_desc)
+        escape(y_desc)
     );
     svg
 }
@@ -176,15 +174,15 @@ pub fn model_diagram(parts: &[Part], legend: [&str; 3]) -> String {
             "<rect x=\"200\" y=\"{y}\" width=\"360\" height=\"{row}\" rx=\"4\" fill=\"{}\" stroke=\"#57606a\"/>\n<text x=\"380\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n<text x=\"575\" y=\"{:.1}\">{}</text>",
             colour(part),
             y + row * 0.68,
-            xml(&part.label),
+            escape(&part.label),
             y + row * 0.68,
-            xml(&part.detail)
+            escape(&part.detail)
         );
     }
     let y = h - 24.0;
     for (i, (fill, label)) in [("#fb8f44", legend[0]), ("url(#part)", legend[1]), ("#d0d7de", legend[2])].iter().enumerate() {
         let x = 120.0 + i as f64 * 200.0;
-        let _ = writeln!(svg, "<rect x=\"{x}\" y=\"{}\" width=\"18\" height=\"14\" fill=\"{fill}\" stroke=\"#57606a\"/><text x=\"{}\" y=\"{y}\">{}</text>", y - 11.0, x + 24.0, xml(label));
+        let _ = writeln!(svg, "<rect x=\"{x}\" y=\"{}\" width=\"18\" height=\"14\" fill=\"{fill}\" stroke=\"#57606a\"/><text x=\"{}\" y=\"{y}\">{}</text>", y - 11.0, x + 24.0, escape(label));
     }
     svg.push_str("</svg>\n");
     svg

@@ -44,7 +44,8 @@ pub struct Report {
     pub sections: Vec<Section>,
 }
 
-fn escape(text: &str) -> String {
+/// Escapes text for HTML and SVG.
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

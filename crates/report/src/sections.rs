@@ -309,7 +309,7 @@ fn form(c: &Ctx, f: Form) -> String {
 fn dist_table(c: &Ctx, d: &Distribution) -> Vec<Block> {
     vec![
         Block::Para(format!("`{}` → {} : {}", d.prompt, c.t("pièces", "pieces"), pieces(&d.pieces))),
-        Block::Bars(d.top.iter().map(|t| (visible(&t.text), t.prob)).collect()),
+        bars(&d.top),
     ]
 }
 
@@ -374,8 +374,9 @@ fn smart_init(c: &Ctx) -> Built {
             return Ok((b, missing));
         }
     };
-    let moved = rows::movement(&before, &after, from)?;
-    let pretrained = rows::movement(&before, &after, 0)?[..from].iter().copied().fold(0.0, f64::max);
+    let every = rows::movement(&before, &after, 0)?;
+    let (pretrained, moved) = every.split_at(from);
+    let pretrained = pretrained.iter().copied().fold(0.0, f64::max);
     let mean = moved.iter().sum::<f64>() / moved.len() as f64;
     let max = moved.iter().copied().fold(0.0, f64::max);
     let scale = rows::mean_norm(&before, 0..from);
