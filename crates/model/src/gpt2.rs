@@ -8,9 +8,10 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation;
-use burn::tensor::{Bool, TensorPrimitive};
+use burn::tensor::Bool;
 
 use crate::config::{Activation, Gpt2Config};
+use crate::fused;
 
 /// Dropout with rate `p`, active only when the backend records gradients (training).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,26 +46,45 @@ fn host_masks<B: Backend>(device: &B::Device) -> bool {
     name.contains("flex") || name.contains("ndarray")
 }
 
+/// One host-drawn dropout mask: element `i` is kept (and scaled by 1/(1 − p))
+/// when the `i`-th draw of its stream falls under 1 − p. A pure function of
+/// the index, so a fused kernel can redraw it in its backward pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropoutMask {
+    stream: u64,
+    threshold: u64,
+    keep: f32,
+}
+
+impl DropoutMask {
+    /// The next mask of the process-wide stream (see [`seed_dropout`]).
+    pub(crate) fn next(p: f64) -> Self {
+        let stream = splitmix64(DROPOUT_STREAM.fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::SeqCst));
+        Self { stream, threshold: ((1.0 - p) * 4_294_967_296.0) as u64, keep: (1.0 / (1.0 - p)) as f32 }
+    }
+
+    /// The factor of element `index`: 1/(1 − p) or 0.
+    #[inline]
+    pub(crate) fn factor(&self, index: u64) -> f32 {
+        if splitmix64(self.stream ^ index) >> 32 < self.threshold { self.keep } else { 0.0 }
+    }
+}
+
 impl Dropout {
-    fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    /// Inverted dropout: each element kept with probability 1 − p and scaled by 1/(1 − p).
+    pub(crate) fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let device = x.device();
         if self.p == 0.0 || !B::ad_enabled(&device) {
             return x;
         }
-        let scale = 1.0 / (1.0 - self.p);
         if !host_masks::<B>(&device) {
             let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - self.p));
-            return x * keep * scale;
+            return x * keep * (1.0 / (1.0 - self.p));
         }
-        // Inverted dropout: each element kept with probability 1 − p and scaled by 1/(1 − p).
-        let stream = splitmix64(DROPOUT_STREAM.fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::SeqCst));
-        let threshold = ((1.0 - self.p) * 4_294_967_296.0) as u64;
-        let (keep, drop) = (scale as f32, 0.0f32);
+        let mask = DropoutMask::next(self.p);
         let shape = x.shape();
-        let mask: Vec<f32> = (0..shape.num_elements() as u64)
-            .map(|i| if splitmix64(stream ^ i) >> 32 < threshold { keep } else { drop })
-            .collect();
-        x * Tensor::from_data(TensorData::new(mask, shape), &device)
+        let factors: Vec<f32> = (0..shape.num_elements() as u64).map(|i| mask.factor(i)).collect();
+        x * Tensor::from_data(TensorData::new(factors, shape), &device)
     }
 }
 
@@ -82,12 +102,7 @@ pub struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     /// `[.., n_embd] → [.., n_embd]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-            Some(self.bias.val().into_primitive().tensor()),
-            self.eps,
-        )))
+        fused::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
 }
 
@@ -180,33 +195,13 @@ impl<B: Backend> Attention<B> {
         let total = k.dims()[2];
         let past = total - t;
 
-        let mut scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, total]
-        if self.scale {
-            scores = scores / (hd as f64).sqrt();
-        }
-        // Query i (absolute position past + i) sees keys 0 ..= past + i.
-        let causal = Tensor::<B, 2, Bool>::tril_mask([t, total], past as i64, &scores.device()); // true = hidden
-        let mut mask = causal.unsqueeze::<4>().expand([b, h, t, total]);
-        if let Some(pad) = pad {
-            let pad = pad.reshape([b, 1, 1, total]).expand([b, h, t, total]);
-            mask = mask.bool_or(pad);
-        }
-        let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
-        let probs = self.attn_dropout.forward(activation::softmax(scores, 3));
+        let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
+        let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, total]
+        let probs = fused::attention_probs(scores, past, pad, divisor, self.attn_dropout);
         let y = probs.matmul(v); // [b, h, t, hd]
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
         self.resid_dropout.forward(self.c_proj.forward(y))
     }
-}
-
-/// GPT-2's `gelu_new`, `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`, computed as the
-/// identical `x · σ(2√(2/π)(x + 0.044715x³))`: one fused sigmoid instead of a
-/// power, a tanh and three passes (`½(1 + tanh u) = σ(2u)`).
-fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
-    let cube = x.clone() * x.clone() * x.clone();
-    let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
-    x * activation::sigmoid(inner)
 }
 
 /// The position-wise feed-forward network.
@@ -227,7 +222,7 @@ impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.c_fc.forward(x); // [b, t, n_inner]
         let x = match self.activation {
-            Activation::GeluTanh => gelu_tanh(x),
+            Activation::GeluTanh => fused::gelu_new(x),
             Activation::Gelu => activation::gelu(x),
             Activation::Relu => activation::relu(x),
             Activation::Silu => activation::silu(x),

@@ -8,6 +8,7 @@ pub mod backend;
 mod config;
 mod config_stage;
 mod freeze;
+pub mod fused;
 mod generate;
 mod gpt2;
 mod init;

@@ -12,10 +12,9 @@ use std::collections::BTreeMap;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
-use burn::tensor::activation;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, s};
-use tp06_model::{FreezePlan, Gpt2};
+use tp06_model::{FreezePlan, Gpt2, fused};
 
 use crate::examples::{Example, IGNORE, hf_items_in_batch, label_tokens};
 use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
@@ -115,10 +114,10 @@ pub fn apply_freeze<B: AutodiffBackend>(model: Gpt2<B>, plan: &FreezePlan) -> Gp
 pub struct Batch<B: Backend> {
     /// `[b, t]` token ids.
     pub ids: Tensor<B, 2, Int>,
-    /// `[b·(t−1)]` next-token targets (0 where ignored).
-    pub targets: Tensor<B, 1, Int>,
-    /// `[b·(t−1)]` 1 where the target counts, else 0.
-    pub weights: Tensor<B, 1>,
+    /// `b·(t−1)` next-token targets (0 where ignored).
+    pub targets: Vec<u32>,
+    /// `b·(t−1)` weights: 1 where the target counts, else 0.
+    pub weights: Vec<f32>,
     /// `[b, t]` padding keys (true = padding), when the batch has any.
     pub pad: Option<Tensor<B, 2, Bool>>,
     /// Token positions (padding included), for throughput.
@@ -134,7 +133,7 @@ impl<B: Backend> Batch<B> {
         let mut weights = Vec::with_capacity(b * (t - 1));
         for e in examples {
             for &label in &e.labels[1..] {
-                targets.push(if label == IGNORE { 0 } else { label });
+                targets.push(if label == IGNORE { 0 } else { label as u32 });
                 weights.push(if label == IGNORE { 0.0f32 } else { 1.0 });
             }
         }
@@ -145,8 +144,8 @@ impl<B: Backend> Batch<B> {
         });
         Self {
             ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
-            targets: Tensor::from_data(TensorData::new(targets, [b * (t - 1)]), device),
-            weights: Tensor::from_data(TensorData::new(weights, [b * (t - 1)]), device),
+            targets,
+            weights,
             pad,
             positions: b * t,
         }
@@ -161,10 +160,7 @@ pub fn nll_sum<B: Backend>(model: &Gpt2<B>, batch: &Batch<B>) -> Tensor<B, 1> {
     let c = hidden.dims()[2];
     let hidden = hidden.slice(s![.., 0..t - 1, ..]).reshape([b * (t - 1), c]); // [n, c]
     let logits = model.head_2d(hidden); // [n, vocab]
-    let log_probs = activation::log_softmax(logits, 1);
-    let n = b * (t - 1);
-    let picked = log_probs.gather(1, batch.targets.clone().reshape([n, 1])).reshape([n]); // [n]
-    (picked * batch.weights.clone()).sum().neg()
+    fused::nll_sum(logits, &batch.targets, &batch.weights)
 }
 
 /// What one optimiser step did.

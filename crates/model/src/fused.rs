@@ -1,0 +1,798 @@
+//! Fused CPU kernels, each with its own backward: the element-wise work of a
+//! training step in one parallel, vectorised pass per direction instead of
+//! Burn's composed ops (several passes each, one thread, scalar `exp`).
+//!
+//! - [`nll_sum`]: the weighted sum of next-token negative log-likelihoods from
+//!   the logits (log-softmax, gather and their backward);
+//! - [`attention_probs`]: scaling, causal and padding mask, softmax and dropout
+//!   of the attention scores;
+//! - [`gelu_new`]: GPT-2's activation;
+//! - [`layer_norm`]: with the gradients of input, scale and shift.
+//!
+//! Each takes tensors of any backend. On Flex, with or without autodiff, it runs
+//! the kernel below; on any other backend (CUDA, NdArray), or inside
+//! [`composed_only`], or with `TP06_FUSED=0` in the environment, it runs the
+//! composed Burn ops of [`composed`], which are also what the tests hold the
+//! kernels to. The kernels work row by row, so their results do not depend on
+//! the number of threads; dropout draws the very masks of [`crate::Dropout`].
+
+use std::any::{Any, TypeId};
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Bool, DType, TensorMetadata, TensorPrimitive};
+use rayon::prelude::*;
+
+use crate::gpt2::{Dropout, DropoutMask};
+
+type Ad = Autodiff<Flex>;
+
+thread_local! {
+    static COMPOSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the composed Burn ops in place of the kernels on this thread
+/// (tests compare the two; the benchmark measures the difference).
+pub fn composed_only<R>(f: impl FnOnce() -> R) -> R {
+    let before = COMPOSED.replace(true);
+    let result = f();
+    COMPOSED.set(before);
+    result
+}
+
+/// Which implementation runs for backend `B`.
+enum Route {
+    Flex,
+    Autodiff,
+    Composed,
+}
+
+fn route<B: Backend>() -> Route {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    let disabled = *DISABLED.get_or_init(|| std::env::var("TP06_FUSED").is_ok_and(|v| v == "0"));
+    if disabled || COMPOSED.get() {
+        Route::Composed
+    } else if TypeId::of::<B>() == TypeId::of::<Flex>() {
+        Route::Flex
+    } else if TypeId::of::<B>() == TypeId::of::<Ad>() {
+        Route::Autodiff
+    } else {
+        Route::Composed
+    }
+}
+
+/// Moves a value to the type it is known (by [`route`]) to have.
+fn cast<T: 'static, U: 'static>(value: T) -> U {
+    let boxed: Box<dyn Any> = Box::new(value);
+    *boxed.downcast::<U>().expect("route() checked the backend type")
+}
+
+fn float<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}
+
+fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// A contiguous f32 copy-free view of `x` when it already is one.
+fn contiguous(x: FlexTensor) -> FlexTensor {
+    let y = x.to_contiguous();
+    drop(x); // so that `y` is the only owner when `x` was already contiguous
+    y
+}
+
+fn values(x: &FlexTensor) -> &[f32] {
+    x.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn new_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// `x`'s storage to write in place when nothing else holds it, else a copy.
+fn into_values(x: FlexTensor) -> (Vec<f32>, burn::tensor::Shape) {
+    let x = contiguous(x);
+    let shape = x.shape();
+    let data = x.into_data();
+    (data.into_vec::<f32>().expect("an f32 tensor"), shape)
+}
+
+fn is_f32<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    x.dtype() == DType::F32
+}
+
+/// Rows per parallel task: enough work per task to amortise the scheduling.
+fn rows_per_task(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).max(1)
+}
+
+// ---------------------------------------------------------------------------
+// Vectorised element kernels. Written as plain loops with 8 accumulators so
+// that the compiler vectorises them; compiled twice (AVX2 + FMA when the CPU
+// has them, else the baseline) with the same operation order, so both give
+// the same bits.
+
+macro_rules! simd_kernel {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// `eˣ` to about 1 ulp (Cephes' `expf`: `2ⁿ · p(r)`, `|r| ≤ ln 2 / 2`), written
+/// without branches or library calls so that loops over it vectorise; 0 below
+/// −87.3 (where f32 underflows), NaN for NaN.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
+    let clamped = x.clamp(-87.336_54, 88.376_26);
+    let t = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = clamped - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let two_n = f32::from_bits((t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32).wrapping_add(127).wrapping_shl(23) as u32);
+    let y = e * two_n;
+    if x < -87.336_54 { 0.0 } else if x.is_nan() { x } else { y }
+}
+
+#[inline(always)]
+fn max8(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &v in acc.iter().chain(tail) {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+/// Σ xᵢ·yᵢ in a fixed order.
+#[inline(always)]
+fn dot8(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for k in 0..8 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    let mut s = 0.0;
+    for k in 0..8 {
+        s += acc[k];
+    }
+    for (a, b) in xt.iter().zip(yt) {
+        s += a * b;
+    }
+    s
+}
+
+/// Σ xᵢ in a fixed order.
+#[inline(always)]
+fn sum8(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let mut s = 0.0;
+    for k in 0..8 {
+        s += acc[k];
+    }
+    for &v in tail {
+        s += v;
+    }
+    s
+}
+
+/// `x ← e^(x − m)` and returns the sum, in a fixed order. The exponentials are
+/// one plain loop (so that it vectorises), the sum another.
+#[inline(always)]
+fn exp_shift_sum(x: &mut [f32], m: f32) -> f32 {
+    for v in x.iter_mut() {
+        *v = exp(*v - m);
+    }
+    sum8(x)
+}
+
+simd_kernel! {
+    /// log Σ e^x of one row of logits.
+    fn log_sum_exp(x: &[f32]) -> f32 {
+        let m = max8(x);
+        if m == f32::INFINITY || m == f32::NEG_INFINITY {
+            return m;
+        }
+        let mut buffer = [0.0f32; 512];
+        let mut s = 0.0;
+        for block in x.chunks(buffer.len()) {
+            let e = &mut buffer[..block.len()];
+            e.copy_from_slice(block);
+            s += exp_shift_sum(e, m);
+        }
+        m + s.ln()
+    }
+}
+
+simd_kernel! {
+    /// `x ← scale · e^(x − lse)`: the softmax of a row of logits, scaled.
+    fn scaled_softmax(x: &mut [f32], lse: f32, scale: f32) {
+        for v in x.iter_mut() {
+            *v = scale * exp(*v - lse);
+        }
+    }
+}
+
+simd_kernel! {
+    /// One row of attention scores, in place: `s ← softmax(s / divisor)` over
+    /// the keys `j < visible` not hidden by `pad`, 0 elsewhere (and everywhere
+    /// if none is visible).
+    fn masked_softmax(s: &mut [f32], divisor: f32, visible: usize, pad: Option<&[u8]>) {
+        let (seen, unseen) = s.split_at_mut(visible);
+        unseen.fill(0.0);
+        match pad {
+            None => {
+                for o in seen.iter_mut() {
+                    *o /= divisor;
+                }
+            }
+            Some(pad) => {
+                for (o, &hidden) in seen.iter_mut().zip(pad) {
+                    *o = if hidden != 0 { f32::NEG_INFINITY } else { *o / divisor };
+                }
+            }
+        }
+        let m = max8(seen);
+        if m == f32::NEG_INFINITY {
+            seen.fill(0.0);
+            return;
+        }
+        let sum = exp_shift_sum(seen, m);
+        let inv = 1.0 / sum;
+        for o in seen.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+simd_kernel! {
+    /// The softmax backward of one row, in place: `g ← (p ⊙ (g − ⟨g, p⟩)) / divisor`.
+    fn softmax_backward(p: &[f32], divisor: f32, g: &mut [f32]) {
+        let dot = dot8(g, p);
+        for (gj, &pj) in g.iter_mut().zip(p) {
+            *gj = pj * (*gj - dot) / divisor;
+        }
+    }
+}
+
+/// `2·√(2/π)`: `½(1 + tanh u) = σ(2u)`.
+const GELU_K: f32 = 2.0 * 0.797_884_6;
+const GELU_C: f32 = 0.044_715;
+
+simd_kernel! {
+    /// `gelu_new(x) = x · σ(2√(2/π)(x + 0.044715x³))`.
+    fn gelu_forward(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            let z = GELU_K * (v + GELU_C * v * v * v);
+            *o = v / (1.0 + exp(-z));
+        }
+    }
+}
+
+simd_kernel! {
+    /// `g ← g · gelu_new'(x)`, `gelu_new' = σ + x σ(1 − σ) k (1 + 3c x²)`.
+    fn gelu_backward(x: &[f32], g: &mut [f32]) {
+        for (gi, &v) in g.iter_mut().zip(x) {
+            let z = GELU_K * (v + GELU_C * v * v * v);
+            let s = 1.0 / (1.0 + exp(-z));
+            *gi *= s + v * s * (1.0 - s) * GELU_K * (1.0 + 3.0 * GELU_C * v * v);
+        }
+    }
+}
+
+simd_kernel! {
+    /// One row of layer norm: returns (mean, 1/σ) and writes `y`.
+    fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) -> (f32, f32) {
+        let n = x.len() as f32;
+        let mean = sum8(x) / n;
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v - mean;
+        }
+        let var = dot8(y, y) / n;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for ((o, &wi), &bi) in y.iter_mut().zip(w).zip(b) {
+            *o = *o * rstd * wi + bi;
+        }
+        (mean, rstd)
+    }
+}
+
+simd_kernel! {
+    /// Layer norm backward of one row: `dx` in place of `g` (= dy on entry);
+    /// adds this row's terms to `dw` and `db`.
+    fn layer_norm_row_backward(x: &[f32], w: &[f32], mean: f32, rstd: f32, g: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
+        let n = x.len() as f32;
+        let (mut sum_gw, mut sum_gw_xhat) = (0.0f32, 0.0f32);
+        for i in 0..x.len() {
+            let xhat = (x[i] - mean) * rstd;
+            let dy = g[i];
+            dw[i] += dy * xhat;
+            db[i] += dy;
+            let gw = dy * w[i];
+            sum_gw += gw;
+            sum_gw_xhat += gw * xhat;
+        }
+        let (mean_gw, mean_gw_xhat) = (sum_gw / n, sum_gw_xhat / n);
+        for i in 0..x.len() {
+            let xhat = (x[i] - mean) * rstd;
+            g[i] = rstd * (g[i] * w[i] - mean_gw - xhat * mean_gw_xhat);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cross-entropy.
+
+/// Σᵢ wᵢ · −log softmax(logitsᵢ)[targetsᵢ] over the rows of `logits [n, vocab]`,
+/// as a one-element tensor; rows of weight 0 contribute nothing.
+pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32]) -> Tensor<B, 1> {
+    let [n, vocab] = logits.dims();
+    assert_eq!((targets.len(), weights.len()), (n, n), "one target and one weight per row");
+    assert!(targets.iter().all(|&t| (t as usize) < vocab), "targets within the vocabulary");
+    if !is_f32(&logits) {
+        return composed::nll_sum(logits, targets, weights);
+    }
+    match route::<B>() {
+        Route::Composed => composed::nll_sum(logits, targets, weights),
+        Route::Flex => {
+            let (loss, _) = nll_forward(&contiguous(cast(float(logits))), targets, weights);
+            tensor(cast(loss))
+        }
+        Route::Autodiff => {
+            let logits: FloatTensor<Ad> = cast(float(logits));
+            let x = contiguous(logits.primitive);
+            let (loss, lse) = nll_forward(&x, targets, weights);
+            let state = NllState { logits: x, lse, targets: targets.to_vec(), weights: weights.to_vec() };
+            let out = match NllBackward.prepare::<NoCheckpointing>([logits.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, loss),
+                OpsKind::UnTracked(prep) => prep.finish(loss),
+            };
+            tensor(cast(out))
+        }
+    }
+}
+
+/// The loss and each row's log Σ e^logits.
+fn nll_forward(logits: &FlexTensor, targets: &[u32], weights: &[f32]) -> (FlexTensor, Vec<f32>) {
+    let x = values(logits);
+    let vocab = logits.shape()[1];
+    let lse: Vec<f32> = x.par_chunks(vocab).with_min_len(4).map(log_sum_exp).collect();
+    // Rows summed in order: the same total whatever the number of threads.
+    let mut total = 0.0f64;
+    for (i, row) in x.chunks(vocab).enumerate() {
+        if weights[i] != 0.0 {
+            total += (weights[i] * (lse[i] - row[targets[i] as usize])) as f64;
+        }
+    }
+    (new_tensor(vec![total as f32], [1].into()), lse)
+}
+
+#[derive(Debug, Clone)]
+struct NllState {
+    logits: FlexTensor,
+    lse: Vec<f32>,
+    targets: Vec<u32>,
+    weights: Vec<f32>,
+}
+
+#[derive(Debug)]
+struct NllBackward;
+
+impl Backward<Flex, 1> for NllBackward {
+    type State = NllState;
+
+    fn backward(self, ops: Ops<NllState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let Some(parent) = parent else { return };
+        let g = values(&contiguous(grad))[0];
+        let NllState { logits, lse, targets, weights } = ops.state;
+        let vocab = logits.shape()[1];
+        // ∂/∂logits = g·w·(softmax − onehot), written over the logits when no one else holds them.
+        let (mut x, shape) = into_values(logits);
+        x.par_chunks_mut(vocab).with_min_len(4).enumerate().for_each(|(i, row)| {
+            let scale = g * weights[i];
+            if scale == 0.0 {
+                row.fill(0.0);
+                return;
+            }
+            scaled_softmax(row, lse[i], scale);
+            row[targets[i] as usize] -= scale;
+        });
+        grads.register::<Flex>(parent.id, new_tensor(x, shape));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attention probabilities.
+
+/// `softmax(scores / divisor)` over the keys each query may see, then dropout:
+/// `scores [b, h, t, past + t]` (query `i` is position `past + i` and sees keys
+/// `0 ..= past + i`), `pad [b, past + t]` hides padding keys (true = hidden).
+pub fn attention_probs<B: Backend>(
+    scores: Tensor<B, 4>,
+    past: usize,
+    pad: Option<Tensor<B, 2, Bool>>,
+    divisor: f32,
+    dropout: Dropout,
+) -> Tensor<B, 4> {
+    if !is_f32(&scores) {
+        return composed::attention_probs(scores, past, pad, divisor, dropout);
+    }
+    let [_, h, t, total] = scores.dims();
+    let geometry = Geometry { h, t, total, past, divisor };
+    // Bool tensors of Flex, with or without autodiff, are one byte per element.
+    let host_pad = |pad: Option<Tensor<B, 2, Bool>>| pad.map(|pad| contiguous(cast(pad.into_primitive())).storage::<u8>().to_vec());
+    match route::<B>() {
+        Route::Composed => composed::attention_probs(scores, past, pad, divisor, dropout),
+        Route::Flex => {
+            let pad = host_pad(pad);
+            let (probs, _) = attention_forward(contiguous(cast(float(scores))), &geometry, pad.as_deref(), None);
+            tensor(cast(probs))
+        }
+        Route::Autodiff => {
+            let pad = host_pad(pad);
+            let scores: FloatTensor<Ad> = cast(float(scores));
+            let mask = (dropout.p > 0.0).then(|| DropoutMask::next(dropout.p));
+            let (out, probs) = attention_forward(contiguous(scores.primitive), &geometry, pad.as_deref(), mask);
+            let state = AttentionState { probs, mask, divisor };
+            let out = match AttentionBackward.prepare::<NoCheckpointing>([scores.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            tensor(cast(out))
+        }
+    }
+}
+
+struct Geometry {
+    h: usize,
+    t: usize,
+    total: usize,
+    past: usize,
+    divisor: f32,
+}
+
+/// The output (after dropout) and the probabilities (before).
+fn attention_forward(scores: FlexTensor, g: &Geometry, pad: Option<&[u8]>, mask: Option<DropoutMask>) -> (FlexTensor, FlexTensor) {
+    let shape = scores.shape();
+    let (mut out, _) = into_values(scores);
+    out.par_chunks_mut(g.total).with_min_len(rows_per_task(g.total)).enumerate().for_each(|(row, s)| {
+        let (batch, i) = (row / (g.h * g.t), row % g.t);
+        let pad = pad.map(|p| &p[batch * g.total..(batch + 1) * g.total]);
+        masked_softmax(s, g.divisor, g.past + i + 1, pad);
+    });
+    let probs = new_tensor(out, shape.clone());
+    match mask {
+        None => (probs.clone(), probs),
+        Some(mask) => {
+            let p = values(&probs);
+            let mut dropped = vec![0.0f32; p.len()];
+            dropped.par_chunks_mut(g.total).with_min_len(rows_per_task(g.total)).enumerate().for_each(|(row, d)| {
+                let base = (row * g.total) as u64;
+                for (j, o) in d.iter_mut().enumerate() {
+                    *o = p[row * g.total + j] * mask.factor(base + j as u64);
+                }
+            });
+            (new_tensor(dropped, shape), probs)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AttentionState {
+    probs: FlexTensor,
+    mask: Option<DropoutMask>,
+    divisor: f32,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 1> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<AttentionState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let Some(parent) = parent else { return };
+        let AttentionState { probs, mask, divisor } = ops.state;
+        let total = *probs.shape().last().expect("rank 4");
+        let p = values(&probs);
+        let (mut g, shape) = into_values(grad);
+        g.par_chunks_mut(total).with_min_len(rows_per_task(total)).enumerate().for_each(|(row, gr)| {
+            if let Some(mask) = mask {
+                let base = (row * total) as u64;
+                for (j, v) in gr.iter_mut().enumerate() {
+                    *v *= mask.factor(base + j as u64);
+                }
+            }
+            softmax_backward(&p[row * total..(row + 1) * total], divisor, gr);
+        });
+        grads.register::<Flex>(parent.id, new_tensor(g, shape));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// gelu_new.
+
+/// GPT-2's `gelu_new`, `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if !is_f32(&x) {
+        return composed::gelu_new(x);
+    }
+    match route::<B>() {
+        Route::Composed => composed::gelu_new(x),
+        Route::Flex => tensor(cast(gelu(&contiguous(cast(float(x)))))),
+        Route::Autodiff => {
+            let x: FloatTensor<Ad> = cast(float(x));
+            let input = contiguous(x.primitive);
+            let y = gelu(&input);
+            let out = match GeluBackward.prepare::<NoCheckpointing>([x.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(input, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            tensor(cast(out))
+        }
+    }
+}
+
+const ELEMENTS_PER_TASK: usize = 16_384;
+
+fn gelu(x: &FlexTensor) -> FlexTensor {
+    let input = values(x);
+    let mut y = vec![0.0f32; input.len()];
+    y.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(input.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(y, x)| gelu_forward(x, y));
+    new_tensor(y, x.shape())
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let Some(parent) = parent else { return };
+        let x = values(&ops.state);
+        let (mut g, shape) = into_values(grad);
+        g.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(x.par_chunks(ELEMENTS_PER_TASK))
+            .for_each(|(g, x)| gelu_backward(x, g));
+        grads.register::<Flex>(parent.id, new_tensor(g, shape));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Layer norm.
+
+/// `nn.LayerNorm` over the last dimension (biased variance, like torch).
+pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, bias: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+    if !is_f32(&x) {
+        return composed::layer_norm(x, weight, bias, eps);
+    }
+    match route::<B>() {
+        // Flex's own layer norm is already one fused pass; only its gradient is composed.
+        Route::Composed | Route::Flex => composed::layer_norm(x, weight, bias, eps),
+        Route::Autodiff => {
+            let [x, w, b]: [FloatTensor<Ad>; 3] = [cast(float(x)), cast(float(weight)), cast(float(bias))];
+            let state = LayerNormState {
+                x: contiguous(x.primitive.clone()),
+                w: contiguous(w.primitive.clone()),
+                b: contiguous(b.primitive.clone()),
+                eps: eps as f32,
+                stats: Vec::new(),
+            };
+            let (y, stats) = layer_norm_forward(&state);
+            let state = LayerNormState { stats, ..state };
+            let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
+            let out = match LayerNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            tensor(cast(out))
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LayerNormState {
+    x: FlexTensor,
+    w: FlexTensor,
+    b: FlexTensor,
+    eps: f32,
+    /// (mean, 1/σ) per row.
+    stats: Vec<(f32, f32)>,
+}
+
+fn layer_norm_forward(s: &LayerNormState) -> (FlexTensor, Vec<(f32, f32)>) {
+    let (x, w, b) = (values(&s.x), values(&s.w), values(&s.b));
+    let c = w.len();
+    let mut y = vec![0.0f32; x.len()];
+    let stats = y
+        .par_chunks_mut(c)
+        .zip(x.par_chunks(c))
+        .with_min_len(rows_per_task(c))
+        .map(|(y, x)| layer_norm_row(x, w, b, s.eps, y))
+        .collect();
+    (new_tensor(y, s.x.shape()), stats)
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    type State = LayerNormState;
+
+    fn backward(self, ops: Ops<LayerNormState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw, pb] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let s = ops.state;
+        let (x, w) = (values(&s.x), values(&s.w));
+        let c = w.len();
+        let (mut g, shape) = into_values(grad);
+        // Fixed blocks of rows, each with its own partial dw/db, summed in block
+        // order: the same result whatever the number of threads.
+        let rows_per_block = rows_per_task(c);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = g
+            .par_chunks_mut(rows_per_block * c)
+            .zip(x.par_chunks(rows_per_block * c))
+            .enumerate()
+            .map(|(block, (g, x))| {
+                let (mut dw, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
+                for (r, (g, x)) in g.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                    let (mean, rstd) = s.stats[block * rows_per_block + r];
+                    layer_norm_row_backward(x, w, mean, rstd, g, &mut dw, &mut db);
+                }
+                (dw, db)
+            })
+            .collect();
+        let (mut dw, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
+        for (pdw, pdb) in &partials {
+            for i in 0..c {
+                dw[i] += pdw[i];
+                db[i] += pdb[i];
+            }
+        }
+        if let Some(node) = px {
+            grads.register::<Flex>(node.id, new_tensor(g, shape));
+        }
+        if let Some(node) = pw {
+            grads.register::<Flex>(node.id, new_tensor(dw, [c].into()));
+        }
+        if let Some(node) = pb {
+            grads.register::<Flex>(node.id, new_tensor(db, [c].into()));
+        }
+    }
+}
+
+/// The same operations composed of Burn ops: what runs on the other backends,
+/// and the reference of the tests.
+pub mod composed {
+    use burn::prelude::*;
+    use burn::tensor::{Bool, TensorPrimitive, activation};
+
+    use crate::gpt2::Dropout;
+
+    /// See [`super::nll_sum`].
+    pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32]) -> Tensor<B, 1> {
+        let [n, _] = logits.dims();
+        let device = logits.device();
+        let targets: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+        let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+        let weights = Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [n]), &device);
+        let picked = activation::log_softmax(logits, 1).gather(1, targets).reshape([n]);
+        (picked * weights).sum().neg()
+    }
+
+    /// See [`super::attention_probs`].
+    pub fn attention_probs<B: Backend>(
+        scores: Tensor<B, 4>,
+        past: usize,
+        pad: Option<Tensor<B, 2, Bool>>,
+        divisor: f32,
+        dropout: Dropout,
+    ) -> Tensor<B, 4> {
+        let [b, h, t, total] = scores.dims();
+        let scores = if divisor == 1.0 { scores } else { scores / divisor as f64 };
+        // Query i (absolute position past + i) sees keys 0 ..= past + i.
+        let causal = Tensor::<B, 2, Bool>::tril_mask([t, total], past as i64, &scores.device()); // true = hidden
+        let mut mask = causal.unsqueeze::<4>().expand([b, h, t, total]);
+        if let Some(pad) = pad {
+            let pad = pad.reshape([b, 1, 1, total]).expand([b, h, t, total]);
+            mask = mask.bool_or(pad);
+        }
+        let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
+        dropout.forward(activation::softmax(scores, 3))
+    }
+
+    /// See [`super::gelu_new`]; computed as the identical `x · σ(2√(2/π)(x +
+    /// 0.044715x³))`: one sigmoid instead of a power, a tanh and three passes.
+    pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
+        let cube = x.clone() * x.clone() * x.clone();
+        let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+        x * activation::sigmoid(inner)
+    }
+
+    /// See [`super::layer_norm`].
+    pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, bias: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
+            x.into_primitive().tensor(),
+            weight.into_primitive().tensor(),
+            Some(bias.into_primitive().tensor()),
+            eps,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm_and_saturates_like_it() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (ours, libm) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((ours - libm) / libm).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+}

@@ -1,0 +1,150 @@
+//! The fused CPU kernels against the composed Burn ops they replace: values
+//! and gradients of every input, with padding, a cache offset and dropout;
+//! the same bits whatever the number of threads; NaN goes through.
+//!
+//! Tolerances: the kernels' `exp` is within 2.5e-7 of libm's and they sum in
+//! another order, so values agree to 1e-5 relative and gradients to 1e-5
+//! absolute on inputs of unit scale.
+
+use burn::backend::autodiff::grads::Gradients;
+use burn::prelude::*;
+use burn::tensor::{Bool, Distribution};
+use tp06_model::backend::{Cpu, CpuAutodiff};
+use tp06_model::fused::{self, composed_only};
+use tp06_model::{Dropout, seed_dropout};
+
+type Ad = CpuAutodiff;
+
+fn random<const D: usize>(shape: [usize; D], seed: u64, scale: f64) -> Tensor<Ad, D> {
+    let device = Default::default();
+    <Ad as Backend>::seed(&device, seed);
+    Tensor::<Ad, D>::random(shape, Distribution::Uniform(-scale, scale), &device).require_grad()
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().unwrap()
+}
+
+fn grad<const D: usize>(t: &Tensor<Ad, D>, grads: &Gradients) -> Vec<f32> {
+    values(t.grad(grads).expect("a gradient"))
+}
+
+fn assert_close(what: &str, ours: &[f32], reference: &[f32], tolerance: f32) {
+    assert_eq!(ours.len(), reference.len(), "{what}: lengths");
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        assert!((a - b).abs() <= tolerance * b.abs().max(1.0), "{what}[{i}]: fused {a} vs composed {b}");
+    }
+}
+
+/// Runs `f` twice, fused then composed, and returns (value, gradients of `inputs`) of each.
+fn both<const D: usize>(inputs: &[Tensor<Ad, D>], f: impl Fn() -> Tensor<Ad, 1>) -> [(Vec<f32>, Vec<Vec<f32>>); 2] {
+    let run = || {
+        let out = f();
+        let grads = out.backward();
+        (values(out.inner()), inputs.iter().map(|t| grad(t, &grads)).collect::<Vec<_>>())
+    };
+    [run(), composed_only(run)]
+}
+
+fn compare(what: &str, [fused, composed]: [(Vec<f32>, Vec<Vec<f32>>); 2]) {
+    assert_close(&format!("{what} value"), &fused.0, &composed.0, 1e-5);
+    for (i, (a, b)) in fused.1.iter().zip(&composed.1).enumerate() {
+        assert_close(&format!("{what} gradient {i}"), a, b, 1e-5);
+    }
+}
+
+#[test]
+fn nll_sum_and_its_gradient_equal_log_softmax_and_gather() {
+    let (n, vocab) = (7, 300);
+    let logits = random([n, vocab], 1, 4.0);
+    let targets: Vec<u32> = (0..n as u32).map(|i| (i * 37 + 5) % vocab as u32).collect();
+    let weights = vec![1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0];
+    let results = both(std::slice::from_ref(&logits), || fused::nll_sum(logits.clone(), &targets, &weights) * 0.5);
+    // Rows of weight 0 get no gradient at all.
+    let row2 = &results[0].1[0][2 * vocab..3 * vocab];
+    assert!(row2.iter().all(|&g| g == 0.0));
+    compare("nll_sum", results);
+}
+
+#[test]
+fn attention_probs_equal_mask_softmax_dropout_with_padding_and_a_cache_offset() {
+    let device = Default::default();
+    let (b, h, t, past) = (2, 3, 5, 4);
+    let total = past + t;
+    let scores = random([b, h, t, total], 2, 3.0);
+    let upstream = random([b, h, t, total], 3, 1.0).detach(); // weights a non-trivial gradient
+    // Batch 0 pads its last key, batch 1 its first two.
+    let mut pad = vec![false; b * total];
+    pad[total - 1] = true;
+    pad[total] = true;
+    pad[total + 1] = true;
+    let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, total]), &device);
+    for p in [0.0, 0.3] {
+        let results = both(std::slice::from_ref(&scores), || {
+            seed_dropout(11);
+            let probs = fused::attention_probs(scores.clone(), past, Some(pad.clone()), 8f32.sqrt(), Dropout { p });
+            (probs * upstream.clone()).sum()
+        });
+        compare(&format!("attention p={p}"), results);
+    }
+    // Without gradients (inference, the Flex backend itself): no dropout, rows sum to 1.
+    let plain = Tensor::<Cpu, 4>::from_data(scores.clone().inner().into_data(), &device);
+    let probs = fused::attention_probs(plain.clone(), past, None, 1.0, Dropout { p: 0.3 });
+    let reference = composed_only(|| fused::attention_probs(plain, past, None, 1.0, Dropout { p: 0.3 }));
+    let probs = values(probs);
+    assert_close("attention inference", &probs, &values(reference), 1e-5);
+    for (r, row) in probs.chunks(total).enumerate() {
+        let visible = past + r % t + 1;
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5 && row[visible..].iter().all(|&v| v == 0.0), "row {r}");
+    }
+}
+
+#[test]
+fn gelu_new_and_its_gradient_equal_the_composed_formula() {
+    let x = random([4, 37], 4, 6.0);
+    let upstream = random([4, 37], 5, 1.0).detach();
+    compare("gelu_new", both(std::slice::from_ref(&x), || (fused::gelu_new(x.clone()) * upstream.clone()).sum()));
+}
+
+#[test]
+fn layer_norm_and_the_gradients_of_input_scale_and_shift_equal_burns() {
+    let x = random([5, 3, 20], 6, 2.0);
+    let weight = random([20], 7, 1.0);
+    let bias = random([20], 8, 1.0);
+    let upstream = random([5, 3, 20], 9, 1.0).detach();
+    let results = both(&[weight.clone(), bias.clone()], || {
+        (fused::layer_norm(x.clone(), weight.clone(), bias.clone(), 1e-5) * upstream.clone()).sum()
+    });
+    compare("layer_norm scale and shift", results);
+    let run = || {
+        let out = (fused::layer_norm(x.clone(), weight.clone(), bias.clone(), 1e-5) * upstream.clone()).sum();
+        grad(&x, &out.backward())
+    };
+    assert_close("layer_norm input gradient", &run(), &composed_only(run), 1e-5);
+}
+
+#[test]
+fn kernels_give_the_same_bits_on_one_thread_and_on_several() {
+    let logits = random([9, 1000], 10, 5.0);
+    let targets: Vec<u32> = (0..9).map(|i| i * 101).collect();
+    let weights = vec![1.0; 9];
+    let run = || {
+        seed_dropout(3);
+        let scores = fused::attention_probs(logits.clone().reshape([1, 1, 9, 1000]), 991, None, 2.0, Dropout { p: 0.1 });
+        let loss = fused::nll_sum(scores.reshape([9, 1000]) * 100.0, &targets, &weights);
+        let grads = loss.backward();
+        (values(loss.inner()), grad(&logits, &grads))
+    };
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+    let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+    assert_eq!(one, three);
+}
+
+#[test]
+fn a_nan_logit_makes_the_loss_nan() {
+    let mut logits = vec![0.5f32; 2 * 50];
+    logits[60] = f32::NAN;
+    let logits = Tensor::<Ad, 2>::from_data(TensorData::new(logits, [2, 50]), &Default::default());
+    let loss = values(fused::nll_sum(logits, &[3, 4], &[1.0, 1.0]));
+    assert!(loss[0].is_nan(), "{loss:?}");
+}
