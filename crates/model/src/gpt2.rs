@@ -116,9 +116,14 @@ pub struct Conv1D<B: Backend> {
 }
 
 impl<B: Backend> Conv1D<B> {
-    /// `[b, t, in] → [b, t, out]`
+    /// `[b, t, in] → [b, t, out]`, as one `[b·t, in]` product: the weight's
+    /// gradient is then one matrix product over all positions, not one per
+    /// sequence summed afterwards.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        burn::tensor::module::linear(x, self.weight.val(), Some(self.bias.val()))
+        let [b, t, i] = x.dims();
+        let y = burn::tensor::module::linear(x.reshape([b * t, i]), self.weight.val(), Some(self.bias.val()));
+        let out = y.dims()[1];
+        y.reshape([b, t, out])
     }
 }
 
