@@ -65,7 +65,9 @@ fn main() -> ExitCode {
         }
     }
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // `cargo run` sets it at run time; the compile-time value would point at
+    // another checkout when two share a target directory.
+    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("..");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(&cargo);
     build.current_dir(&root).args(["build", "--package", "tp06-cli", "--bin", "tp06"]);

@@ -186,25 +186,25 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, c] = x.dims();
         let (h, hd) = (self.n_head, c / self.n_head);
+        let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
         let qkv = self.c_attn.forward(x); // [b, t, 3c]
+        let Some(slot) = cache else {
+            // Training and whole-sequence passes: the keys are the queries' positions.
+            let y = fused::causal_attention(qkv, h, pad, divisor, self.attn_dropout); // [b, t, c]
+            return self.resid_dropout.forward(self.c_proj.forward(y));
+        };
         let heads = |part: Tensor<B, 3>| part.reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
         let mut parts = qkv.chunk(3, 2).into_iter().map(heads);
         let (q, mut k, mut v) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-        if let Some(slot) = cache {
-            if let Some((past_k, past_v)) = slot.take() {
-                k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
-                v = Tensor::cat(vec![past_v, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
+        if let Some((past_k, past_v)) = slot.take() {
+            k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
+            v = Tensor::cat(vec![past_v, v], 2);
         }
-        let total = k.dims()[2];
-        let past = total - t;
-
-        let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
-        let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, total]
+        *slot = Some((k.clone(), v.clone()));
+        let past = k.dims()[2] - t;
+        let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, past + t]
         let probs = fused::attention_probs(scores, past, pad, divisor, self.attn_dropout);
-        let y = probs.matmul(v); // [b, h, t, hd]
-        let y = y.swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
+        let y = probs.matmul(v).swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
         self.resid_dropout.forward(self.c_proj.forward(y))
     }
 }

@@ -148,3 +148,28 @@ fn a_nan_logit_makes_the_loss_nan() {
     let loss = values(fused::nll_sum(logits, &[3, 4], &[1.0, 1.0]));
     assert!(loss[0].is_nan(), "{loss:?}");
 }
+
+#[test]
+fn causal_attention_equals_the_composed_heads_with_padding_and_dropout() {
+    let device = Default::default();
+    // 70 positions: more than one block of queries; 3 heads of 8.
+    let (b, t, h, hd) = (2, 70, 3, 8);
+    let qkv = random([b, t, 3 * h * hd], 12, 2.0);
+    let upstream = random([b, t, h * hd], 13, 1.0).detach();
+    let mut pad = vec![false; b * t];
+    pad[t - 5..t].fill(true); // batch 0 right-padded
+    pad[t + 3] = true; // batch 1: its fourth key hidden
+    let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, t]), &device);
+    for p in [0.0, 0.2] {
+        let results = both(std::slice::from_ref(&qkv), || {
+            seed_dropout(5);
+            (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p }) * upstream.clone()).sum()
+        });
+        compare(&format!("causal attention p={p}"), results);
+    }
+    // Inference on Flex itself.
+    let plain = Tensor::<Cpu, 3>::from_data(qkv.clone().inner().into_data(), &device);
+    let ours = fused::causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
+    let reference = composed_only(|| fused::causal_attention(plain, h, None, 1.0, Dropout { p: 0.2 }));
+    assert_close("causal attention inference", &values(ours), &values(reference), 1e-5);
+}
