@@ -704,11 +704,19 @@ impl Heads {
             let (q, k, v) = (x[self.at(bi, hi, 0)..].as_ptr(), x[self.at(bi, hi, 1)..].as_ptr(), x[self.at(bi, hi, 2)..].as_ptr());
             let gy = g[bi * t * c + hi * hd..].as_ptr();
             let (dq, dk, dv) = (out.at(self.at(bi, hi, 0)), out.at(self.at(bi, hi, 1)), out.at(self.at(bi, hi, 2)));
-            // The weights v was multiplied by: the probabilities after dropout.
-            let dropped: Option<Vec<f32>> = mask.map(|mask| {
-                let base = (pair * t * t) as u64;
-                p.iter().enumerate().map(|(j, &pj)| pj * mask.factor(base + j as u64)).collect()
+            // The dropout factors, drawn once, on and below the diagonal (above it p is 0),
+            // and the weights v was multiplied by: the probabilities after dropout.
+            let factors: Option<Vec<f32>> = mask.map(|mask| {
+                let mut f = vec![0.0f32; t * t];
+                for i in 0..t {
+                    let base = ((pair * t + i) * t) as u64;
+                    for (j, fj) in f[i * t..=i * t + i].iter_mut().enumerate() {
+                        *fj = mask.factor(base + j as u64);
+                    }
+                }
+                f
             });
+            let dropped: Option<Vec<f32>> = factors.as_ref().map(|f| p.iter().zip(f).map(|(pj, fj)| pj * fj).collect());
             let weights = dropped.as_deref().unwrap_or(p);
             let mut ds = vec![0.0f32; t * t];
             // SAFETY (all products): the pointers address this pair's rows of `x`, `g`,
@@ -721,10 +729,9 @@ impl Heads {
             }
             for i in 0..t {
                 let row = &mut ds[i * t..(i + 1) * t];
-                if let Some(mask) = mask {
-                    let base = ((pair * t + i) * t) as u64;
-                    for (j, gj) in row.iter_mut().enumerate() {
-                        *gj *= mask.factor(base + j as u64);
+                if let Some(f) = &factors {
+                    for (gj, fj) in row.iter_mut().zip(&f[i * t..(i + 1) * t]) {
+                        *gj *= fj;
                     }
                 }
                 softmax_backward(&p[i * t..(i + 1) * t], divisor, row);

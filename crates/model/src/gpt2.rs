@@ -9,6 +9,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation;
 use burn::tensor::Bool;
+use rayon::prelude::*;
 
 use crate::config::{Activation, Gpt2Config};
 use crate::fused;
@@ -83,7 +84,7 @@ impl Dropout {
         }
         let mask = DropoutMask::next(self.p);
         let shape = x.shape();
-        let factors: Vec<f32> = (0..shape.num_elements() as u64).map(|i| mask.factor(i)).collect();
+        let factors: Vec<f32> = (0..shape.num_elements() as u64).into_par_iter().map(|i| mask.factor(i)).collect();
         x * Tensor::from_data(TensorData::new(factors, shape), &device)
     }
 }
