@@ -21,15 +21,20 @@ pub struct Dropout {
     pub p: f64,
 }
 
-/// The state of the dropout masks drawn on the host (CPU backends): a seed and
-/// a count of the masks drawn since, so that every mask is a pure function of
-/// (seed, its rank since [`seed_dropout`]).
-static DROPOUT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x5eed);
+thread_local! {
+    /// The state of the dropout masks drawn on the host (CPU backends): a seed
+    /// and a count of the masks drawn since, so that every mask is a pure
+    /// function of (seed, its rank since [`seed_dropout`]). One per thread: a
+    /// forward pass draws on the thread that runs it, so two trainings in one
+    /// process (tests) cannot shift each other's masks.
+    static DROPOUT_STREAM: std::cell::Cell<u64> = const { std::cell::Cell::new(0x5eed) };
+}
 
-/// Seeds the dropout masks: after this, a forward pass draws the same masks as
-/// any other forward pass after the same seed (training seeds every micro-batch).
+/// Seeds this thread's dropout masks: after this, a forward pass draws the same
+/// masks as any other forward pass after the same seed (training seeds every
+/// micro-batch).
 pub fn seed_dropout(seed: u64) {
-    DROPOUT_STREAM.store(splitmix64(seed), std::sync::atomic::Ordering::SeqCst);
+    DROPOUT_STREAM.set(splitmix64(seed));
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -60,7 +65,9 @@ pub(crate) struct DropoutMask {
 impl DropoutMask {
     /// The next mask of the process-wide stream (see [`seed_dropout`]).
     pub(crate) fn next(p: f64) -> Self {
-        let stream = splitmix64(DROPOUT_STREAM.fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::SeqCst));
+        let state = DROPOUT_STREAM.get();
+        DROPOUT_STREAM.set(state.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        let stream = splitmix64(state);
         Self { stream, threshold: ((1.0 - p) * 4_294_967_296.0) as u64, keep: (1.0 / (1.0 - p)) as f32 }
     }
 
@@ -402,7 +409,6 @@ mod tests {
         Dropout { p }.forward(x).into_data().convert::<f32>().into_vec().unwrap()
     }
 
-    // One test, as the mask stream is process-wide state.
     #[test]
     fn dropout_keeps_1_minus_p_scaled_repeats_under_a_seed_and_is_off_without_gradients() {
         let a = dropped(7, 0.1);
