@@ -51,17 +51,18 @@ pub fn composed_only<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Which implementation runs for backend `B`.
+/// The implementations an operation can run.
 enum Route {
     Flex,
     Autodiff,
     Composed,
 }
 
-fn route<B: Backend>() -> Route {
+/// Which implementation runs for `x` (the kernels are f32 only).
+fn route<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Route {
     static DISABLED: OnceLock<bool> = OnceLock::new();
     let disabled = *DISABLED.get_or_init(|| std::env::var("TP06_FUSED").is_ok_and(|v| v == "0"));
-    if disabled || COMPOSED.get() {
+    if disabled || COMPOSED.get() || x.dtype() != DType::F32 {
         Route::Composed
     } else if TypeId::of::<B>() == TypeId::of::<Flex>() {
         Route::Flex
@@ -101,16 +102,18 @@ fn new_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// The padding mask of a Flex tensor (with or without autodiff) on the host, one
+/// byte per key (non-zero = hidden): what Flex stores for a bool tensor.
+fn host_pad<B: Backend>(pad: Option<Tensor<B, 2, Bool>>) -> Option<Vec<u8>> {
+    pad.map(|pad| contiguous(cast(pad.into_primitive())).storage::<u8>().to_vec())
+}
+
 /// `x`'s storage to write in place when nothing else holds it, else a copy.
 fn into_values(x: FlexTensor) -> (Vec<f32>, burn::tensor::Shape) {
     let x = contiguous(x);
     let shape = x.shape();
     let data = x.into_data();
     (data.into_vec::<f32>().expect("an f32 tensor"), shape)
-}
-
-fn is_f32<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
-    x.dtype() == DType::F32
 }
 
 /// Rows per parallel task: enough work per task to amortise the scheduling.
@@ -378,10 +381,7 @@ pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32
     let [n, vocab] = logits.dims();
     assert_eq!((targets.len(), weights.len()), (n, n), "one target and one weight per row");
     assert!(targets.iter().all(|&t| (t as usize) < vocab), "targets within the vocabulary");
-    if !is_f32(&logits) {
-        return composed::nll_sum(logits, targets, weights);
-    }
-    match route::<B>() {
+    match route(&logits) {
         Route::Composed => composed::nll_sum(logits, targets, weights),
         Route::Flex => {
             let (loss, _) = nll_forward(&contiguous(cast(float(logits))), targets, weights);
@@ -465,14 +465,9 @@ pub fn attention_probs<B: Backend>(
     divisor: f32,
     dropout: Dropout,
 ) -> Tensor<B, 4> {
-    if !is_f32(&scores) {
-        return composed::attention_probs(scores, past, pad, divisor, dropout);
-    }
     let [_, h, t, total] = scores.dims();
     let geometry = Geometry { h, t, total, past, divisor };
-    // Bool tensors of Flex, with or without autodiff, are one byte per element.
-    let host_pad = |pad: Option<Tensor<B, 2, Bool>>| pad.map(|pad| contiguous(cast(pad.into_primitive())).storage::<u8>().to_vec());
-    match route::<B>() {
+    match route(&scores) {
         Route::Composed => composed::attention_probs(scores, past, pad, divisor, dropout),
         Route::Flex => {
             let pad = host_pad(pad);
@@ -572,13 +567,9 @@ impl Backward<Flex, 1> for AttentionBackward {
 /// queries' positions. A query that sees no key at all (left padding) gets
 /// zeros, where the composed ops give NaN.
 pub fn causal_attention<B: Backend>(qkv: Tensor<B, 3>, n_head: usize, pad: Option<Tensor<B, 2, Bool>>, divisor: f32, dropout: Dropout) -> Tensor<B, 3> {
-    if !is_f32(&qkv) {
-        return composed::causal_attention(qkv, n_head, pad, divisor, dropout);
-    }
     let [b, t, c3] = qkv.dims();
     let heads = Heads { b, t, h: n_head, c: c3 / 3, hd: c3 / 3 / n_head, divisor };
-    let host_pad = |pad: Option<Tensor<B, 2, Bool>>| pad.map(|pad| contiguous(cast(pad.into_primitive())).storage::<u8>().to_vec());
-    match route::<B>() {
+    match route(&qkv) {
         Route::Composed => composed::causal_attention(qkv, n_head, pad, divisor, dropout),
         Route::Flex => {
             let pad = host_pad(pad);
@@ -775,10 +766,7 @@ impl Backward<Flex, 1> for CausalBackward {
 
 /// GPT-2's `gelu_new`, `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
 pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if !is_f32(&x) {
-        return composed::gelu_new(x);
-    }
-    match route::<B>() {
+    match route(&x) {
         Route::Composed => composed::gelu_new(x),
         Route::Flex => tensor(cast(gelu(&contiguous(cast(float(x)))))),
         Route::Autodiff => {
@@ -829,10 +817,7 @@ impl Backward<Flex, 1> for GeluBackward {
 
 /// `nn.LayerNorm` over the last dimension (biased variance, like torch).
 pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, bias: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
-    if !is_f32(&x) {
-        return composed::layer_norm(x, weight, bias, eps);
-    }
-    match route::<B>() {
+    match route(&x) {
         // Flex's own layer norm is already one fused pass; only its gradient is composed.
         Route::Composed | Route::Flex => composed::layer_norm(x, weight, bias, eps),
         Route::Autodiff => {
