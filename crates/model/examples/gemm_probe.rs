@@ -1,4 +1,14 @@
+//! The `gemm` crate (the matrix kernels under Burn's CPU backend and the fused
+//! attention) alone, on the products of a training step of the two bench
+//! shapes, with and without transposed operands, 2 threads: GFLOP/s.
+//! `bench/gemm_probe.py` runs the same products in PyTorch, for the
+//! comparison in BENCHMARKS.md:
+//!
+//!     cargo run --release -p tp06-model --example gemm_probe
+//!     python bench/gemm_probe.py
+
 use std::time::Instant;
+
 fn main() {
     // (m, k, n, lhs transposed, rhs transposed)
     let shapes = [(512usize, 256usize, 8000usize), (512, 768, 2304), (512, 768, 50000), (256, 512, 768), (768, 512, 2304)];
