@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::Autodiff;
 use burn::prelude::*;
@@ -77,6 +77,19 @@ fn route<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Route {
 fn cast<T: 'static, U: 'static>(value: T) -> U {
     let boxed: Box<dyn Any> = Box::new(value);
     *boxed.downcast::<U>().expect("route() checked the backend type")
+}
+
+/// The output of a fused op under autodiff, with `state` kept for its backward
+/// when an input needs a gradient.
+fn record<O: Backward<Flex, N>, const N: usize>(
+    op: OpsKind<O, Flex, O::State, NoCheckpointing, N>,
+    state: O::State,
+    out: FlexTensor,
+) -> FloatTensor<Ad> {
+    match op {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
 }
 
 fn float<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
@@ -392,10 +405,8 @@ pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32
             let x = contiguous(logits.primitive);
             let (loss, lse) = nll_forward(&x, targets, weights);
             let state = NllState { logits: x, lse, targets: targets.to_vec(), weights: weights.to_vec() };
-            let out = match NllBackward.prepare::<NoCheckpointing>([logits.node.clone()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, loss),
-                OpsKind::UnTracked(prep) => prep.finish(loss),
-            };
+            let op = NllBackward.prepare::<NoCheckpointing>([logits.node.clone()]).compute_bound().stateful();
+            let out = record(op, state, loss);
             tensor(cast(out))
         }
     }
@@ -431,24 +442,23 @@ impl Backward<Flex, 1> for NllBackward {
     type State = NllState;
 
     fn backward(self, ops: Ops<NllState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let Some(parent) = parent else { return };
-        let g = values(&contiguous(grad))[0];
         let NllState { logits, lse, targets, weights } = ops.state;
-        let vocab = logits.shape()[1];
-        // ∂/∂logits = g·w·(softmax − onehot), written over the logits when no one else holds them.
-        let (mut x, shape) = into_values(logits);
-        x.par_chunks_mut(vocab).with_min_len(4).enumerate().for_each(|(i, row)| {
-            let scale = g * weights[i];
-            if scale == 0.0 {
-                row.fill(0.0);
-                return;
-            }
-            scaled_softmax(row, lse[i], scale);
-            row[targets[i] as usize] -= scale;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let g = values(&contiguous(grad))[0];
+            let vocab = logits.shape()[1];
+            // ∂/∂logits = g·w·(softmax − onehot), written over the logits when no one else holds them.
+            let (mut x, shape) = into_values(logits);
+            x.par_chunks_mut(vocab).with_min_len(4).enumerate().for_each(|(i, row)| {
+                let scale = g * weights[i];
+                if scale == 0.0 {
+                    row.fill(0.0);
+                    return;
+                }
+                scaled_softmax(row, lse[i], scale);
+                row[targets[i] as usize] -= scale;
+            });
+            new_tensor(x, shape)
         });
-        grads.register::<Flex>(parent.id, new_tensor(x, shape));
     }
 }
 
@@ -480,10 +490,8 @@ pub fn attention_probs<B: Backend>(
             let mask = (dropout.p > 0.0).then(|| DropoutMask::next(dropout.p));
             let (out, probs) = attention_forward(contiguous(scores.primitive), &geometry, pad.as_deref(), mask);
             let state = AttentionState { probs, mask, divisor };
-            let out = match AttentionBackward.prepare::<NoCheckpointing>([scores.node.clone()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
+            let op = AttentionBackward.prepare::<NoCheckpointing>([scores.node.clone()]).compute_bound().stateful();
+            let out = record(op, state, out);
             tensor(cast(out))
         }
     }
@@ -537,23 +545,22 @@ impl Backward<Flex, 1> for AttentionBackward {
     type State = AttentionState;
 
     fn backward(self, ops: Ops<AttentionState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let Some(parent) = parent else { return };
         let AttentionState { probs, mask, divisor } = ops.state;
-        let total = *probs.shape().last().expect("rank 4");
-        let p = values(&probs);
-        let (mut g, shape) = into_values(grad);
-        g.par_chunks_mut(total).with_min_len(rows_per_task(total)).enumerate().for_each(|(row, gr)| {
-            if let Some(mask) = mask {
-                let base = (row * total) as u64;
-                for (j, v) in gr.iter_mut().enumerate() {
-                    *v *= mask.factor(base + j as u64);
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let total = *probs.shape().last().expect("rank 4");
+            let p = values(&probs);
+            let (mut g, shape) = into_values(grad);
+            g.par_chunks_mut(total).with_min_len(rows_per_task(total)).enumerate().for_each(|(row, gr)| {
+                if let Some(mask) = mask {
+                    let base = (row * total) as u64;
+                    for (j, v) in gr.iter_mut().enumerate() {
+                        *v *= mask.factor(base + j as u64);
+                    }
                 }
-            }
-            softmax_backward(&p[row * total..(row + 1) * total], divisor, gr);
+                softmax_backward(&p[row * total..(row + 1) * total], divisor, gr);
+            });
+            new_tensor(g, shape)
         });
-        grads.register::<Flex>(parent.id, new_tensor(g, shape));
     }
 }
 
@@ -583,10 +590,8 @@ pub fn causal_attention<B: Backend>(qkv: Tensor<B, 3>, n_head: usize, pad: Optio
             let mask = (dropout.p > 0.0).then(|| DropoutMask::next(dropout.p));
             let (y, probs) = heads.forward(&input, pad.as_deref(), mask);
             let state = CausalState { qkv: input, probs, mask, heads };
-            let out = match CausalBackward.prepare::<NoCheckpointing>([qkv.node.clone()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
+            let op = CausalBackward.prepare::<NoCheckpointing>([qkv.node.clone()]).compute_bound().stateful();
+            let out = record(op, state, y);
             tensor(cast(out))
         }
     }
@@ -752,12 +757,8 @@ impl Backward<Flex, 1> for CausalBackward {
     type State = CausalState;
 
     fn backward(self, ops: Ops<CausalState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let Some(parent) = parent else { return };
         let s = ops.state;
-        let dx = s.heads.backward(&s.qkv, &s.probs, s.mask, &contiguous(grad));
-        grads.register::<Flex>(parent.id, dx);
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| s.heads.backward(&s.qkv, &s.probs, s.mask, &contiguous(grad)));
     }
 }
 
@@ -773,10 +774,8 @@ pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
             let x: FloatTensor<Ad> = cast(float(x));
             let input = contiguous(x.primitive);
             let y = gelu(&input);
-            let out = match GeluBackward.prepare::<NoCheckpointing>([x.node.clone()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(input, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
+            let op = GeluBackward.prepare::<NoCheckpointing>([x.node.clone()]).compute_bound().stateful();
+            let out = record(op, input, y);
             tensor(cast(out))
         }
     }
@@ -800,15 +799,14 @@ impl Backward<Flex, 1> for GeluBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let Some(parent) = parent else { return };
         let x = values(&ops.state);
-        let (mut g, shape) = into_values(grad);
-        g.par_chunks_mut(ELEMENTS_PER_TASK)
-            .zip(x.par_chunks(ELEMENTS_PER_TASK))
-            .for_each(|(g, x)| gelu_backward(x, g));
-        grads.register::<Flex>(parent.id, new_tensor(g, shape));
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let (mut g, shape) = into_values(grad);
+            g.par_chunks_mut(ELEMENTS_PER_TASK)
+                .zip(x.par_chunks(ELEMENTS_PER_TASK))
+                .for_each(|(g, x)| gelu_backward(x, g));
+            new_tensor(g, shape)
+        });
     }
 }
 
@@ -832,10 +830,8 @@ pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B,
             let (y, stats) = layer_norm_forward(&state);
             let state = LayerNormState { stats, ..state };
             let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
-            let out = match LayerNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
+            let op = LayerNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful();
+            let out = record(op, state, y);
             tensor(cast(out))
         }
     }
