@@ -140,6 +140,21 @@ fn rows_per_task(row_len: usize) -> usize {
 // has them, else the baseline) with the same operation order, so both give
 // the same bits.
 
+#[cfg(test)]
+thread_local! {
+    /// Tests run the kernels' baseline build on a CPU with AVX2 through this.
+    static BASELINE_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the kernels must skip their AVX2 build (tests only).
+#[inline]
+fn baseline_only() -> bool {
+    #[cfg(test)]
+    return BASELINE_ONLY.get();
+    #[cfg(not(test))]
+    false
+}
+
 macro_rules! simd_kernel {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
@@ -150,7 +165,7 @@ macro_rules! simd_kernel {
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                if !baseline_only() && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU has the features `avx2` was compiled for.
                     return unsafe { avx2($($arg),*) };
                 }
@@ -988,6 +1003,44 @@ pub mod composed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_avx2_and_baseline_builds_of_the_kernels_give_the_same_bits() {
+        // Inputs of unit scale with a spread, some exactly at the softmax's edge cases.
+        let x: Vec<f32> = (0..1003).map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 5.0) * if i % 3 == 0 { 3.0 } else { 1.0 }).collect();
+        let w: Vec<f32> = (0..1003).map(|i| 0.5 + (i % 17) as f32 / 16.0).collect();
+        let pad: Vec<u8> = (0..1003).map(|i| (i % 11 == 0) as u8).collect();
+        let run = || {
+            let mut out = vec![log_sum_exp(&x)];
+            let mut row = x.clone();
+            masked_softmax(&mut row, 8.0, 900, Some(&pad));
+            out.extend(&row);
+            let mut g = x.clone();
+            softmax_backward(&row, 8.0, &mut g);
+            out.extend(&g);
+            let mut y = vec![0.0; x.len()];
+            gelu_forward(&x, &mut y);
+            out.extend(&y);
+            gelu_backward(&x, &mut y);
+            out.extend(&y);
+            let (mean, rstd) = layer_norm_row(&x, &w, &w, 1e-5, &mut y);
+            out.extend([mean, rstd]);
+            out.extend(&y);
+            let (mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            layer_norm_row_backward(&x, &w, mean, rstd, &mut y, &mut dw, &mut db);
+            out.extend(&y);
+            out.extend(&dw);
+            let mut s = x.clone();
+            scaled_softmax(&mut s, out[0], 0.5);
+            out.extend(&s);
+            out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        let simd = run();
+        BASELINE_ONLY.set(true);
+        let baseline = run();
+        BASELINE_ONLY.set(false);
+        assert_eq!(simd, baseline);
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_libm_and_saturates_like_it() {
