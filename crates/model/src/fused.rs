@@ -536,10 +536,8 @@ fn attention_forward(scores: FlexTensor, g: &Geometry, pad: Option<&[u8]>, mask:
             let p = values(&probs);
             let mut dropped = vec![0.0f32; p.len()];
             dropped.par_chunks_mut(g.total).with_min_len(rows_per_task(g.total)).enumerate().for_each(|(row, d)| {
-                let base = (row * g.total) as u64;
-                for (j, o) in d.iter_mut().enumerate() {
-                    *o = p[row * g.total + j] * mask.factor(base + j as u64);
-                }
+                let start = row * g.total;
+                mask.apply(start as u64, &p[start..start + g.total], d);
             });
             (new_tensor(dropped, shape), probs)
         }
@@ -687,10 +685,7 @@ impl Heads {
                     let row = &mut p[i * t..(i + 1) * t];
                     masked_softmax(row, divisor, i + 1, pad);
                     if let (Some(mask), Some(d)) = (mask, dropped.as_mut()) {
-                        let base = ((pair * t + i) * t) as u64;
-                        for j in 0..=i {
-                            d[i * t + j] = row[j] * mask.factor(base + j as u64);
-                        }
+                        mask.apply(((pair * t + i) * t) as u64, &row[..=i], &mut d[i * t..=i * t + i]);
                     }
                 }
                 let weights = dropped.as_deref().unwrap_or(p);
@@ -971,13 +966,23 @@ pub mod composed {
         divisor: f32,
         dropout: Dropout,
     ) -> Tensor<B, 3> {
-        let [b, t, c3] = qkv.dims();
-        let (c, hd) = (c3 / 3, c3 / 3 / n_head);
-        let heads = |part: Tensor<B, 3>| part.reshape([b, t, n_head, hd]).swap_dims(1, 2); // [b, h, t, hd]
-        let mut parts = qkv.chunk(3, 2).into_iter().map(heads);
-        let (q, k, v) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let [q, k, v] = split_heads(qkv, n_head);
         let probs = attention_probs(q.matmul(k.swap_dims(2, 3)), 0, pad, divisor, dropout);
-        probs.matmul(v).swap_dims(1, 2).reshape([b, t, c])
+        merge_heads(probs.matmul(v))
+    }
+
+    /// `qkv [b, t, 3c]` → q, k, v, each `[b, h, t, c / h]`.
+    pub(crate) fn split_heads<B: Backend>(qkv: Tensor<B, 3>, n_head: usize) -> [Tensor<B, 4>; 3] {
+        let [b, t, c3] = qkv.dims();
+        let hd = c3 / 3 / n_head;
+        let mut parts = qkv.chunk(3, 2).into_iter().map(|part| part.reshape([b, t, n_head, hd]).swap_dims(1, 2));
+        [(); 3].map(|_| parts.next().expect("three parts"))
+    }
+
+    /// `[b, h, t, hd]` → `[b, t, h·hd]`: the heads side by side.
+    pub(crate) fn merge_heads<B: Backend>(y: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [b, h, t, hd] = y.dims();
+        y.swap_dims(1, 2).reshape([b, t, h * hd])
     }
 
     /// See [`super::gelu_new`]; computed as the identical `x · σ(2√(2/π)(x +

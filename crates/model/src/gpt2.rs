@@ -63,7 +63,7 @@ pub(crate) struct DropoutMask {
 }
 
 impl DropoutMask {
-    /// The next mask of the process-wide stream (see [`seed_dropout`]).
+    /// The next mask of this thread's stream (see [`seed_dropout`]).
     pub(crate) fn next(p: f64) -> Self {
         let state = DROPOUT_STREAM.get();
         DROPOUT_STREAM.set(state.wrapping_add(0x9e37_79b9_7f4a_7c15));
@@ -75,6 +75,14 @@ impl DropoutMask {
     #[inline]
     pub(crate) fn factor(&self, index: u64) -> f32 {
         if splitmix64(self.stream ^ index) >> 32 < self.threshold { self.keep } else { 0.0 }
+    }
+
+    /// `out[j] = x[j] · factor(first + j)`: a run of elements starting at index `first`.
+    #[inline]
+    pub(crate) fn apply(&self, first: u64, x: &[f32], out: &mut [f32]) {
+        for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+            *o = v * self.factor(first + j as u64);
+        }
     }
 }
 
@@ -192,7 +200,7 @@ impl<B: Backend> Attention<B> {
         pad: Option<Tensor<B, 2, Bool>>,
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     ) -> Tensor<B, 3> {
-        let [b, t, c] = x.dims();
+        let [_, t, c] = x.dims();
         let (h, hd) = (self.n_head, c / self.n_head);
         let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
         let qkv = self.c_attn.forward(x); // [b, t, 3c]
@@ -201,9 +209,7 @@ impl<B: Backend> Attention<B> {
             let y = fused::causal_attention(qkv, h, pad, divisor, self.attn_dropout); // [b, t, c]
             return self.resid_dropout.forward(self.c_proj.forward(y));
         };
-        let heads = |part: Tensor<B, 3>| part.reshape([b, t, h, hd]).swap_dims(1, 2); // [b, h, t, hd]
-        let mut parts = qkv.chunk(3, 2).into_iter().map(heads);
-        let (q, mut k, mut v) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let [q, mut k, mut v] = fused::composed::split_heads(qkv, h); // [b, h, t, hd] each
         if let Some((past_k, past_v)) = slot.take() {
             k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
             v = Tensor::cat(vec![past_v, v], 2);
@@ -212,7 +218,7 @@ impl<B: Backend> Attention<B> {
         let past = k.dims()[2] - t;
         let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, past + t]
         let probs = fused::attention_probs(scores, past, pad, divisor, self.attn_dropout);
-        let y = probs.matmul(v).swap_dims(1, 2).reshape([b, t, c]); // [b, t, c]
+        let y = fused::composed::merge_heads(probs.matmul(v)); // [b, t, c]
         self.resid_dropout.forward(self.c_proj.forward(y))
     }
 }
