@@ -10,7 +10,9 @@
 //! - [`attention_probs`]: scaling, causal and padding mask, softmax and dropout
 //!   of the attention scores (the cached, generating path);
 //! - [`gelu_new`]: GPT-2's activation;
-//! - [`layer_norm`]: with the gradients of input, scale and shift.
+//! - [`layer_norm`]: with the gradients of input, scale and shift;
+//! - [`linear`] and [`tied_head`] on a few rows (decoding): the weights
+//!   streamed once at memory speed (inference only).
 //!
 //! Each takes tensors of any backend. On Flex, with or without autodiff, it runs
 //! the kernel below; on any other backend (CUDA, NdArray), or inside
@@ -918,6 +920,140 @@ impl Backward<Flex, 3> for LayerNormBackward {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Decoding's products: a few rows times a weight matrix. Their cost is reading
+// the weights once, which the general matrix product does at about two thirds
+// of the memory bandwidth here; these stream them at nearly all of it.
+
+/// Rows up to which [`linear`] and [`tied_head`] take the streaming kernels;
+/// more rows go to the general product (training, prompts, batched passes).
+pub const FEW_ROWS: usize = 4;
+
+/// Weight rows per task of [`linear`]: each task sums its rows into its own
+/// partial output, and the partials are added in task order, so that the
+/// result does not depend on the number of threads.
+const WEIGHT_ROWS_PER_TASK: usize = 64;
+
+/// Vocabulary rows per task of [`tied_head`].
+const VOCAB_ROWS_PER_TASK: usize = 256;
+
+/// HF's `Conv1D`: `x [m, k] · weight [k, n] + bias [n]`.
+pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
+    match route(&x) {
+        Route::Flex if x.dims()[0] <= FEW_ROWS => {
+            let [x, weight, bias] = [float(x), float(weight), float(bias)].map(|t| contiguous(cast(t)));
+            tensor(cast(few_rows_linear(&x, &weight, &bias)))
+        }
+        _ => composed::linear(x, weight, bias),
+    }
+}
+
+/// The logits of the tied head: `hidden [m, c] · wteᵀ` with `wte [vocab, c]`.
+pub fn tied_head<B: Backend>(hidden: Tensor<B, 2>, wte: Tensor<B, 2>) -> Tensor<B, 2> {
+    match route(&hidden) {
+        Route::Flex if hidden.dims()[0] <= FEW_ROWS => {
+            let [hidden, wte] = [float(hidden), float(wte)].map(|t| contiguous(cast(t)));
+            tensor(cast(few_rows_head(&hidden, &wte)))
+        }
+        _ => composed::tied_head(hidden, wte),
+    }
+}
+
+fn few_rows_linear(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let (m, k, n) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
+    let (x, w) = (values(x), values(weight));
+    let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
+    partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
+        let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
+        for (r, acc) in partial.chunks_exact_mut(n).enumerate() {
+            accumulate_rows(&x[r * k..][rows.clone()], &w[rows.start * n..rows.end * n], acc);
+        }
+    });
+    let mut y: Vec<f32> = values(bias).repeat(m);
+    for partial in partials.chunks_exact(m * n) {
+        add_into(partial, &mut y);
+    }
+    new_tensor(y, [m, n].into())
+}
+
+fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
+    let (m, c, vocab) = (hidden.shape()[0], hidden.shape()[1], wte.shape()[0]);
+    let (x, w) = (values(hidden), values(wte));
+    let mut y = vec![0.0f32; m * vocab];
+    // Task j: vocabulary rows j·R .. (j+1)·R for every hidden row, so that each
+    // block of `wte` is read from memory once.
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..vocab.div_ceil(VOCAB_ROWS_PER_TASK)).map(|_| Vec::with_capacity(m)).collect();
+    for row in y.chunks_exact_mut(vocab) {
+        for (task, out) in tasks.iter_mut().zip(row.chunks_mut(VOCAB_ROWS_PER_TASK)) {
+            task.push(out);
+        }
+    }
+    tasks.into_par_iter().enumerate().for_each(|(task, outs)| {
+        let block = &w[task * VOCAB_ROWS_PER_TASK * c..];
+        for (r, out) in outs.into_iter().enumerate() {
+            dots(&x[r * c..(r + 1) * c], &block[..out.len() * c], out);
+        }
+    });
+    new_tensor(y, [m, vocab].into())
+}
+
+simd_kernel! {
+    /// `acc[j] += Σᵢ x[i]·w[i·n + j]` over the rows of `w` (`n = acc.len()`),
+    /// four rows per pass over `acc`, in a fixed order.
+    fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32]) {
+        let n = acc.len();
+        let (quads, rest) = x.split_at(x.len() / 4 * 4);
+        for (i, q) in quads.chunks_exact(4).enumerate() {
+            let rows = &w[4 * i * n..4 * (i + 1) * n];
+            let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
+            for j in 0..n {
+                acc[j] += q[0] * r0[j] + q[1] * r1[j] + q[2] * r2[j] + q[3] * r3[j];
+            }
+        }
+        for (i, &a) in rest.iter().enumerate() {
+            let row = &w[(quads.len() + i) * n..][..n];
+            for j in 0..n {
+                acc[j] += a * row[j];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// `out[v] = x · w[v·c .. (v+1)·c]`, each a dot product in a fixed order.
+    fn dots(x: &[f32], w: &[f32], out: &mut [f32]) {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
+            *o = dot32(x, row);
+        }
+    }
+}
+
+simd_kernel! {
+    fn add_into(x: &[f32], y: &mut [f32]) {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += x;
+        }
+    }
+}
+
+/// Σ xᵢ·yᵢ in a fixed order, 32 lanes (four vectors in flight).
+#[inline(always)]
+fn dot32(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 32];
+    let (xc, yc) = (x.chunks_exact(32), y.chunks_exact(32));
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..32 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut s = sum8(&acc);
+    for (a, b) in xt.iter().zip(yt) {
+        s += a * b;
+    }
+    s
+}
+
 /// The same operations composed of Burn ops: what runs on the other backends,
 /// and the reference of the tests.
 pub mod composed {
@@ -935,6 +1071,17 @@ pub mod composed {
         let weights = Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [n]), &device);
         let picked = activation::log_softmax(logits, 1).gather(1, targets).reshape([n]);
         (picked * weights).sum().neg()
+    }
+
+    /// See [`super::linear`].
+    pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
+        burn::tensor::module::linear(x, weight, Some(bias))
+    }
+
+    /// See [`super::tied_head`]. The transposed `wte` is a strided view
+    /// multiplied as is: no copy of the vocabulary-sized matrix per call.
+    pub fn tied_head<B: Backend>(hidden: Tensor<B, 2>, wte: Tensor<B, 2>) -> Tensor<B, 2> {
+        hidden.matmul(wte.transpose())
     }
 
     /// See [`super::attention_probs`].
@@ -1038,6 +1185,13 @@ mod tests {
             let mut s = x.clone();
             scaled_softmax(&mut s, out[0], 0.5);
             out.extend(&s);
+            let mut acc = vec![0.25; 59];
+            accumulate_rows(&x[..17], &x[..17 * 59], &mut acc);
+            add_into(&w[..59], &mut acc);
+            out.extend(&acc);
+            let mut logits = vec![0.0; 13];
+            dots(&x[..75], &w[..13 * 75], &mut logits);
+            out.extend(&logits);
             out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
         };
         let simd = run();

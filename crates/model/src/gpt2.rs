@@ -137,7 +137,7 @@ impl<B: Backend> Conv1D<B> {
     /// sequence summed afterwards.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
-        let y = burn::tensor::module::linear(x.reshape([b * t, i]), self.weight.val(), Some(self.bias.val()));
+        let y = fused::linear(x.reshape([b * t, i]), self.weight.val(), self.bias.val());
         let out = y.dims()[1];
         y.reshape([b, t, out])
     }
@@ -335,11 +335,10 @@ impl<B: Backend> Gpt2<B> {
         self.head_2d(hidden.reshape([b * t, c])).reshape([b, t, self.vocab_size()])
     }
 
-    /// Logits of flattened positions: `[n, c] → [n, vocab]`. The transposed `wte`
-    /// is a strided view multiplied as is: no copy of the vocabulary-sized
-    /// matrix per call (which would dominate decoding).
+    /// Logits of flattened positions: `[n, c] → [n, vocab]` (never a copy of
+    /// the vocabulary-sized matrix, which would dominate decoding).
     pub fn head_2d(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
-        hidden.matmul(self.wte.weight.val().transpose())
+        fused::tied_head(hidden, self.wte.weight.val())
     }
 
     /// `ids [b, t]` → logits `[b, t, vocab]` (no cache, no padding).

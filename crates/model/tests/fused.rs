@@ -173,3 +173,30 @@ fn causal_attention_equals_the_composed_heads_with_padding_and_dropout() {
     let reference = composed_only(|| fused::causal_attention(plain, h, None, 1.0, Dropout { p: 0.2 }));
     assert_close("causal attention inference", &values(ours), &values(reference), 1e-5);
 }
+
+#[test]
+fn few_row_products_equal_the_general_product_and_do_not_depend_on_threads() {
+    // Sizes off every block: 131 weight rows (two tasks of 64 and a rest, four
+    // rows per pass and a rest), 300 vocabulary rows (a task of 256 and a rest),
+    // 45 wide (32 lanes and a rest). Five rows take the general product.
+    let (k, n, c, vocab) = (131, 37, 45, 300);
+    let weight = random([k, n], 30, 1.0).inner();
+    let bias = random([n], 31, 1.0).inner();
+    let wte = random([vocab, c], 32, 1.0).inner();
+    for m in 1..=fused::FEW_ROWS + 1 {
+        let x = random([m, k], 33 + m as u64, 1.0).inner();
+        let hidden = random([m, c], 43 + m as u64, 1.0).inner();
+        let run = || {
+            let y = fused::linear::<Cpu>(x.clone(), weight.clone(), bias.clone());
+            let logits = fused::tied_head::<Cpu>(hidden.clone(), wte.clone());
+            (values(y), values(logits))
+        };
+        let (y, logits) = run();
+        let (y_ref, logits_ref) = composed_only(run);
+        assert_close(&format!("linear, {m} rows"), &y, &y_ref, 1e-5);
+        assert_close(&format!("tied head, {m} rows"), &logits, &logits_ref, 1e-5);
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+        assert_eq!(one, three, "{m} rows: 1 vs 3 threads");
+    }
+}
