@@ -216,21 +216,18 @@ fn max8(x: &[f32]) -> f32 {
     m
 }
 
-/// Σ xᵢ·yᵢ in a fixed order.
+/// Σ xᵢ·yᵢ in a fixed order, `LANES` products in flight (a multiple of 8).
 #[inline(always)]
-fn dot8(x: &[f32], y: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+fn dot<const LANES: usize>(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
     let (xt, yt) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
-        for k in 0..8 {
+        for k in 0..LANES {
             acc[k] += a[k] * b[k];
         }
     }
-    let mut s = 0.0;
-    for k in 0..8 {
-        s += acc[k];
-    }
+    let mut s = sum8(&acc);
     for (a, b) in xt.iter().zip(yt) {
         s += a * b;
     }
@@ -330,7 +327,7 @@ simd_kernel! {
 simd_kernel! {
     /// The softmax backward of one row, in place: `g ← (p ⊙ (g − ⟨g, p⟩)) / divisor`.
     fn softmax_backward(p: &[f32], divisor: f32, g: &mut [f32]) {
-        let dot = dot8(g, p);
+        let dot = dot::<8>(g, p);
         for (gj, &pj) in g.iter_mut().zip(p) {
             *gj = pj * (*gj - dot) / divisor;
         }
@@ -370,7 +367,7 @@ simd_kernel! {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v - mean;
         }
-        let var = dot8(y, y) / n;
+        let var = dot::<8>(y, y) / n;
         let rstd = 1.0 / (var + eps).sqrt();
         for ((o, &wi), &bi) in y.iter_mut().zip(w).zip(b) {
             *o = *o * rstd * wi + bi;
@@ -1023,7 +1020,7 @@ simd_kernel! {
     /// `out[v] = x · w[v·c .. (v+1)·c]`, each a dot product in a fixed order.
     fn dots(x: &[f32], w: &[f32], out: &mut [f32]) {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-            *o = dot32(x, row);
+            *o = dot::<32>(x, row);
         }
     }
 }
@@ -1034,24 +1031,6 @@ simd_kernel! {
             *y += x;
         }
     }
-}
-
-/// Σ xᵢ·yᵢ in a fixed order, 32 lanes (four vectors in flight).
-#[inline(always)]
-fn dot32(x: &[f32], y: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 32];
-    let (xc, yc) = (x.chunks_exact(32), y.chunks_exact(32));
-    let (xt, yt) = (xc.remainder(), yc.remainder());
-    for (a, b) in xc.zip(yc) {
-        for l in 0..32 {
-            acc[l] += a[l] * b[l];
-        }
-    }
-    let mut s = sum8(&acc);
-    for (a, b) in xt.iter().zip(yt) {
-        s += a * b;
-    }
-    s
 }
 
 /// The same operations composed of Burn ops: what runs on the other backends,
