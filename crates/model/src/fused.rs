@@ -15,7 +15,8 @@
 //!   streamed once at memory speed (inference only).
 //!
 //! Each takes tensors of any backend. On Flex, with or without autodiff, it runs
-//! the kernel below; on any other backend (CUDA, NdArray), or inside
+//! the kernel below (`linear` and `tied_head`: without autodiff, on up to
+//! [`FEW_ROWS`] rows; else the general product); on any other backend (CUDA, NdArray), or inside
 //! [`composed_only`], or with `TP06_FUSED=0` in the environment, it runs the
 //! composed Burn ops of [`composed`], which are also what the tests hold the
 //! kernels to. The kernels work row by row, so their results do not depend on
