@@ -13,6 +13,7 @@ mod generate;
 mod gpt2;
 mod init;
 mod pickle;
+mod precision;
 mod stage;
 mod weights;
 
@@ -23,6 +24,7 @@ pub use config_stage::{BlockCount, FreezeConfig, StageConfig, WteFreeze};
 pub use generate::greedy;
 pub use gpt2::{Attention, Block, Conv1D, Dropout, Embedding, Gpt2, KvCache, LayerNorm, Mlp, seed_dropout};
 pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
+pub use precision::Precision;
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
 pub use stage::{ModelStats, load_stage_model, outputs, run};
 pub use weights::{LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_tensors};

@@ -1,14 +1,18 @@
 //! The model against numbers written by transformers (`fixtures/make_model_fixtures.py`).
 //!
 //! Tolerance: logits within 1e-4 absolute (f32) of transformers'; cached decoding
-//! within 1e-5 of the full forward pass; greedy ids identical.
+//! within 1e-5 of the full forward pass; greedy ids identical. In bf16, our
+//! logits and transformers' (both in bf16) are two roundings of the same f32
+//! computation: they may differ from each other by twice as much as
+//! transformers' differ from f32, not more.
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use safetensors::SafeTensors;
 use tp06_model::backend::Cpu;
-use tp06_model::{Gpt2, HfConfig, KvCache};
+use burn::tensor::DType;
+use tp06_model::{Gpt2, HfConfig, KvCache, Precision};
 
 const FIXTURES: [&str; 3] = ["tiny-bin", "tiny-safetensors", "tiny-nonsquare"];
 
@@ -21,6 +25,7 @@ struct Golden {
     logits: Vec<f32>,
     prompt: Vec<i64>,
     greedy: Vec<i64>,
+    logits_bf16: Vec<f32>,
 }
 
 fn golden(dir: &Path) -> Golden {
@@ -29,18 +34,16 @@ fn golden(dir: &Path) -> Golden {
     let i64s = |name: &str| -> Vec<i64> {
         st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     };
+    let f32s = |name: &str| -> Vec<f32> {
+        st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
     let shape = st.tensor("input_ids").unwrap().shape().to_vec();
     Golden {
         input_ids: (i64s("input_ids"), [shape[0], shape[1]]),
-        logits: st
-            .tensor("logits")
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
+        logits: f32s("logits"),
         prompt: i64s("prompt"),
         greedy: i64s("greedy"),
+        logits_bf16: f32s("logits_bf16"),
     }
 }
 
@@ -75,6 +78,38 @@ fn logits_equal_transformers() {
         let logits = values(model.forward(ids(&g.input_ids.0, g.input_ids.1)));
         let diff = max_abs_diff(&logits, &g.logits);
         assert!(diff <= 1e-4, "{name}: max |Δlogit| = {diff}");
+    }
+}
+
+#[test]
+fn bf16_logits_are_as_close_to_transformers_bf16_as_bf16_rounding_allows() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let g = golden(&dir);
+        let model = load(&dir).with_precision(Precision::Bf16);
+        assert_eq!(model.precision(), Precision::Bf16);
+        assert_eq!(model.h[0].mlp.c_fc.weight.dtype(), DType::BF16, "{name}: every weight is cast");
+        let logits = model.forward(ids(&g.input_ids.0, g.input_ids.1));
+        assert_eq!(logits.dtype(), DType::BF16, "{name}: the activations are bf16");
+        let ours = values(logits);
+        // transformers' own bf16 error, measured against its f32 logits.
+        let rounding = max_abs_diff(&g.logits_bf16, &g.logits);
+        assert!(rounding > 0.0, "{name}: the fixture's bf16 logits differ from f32");
+        let diff = max_abs_diff(&ours, &g.logits_bf16);
+        assert!(diff <= 2.0 * rounding, "{name}: bf16 max |Δlogit| = {diff}, transformers' bf16 vs f32 = {rounding}");
+        assert!(max_abs_diff(&ours, &g.logits) > 1e-5, "{name}: computed in bf16, not f32");
+        // Decoding through the cache (bf16 keys and values), one position at a time.
+        let (all, [b, t]) = (&g.input_ids.0, g.input_ids.1);
+        let mut cache = KvCache::new(model.h.len());
+        let steps: Vec<_> = (0..t)
+            .map(|pos| {
+                let column: Vec<i64> = (0..b).map(|row| all[row * t + pos]).collect();
+                model.forward_cached(ids(&column, [b, 1]), &mut cache)
+            })
+            .collect();
+        let cached = values(Tensor::cat(steps, 1));
+        let diff = max_abs_diff(&cached, &g.logits_bf16);
+        assert!(diff <= 2.0 * rounding, "{name}: bf16 cached max |Δlogit| = {diff}");
     }
 }
 
