@@ -12,7 +12,8 @@
 //! - [`gelu_new`]: GPT-2's activation;
 //! - [`layer_norm`]: with the gradients of input, scale and shift;
 //! - [`linear`] and [`tied_head`] on a few rows (decoding): the weights
-//!   streamed once at memory speed (inference only).
+//!   streamed once at memory speed (inference only); under [`autocast`], their
+//!   products in bf16 on any backend (mixed-precision training).
 //!
 //! Each takes tensors of any backend. On Flex, with or without autodiff, it runs
 //! the kernel below (`linear` and `tied_head`: without autodiff, on up to
@@ -34,15 +35,42 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Bool, DType, TensorMetadata, TensorPrimitive};
+use burn::tensor::{Bool, DType, FloatDType, TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 
 use crate::gpt2::{Dropout, DropoutMask};
+use crate::precision::Precision;
 
 type Ad = Autodiff<Flex>;
 
 thread_local! {
     static COMPOSED: Cell<bool> = const { Cell::new(false) };
+    static AUTOCAST: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// Runs `f` with the matrix products of [`linear`] (every `Conv1D`) and
+/// [`tied_head`] computed in `precision` on f32 inputs and weights, their
+/// results widened back to f32: PyTorch's `torch.autocast(dtype=bfloat16)`
+/// for GPT-2, where the weights, their gradients and the optimiser stay f32.
+/// Layer norms, the attention, `gelu_new` and the loss stay f32 (autocast keeps
+/// the norms, softmax and loss in f32; it would run the attention's products
+/// in bf16). The casts are recorded by autodiff, so the gradients flow back
+/// through them in f32.
+pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AUTOCAST.set(self.0);
+        }
+    }
+    let _restore = Restore(AUTOCAST.replace(precision));
+    f()
+}
+
+/// The dtype the products of `x` take under [`autocast`], if not f32.
+fn autocast_dtype<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<FloatDType> {
+    let precision = AUTOCAST.get();
+    (precision != Precision::F32 && x.dtype() == DType::F32).then(|| precision.dtype())
 }
 
 /// Runs `f` with the composed Burn ops in place of the kernels on this thread
@@ -937,6 +965,9 @@ const VOCAB_ROWS_PER_TASK: usize = 256;
 
 /// HF's `Conv1D`: `x [m, k] · weight [k, n] + bias [n]`.
 pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
+    if let Some(low) = autocast_dtype(&x) {
+        return composed::linear(x.cast(low), weight.cast(low), bias.cast(low)).cast(FloatDType::F32);
+    }
     match route(&x) {
         Route::Flex if x.dims()[0] <= FEW_ROWS => {
             let [x, weight, bias] = [float(x), float(weight), float(bias)].map(|t| contiguous(cast(t)));
@@ -948,6 +979,9 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B,
 
 /// The logits of the tied head: `hidden [m, c] · wteᵀ` with `wte [vocab, c]`.
 pub fn tied_head<B: Backend>(hidden: Tensor<B, 2>, wte: Tensor<B, 2>) -> Tensor<B, 2> {
+    if let Some(low) = autocast_dtype(&hidden) {
+        return composed::tied_head(hidden.cast(low), wte.cast(low)).cast(FloatDType::F32);
+    }
     match route(&hidden) {
         Route::Flex if hidden.dims()[0] <= FEW_ROWS => {
             let [hidden, wte] = [float(hidden), float(wte)].map(|t| contiguous(cast(t)));

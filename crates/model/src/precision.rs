@@ -37,6 +37,12 @@ impl Precision {
         }
     }
 
+    /// Whether this is the default, f32 (serde skips it, so that adding the
+    /// setting left the fingerprints of f32 runs as they were).
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
     /// `f32` or `bf16`, as written on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {

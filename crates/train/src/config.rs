@@ -1,6 +1,7 @@
 //! Configuration of the train stage (`[train]` in a preset).
 
 use serde::{Deserialize, Serialize};
+use tp06_model::Precision;
 
 /// The train stage's settings; the course's values are in `presets/tp06.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +46,11 @@ pub struct Config {
     pub checkpoint_every: u64,
     /// Checkpoints kept on disk (course: 2).
     pub keep_checkpoints: usize,
+    /// `bf16`: the forward passes' matrix products in bfloat16 over f32
+    /// weights (mixed precision, like `torch.autocast` and the HF Trainer's
+    /// `bf16=True`), for GPUs; `f32` (the default) everywhere else.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Config {

@@ -258,6 +258,7 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
 
     let adamw = AdamW { beta1: config.adam_beta1, beta2: config.adam_beta2, epsilon: config.adam_epsilon, weight_decay: config.weight_decay };
     let mut trainer = Trainer::<B>::new(model, plan, adamw, config.max_grad_norm, config.seed, device.clone());
+    trainer.autocast = config.precision;
     let metrics_path = writer.path(outputs::METRICS);
     let mut state = LoopState { version: checkpoint::CHECKPOINT_VERSION, fingerprint: fingerprint.clone(), step: 0, best: None, seconds: 0.0, positions: 0 };
     let mut stats = TrainStats {

@@ -14,7 +14,7 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, s};
-use tp06_model::{FreezePlan, Gpt2, fused};
+use tp06_model::{FreezePlan, Gpt2, Precision, fused};
 
 use crate::examples::{Example, IGNORE, hf_items_in_batch, label_tokens};
 use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
@@ -207,6 +207,9 @@ pub struct Trainer<B: AutodiffBackend> {
     pub step: u64,
     /// Seed of the dropout masks.
     pub seed: u64,
+    /// The precision of the matrix products in the forward passes
+    /// ([`fused::autocast`]); the weights and the optimiser stay f32.
+    pub autocast: Precision,
     device: B::Device,
     /// `[vocab·n_embd]`: true where `wte` must not change (pretrained rows).
     wte_frozen: Option<Tensor<B::InnerBackend, 1, Bool>>,
@@ -221,7 +224,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             let mask: Vec<bool> = (0..rows * cols).map(|i| i / cols < from).collect();
             Tensor::from_data(TensorData::new(mask, [rows * cols]), &device)
         });
-        Self { model, plan, adamw, max_grad_norm, moments: BTreeMap::new(), step: 0, seed, device, wte_frozen }
+        Self { model, plan, adamw, max_grad_norm, moments: BTreeMap::new(), step: 0, seed, autocast: Precision::F32, device, wte_frozen }
     }
 
     /// The device.
@@ -246,7 +249,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             tp06_model::seed_dropout(seed);
             let batch = Batch::<B>::new(examples, &self.device);
             positions += batch.positions;
-            let micro_loss = nll_sum(&self.model, &batch) / items;
+            let micro_loss = fused::autocast(self.autocast, || nll_sum(&self.model, &batch)) / items;
             loss += micro_loss.clone().into_scalar().elem::<f64>();
             let gradients = micro_loss.backward();
             self.model.visit(&mut Grads::<B> { path: Vec::new(), gradients: &gradients, out: &mut grads });
@@ -289,7 +292,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// without dropout; batches of `batch_size`.
     pub fn evaluate(&self, examples: &[Example], batch_size: usize) -> (f64, f64, usize) {
         let model = self.model.valid();
-        evaluate(&model, examples, batch_size, &self.device)
+        fused::autocast(self.autocast, || evaluate(&model, examples, batch_size, &self.device))
     }
 }
 

@@ -68,6 +68,7 @@ pub fn config() -> Config {
         eval_every: 0,
         checkpoint_every: 1000,
         keep_checkpoints: 2,
+        precision: Default::default(),
     }
 }
 
