@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch/transformers side of `cargo xtask bench`: exactly the work the
-`tp06 bench-one` side does, on the same shapes, batch and threads, f32 on CPU.
+`tp06 bench-one` side does, on the same shapes, batch and threads: f32 on CPU
+by default, or on a CUDA GPU, and in bf16.
 
   train:    optimiser steps of the course's loop — micro-batch 2 × 256 tokens,
             accumulation 8, loss over all label tokens, clipping at 1.0, AdamW
@@ -12,10 +13,18 @@
             new tokens per second.
 
     python bench/bench.py {train,forward,generate} --shape {mini,small} [--steps N] [--threads T]
+                          [--device {cpu,cuda}] [--dtype {f32,bf16}]
 
-Prints one JSON object (tokens_per_second, seconds, peak_rss_mb).
+bf16: inference with the weights in bf16 (`model.to(torch.bfloat16)`, as
+`from_pretrained(..., dtype=torch.bfloat16)`); training with f32 weights and
+the forward pass under `torch.autocast(dtype=torch.bfloat16)`, as the
+Trainer's `bf16=True`.
+
+Prints one JSON object (tokens_per_second, seconds, peak_rss_mb, and on CUDA
+device_peak_mb: the allocator's peak).
 """
 import argparse
+import contextlib
 import json
 import time
 
@@ -40,12 +49,31 @@ p.add_argument("work", choices=["train", "forward", "generate"])
 p.add_argument("--shape", choices=SHAPES, default="mini")
 p.add_argument("--steps", type=int, default=2)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
+device = torch.device(a.device)
+if a.device == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("bench.py: --device cuda, but this torch sees no CUDA device")
 config = GPT2Config(**SHAPES[a.shape], bos_token_id=0, eos_token_id=2, pad_token_id=1)
-model = GPT2LMHeadModel(config)
+model = GPT2LMHeadModel(config).to(device)
 vocab = config.vocab_size
+bf16 = a.dtype == "bf16"
+if bf16 and a.work != "train":
+    model = model.to(torch.bfloat16)
+autocast = torch.autocast(a.device, dtype=torch.bfloat16) if bf16 and a.work == "train" else contextlib.nullcontext()
+
+
+def sync():
+    """Waits for the device's queued work, so that the clock measures it."""
+    if a.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def randint(*shape):
+    return torch.randint(5, vocab, shape).to(device)
 
 if a.work == "train":
     for p_ in list(model.transformer.wte.parameters()) + list(model.transformer.wpe.parameters()):
@@ -62,10 +90,11 @@ if a.work == "train":
     batch, accumulation, length = 2, 8, 256
 
     def step():
-        micro = [torch.randint(5, vocab, (batch, length)) for _ in range(accumulation)]
+        micro = [randint(batch, length) for _ in range(accumulation)]
         items = sum(m.numel() for m in micro)
         for ids in micro:
-            loss = model(input_ids=ids, labels=ids).loss * (ids.numel() / items)
+            with autocast:
+                loss = model(input_ids=ids, labels=ids).loss * (ids.numel() / items)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -73,34 +102,42 @@ if a.work == "train":
         optimizer.zero_grad()
 
     step()  # warm-up
+    sync()
     start = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     seconds = time.perf_counter() - start
     tokens = a.steps * accumulation * batch * length
 elif a.work == "forward":
     model.eval()
     batch, micro, length = 2, 8, 256
-    batches = [torch.randint(5, vocab, (batch, length)) for _ in range(micro)]
+    batches = [randint(batch, length) for _ in range(micro)]
     with torch.no_grad():
         model(input_ids=batches[0]).logits
+        sync()
         start = time.perf_counter()
         for _ in range(a.steps):
             for ids in batches:
                 model(input_ids=ids).logits
+        sync()
         seconds = time.perf_counter() - start
     tokens = a.steps * micro * batch * length
 else:
     model.eval()
-    prompt = torch.randint(5, vocab, (1, 16))
+    prompt = randint(1, 16)
     with torch.no_grad():
         model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=8, eos_token_id=None, pad_token_id=1)
+        sync()
         start = time.perf_counter()
         for _ in range(a.steps):
             model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=128, min_new_tokens=128, eos_token_id=None, pad_token_id=1)
+        sync()
         seconds = time.perf_counter() - start
     tokens = a.steps * 128
 
+device_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda" else None
 print(json.dumps({"side": "pytorch", "work": a.work, "shape": a.shape, "threads": a.threads, "tokens": tokens,
                   "seconds": seconds, "tokens_per_second": tokens / seconds, "peak_rss_mb": peak_rss_mb(),
+                  "device": a.device, "dtype": a.dtype, "device_peak_mb": device_peak_mb,
                   "torch": torch.__version__}))

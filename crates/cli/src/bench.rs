@@ -12,7 +12,7 @@ use burn::prelude::*;
 use burn::tensor::s;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, HfConfig, WteFreeze};
+use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, HfConfig, Precision, WteFreeze};
 
 use crate::backend::WithBackend;
 
@@ -45,6 +45,13 @@ pub struct Measurement {
     pub tokens_per_second: f64,
     /// Peak resident memory of the process.
     pub peak_rss_mb: Option<f64>,
+    /// `f32` or `bf16` (absent in results written before bf16 existed: f32).
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// Peak memory of the GPU's allocator, when the work ran on one and the
+    /// side can read it (PyTorch's `max_memory_allocated`; not read on ours yet).
+    #[serde(default)]
+    pub device_peak_mb: Option<f64>,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -63,6 +70,9 @@ pub struct One {
     pub steps: usize,
     /// Threads (reported; set through `RAYON_NUM_THREADS` by the parent).
     pub threads: usize,
+    /// bf16: the weights cast for forward and generate, the products under
+    /// autocast for train.
+    pub precision: Precision,
 }
 
 impl WithBackend for One {
@@ -71,10 +81,11 @@ impl WithBackend for One {
         // Training keeps GPT-2's dropout (0.1 at the three places), as the
         // course and the PyTorch side do; inference has none.
         let config = shape(&self.shape)?;
+        let precision = self.precision;
         let (tokens, seconds) = match self.work.as_str() {
-            "train" => train::<B>(&config, self.steps, &device),
-            "forward" => forward::<B::InnerBackend>(&config.clone().without_dropout(), self.steps, &device),
-            "generate" => generate::<B::InnerBackend>(&config.without_dropout(), self.steps, &device),
+            "train" => train::<B>(&config, precision, self.steps, &device),
+            "forward" => forward::<B::InnerBackend>(&config.clone().without_dropout(), precision, self.steps, &device),
+            "generate" => generate::<B::InnerBackend>(&config.without_dropout(), precision, self.steps, &device),
             other => bail!("unknown work `{other}`; use train, forward or generate"),
         };
         Ok(Measurement {
@@ -86,6 +97,8 @@ impl WithBackend for One {
             seconds,
             tokens_per_second: tokens as f64 / seconds,
             peak_rss_mb: peak_rss_mb(),
+            dtype: Some(precision.name().into()),
+            device_peak_mb: None,
         })
     }
 }
@@ -104,13 +117,14 @@ fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 
 /// The course's loop on random tokens: (positions, seconds) over `steps`
 /// optimiser steps after one warm-up step.
-fn train<B: AutodiffBackend>(config: &Gpt2Config, steps: usize, device: &B::Device) -> (usize, f64) {
+fn train<B: AutodiffBackend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
     use tp06_train::examples::Example;
     let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
     let course = FreezeConfig { wte: WteFreeze::All, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
     let plan = FreezePlan::new(&course, config, config.vocab_size);
     let adamw = tp06_train::optim::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.01 };
     let mut trainer = tp06_train::trainer::Trainer::new(model, plan, adamw, 1.0, 42, device.clone());
+    trainer.autocast = precision;
     let (batch, accumulation, length) = (2, 8, 256);
     let mut seed = 0;
     let mut step = |trainer: &mut tp06_train::trainer::Trainer<B>| {
@@ -134,8 +148,8 @@ fn train<B: AutodiffBackend>(config: &Gpt2Config, steps: usize, device: &B::Devi
 
 /// Inference forward passes to the logits, 8 batches of 2 × 256 tokens per
 /// step (the micro-batches of one course step): (positions, seconds).
-fn forward<B: Backend>(config: &Gpt2Config, steps: usize, device: &B::Device) -> (usize, f64) {
-    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
+fn forward<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
+    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device).with_precision(precision);
     let (batch, micro, length) = (2, 8, 256);
     let batches: Vec<Tensor<B, 2, Int>> = (0..micro)
         .map(|i| {
@@ -156,8 +170,8 @@ fn forward<B: Backend>(config: &Gpt2Config, steps: usize, device: &B::Device) ->
 }
 
 /// Greedy decoding through the KV cache: (new tokens, seconds).
-fn generate<B: Backend>(config: &Gpt2Config, steps: usize, device: &B::Device) -> (usize, f64) {
-    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
+fn generate<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
+    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device).with_precision(precision);
     let prompt = random_ids(16, config.vocab_size, 3);
     let greedy = tp06_sample::Processing::GREEDY;
     tp06_sample::generate(&model, &prompt, &greedy, tp06_sample::Length::New(8), None, 1, 0);
@@ -198,8 +212,10 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Where to write the JSON.
     pub json: PathBuf,
-    /// The backend for our side.
+    /// The backend for our side (`cuda`: PyTorch runs on the GPU too).
     pub backend: Option<String>,
+    /// f32, or bf16 on both sides.
+    pub precision: Precision,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -227,6 +243,8 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         bail!("the PyTorch side needs python3 with torch and transformers: pip install torch transformers (no number is reported without it)");
     }
     let exe = std::env::current_exe().context("cannot find the tp06 executable")?;
+    let device = if options.backend.as_deref() == Some("cuda") { "cuda" } else { "cpu" };
+    let dtype = options.precision.name();
     let mut rows = Vec::new();
     let mut all = Vec::new();
     for work in &options.works {
@@ -236,6 +254,7 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
                 tracing::info!("bench: {work} {shape}, run {i}/{}: tp06 then PyTorch", options.repeats);
                 let mut a = Command::new(&exe);
                 a.args(["bench-one", work, "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()]);
+                a.args(["--precision", dtype]);
                 if let Some(backend) = &options.backend {
                     a.args(["--backend", backend]);
                 }
@@ -244,17 +263,22 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
                 let mut b = Command::new("python3");
                 b.arg(reference_script())
                     .args([work.as_str(), "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()])
+                    .args(["--device", device, "--dtype", dtype])
                     .env("OMP_NUM_THREADS", options.threads.to_string());
                 theirs.push(run_child(b, &format!("bench/bench.py {work} {shape}"))?);
             }
             let speed = |m: &[Measurement]| median(m.iter().map(|x| x.tokens_per_second).collect());
             let rss = |m: &[Measurement]| median(m.iter().filter_map(|x| x.peak_rss_mb).collect());
+            let gpu = |m: &[Measurement]| median(m.iter().filter_map(|x| x.device_peak_mb).collect());
+            // The memory compared: the GPU allocator's on a GPU, the process's on the CPU.
+            let memory = |m: &[Measurement]| if device == "cuda" { gpu(m) } else { rss(m) };
             rows.push(serde_json::json!({
-                "work": work, "shape": shape, "threads": options.threads,
+                "work": work, "shape": shape, "threads": options.threads, "device": device, "dtype": dtype,
                 "tp06_tokens_per_second": speed(&ours), "pytorch_tokens_per_second": speed(&theirs),
                 "speed_ratio": speed(&ours) / speed(&theirs),
                 "tp06_peak_rss_mb": rss(&ours), "pytorch_peak_rss_mb": rss(&theirs),
-                "memory_ratio": rss(&ours) / rss(&theirs),
+                "tp06_device_peak_mb": gpu(&ours), "pytorch_device_peak_mb": gpu(&theirs),
+                "memory_ratio": memory(&ours) / memory(&theirs),
             }));
             all.extend(ours);
             all.extend(theirs);
@@ -269,26 +293,28 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         "{:<9} {:<6} {:>14} {:>14} {:>7}   {:>10} {:>10} {:>7}\n",
         "work", "shape", "tp06 tok/s", "PyTorch tok/s", "ratio", "tp06 MB", "PyTorch MB", "ratio"
     );
+    let memory_keys = if device == "cuda" { ["tp06_device_peak_mb", "pytorch_device_peak_mb"] } else { ["tp06_peak_rss_mb", "pytorch_peak_rss_mb"] };
     for r in &rows {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        // A figure a side could not read prints as a dash, not as NaN.
+        let cell = |v: f64, precision: usize, suffix: &str| if v.is_finite() { format!("{v:.precision$}{suffix}") } else { "—".into() };
         table += &format!(
-            "{:<9} {:<6} {:>14.1} {:>14.1} {:>6.2}×   {:>10.0} {:>10.0} {:>6.2}×\n",
+            "{:<9} {:<6} {:>14} {:>14} {:>7}   {:>10} {:>10} {:>7}\n",
             r["work"].as_str().unwrap_or(""),
             r["shape"].as_str().unwrap_or(""),
-            f("tp06_tokens_per_second"),
-            f("pytorch_tokens_per_second"),
-            f("speed_ratio"),
-            f("tp06_peak_rss_mb"),
-            f("pytorch_peak_rss_mb"),
-            f("memory_ratio"),
+            cell(f("tp06_tokens_per_second"), 1, ""),
+            cell(f("pytorch_tokens_per_second"), 1, ""),
+            cell(f("speed_ratio"), 2, "×"),
+            cell(f(memory_keys[0]), 0, ""),
+            cell(f(memory_keys[1]), 0, ""),
+            cell(f("memory_ratio"), 2, "×"),
         );
     }
-    table += &format!(
-        "medians of {} alternating runs each, {} thread(s), f32 on CPU; JSON in {}",
-        options.repeats,
-        options.threads,
-        options.json.display()
-    );
+    let place = match device {
+        "cuda" => "on the GPU (memory: the allocator's peak; not read on our side yet)".to_string(),
+        _ => format!("{} thread(s) on CPU", options.threads),
+    };
+    table += &format!("medians of {} alternating runs each, {dtype} {place}; JSON in {}", options.repeats, options.json.display());
     Ok(table)
 }
 

@@ -144,9 +144,13 @@ pub enum Command {
         /// Where to write the results.
         #[arg(long, default_value = "data/bench/latest.json")]
         json: PathBuf,
-        /// Backend of our side.
+        /// Backend of our side; with cuda, PyTorch runs on the GPU too.
         #[arg(long)]
         backend: Option<String>,
+        /// f32, or bf16 on both sides (forward and generate: bf16 weights;
+        /// train: f32 weights, bf16 products, as torch.autocast).
+        #[arg(long, default_value = "f32")]
+        precision: tp06_model::Precision,
     },
     /// One measurement of `bench`, in its own process.
     #[command(hide = true)]
@@ -160,6 +164,8 @@ pub enum Command {
         threads: usize,
         #[arg(long)]
         backend: Option<String>,
+        #[arg(long, default_value = "f32")]
+        precision: tp06_model::Precision,
     },
     /// Print the resolved configuration as TOML.
     Config {
@@ -210,6 +216,9 @@ pub struct SampleArgs {
     /// Read prompts from standard input, one per line, and answer each.
     #[arg(long)]
     pub interactive: bool,
+    /// Weights and activations: f32, or bf16 (GPUs).
+    #[arg(long)]
+    pub precision: Option<tp06_model::Precision>,
 }
 
 #[derive(Debug, Subcommand)]

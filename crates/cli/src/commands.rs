@@ -124,12 +124,13 @@ struct AdHoc {
     length: tp06_sample::Length,
     samples: usize,
     seed: u64,
+    precision: tp06_model::Precision,
 }
 
 impl WithBackend for AdHoc {
     type Output = Result<()>;
     fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
-        let generator = tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?;
+        let generator = tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(self.precision);
         let answer = |prompt: &str| -> Result<()> {
             for (text, _) in generator.complete(prompt, &self.processing, self.length, self.samples, self.seed)? {
                 ui::print(&text);
@@ -216,6 +217,7 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
         length,
         samples: check.num_samples,
         seed: args.seed.unwrap_or(sample.seed),
+        precision: args.precision.unwrap_or(sample.precision),
     };
     backend::dispatch(common.backend.as_deref(), work)?
 }
@@ -404,13 +406,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { common, lang } => report_command(&common, &lang),
-        Command::Bench { shapes, works, repeats, steps, threads, json, backend } => {
-            let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend };
+        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision } => {
+            let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend, precision };
             ui::print(&crate::bench::bench(&options)?);
             Ok(())
         }
-        Command::BenchOne { work, shape, steps, threads, backend } => {
-            let one = crate::bench::One { work, shape, steps, threads };
+        Command::BenchOne { work, shape, steps, threads, backend, precision } => {
+            let one = crate::bench::One { work, shape, steps, threads, precision };
             let measurement = backend::dispatch(backend.as_deref(), one)??;
             ui::print(&serde_json::to_string(&measurement)?);
             Ok(())

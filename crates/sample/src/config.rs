@@ -1,6 +1,7 @@
 //! Configuration of the sample stage (`[sample]` in a preset).
 
 use serde::{Deserialize, Serialize};
+use tp06_model::Precision;
 
 /// One prompt, with its own temperature if it differs from the default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,10 @@ pub struct Config {
     pub seed: u64,
     /// Also generate with the base model, same prompts and seeds, for comparison.
     pub compare_base: bool,
+    /// `bf16`: the weights cast to bfloat16 for generation (GPUs; as
+    /// transformers' `dtype=torch.bfloat16`); `f32` (the default) everywhere else.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Config {

@@ -84,6 +84,11 @@ impl<B: burn::prelude::Backend> Generator<B> {
         Ok(Self { model, tok, eos, dir: dir.to_path_buf() })
     }
 
+    /// The same generator with its weights in `precision`.
+    pub fn with_precision(self, precision: tp06_model::Precision) -> Self {
+        Self { model: self.model.with_precision(precision), ..self }
+    }
+
     /// The ids of `prompt`, checked against the context length.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, SampleError> {
         let ids = self.tok.encode(prompt)?;

@@ -116,9 +116,10 @@ pub fn run<B: Backend>(
         }
         Begin::Run(writer) => writer,
     };
-    let mut models = vec![("fine-tuned", Generator::<B>::load(&train.manifest.output_path(run, "export"), device)?)];
+    let load = |dir: &std::path::Path| Generator::<B>::load(dir, device).map(|g| g.with_precision(config.precision));
+    let mut models = vec![("fine-tuned", load(&train.manifest.output_path(run, "export"))?)];
     if config.compare_base {
-        models.push(("base", Generator::<B>::load(&run.stage_dir(Stage::Model), device)?));
+        models.push(("base", load(&run.stage_dir(Stage::Model))?));
     }
     let total = (models.len() * config.prompts.len()) as u64;
     let mut task = progress.begin("sample", total);
