@@ -242,8 +242,13 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
     if !python_ok {
         bail!("the PyTorch side needs python3 with torch and transformers: pip install torch transformers (no number is reported without it)");
     }
+    if let Some(parent) = options.json.parent() {
+        tp06_artifact::fs::create_dir_all(parent)?;
+    }
     let exe = std::env::current_exe().context("cannot find the tp06 executable")?;
-    let device = if options.backend.as_deref() == Some("cuda") { "cuda" } else { "cpu" };
+    // Both sides on the same kind of device: PyTorch on the GPU when ours runs on CUDA.
+    let backend = crate::backend::resolve(options.backend.as_deref())?;
+    let device = if backend == "cuda" { "cuda" } else { "cpu" };
     let dtype = options.precision.name();
     let mut rows = Vec::new();
     let mut all = Vec::new();
@@ -255,9 +260,7 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
                 let mut a = Command::new(&exe);
                 a.args(["bench-one", work, "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()]);
                 a.args(["--precision", dtype]);
-                if let Some(backend) = &options.backend {
-                    a.args(["--backend", backend]);
-                }
+                a.args(["--backend", &backend]);
                 a.env("RAYON_NUM_THREADS", options.threads.to_string());
                 ours.push(run_child(a, &format!("tp06 bench-one {work} {shape}"))?);
                 let mut b = Command::new("python3");
@@ -282,13 +285,11 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
             }));
             all.extend(ours);
             all.extend(theirs);
+            // Written after every row: a bench stopped half-way keeps the rows it finished.
+            let report = serde_json::json!({ "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all });
+            tp06_artifact::fs::write_json_atomic(&options.json, &report)?;
         }
     }
-    let report = serde_json::json!({ "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all });
-    if let Some(parent) = options.json.parent() {
-        tp06_artifact::fs::create_dir_all(parent)?;
-    }
-    tp06_artifact::fs::write_json_atomic(&options.json, &report)?;
     let mut table = format!(
         "{:<9} {:<6} {:>14} {:>14} {:>7}   {:>10} {:>10} {:>7}\n",
         "work", "shape", "tp06 tok/s", "PyTorch tok/s", "ratio", "tp06 MB", "PyTorch MB", "ratio"
