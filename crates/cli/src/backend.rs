@@ -17,7 +17,7 @@ pub trait WithBackend {
 fn cuda_driver_loads() -> bool {
     // SAFETY: loading the NVIDIA driver runs only its own initialisers, as
     // Burn's CUDA backend would a moment later.
-    ["libcuda.so.1", "libcuda.so"].iter().any(|name| unsafe { libloading::Library::new(name) }.is_ok())
+    ["libcuda.so.1", "libcuda.so"].into_iter().any(|name| unsafe { libloading::Library::new(name) }.is_ok())
 }
 
 #[cfg(not(feature = "cuda"))]
