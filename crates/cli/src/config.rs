@@ -144,11 +144,21 @@ pub fn parse_set_value(raw: &str) -> Value {
     }
 }
 
+/// Settings written out only when they differ from their default, so that
+/// adding them changed no stage's fingerprint: named here so that `--set`
+/// knows them. (section, key, default)
+const QUIET_DEFAULTS: [(&str, &str, &str); 2] = [("train", "precision", "f32"), ("sample", "precision", "f32")];
+
 /// Applies one `--set section.key=value` to the resolved configuration.
 fn apply_set(config: &mut Value, assignment: &str) -> Result<()> {
     let Some((key, raw)) = assignment.split_once('=') else {
         bail!("--set {assignment}: expected section.key=value, e.g. --set train.epochs=2");
     };
+    for (section, name, default) in QUIET_DEFAULTS {
+        if let Some(Value::Object(table)) = config.get_mut(section) {
+            table.entry(name).or_insert_with(|| Value::String(default.into()));
+        }
+    }
     let key = key.trim();
     let mut paths = Vec::new();
     key_paths(config, "", &mut paths);
@@ -344,6 +354,15 @@ mod tests {
         let c = resolve(&args("demo", &[])).unwrap();
         let Source::Local(path) = &c.data.articles else { panic!("demo reads a local file") };
         assert!(path.is_absolute() && path.ends_with("data/demo/articles.jsonl"), "{}", path.display());
+    }
+
+    #[test]
+    fn precision_is_settable_though_absent_from_the_presets() {
+        let c = resolve(&args("demo", &["train.precision=bf16", "sample.precision=bf16"])).unwrap();
+        assert_eq!((c.train.precision, c.sample.precision), (tp06_model::Precision::Bf16, tp06_model::Precision::Bf16));
+        assert_eq!(resolve(&args("demo", &[])).unwrap().train.precision, tp06_model::Precision::F32);
+        let err = resolve(&args("demo", &["train.precision=fp16"])).unwrap_err().to_string();
+        assert!(err.contains("train.precision") && err.contains("`fp16`") && err.contains("`bf16`"), "{err}");
     }
 
     #[test]

@@ -87,12 +87,28 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
     assert!(changed.status.success());
     assert!(out.contains("model: up to date") && out.contains("train: done") && out.contains("sample: done"), "{out}");
 
-    // Generation with the run's model, from the command line.
+    // f32 is the default precision: naming it changes no fingerprint.
+    let same = demo(dir.path(), &["--set", "train.lr=1e-3", "--set", "train.precision=f32", "--set", "sample.precision=f32"]);
+    let (out, _) = text(&same);
+    assert!(same.status.success());
+    assert!(out.contains("train: up to date") && out.contains("sample: up to date"), "{out}");
+
+    // Generation with the run's model, from the command line, in f32 and in bf16.
     let run_dir = dir.path().display().to_string();
-    let sampled = tp06(&["sample", "--preset", "demo", "--run-dir", &run_dir, "--prompt", "Salamèche est", "--greedy", "--max-new-tokens", "5"]);
-    let (out, err) = text(&sampled);
-    assert!(sampled.status.success(), "{err}");
-    assert!(out.starts_with("Salamèche est"), "{out}");
+    for precision in ["f32", "bf16"] {
+        let sampled = tp06(&["sample", "--preset", "demo", "--run-dir", &run_dir, "--prompt", "Salamèche est", "--greedy", "--max-new-tokens", "5", "--precision", precision]);
+        let (out, err) = text(&sampled);
+        assert!(sampled.status.success(), "{precision}: {err}");
+        assert!(out.starts_with("Salamèche est"), "{precision}: {out}");
+    }
+
+    // Mixed-precision training and bf16 generation re-run those stages.
+    let bf16 = demo(dir.path(), &["--set", "train.lr=1e-3", "--set", "train.precision=bf16", "--set", "sample.precision=bf16"]);
+    let (out, err) = text(&bf16);
+    assert!(bf16.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("model: up to date") && out.contains("train: done") && out.contains("sample: done"), "{out}");
+    let metrics = tp06_train::metrics::read(&dir.path().join("train/metrics.jsonl")).unwrap();
+    assert!(metrics.iter().filter_map(|r| r.loss).all(f64::is_finite) && metrics.iter().any(|r| r.loss.is_some()));
 }
 
 #[test]
