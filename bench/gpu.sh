@@ -35,8 +35,12 @@ fi
 {
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "nvidia-smi: not available"
-    python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0), "transformers", transformers.__version__)'
 } 2>&1 | tee "$log"
+# Without a GPU that PyTorch sees, every bench below would fail: say so once.
+if ! python3 -c 'import torch, transformers; assert torch.cuda.is_available(); print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0), "transformers", transformers.__version__)' 2>&1 | tee -a "$log"; then
+    echo "bench/gpu.sh: python3 has no torch + transformers that sees a CUDA GPU; nothing measured" | tee -a "$log" >&2
+    exit 2
+fi
 
 status=0
 for precision in f32 bf16; do
