@@ -6,7 +6,6 @@
 #   bench/gpu.sh [TP06] [OUT_DIR]
 #
 # TP06 is a tp06 built with CUDA (default target/release/tp06, from
-# `cargo xtask --features cuda build` or
 # `CUDARC_CUDA_VERSION=13000 cargo build --release -p tp06-cli --bin tp06 --features cuda`);
 # it may be an .xz of one. OUT_DIR (default data/bench) receives
 # gpu-{f32,bf16}-{generate,forward,train}.json and gpu.log. Each (precision,
