@@ -7,13 +7,16 @@ by default, or on a CUDA GPU, and in bf16.
             accumulation 8, loss over all label tokens, clipping at 1.0, AdamW
             with HF's decay groups, linear schedule, wte/wpe/lower half frozen —
             on a randomly initialised GPT-2; token positions per second.
+            --freeze recommended: the same, but the last 1,000 rows of wte (the
+            added names) train: a hook zeroes the other rows' gradient and they
+            are put back after each step (AdamW's decay would move them).
   forward:  inference forward passes to the logits, 8 batches of 2 × 256
             tokens per step, no gradient; token positions per second.
   generate: greedy decoding with the KV cache, 16-token prompt, 128 new tokens;
             new tokens per second.
 
     python bench/bench.py {train,forward,generate} --shape {mini,small} [--steps N] [--threads T]
-                          [--device {cpu,cuda}] [--dtype {f32,bf16}]
+                          [--device {cpu,cuda}] [--dtype {f32,bf16}] [--freeze {course,recommended}]
 
 bf16: inference with the weights in bf16 (`model.to(torch.bfloat16)`, as
 `from_pretrained(..., dtype=torch.bfloat16)`); training with f32 weights and
@@ -31,6 +34,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, get_linear_schedule_with_warmup
 
+NEW_ROWS = 1000  # wte rows that train under --freeze recommended (as `tp06 bench-one`)
 SHAPES = {
     "mini": dict(n_layer=4, n_head=4, n_embd=256, n_positions=512, vocab_size=8000),
     "small": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50000),
@@ -51,6 +55,7 @@ p.add_argument("--steps", type=int, default=2)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
 p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+p.add_argument("--freeze", choices=["course", "recommended"], default="course")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -81,6 +86,17 @@ if a.work == "train":
     for block in model.transformer.h[: config.n_layer // 2]:
         for p_ in block.parameters():
             p_.requires_grad = False
+    restore = lambda: None
+    if a.freeze == "recommended":
+        wte = model.transformer.wte.weight
+        base = vocab - NEW_ROWS
+        pretrained = wte.detach()[:base].clone()
+        wte.requires_grad = True
+        wte.register_hook(lambda g: torch.cat([torch.zeros_like(g[:base]), g[base:]]))
+
+        def restore():
+            with torch.no_grad():
+                wte[:base] = pretrained
     params = [(n, p_) for n, p_ in model.named_parameters() if p_.requires_grad]
     decay = [p_ for n, p_ in params if not ("bias" in n or "ln_" in n)]
     no_decay = [p_ for n, p_ in params if "bias" in n or "ln_" in n]
@@ -98,6 +114,7 @@ if a.work == "train":
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        restore()
         schedule.step()
         optimizer.zero_grad()
 
@@ -140,4 +157,4 @@ device_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda"
 print(json.dumps({"side": "pytorch", "work": a.work, "shape": a.shape, "threads": a.threads, "tokens": tokens,
                   "seconds": seconds, "tokens_per_second": tokens / seconds, "peak_rss_mb": peak_rss_mb(),
                   "device": a.device, "dtype": a.dtype, "device_peak_mb": device_peak_mb,
-                  "torch": torch.__version__}))
+                  "torch": torch.__version__, **({"freeze": a.freeze} if a.work == "train" else {})}))

@@ -26,6 +26,41 @@ pub fn shape(name: &str) -> Result<Gpt2Config> {
     Ok(HfConfig::from_json_str(json, name)?.resolve()?)
 }
 
+/// What trains in the `train` work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Freeze {
+    /// The course's: `wte` (and the tied head), `wpe` and the lower half of
+    /// the blocks frozen; the backward pass stops at the first trained block.
+    Course,
+    /// The `recommended` preset's: the same, but the last [`NEW_ROWS`] rows of
+    /// `wte` (the added names) train, so the activations' gradients run down
+    /// to the embeddings and the tied head has a weight gradient.
+    Recommended,
+}
+
+/// The rows of `wte` that train under [`Freeze::Recommended`]: about what the
+/// recommended vocabulary stage adds for the 1,025 Pokémon names.
+pub const NEW_ROWS: usize = 1000;
+
+impl Freeze {
+    /// The name on the command line and in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Freeze::Course => "course",
+            Freeze::Recommended => "recommended",
+        }
+    }
+
+    fn plan(self, config: &Gpt2Config) -> FreezePlan {
+        let (wte, pretrained) = match self {
+            Freeze::Course => (WteFreeze::All, config.vocab_size),
+            Freeze::Recommended => (WteFreeze::PretrainedRows, config.vocab_size - NEW_ROWS),
+        };
+        FreezePlan::new(&FreezeConfig { wte, wpe: true, lower_blocks: BlockCount::Half, ln_f: false }, config, pretrained)
+    }
+}
+
 /// One measurement, as both sides print it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
@@ -52,6 +87,9 @@ pub struct Measurement {
     /// side can read it (PyTorch's `max_memory_allocated`; not read on ours yet).
     #[serde(default)]
     pub device_peak_mb: Option<f64>,
+    /// What trained (`train` only; absent before the option existed: course).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<Freeze>,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -73,6 +111,8 @@ pub struct One {
     /// bf16: the weights cast for forward and generate, the products under
     /// autocast for train.
     pub precision: Precision,
+    /// What trains (`train` only).
+    pub freeze: Freeze,
 }
 
 impl WithBackend for One {
@@ -83,13 +123,14 @@ impl WithBackend for One {
         let config = shape(&self.shape)?;
         let precision = self.precision;
         let (tokens, seconds) = match self.work.as_str() {
-            "train" => train::<B>(&config, precision, self.steps, &device),
+            "train" => train::<B>(&config, precision, self.freeze, self.steps, &device),
             "forward" => forward::<B::InnerBackend>(&config.clone().without_dropout(), precision, self.steps, &device),
             "generate" => generate::<B::InnerBackend>(&config.without_dropout(), precision, self.steps, &device),
             other => bail!("unknown work `{other}`; use train, forward or generate"),
         };
         Ok(Measurement {
             side: "tp06".into(),
+            freeze: (self.work == "train").then_some(self.freeze),
             work: self.work,
             shape: self.shape,
             threads: self.threads,
@@ -117,11 +158,10 @@ fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 
 /// The course's loop on random tokens: (positions, seconds) over `steps`
 /// optimiser steps after one warm-up step.
-fn train<B: AutodiffBackend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
+fn train<B: AutodiffBackend>(config: &Gpt2Config, precision: Precision, freeze: Freeze, steps: usize, device: &B::Device) -> (usize, f64) {
     use tp06_train::examples::Example;
     let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
-    let course = FreezeConfig { wte: WteFreeze::All, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
-    let plan = FreezePlan::new(&course, config, config.vocab_size);
+    let plan = freeze.plan(config);
     let adamw = tp06_train::optim::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.01 };
     let mut trainer = tp06_train::trainer::Trainer::new(model, plan, adamw, 1.0, 42, device.clone());
     trainer.autocast = precision;
@@ -216,6 +256,8 @@ pub struct BenchOptions {
     pub backend: Option<String>,
     /// f32, or bf16 on both sides.
     pub precision: Precision,
+    /// What trains in the `train` work.
+    pub freeze: Freeze,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -259,14 +301,14 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
                 tracing::info!("bench: {work} {shape}, run {i}/{}: tp06 then PyTorch", options.repeats);
                 let mut a = Command::new(&exe);
                 a.args(["bench-one", work, "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()]);
-                a.args(["--precision", dtype]);
+                a.args(["--precision", dtype, "--freeze", options.freeze.name()]);
                 a.args(["--backend", &backend]);
                 a.env("RAYON_NUM_THREADS", options.threads.to_string());
                 ours.push(run_child(a, &format!("tp06 bench-one {work} {shape}"))?);
                 let mut b = Command::new("python3");
                 b.arg(reference_script())
                     .args([work.as_str(), "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()])
-                    .args(["--device", device, "--dtype", dtype])
+                    .args(["--device", device, "--dtype", dtype, "--freeze", options.freeze.name()])
                     .env("OMP_NUM_THREADS", options.threads.to_string());
                 theirs.push(run_child(b, &format!("bench/bench.py {work} {shape}"))?);
             }
@@ -275,8 +317,9 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
             let gpu = |m: &[Measurement]| median(m.iter().filter_map(|x| x.device_peak_mb).collect());
             // The memory compared: the GPU allocator's on a GPU, the process's on the CPU.
             let memory = |m: &[Measurement]| if device == "cuda" { gpu(m) } else { rss(m) };
+            let freeze = (work == "train").then_some(options.freeze.name());
             rows.push(serde_json::json!({
-                "work": work, "shape": shape, "threads": options.threads, "device": device, "dtype": dtype,
+                "work": work, "shape": shape, "threads": options.threads, "device": device, "dtype": dtype, "freeze": freeze,
                 "tp06_tokens_per_second": speed(&ours), "pytorch_tokens_per_second": speed(&theirs),
                 "speed_ratio": speed(&ours) / speed(&theirs),
                 "tp06_peak_rss_mb": rss(&ours), "pytorch_peak_rss_mb": rss(&theirs),
@@ -315,7 +358,8 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         "cuda" => "on the GPU (memory: the allocator's peak; not read on our side yet)".to_string(),
         _ => format!("{} thread(s) on CPU", options.threads),
     };
-    table += &format!("medians of {} alternating runs each, {dtype} {place}; JSON in {}", options.repeats, options.json.display());
+    let what_trains = if options.works.iter().any(|w| w == "train") { format!(", training with the {} freeze", options.freeze.name()) } else { String::new() };
+    table += &format!("medians of {} alternating runs each, {dtype} {place}{what_trains}; JSON in {}", options.repeats, options.json.display());
     Ok(table)
 }
 

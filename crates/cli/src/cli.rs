@@ -151,6 +151,10 @@ pub enum Command {
         /// train: f32 weights, bf16 products, as torch.autocast).
         #[arg(long, default_value = "f32")]
         precision: tp06_model::Precision,
+        /// What trains in the train work: course (the lower half, `wte` and
+        /// `wpe` frozen) or recommended (the same, plus 1,000 new `wte` rows that train).
+        #[arg(long, value_enum, default_value = "course")]
+        freeze: crate::bench::Freeze,
     },
     /// One measurement of `bench`, in its own process.
     #[command(hide = true)]
@@ -166,6 +170,8 @@ pub enum Command {
         backend: Option<String>,
         #[arg(long, default_value = "f32")]
         precision: tp06_model::Precision,
+        #[arg(long, value_enum, default_value = "course")]
+        freeze: crate::bench::Freeze,
     },
     /// Print the resolved configuration as TOML.
     Config {

@@ -406,13 +406,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { common, lang } => report_command(&common, &lang),
-        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision } => {
-            let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend, precision };
+        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze } => {
+            let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend, precision, freeze };
             ui::print(&crate::bench::bench(&options)?);
             Ok(())
         }
-        Command::BenchOne { work, shape, steps, threads, backend, precision } => {
-            let one = crate::bench::One { work, shape, steps, threads, precision };
+        Command::BenchOne { work, shape, steps, threads, backend, precision, freeze } => {
+            let one = crate::bench::One { work, shape, steps, threads, precision, freeze };
             let measurement = backend::dispatch(backend.as_deref(), one)??;
             ui::print(&serde_json::to_string(&measurement)?);
             Ok(())
