@@ -200,3 +200,32 @@ fn few_row_products_equal_the_general_product_and_do_not_depend_on_threads() {
         assert_eq!(one, three, "{m} rows: 1 vs 3 threads");
     }
 }
+
+#[test]
+fn tied_head_with_only_the_last_rows_trained_gives_their_gradient_and_zeros_above() {
+    // 300 vocabulary rows of which the last 50 train; the other gradients and
+    // the logits are the full product's.
+    let (m, c, vocab, from) = (9, 24, 300, 250);
+    let hidden = random([m, c], 50, 1.0);
+    let wte = random([vocab, c], 51, 1.0);
+    let weights = random([m, vocab], 52, 1.0).detach(); // a loss with a gradient everywhere
+    let run = |trained_from: Option<usize>| {
+        let logits = fused::wte_trained_from(trained_from, || fused::tied_head(hidden.clone(), wte.clone()));
+        let grads = (logits.clone() * weights.clone()).sum().backward();
+        (values(logits.inner()), grad(&hidden, &grads), grad(&wte, &grads))
+    };
+    let (logits, d_hidden, d_wte) = run(Some(from));
+    let (logits_ref, d_hidden_ref, d_wte_ref) = run(None);
+    assert_eq!(logits, logits_ref, "the forward product is the same");
+    assert_close("hidden gradient", &d_hidden, &d_hidden_ref, 1e-5);
+    assert_close("trained rows' gradient", &d_wte[from * c..], &d_wte_ref[from * c..], 1e-5);
+    assert!(d_wte[..from * c].iter().all(|&g| g == 0.0), "the pretrained rows' share is left out");
+    assert!(d_wte_ref[..from * c].iter().any(|&g| g != 0.0), "the full product has one (the test can fail)");
+
+    // `wte` frozen altogether: no gradient for it, the hidden one unchanged.
+    let frozen = wte.clone().detach().set_require_grad(false);
+    let logits = fused::wte_trained_from(Some(from), || fused::tied_head(hidden.clone(), frozen.clone()));
+    let grads = (logits * weights.clone()).sum().backward();
+    assert!(frozen.grad(&grads).is_none());
+    assert_close("hidden gradient, wte frozen", &grad(&hidden, &grads), &d_hidden_ref, 1e-5);
+}

@@ -252,7 +252,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             tp06_model::seed_dropout(seed);
             let batch = Batch::<B>::new(examples, &self.device);
             positions += batch.positions;
-            let micro_loss = fused::autocast(self.autocast, || nll_sum(&self.model, &batch)) / items;
+            let forward = || fused::wte_trained_from(self.plan.wte_trainable_from, || nll_sum(&self.model, &batch));
+            let micro_loss = fused::autocast(self.autocast, forward) / items;
             losses.push(micro_loss.clone().inner());
             let gradients = micro_loss.backward();
             self.model.visit(&mut Grads::<B> { path: Vec::new(), gradients: &gradients, out: &mut grads });

@@ -75,10 +75,11 @@ fn accumulating_2x8_equals_one_batch_of_16() {
     }
 }
 
-#[test]
-fn pretrained_rows_stay_and_new_rows_learn() {
+/// The "masked" fixture's model with 4 new `wte` rows (ids 96..99, as the
+/// vocab stage would add), the plan that trains only those rows, and examples
+/// that use them.
+fn grown_with_new_rows() -> (tp06_model::Gpt2<B>, FreezePlan, Vec<Example>, Gpt2Config) {
     let (model, gpt) = load("masked", false);
-    // Grow the vocabulary by 4 rows (ids 96..99), as the vocab stage would.
     let old = tp06_model::NamedParams::<B>::values(&model.wte.weight.val().reshape([gpt.vocab_size * gpt.n_embd]));
     let grown = tp06_model::resized_embeddings(&old, gpt.n_embd, gpt.vocab_size + 4, 1, |_| tp06_model::RowInit::Mean);
     let mut model = model;
@@ -86,8 +87,6 @@ fn pretrained_rows_stay_and_new_rows_learn() {
     let grown_config = Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
     let fix = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
     let plan = FreezePlan::new(&fix, &grown_config, gpt.vocab_size);
-    let before = values(&model)["wte.weight"].clone();
-    // Examples that use the new ids.
     let mut train = examples("masked");
     for (i, e) in train.iter_mut().enumerate() {
         e.input_ids[1] = 96 + (i % 4) as u32;
@@ -95,6 +94,13 @@ fn pretrained_rows_stay_and_new_rows_learn() {
         e.input_ids[2] = 96 + ((i + 1) % 4) as u32;
         e.labels[2] = e.input_ids[2] as i64;
     }
+    (model, plan, train, gpt)
+}
+
+#[test]
+fn pretrained_rows_stay_and_new_rows_learn() {
+    let (model, plan, train, gpt) = grown_with_new_rows();
+    let before = values(&model)["wte.weight"].clone();
     let c = config();
     let mut trainer = Trainer::new(model, plan, adamw(&c), c.max_grad_norm, c.seed, Default::default());
     let dir = tempfile::tempdir().unwrap();
@@ -105,5 +111,28 @@ fn pretrained_rows_stay_and_new_rows_learn() {
     for row in 0..4 {
         let at = n + row * gpt.n_embd;
         assert_ne!(&after[at..at + gpt.n_embd], &before[at..at + gpt.n_embd], "new row {row} learned");
+    }
+}
+
+/// With only the new rows of `wte` training, the tied head's backward skips the
+/// pretrained rows (`fused::wte_trained_from`); a step must equal the step of
+/// the composed ops, which compute the whole gradient and mask it.
+#[test]
+fn new_rows_only_head_gradient_equals_the_masked_full_gradient() {
+    let (model, plan, train, _) = grown_with_new_rows();
+    let c = config();
+    let micro: Vec<Vec<&Example>> = train.iter().take(8).collect::<Vec<_>>().chunks(2).map(|c| c.to_vec()).collect();
+    let mut limited = Trainer::new(model.clone(), plan.clone(), adamw(&c), c.max_grad_norm, c.seed, Default::default());
+    let mut full = Trainer::new(model, plan, adamw(&c), c.max_grad_norm, c.seed, Default::default());
+    for step in 1..=3 {
+        let a = limited.step(&micro, 1e-3).unwrap();
+        let b = tp06_model::fused::composed_only(|| full.step(&micro, 1e-3)).unwrap();
+        assert!(((a.loss - b.loss) / b.loss).abs() < 1e-5, "step {step}: loss {} vs {}", a.loss, b.loss);
+        assert!(((a.grad_norm - b.grad_norm) / b.grad_norm).abs() < 1e-4, "step {step}: grad norm {} vs {}", a.grad_norm, b.grad_norm);
+    }
+    let (a, b) = (values(&limited.model), values(&full.model));
+    for (name, x) in &a {
+        let diff = x.iter().zip(&b[name]).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 2e-5, "{name}: max |Δ| = {diff}");
     }
 }
