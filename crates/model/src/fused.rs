@@ -37,7 +37,7 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Bool, DType, FloatDType, TensorMetadata, TensorPrimitive, s};
+use burn::tensor::{Bool, DType, FloatDType, TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 
 use crate::gpt2::{Dropout, DropoutMask};
@@ -1040,16 +1040,31 @@ impl Backward<Flex, 2> for HeadBackward {
         let [p_hidden, p_wte] = ops.parents;
         let grad = tensor::<Flex, 2>(grads.consume::<Flex>(&ops.node)); // [m, vocab]
         let state = ops.state;
-        let wte = tensor::<Flex, 2>(state.wte);
         if let Some(node) = p_wte {
-            let [vocab, c] = wte.dims();
+            let (m, vocab, c) = (grad.dims()[0], state.wte.shape()[0], state.wte.shape()[1]);
             let from = state.from.min(vocab);
-            let trained = grad.clone().slice(s![.., from..vocab]).transpose().matmul(tensor::<Flex, 2>(state.hidden)); // [vocab − from, c]
-            let pretrained = Tensor::<Flex, 2>::zeros([from, c], &wte.device());
-            grads.register::<Flex>(node.id, float(Tensor::cat(vec![pretrained, trained], 0)));
+            let g = contiguous(float(grad.clone()));
+            let hidden = contiguous(state.hidden);
+            // One zeroed buffer (fresh pages), the trained rows written in place:
+            // d wte[v] = Σᵢ g[i, v] · hidden[i] for v ≥ from.
+            let mut d_wte = vec![0.0f32; vocab * c];
+            // SAFETY: `d_wte` holds `vocab·c` values, rows `from..` are written
+            // as a `[vocab − from, c]` matrix; `g` is `[m, vocab]` read as its
+            // columns `from..` transposed, `hidden` is `[m, c]`; all contiguous.
+            unsafe {
+                gemm::gemm(
+                    vocab - from, c, m,
+                    d_wte.as_mut_ptr().add(from * c), 1, c as isize, false,
+                    values(&g).as_ptr().add(from), vocab as isize, 1,
+                    values(&hidden).as_ptr(), 1, c as isize,
+                    0.0, 1.0, false, false, false,
+                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                );
+            }
+            grads.register::<Flex>(node.id, new_tensor(d_wte, [vocab, c].into()));
         }
         if let Some(node) = p_hidden {
-            grads.register::<Flex>(node.id, float(grad.matmul(wte)));
+            grads.register::<Flex>(node.id, float(grad.matmul(tensor::<Flex, 2>(state.wte))));
         }
     }
 }
