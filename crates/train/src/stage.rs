@@ -409,6 +409,9 @@ pub fn train_loop<B: AutodiffBackend>(
                 };
                 return Err(TrainError::NonFinite { step: step + 1, loss, lr, checkpoint });
             }
+            Err(StepError::NoExamples) => {
+                return Err(TrainError::Config(format!("step {}: no training example to step on; check the data stage's output", step + 1)));
+            }
         };
         state.step = trainer.step;
         state.seconds += started.elapsed().as_secs_f64();

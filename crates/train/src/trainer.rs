@@ -179,6 +179,8 @@ pub struct StepResult {
 pub enum StepError {
     /// The loss is NaN or infinite.
     NonFinite(f64),
+    /// No micro-batch had an example: nothing to step on.
+    NoExamples,
 }
 
 /// Seed of the dropout masks of one micro-batch: a pure function of the run's
@@ -235,6 +237,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// One optimiser step over `micro_batches` at learning rate `lr`.
     pub fn step(&mut self, micro_batches: &[Vec<&Example>], lr: f64) -> Result<StepResult, StepError> {
         let all: Vec<&Example> = micro_batches.iter().flatten().copied().collect();
+        if all.is_empty() {
+            return Err(StepError::NoExamples);
+        }
         let items = hf_items_in_batch(&all).max(1) as f64;
         let trainable: Vec<(String, Tensor<B, 1>)> = parameters(&self.model)
             .into_iter()
@@ -246,7 +251,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         // The micro-batches' losses stay on the device until the last one: on a
         // GPU, one read per optimiser step instead of a wait per micro-batch.
         let mut losses = Vec::with_capacity(micro_batches.len());
-        for (micro, examples) in micro_batches.iter().enumerate() {
+        for (micro, examples) in micro_batches.iter().enumerate().filter(|(_, examples)| !examples.is_empty()) {
             let seed = dropout_seed(self.seed, self.step, micro);
             B::seed(&self.device, seed);
             tp06_model::seed_dropout(seed);

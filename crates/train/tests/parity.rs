@@ -136,3 +136,17 @@ fn new_rows_only_head_gradient_equals_the_masked_full_gradient() {
         assert!(diff < 2e-5, "{name}: max |Δ| = {diff}");
     }
 }
+
+#[test]
+fn a_step_without_examples_is_an_error_and_empty_micro_batches_are_skipped() {
+    let (model, gpt) = load("masked", false);
+    let c = config();
+    let all = examples("masked");
+    let mut trainer = Trainer::new(model.clone(), course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
+    assert_eq!(trainer.step(&[], 1e-3).unwrap_err(), tp06_train::trainer::StepError::NoExamples);
+    assert_eq!(trainer.step(&[vec![], vec![]], 1e-3).unwrap_err(), tp06_train::trainer::StepError::NoExamples);
+    let with_gap = trainer.step(&[vec![&all[0], &all[1]], vec![], vec![&all[2], &all[3]]], 1e-3).unwrap();
+    let mut plain = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
+    let without = plain.step(&[vec![&all[0], &all[1]], vec![&all[2], &all[3]]], 1e-3).unwrap();
+    assert_eq!(with_gap, without);
+}
