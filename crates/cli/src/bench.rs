@@ -367,3 +367,33 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
 fn script_exists() -> bool {
     Path::new(&reference_script()).is_file()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recommended_freeze_trains_the_last_thousand_wte_rows_and_the_course_none() {
+        for name in ["mini", "small"] {
+            let config = shape(name).unwrap();
+            let course = Freeze::Course.plan(&config);
+            assert!(!course.trains("wte.weight") && course.wte_trainable_from.is_none(), "{name}");
+            let recommended = Freeze::Recommended.plan(&config);
+            assert!(recommended.trains("wte.weight"), "{name}");
+            assert_eq!(recommended.wte_trainable_from, Some(config.vocab_size - NEW_ROWS), "{name}");
+            // Everything else as the course: wpe and the lower half frozen, the upper half trains.
+            let lower = format!("h.{}.attn.c_attn.weight", config.n_layer / 2 - 1);
+            let upper = format!("h.{}.attn.c_attn.weight", config.n_layer / 2);
+            for plan in [&course, &recommended] {
+                assert!(!plan.trains("wpe.weight") && !plan.trains(&lower) && plan.trains(&upper), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+}
