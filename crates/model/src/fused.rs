@@ -1048,18 +1048,21 @@ impl Backward<Flex, 2> for HeadBackward {
             // One zeroed buffer (fresh pages), the trained rows written in place:
             // d wte[v] = Σᵢ g[i, v] · hidden[i] for v ≥ from.
             let mut d_wte = vec![0.0f32; vocab * c];
-            // SAFETY: `d_wte` holds `vocab·c` values, rows `from..` are written
-            // as a `[vocab − from, c]` matrix; `g` is `[m, vocab]` read as its
-            // columns `from..` transposed, `hidden` is `[m, c]`; all contiguous.
-            unsafe {
-                gemm::gemm(
-                    vocab - from, c, m,
-                    d_wte.as_mut_ptr().add(from * c), 1, c as isize, false,
-                    values(&g).as_ptr().add(from), vocab as isize, 1,
-                    values(&hidden).as_ptr(), 1, c as isize,
-                    0.0, 1.0, false, false, false,
-                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                );
+            if from < vocab {
+                // SAFETY: `d_wte` holds `vocab·c` values, rows `from..` are
+                // written as a `[vocab − from, c]` matrix; `g` is `[m, vocab]`
+                // read as its columns `from..` transposed, `hidden` is `[m, c]`;
+                // all contiguous.
+                unsafe {
+                    gemm::gemm(
+                        vocab - from, c, m,
+                        d_wte.as_mut_ptr().add(from * c), 1, c as isize, false,
+                        values(&g).as_ptr().add(from), vocab as isize, 1,
+                        values(&hidden).as_ptr(), 1, c as isize,
+                        0.0, 1.0, false, false, false,
+                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                    );
+                }
             }
             grads.register::<Flex>(node.id, new_tensor(d_wte, [vocab, c].into()));
         }

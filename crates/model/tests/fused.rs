@@ -229,3 +229,20 @@ fn tied_head_with_only_the_last_rows_trained_gives_their_gradient_and_zeros_abov
     assert!(frozen.grad(&grads).is_none());
     assert_close("hidden gradient, wte frozen", &grad(&hidden, &grads), &d_hidden_ref, 1e-5);
 }
+
+#[test]
+fn the_trained_rows_gradient_is_the_same_bits_on_one_thread_and_on_several() {
+    // Large enough for the product to be split between threads.
+    let (m, c, vocab, from) = (128, 128, 4000, 1000);
+    let hidden = random([m, c], 60, 1.0);
+    let wte = random([vocab, c], 61, 1.0);
+    let weights = random([m, vocab], 62, 1.0).detach();
+    let run = || {
+        let logits = fused::wte_trained_from(Some(from), || fused::tied_head(hidden.clone(), wte.clone()));
+        let grads = (logits * weights.clone()).sum().backward();
+        (grad(&hidden, &grads), grad(&wte, &grads))
+    };
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+    let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+    assert!(one == three, "1 vs 3 threads differ");
+}
