@@ -1,7 +1,8 @@
 //! The training loop, in the order HF `Trainer` runs it: for each optimiser
 //! step, the learning rate; the micro-batches with their gradients accumulated
-//! (the loss normalised over all label tokens of the accumulated batch); the
-//! gradient of the pretrained `wte` rows zeroed when only new rows train;
+//! (the loss normalised over all label tokens of the accumulated batch); when
+//! only new `wte` rows train, their gradient and moments alone (the pretrained
+//! rows' gradient is left out, as HF's zeroing hook makes it zero);
 //! clipping of the global norm; the AdamW step; logging, evaluation and
 //! checkpoints.
 //!
@@ -9,6 +10,7 @@
 //! so the backward pass stops below the lowest trainable tensor.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
@@ -213,20 +215,21 @@ pub struct Trainer<B: AutodiffBackend> {
     /// ([`fused::autocast`]); the weights and the optimiser stay f32.
     pub autocast: Precision,
     device: B::Device,
-    /// `[vocab·n_embd]`: true where `wte` must not change (pretrained rows).
-    wte_frozen: Option<Tensor<B::InnerBackend, 1, Bool>>,
+    /// When only `wte`'s new rows train: their span in the flattened `wte`.
+    /// Its gradient and moments cover that span only; the pretrained rows
+    /// before it are never touched.
+    wte_trained: Option<Range<usize>>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// A trainer for `model` (freeze plan applied here).
     pub fn new(model: Gpt2<B>, plan: FreezePlan, adamw: AdamW, max_grad_norm: f64, seed: u64, device: B::Device) -> Self {
         let model = apply_freeze(model, &plan);
-        let wte_frozen = plan.wte_trainable_from.map(|from| {
+        let wte_trained = plan.wte_trainable_from.map(|from| {
             let [rows, cols] = model.wte.weight.dims();
-            let mask: Vec<bool> = (0..rows * cols).map(|i| i / cols < from).collect();
-            Tensor::from_data(TensorData::new(mask, [rows * cols]), &device)
+            from.min(rows) * cols..rows * cols
         });
-        Self { model, plan, adamw, max_grad_norm, moments: BTreeMap::new(), step: 0, seed, autocast: Precision::F32, device, wte_frozen }
+        Self { model, plan, adamw, max_grad_norm, moments: BTreeMap::new(), step: 0, seed, autocast: Precision::F32, device, wte_trained }
     }
 
     /// The device.
@@ -268,9 +271,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         if !loss.is_finite() {
             return Err(StepError::NonFinite(loss));
         }
-        if let Some(mask) = &self.wte_frozen {
+        if let Some(span) = &self.wte_trained {
             if let Some(g) = grads.remove("wte.weight") {
-                grads.insert("wte.weight".into(), g.mask_fill(mask.clone(), 0.0));
+                grads.insert("wte.weight".into(), g.slice(s![span.start..span.end]));
             }
         }
         let grad_norm = global_norm(&grads.values().cloned().collect::<Vec<_>>());
@@ -281,17 +284,30 @@ impl<B: AutodiffBackend> Trainer<B> {
         for (name, value) in trainable {
             let Some(grad) = grads.remove(&name) else { continue };
             let grad = if self.max_grad_norm > 0.0 { grad * coef } else { grad };
-            let old = value.inner();
+            let full = value.inner();
+            // Only the new rows of `wte` step; the pretrained ones keep their exact values.
+            let span = self.wte_trained.clone().filter(|_| name == "wte.weight");
+            let old = match &span {
+                Some(span) => full.clone().slice(s![span.start..span.end]),
+                None => full.clone(),
+            };
             let moments = self.moments.entry(name.clone()).or_insert_with(|| Moments {
                 m: old.zeros_like(),
                 v: old.zeros_like(),
             });
-            let mut new = self.adamw.step(old.clone(), grad, moments, self.step, lr, decays(&name));
-            if name == "wte.weight" {
-                if let Some(mask) = &self.wte_frozen {
-                    new = new.mask_where(mask.clone(), old); // pretrained rows keep their exact values
+            if let Some(span) = &span {
+                if moments.m.dims()[0] != span.len() {
+                    // A checkpoint written when the moments covered every row
+                    // (zero outside the span, which never had a gradient).
+                    moments.m = moments.m.clone().slice(s![span.start..span.end]);
+                    moments.v = moments.v.clone().slice(s![span.start..span.end]);
                 }
             }
+            let new = self.adamw.step(old, grad, moments, self.step, lr, decays(&name));
+            let new = match span {
+                Some(span) => full.slice_assign(s![span.start..span.end], new),
+                None => new,
+            };
             updates.insert(name, new);
         }
         let model = self.model.clone();

@@ -6,10 +6,8 @@
 
 mod common;
 
-use burn::prelude::*;
 use common::*;
 use serde_json::Value;
-use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, WteFreeze};
 use tp06_train::examples::Example;
 use tp06_train::metrics;
 use tp06_train::trainer::Trainer;
@@ -73,28 +71,6 @@ fn accumulating_2x8_equals_one_batch_of_16() {
         let diff = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(diff < 1e-6, "{name}: {diff}");
     }
-}
-
-/// The "masked" fixture's model with 4 new `wte` rows (ids 96..99, as the
-/// vocab stage would add), the plan that trains only those rows, and examples
-/// that use them.
-fn grown_with_new_rows() -> (tp06_model::Gpt2<B>, FreezePlan, Vec<Example>, Gpt2Config) {
-    let (model, gpt) = load("masked", false);
-    let old = tp06_model::NamedParams::<B>::values(&model.wte.weight.val().reshape([gpt.vocab_size * gpt.n_embd]));
-    let grown = tp06_model::resized_embeddings(&old, gpt.n_embd, gpt.vocab_size + 4, 1, |_| tp06_model::RowInit::Mean);
-    let mut model = model;
-    model.wte.weight = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(grown, [gpt.vocab_size + 4, gpt.n_embd]), &Default::default()));
-    let grown_config = Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
-    let fix = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
-    let plan = FreezePlan::new(&fix, &grown_config, gpt.vocab_size);
-    let mut train = examples("masked");
-    for (i, e) in train.iter_mut().enumerate() {
-        e.input_ids[1] = 96 + (i % 4) as u32;
-        e.labels[1] = e.input_ids[1] as i64;
-        e.input_ids[2] = 96 + ((i + 1) % 4) as u32;
-        e.labels[2] = e.input_ids[2] as i64;
-    }
-    (model, plan, train, gpt)
 }
 
 #[test]

@@ -41,3 +41,42 @@ fn an_interrupted_run_resumes_to_identical_weights() {
     assert_eq!(losses(&a), losses(&b), "the metrics log continues without gaps or repeats");
     assert!(dir_b.path().join("checkpoints").read_dir().unwrap().count() <= c.keep_checkpoints);
 }
+
+/// Only the new `wte` rows train: their moments alone are checkpointed, and a
+/// checkpoint whose `wte` moments cover every row (as written before) resumes
+/// to the same weights too. No dropout: this test shares its binary.
+#[test]
+fn a_run_training_new_rows_resumes_to_identical_weights_from_either_moments_layout() {
+    let c = Config { checkpoint_every: 3, max_steps: Some(5), ..config() };
+    let (model, plan, train, gpt) = grown_with_new_rows();
+    let grown = tp06_model::Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
+    let mut straight = Trainer::new(model.clone(), plan.clone(), adamw(&c), 1.0, c.seed, Default::default());
+    let dir_a = tempfile::tempdir().unwrap();
+    run_loop(&mut straight, &train, &c, dir_a.path(), 5, false, &mut new_state()).unwrap();
+
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut first = Trainer::new(model, plan.clone(), adamw(&c), 1.0, c.seed, Default::default());
+    run_loop(&mut first, &train, &c, dir_b.path(), 5, true, &mut new_state()).unwrap_err();
+    let last = tp06_train::checkpoint::list(&dir_b.path().join("checkpoints")).unwrap().pop().unwrap();
+    let (_, moments) = tp06_train::checkpoint::load::<B>(&last, &grown, &Default::default()).unwrap();
+    let span = 4 * gpt.n_embd;
+    assert_eq!(moments["wte.weight"].m.dims(), [span], "only the new rows' moments are kept");
+
+    for full_width in [false, true] {
+        let (model, mut moments) = tp06_train::checkpoint::load::<B>(&last, &grown, &Default::default()).unwrap();
+        if full_width {
+            let wte = moments.get_mut("wte.weight").unwrap();
+            for t in [&mut wte.m, &mut wte.v] {
+                let zeros = burn::tensor::Tensor::zeros([gpt.vocab_size * gpt.n_embd], &t.device());
+                *t = burn::tensor::Tensor::cat(vec![zeros, t.clone()], 0);
+            }
+        }
+        let mut resumed = Trainer::new(model, plan.clone(), adamw(&c), 1.0, c.seed, Default::default());
+        resumed.moments = moments;
+        resumed.step = last.state.step;
+        let mut state = last.state.clone();
+        let dir_c = tempfile::tempdir().unwrap();
+        run_loop(&mut resumed, &train, &c, dir_c.path(), 5, false, &mut state).unwrap();
+        assert_eq!(values(&straight.model), values(&resumed.model), "bit-identical after resume (full-width moments: {full_width})");
+    }
+}

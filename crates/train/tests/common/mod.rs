@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use burn::backend::Autodiff;
+use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 use tp06_artifact::NoProgress;
 use tp06_model::backend::Cpu;
@@ -106,3 +107,24 @@ pub fn new_state() -> LoopState {
     LoopState { version: tp06_train::CHECKPOINT_VERSION, fingerprint: "test".into(), step: 0, best: None, seconds: 0.0, positions: 0 }
 }
 
+/// The "masked" fixture's model with 4 new `wte` rows (ids 96..99, as the
+/// vocab stage would add), the plan that trains only those rows, and examples
+/// that use them.
+pub fn grown_with_new_rows() -> (Gpt2<B>, FreezePlan, Vec<Example>, Gpt2Config) {
+    let (model, gpt) = load("masked", false);
+    let old = tp06_model::NamedParams::<B>::values(&model.wte.weight.val().reshape([gpt.vocab_size * gpt.n_embd]));
+    let grown = tp06_model::resized_embeddings(&old, gpt.n_embd, gpt.vocab_size + 4, 1, |_| tp06_model::RowInit::Mean);
+    let mut model = model;
+    model.wte.weight = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(grown, [gpt.vocab_size + 4, gpt.n_embd]), &Default::default()));
+    let grown_config = Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
+    let fix = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
+    let plan = FreezePlan::new(&fix, &grown_config, gpt.vocab_size);
+    let mut train = examples("masked");
+    for (i, e) in train.iter_mut().enumerate() {
+        e.input_ids[1] = 96 + (i % 4) as u32;
+        e.labels[1] = e.input_ids[1] as i64;
+        e.input_ids[2] = 96 + ((i + 1) % 4) as u32;
+        e.labels[2] = e.input_ids[2] as i64;
+    }
+    (model, plan, train, gpt)
+}
