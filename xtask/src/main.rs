@@ -71,6 +71,14 @@ fn main() -> ExitCode {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(&cargo);
     build.current_dir(&root).args(["build", "--package", "tp06-cli", "--bin", "tp06"]);
+    // `cargo run` gave this process the variables of the xtask package; a build
+    // script that watches one of them (ring's watches CARGO_MANIFEST_DIR) would
+    // rebuild half the tree whenever the binary was last built without xtask.
+    for (name, _) in env::vars_os() {
+        if is_package_variable(&name.to_string_lossy()) {
+            build.env_remove(&name);
+        }
+    }
     if release {
         build.arg("--release");
     }
@@ -97,6 +105,15 @@ fn main() -> ExitCode {
     exec(run, &binary)
 }
 
+/// The variables `cargo run` sets for the package it runs (not the user's
+/// cargo configuration such as `CARGO_TARGET_DIR` or `CARGO_HOME`).
+fn is_package_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_RUSTC_CURRENT_DIR"
+    ) || name.starts_with("CARGO_PKG_")
+}
+
 /// Replaces this process with `command` where the OS allows it, so that Ctrl-C
 /// reaches `tp06` alone and the shell waits for it to finish saving.
 #[cfg(unix)]
@@ -121,4 +138,19 @@ fn exec(mut command: Command, binary: &std::path::Path) -> ExitCode {
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("xtask: {message}\n\n{USAGE}");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_package_variable;
+
+    #[test]
+    fn strips_the_run_package_variables_and_keeps_the_users_configuration() {
+        for name in ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_CRATE_NAME", "CARGO_BIN_NAME"] {
+            assert!(is_package_variable(name), "{name} comes from `cargo run`");
+        }
+        for name in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL", "CARGO_TERM_COLOR", "CARGO_BUILD_JOBS", "RUSTFLAGS", "PATH"] {
+            assert!(!is_package_variable(name), "{name} is the user's configuration");
+        }
+    }
 }
