@@ -1,6 +1,6 @@
 //! Everything the binary shows people: logs, progress bars, errors.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -69,6 +69,8 @@ pub fn init(verbosity: Verbosity) {
         .with_env_filter(filter)
         .with_target(false)
         .without_time()
+        // Colour codes only for a terminal: a log redirected to a file stays plain text.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(AboveBars)
         .try_init();
 }

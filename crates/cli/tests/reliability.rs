@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{demo, manifest, sha, spawn_demo, stats, text};
+use common::{command, demo, demo_args, manifest, sha, spawn_demo, stats, text};
 use tp06_artifact::{Manifest, RunDir, Stage};
 
 /// A schedule long enough to be killed inside training, with a checkpoint every 2 steps.
@@ -133,8 +133,12 @@ fn a_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable() {
     assert!(!dir.path().join("train/manifest.json").exists());
     assert_consistent(dir.path());
 
-    let out = demo(dir.path(), SCHEDULE);
+    // (`RUST_LOG` lifts the demo's `--quiet`.)
+    let out = command(&demo_args(dir.path(), SCHEDULE).iter().map(String::as_str).collect::<Vec<_>>()).env("RUST_LOG", "info").output().unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
+    // The log says so, and as it went to a pipe, in plain text without colour codes.
+    let (_, log) = text(&out);
+    assert!(log.contains("resuming from") && !log.contains('\u{1b}'), "{log:?}");
     assert_eq!(stats(dir.path(), "train")["resumed_from"], 2);
     assert!(!checkpoints.join(".step-00000004.tmp").exists(), "the temporary is cleaned up");
     assert_eq!(weights_and_samples(dir.path()), weights_and_samples(reference.path()));
