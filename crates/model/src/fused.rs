@@ -630,7 +630,7 @@ impl Backward<Flex, 1> for AttentionBackward {
 /// each query and not hidden by `pad [b, t]` (true = padding), then dropout,
 /// times `v`, heads side by side → `[b, t, c]`. No cache: the keys are the
 /// queries' positions. A query that sees no key at all (left padding) gets
-/// zeros, where the composed ops give NaN.
+/// zeros, on both routes.
 pub fn causal_attention<B: Backend>(qkv: Tensor<B, 3>, n_head: usize, pad: Option<Tensor<B, 2, Bool>>, divisor: f32, dropout: Dropout) -> Tensor<B, 3> {
     let [b, t, c3] = qkv.dims();
     let heads = Heads { b, t, h: n_head, c: c3 / 3, hd: c3 / 3 / n_head, divisor };
@@ -1191,13 +1191,17 @@ pub mod composed {
         let scores = if divisor == 1.0 { scores } else { scores / divisor as f64 };
         // Query i (absolute position past + i) sees keys 0 ..= past + i.
         let causal = Tensor::<B, 2, Bool>::tril_mask([t, total], past as i64, &scores.device()); // true = hidden
-        let mut mask = causal.unsqueeze::<4>().expand([b, h, t, total]);
-        if let Some(pad) = pad {
-            let pad = pad.reshape([b, 1, 1, total]).expand([b, h, t, total]);
-            mask = mask.bool_or(pad);
-        }
-        let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
-        dropout.forward(activation::softmax(scores, 3))
+        let Some(pad) = pad else {
+            let scores = scores.mask_fill(causal.unsqueeze::<4>().expand([b, h, t, total]), f32::NEG_INFINITY);
+            return dropout.forward(activation::softmax(scores, 3));
+        };
+        let hidden = causal.unsqueeze::<4>().bool_or(pad.reshape([b, 1, 1, total])); // [b, 1, t, total]
+        // Left padding can hide every key of a query: its softmax would be NaN,
+        // which the next layer's `probs · v` spreads to every row. Zeros, as the
+        // fused kernel gives.
+        let blind = hidden.clone().all_dim(3).expand([b, h, t, total]);
+        let scores = scores.mask_fill(hidden.expand([b, h, t, total]), f32::NEG_INFINITY);
+        dropout.forward(activation::softmax(scores, 3).mask_fill(blind, 0.0))
     }
 
     /// See [`super::causal_attention`].

@@ -100,6 +100,36 @@ fn attention_probs_equal_mask_softmax_dropout_with_padding_and_a_cache_offset() 
 }
 
 #[test]
+fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
+    let device = Default::default();
+    let (b, t, h, hd) = (2, 6, 2, 4);
+    let qkv = random([b, t, 3 * h * hd], 21, 2.0);
+    let upstream = random([b, t, h * hd], 22, 1.0).detach();
+    // Batch 1 is left-padded: its first two queries see no key at all.
+    let mut pad = vec![false; b * t];
+    pad[t..t + 2].fill(true);
+    let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, t]), &device);
+    let [fused, composed] = both(std::slice::from_ref(&qkv), || {
+        (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p: 0.0 }) * upstream.clone()).sum()
+    });
+    for (route, (value, grads)) in [("fused", &fused), ("composed", &composed)] {
+        assert!(value[0].is_finite() && grads[0].iter().all(|g| g.is_finite()), "{route}: finite");
+    }
+    compare("no key", [fused, composed]);
+    // The blind queries' outputs are zeros, for every head.
+    let out = values(composed_only(|| fused::causal_attention(qkv.clone(), h, Some(pad.clone()), 1.0, Dropout { p: 0.0 })));
+    let row = h * hd;
+    let batch1 = &out[t * row..];
+    assert!(batch1[..2 * row].iter().all(|&v| v == 0.0), "{:?}", &batch1[..2 * row]);
+    assert!(batch1[2 * row..].iter().all(|&v| v != 0.0));
+    // The probabilities of a cached step whose keys are all padding: zeros too.
+    let scores = random([1, h, 1, 3], 23, 1.0);
+    let all_pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(vec![true; 3], [1, 3]), &device);
+    let probs = values(composed_only(|| fused::attention_probs(scores.clone(), 2, Some(all_pad.clone()), 1.0, Dropout { p: 0.0 })));
+    assert_eq!(probs, vec![0.0; h * 3]);
+}
+
+#[test]
 fn gelu_new_and_its_gradient_equal_the_composed_formula() {
     let x = random([4, 37], 4, 6.0);
     let upstream = random([4, 37], 5, 1.0).detach();
