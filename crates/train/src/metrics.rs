@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::chart::{PALETTE, Series, line_chart};
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,51 +73,47 @@ pub fn append(path: &Path, record: &Record) -> Result<(), TrainError> {
         .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-/// Draws the training and validation loss against the step, as an SVG.
+/// Draws the training and validation loss against the step, as an SVG
+/// (nothing when no record has a loss).
 pub fn plot_loss(records: &[Record], path: &Path, title: &str) -> Result<(), TrainError> {
     let train: Vec<(f64, f64)> = records.iter().filter_map(|r| r.loss.map(|l| (r.step as f64, l))).collect();
     let valid: Vec<(f64, f64)> = records.iter().filter_map(|r| r.eval_loss.map(|l| (r.step as f64, l))).collect();
-    let points: Vec<&(f64, f64)> = train.iter().chain(&valid).collect();
-    if points.is_empty() {
+    let mut series = vec![
+        Series { label: "train", points: train, color: PALETTE[0], markers: false },
+        Series { label: "validation", points: valid, color: PALETTE[1], markers: true },
+    ];
+    series.retain(|s| !s.points.is_empty());
+    if series.is_empty() {
         return Ok(());
     }
-    let max_step = points.iter().map(|p| p.0).fold(1.0, f64::max);
-    let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-    let pad = ((hi - lo) * 0.05).max(1e-3);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
-        let draw = |e: &dyn std::fmt::Display| TrainError::Plot(e.to_string());
-        root.fill(&WHITE).map_err(|e| draw(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..max_step, (lo - pad)..(hi + pad))
-            .map_err(|e| draw(&e))?;
-        chart.configure_mesh().x_desc("step").y_desc("loss").draw().map_err(|e| draw(&e))?;
-        chart
-            .draw_series(LineSeries::new(train.iter().copied(), BLUE.stroke_width(2)))
-            .map_err(|e| draw(&e))?
-            .label("train")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        if !valid.is_empty() {
-            chart
-                .draw_series(LineSeries::new(valid.iter().copied(), RED.stroke_width(2)))
-                .map_err(|e| draw(&e))?
-                .label("validation")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-            chart.draw_series(valid.iter().map(|&p| Circle::new(p, 3, RED.filled()))).map_err(|e| draw(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| draw(&e))?;
-        root.present().map_err(|e| draw(&e))?;
-    }
+    let svg = line_chart(title, "step", "loss", &series, None).map_err(TrainError::Plot)?;
     tp06_artifact::fs::write_atomic(path, svg.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: u64, loss: Option<f64>, eval_loss: Option<f64>) -> Record {
+        Record { step, loss, eval_loss, ..Default::default() }
+    }
+
+    #[test]
+    fn the_loss_plot_draws_the_curves_it_has_and_nothing_without_a_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = dir.path().join("both.svg");
+        plot_loss(&[record(1, Some(3.0), None), record(2, Some(2.5), Some(2.7)), record(4, Some(2.0), Some(2.4))], &both, "loss").unwrap();
+        let svg = std::fs::read_to_string(&both).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("\ntrain\n") && svg.contains("\nvalidation\n"), "{svg}");
+
+        let train_only = dir.path().join("train.svg");
+        plot_loss(&[record(1, Some(3.0), None), record(2, Some(2.5), None)], &train_only, "loss").unwrap();
+        let svg = std::fs::read_to_string(&train_only).unwrap();
+        assert!(svg.contains("\ntrain\n") && !svg.contains("\nvalidation\n"), "{svg}");
+
+        let none = dir.path().join("none.svg");
+        plot_loss(&[record(1, None, None)], &none, "loss").unwrap();
+        assert!(!none.exists());
+    }
 }
