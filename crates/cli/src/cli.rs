@@ -35,7 +35,8 @@ impl Cli {
 /// Where the configuration and the run directory come from.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// A built-in preset: tp06 (the course), recommended (its defects fixed) or demo (offline, tiny).
+    /// A built-in preset: tp06 (the course), recommended (its defects fixed) or demo (offline, tiny)
+    /// [default: the run directory's own configuration when it has one, else demo].
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     /// A preset file of your own (overlaid on --preset when both are given).

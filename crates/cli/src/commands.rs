@@ -179,7 +179,7 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
     if !ad_hoc {
         return single(Stage::Sample, common, false);
     }
-    let (config, run) = setup(common)?;
+    let (config, run) = configure(common)?;
     let sample = &config.sample;
     let mut prompts = args.prompt.clone();
     if let Some(file) = &args.prompts_file {
@@ -283,7 +283,7 @@ impl WithBackend for ExploreWork {
 fn explore_command(demo: Explore) -> Result<()> {
     let (common, work_demo) = match demo {
         Explore::SmartInit { common, model, name, reference } => {
-            let config = config::resolve(&common.config_args())?;
+            let (config, _) = configure(&common)?;
             let model = match model {
                 Some(spec) => Some(model_dir(Some(&spec), &RunDir::new(common.run_dir()))?),
                 None => None,
@@ -296,8 +296,7 @@ fn explore_command(demo: Explore) -> Result<()> {
             (common, demo)
         }
         Explore::Sampling { common, model, prompt } => {
-            let run = RunDir::new(common.run_dir());
-            let config = config::resolve(&common.config_args())?;
+            let (config, run) = configure(&common)?;
             let dir = match model {
                 Some(spec) => model_dir(Some(&spec), &run)?,
                 None => match model_dir(None, &run) {
@@ -369,11 +368,24 @@ fn show(stage: Stage, run: &RunDir, report: &StageReport) {
     }
 }
 
-fn setup(common: &Common) -> Result<(PipelineConfig, RunDir)> {
-    let config = config::resolve(&common.config_args())?;
+/// The configuration of a command on the run directory (see
+/// [`config::resolve_for_run`]), and the run directory.
+fn configure(common: &Common) -> Result<(PipelineConfig, RunDir)> {
     let run = RunDir::new(common.run_dir());
+    let (config, recorded) = config::resolve_for_run(&common.config_args(), run.root())?;
+    if let Some(file) = recorded {
+        tracing::info!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display());
+    }
+    Ok((config, run))
+}
+
+/// [`configure`], for running stages: creates the run directory and records
+/// the configuration in it.
+fn setup(common: &Common) -> Result<(PipelineConfig, RunDir)> {
+    let (config, run) = configure(common)?;
     tp06_artifact::fs::create_dir_all(run.root())
         .with_context(|| format!("the run directory `{}` cannot be created", run.root().display()))?;
+    config::record(&config, run.root())?;
     Ok((config, run))
 }
 
@@ -418,7 +430,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config { common } => {
-            let config = config::resolve(&common.config_args())?;
+            let (config, _) = configure(&common)?;
             ui::print(&toml::to_string_pretty(&config).context("cannot print the configuration")?);
             Ok(())
         }

@@ -181,6 +181,37 @@ fn apply_set(config: &mut Value, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+/// The file in a run directory that holds the configuration its stages last
+/// ran with.
+pub const RUN_CONFIG: &str = "config.toml";
+
+/// Resolves the configuration of a command on `run_dir`: without `--preset`
+/// and `--config`, the run's own [`RUN_CONFIG`] when it has one (so that
+/// `cargo xtask train --run-dir R` continues the run R was, not the default
+/// preset), then `--set`; otherwise as [`resolve`]. Also says which it used.
+pub fn resolve_for_run(args: &ConfigArgs, run_dir: &Path) -> Result<(PipelineConfig, Option<PathBuf>)> {
+    let recorded = run_dir.join(RUN_CONFIG);
+    if args.preset.is_some() || args.config.is_some() || !recorded.is_file() {
+        return Ok((resolve(args)?, None));
+    }
+    let text = std::fs::read_to_string(&recorded).with_context(|| format!("cannot read the run's configuration `{}`", recorded.display()))?;
+    let origin = format!("the run's configuration `{}` (pass --preset or --config to replace it)", recorded.display());
+    let value = serde_json::to_value(deserialize(toml_to_json(&text, &origin)?, &origin)?)?;
+    Ok((overrides(value, args)?, Some(recorded)))
+}
+
+/// Writes the configuration the stages of `run_dir` run with, for the next
+/// command on it ([`resolve_for_run`]).
+pub fn record(config: &PipelineConfig, run_dir: &Path) -> Result<()> {
+    let text = format!(
+        "# The configuration this run's stages last ran with (tp06 writes it). A command on\n\
+         # this run directory without --preset or --config starts from it.\n{}",
+        toml::to_string_pretty(config).context("cannot write the configuration as TOML")?
+    );
+    let path = run_dir.join(RUN_CONFIG);
+    tp06_artifact::fs::write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write `{}`", path.display()))
+}
+
 /// Resolves the configuration: preset, then user file, then overrides, then
 /// every stage's own validation.
 pub fn resolve(args: &ConfigArgs) -> Result<PipelineConfig> {
@@ -206,6 +237,11 @@ pub fn resolve(args: &ConfigArgs) -> Result<PipelineConfig> {
         overlay(&mut value, toml_to_json(&text, &origin)?);
         value = serde_json::to_value(deserialize(value, &origin)?)?;
     }
+    overrides(value, args)
+}
+
+/// Applies `--set` to a resolved configuration, then every stage's checks.
+fn overrides(mut value: Value, args: &ConfigArgs) -> Result<PipelineConfig> {
     for assignment in &args.set {
         apply_set(&mut value, assignment)?;
         // Checked one by one so that a value of the wrong type names its key.

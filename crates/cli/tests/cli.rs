@@ -137,3 +137,41 @@ fn the_report_shows_the_course_defect_of_frozen_added_rows() {
     let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
     assert!(md.contains("Course defect: the added rows are frozen"), "{md}");
 }
+
+#[test]
+fn a_command_without_a_preset_continues_the_run_s_own_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().display().to_string();
+    // A run whose training differs from the default preset's (demo: lr 3e-3).
+    let first = demo(dir.path(), &["--set", "train.lr=1e-3"]);
+    assert!(first.status.success(), "{:?}", text(&first));
+    assert!(dir.path().join("config.toml").is_file());
+
+    // `train --run-dir DIR` alone is that run: nothing to redo, and `config` shows it.
+    let again = tp06(&["train", "--run-dir", &run_dir]);
+    let (out, err) = text(&again);
+    assert!(again.status.success() && out.contains("train: up to date"), "{out}{err}");
+    assert!(err.contains("the run's own"), "the log says where the configuration came from: {err}");
+    let shown = |extra: &[&str]| {
+        let mut args = vec!["config", "--run-dir", &run_dir];
+        args.extend_from_slice(extra);
+        text(&tp06(&args)).0
+    };
+    let printed = shown(&[]);
+    assert!(printed.contains("lr = 0.001\n") && printed.contains("max_steps = 6\n"), "{printed}");
+
+    // --set applies on top of it, and is remembered.
+    let changed = tp06(&["train", "--run-dir", &run_dir, "--set", "train.lr=2e-3", "--quiet"]);
+    let (out, err) = text(&changed);
+    assert!(changed.status.success() && out.contains("train: done"), "{out}{err}");
+    assert!(shown(&[]).contains("lr = 0.002\n"));
+    // An explicit preset starts from the preset again.
+    assert!(shown(&["--preset", "demo"]).contains("lr = 0.003\n"));
+
+    // Generating with a given model creates no run directory.
+    let elsewhere = dir.path().join("absent");
+    let export = dir.path().join("train/export").display().to_string();
+    let sampled = tp06(&["sample", "--model", &export, "--prompt", "Pikachu", "--greedy", "--max-new-tokens", "2", "--run-dir", &elsewhere.display().to_string()]);
+    assert!(sampled.status.success(), "{:?}", text(&sampled));
+    assert!(!elsewhere.exists());
+}

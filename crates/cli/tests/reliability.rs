@@ -163,15 +163,22 @@ fn a_crash_before_a_manifest_reruns_that_stage_and_no_other() {
 
 #[test]
 fn a_full_disk_fails_with_one_clear_line_and_no_manifest() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = common::command(&common::demo_args(dir.path(), &[]).iter().map(String::as_str).collect::<Vec<_>>())
-        .env("TP06_FAULT", "disk-full@1")
-        .output()
-        .unwrap();
-    let (_, err) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("No space left on device") && err.contains("the disk is full"), "{err}");
+    let full_at = |n: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = common::command(&common::demo_args(dir.path(), &[]).iter().map(String::as_str).collect::<Vec<_>>())
+            .env("TP06_FAULT", format!("disk-full@{n}"))
+            .output()
+            .unwrap();
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("No space left on device") && err.contains("the disk is full"), "{err}");
+        (dir, err)
+    };
+    // The first write is the run's `config.toml`, the second the data stage's first file.
+    let (dir, err) = full_at(1);
+    assert!(err.contains("config.toml") && !dir.path().join("config.toml").exists(), "{err}");
+    let (dir, _) = full_at(2);
     assert!(!dir.path().join("data/manifest.json").exists());
     assert!(std::fs::read_dir(dir.path().join("data")).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")), "no temporary left");
 }

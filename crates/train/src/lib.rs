@@ -32,10 +32,10 @@ pub enum TrainError {
     #[error("the training loss became {loss} at step {step} (learning rate {lr:e}); training stopped, {checkpoint}; lower train.lr or check the data")]
     NonFinite { step: u64, loss: f64, lr: f64, checkpoint: String },
     /// Ctrl-C: the run was checkpointed and stopped.
-    #[error("interrupted at step {step}: checkpoint saved in `{path}`; run the same command again (or `cargo xtask train --resume`) to continue")]
-    Interrupted { step: u64, path: PathBuf },
+    #[error("interrupted at step {step}: checkpoint saved in `{path}`; run the same command again (or `{resume}`) to continue")]
+    Interrupted { step: u64, path: PathBuf, resume: String },
     /// `--resume` without a checkpoint of this run.
-    #[error("--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started)")]
+    #[error("--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started); drop --resume to train from the start")]
     NothingToResume { dir: PathBuf },
     /// A checkpoint or metrics file is unreadable.
     #[error("`{path}`: {reason}")]

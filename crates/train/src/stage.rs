@@ -460,7 +460,10 @@ pub fn train_loop<B: AutodiffBackend>(
             let path = checkpoint::save(checkpoints, &trainer.model, &trainer.moments, state, config.keep_checkpoints)?;
             if interrupted {
                 task.finish();
-                return Err(TrainError::Interrupted { step: done, path });
+                // `RUN/train/checkpoints/step-N`: the run directory is three levels up.
+                let run = path.ancestors().nth(3).unwrap_or(Path::new("."));
+                let resume = format!("{} --resume", Stage::Train.rerun_hint(run));
+                return Err(TrainError::Interrupted { step: done, path, resume });
             }
         }
     }
