@@ -59,10 +59,8 @@ fn main() -> ExitCode {
     if rest.is_empty() {
         return usage_error("missing COMMAND");
     }
-    for feature in &features {
-        if !matches!(feature.as_str(), "cuda" | "ndarray" | "flex") {
-            return usage_error(&format!("unknown feature `{feature}`; the backends are cuda, ndarray, flex"));
-        }
+    if let Some(message) = features.iter().find_map(|f| feature_error(f)) {
+        return usage_error(&message);
     }
 
     // `cargo run` sets it at run time; the compile-time value would point at
@@ -105,6 +103,15 @@ fn main() -> ExitCode {
     exec(run, &binary)
 }
 
+/// Why `feature` is not one `--features` takes, if it is not.
+fn feature_error(feature: &str) -> Option<String> {
+    match feature {
+        "cuda" | "ndarray" => None,
+        "flex" => Some("`flex`, the CPU backend, is always built; the extra backends are cuda and ndarray".into()),
+        other => Some(format!("unknown feature `{other}`; the extra backends are cuda and ndarray")),
+    }
+}
+
 /// The variables `cargo run` sets for the package it runs (not the user's
 /// cargo configuration such as `CARGO_TARGET_DIR` or `CARGO_HOME`).
 fn is_package_variable(name: &str) -> bool {
@@ -142,7 +149,15 @@ fn usage_error(message: &str) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::is_package_variable;
+    use super::{feature_error, is_package_variable};
+
+    #[test]
+    fn features_are_the_extra_backends_only() {
+        assert_eq!(feature_error("cuda"), None);
+        assert_eq!(feature_error("ndarray"), None);
+        assert!(feature_error("flex").unwrap().contains("always built"));
+        assert!(feature_error("bogus").unwrap().contains("cuda and ndarray"));
+    }
 
     #[test]
     fn strips_the_run_package_variables_and_keeps_the_users_configuration() {

@@ -54,7 +54,7 @@ pub fn dispatch<W: WithBackend>(name: Option<&str>, work: W) -> Result<W::Output
         #[cfg(feature = "cuda")]
         "cuda" => work.run::<burn::backend::Autodiff<tp06_model::backend::Cuda>>(Default::default(), "cuda"),
         other => bail!(
-            "backend `{other}` is not compiled into this build (compiled: {}); build it with `cargo xtask --features {other} …`",
+            "backend `{other}` is not compiled into this build (compiled: {}); build it with `cargo xtask --features {other} …` (or `cargo build --release -p tp06-cli --features {other}`)",
             compiled.join(", ")
         ),
     })

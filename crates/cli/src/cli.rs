@@ -7,6 +7,18 @@ use tp06_artifact::Stage;
 
 use crate::config::ConfigArgs;
 
+/// The backends `--backend` names (those compiled in: `tp06_model::backend::compiled`).
+pub const BACKENDS: [&str; 3] = ["flex", "ndarray", "cuda"];
+
+/// A count of at least one.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Fine-tune a French GPT-2 on Pokémon articles — the course "TP 06" in Rust.
 #[derive(Debug, Parser)]
 #[command(name = "tp06", version, about)]
@@ -52,7 +64,7 @@ pub struct Common {
     #[arg(long)]
     pub force: bool,
     /// Compute backend: flex (CPU), ndarray (CPU), cuda [default: cuda when compiled in, else flex].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(BACKENDS))]
     pub backend: Option<String>,
 }
 
@@ -128,25 +140,25 @@ pub enum Command {
     /// (needs python3 with torch and transformers).
     Bench {
         /// Shapes: mini (gpt2-fr-mini), small (gpt-fr-cased-small).
-        #[arg(long, value_delimiter = ',', default_value = "mini,small")]
+        #[arg(long, value_delimiter = ',', default_value = "mini,small", value_parser = clap::builder::PossibleValuesParser::new(["mini", "small"]))]
         shapes: Vec<String>,
         /// Work: train, forward (inference to the logits), generate.
-        #[arg(long, value_delimiter = ',', default_value = "train,forward,generate")]
+        #[arg(long, value_delimiter = ',', default_value = "train,forward,generate", value_parser = clap::builder::PossibleValuesParser::new(["train", "forward", "generate"]))]
         works: Vec<String>,
         /// Alternating runs per side (medians are reported).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = positive)]
         repeats: usize,
         /// Measured optimiser steps (train) or generations (generate) per run.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = positive)]
         steps: usize,
         /// CPU threads for both sides.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = positive)]
         threads: usize,
         /// Where to write the results.
         #[arg(long, default_value = "data/bench/latest.json")]
         json: PathBuf,
         /// Backend of our side; with cuda, PyTorch runs on the GPU too.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(BACKENDS))]
         backend: Option<String>,
         /// f32, or bf16 on both sides (forward and generate: bf16 weights;
         /// train: f32 weights, bf16 products, as torch.autocast).
@@ -165,9 +177,9 @@ pub enum Command {
         shape: String,
         #[arg(long)]
         steps: usize,
-        #[arg(long)]
+        #[arg(long, value_parser = positive)]
         threads: usize,
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(BACKENDS))]
         backend: Option<String>,
         #[arg(long, default_value = "f32")]
         precision: tp06_model::Precision,

@@ -115,6 +115,19 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
 fn usage_errors_are_clap_s_with_exit_code_2() {
     assert_eq!(tp06(&["pipeline", "--from", "trian"]).status.code(), Some(2));
     assert_eq!(tp06(&["report", "--lang"]).status.code(), Some(2));
+    // Values checked before any work starts, naming what is allowed.
+    for (args, says) in [
+        (&["data", "--backend", "bogus"][..], "[possible values: flex, ndarray, cuda]"),
+        (&["bench", "--shapes", "mini,bogus"][..], "[possible values: mini, small]"),
+        (&["bench", "--works", "trian"][..], "[possible values: train, forward, generate]"),
+        (&["bench", "--threads", "0"][..], "must be at least 1"),
+        (&["bench", "--repeats", "0"][..], "must be at least 1"),
+    ] {
+        let out = tp06(args);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
 
 #[test]
