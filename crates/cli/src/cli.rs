@@ -194,6 +194,8 @@ pub enum Command {
 }
 
 /// What to generate and how (each flag overrides the `[sample]` settings).
+/// With none of them, `sample` is the pipeline's sample stage; with any, it
+/// generates and prints, writing nothing.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SampleArgs {
     /// A model directory in hub layout or a hub id `hf:OWNER/NAME[@REV]` instead of the run's model.
@@ -205,7 +207,8 @@ pub struct SampleArgs {
     /// A file with one prompt per line.
     #[arg(long, value_name = "FILE")]
     pub prompts_file: Option<PathBuf>,
-    /// Decode greedily (no sampling).
+    /// Decode greedily, as transformers' greedy `generate` (no sampling, and no
+    /// repetition penalty unless --repetition-penalty is given).
     #[arg(long)]
     pub greedy: bool,
     /// Softmax temperature (0 means greedy).
@@ -238,6 +241,27 @@ pub struct SampleArgs {
     /// Weights and activations: f32, or bf16 (GPUs).
     #[arg(long)]
     pub precision: Option<tp06_model::Precision>,
+}
+
+impl SampleArgs {
+    /// Whether any flag asks for generation outside the sample stage.
+    pub fn ad_hoc(&self) -> bool {
+        let Self { model, prompt, prompts_file, greedy, temperature, top_k, top_p, repetition_penalty, max_length, max_new_tokens, seed, num_samples, interactive, precision } = self;
+        model.is_some()
+            || !prompt.is_empty()
+            || prompts_file.is_some()
+            || *greedy
+            || temperature.is_some()
+            || top_k.is_some()
+            || top_p.is_some()
+            || repetition_penalty.is_some()
+            || max_length.is_some()
+            || max_new_tokens.is_some()
+            || seed.is_some()
+            || num_samples.is_some()
+            || *interactive
+            || precision.is_some()
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -175,8 +175,7 @@ impl WithBackend for SampleStage<'_> {
 }
 
 fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
-    let ad_hoc = args.model.is_some() || !args.prompt.is_empty() || args.prompts_file.is_some() || args.interactive;
-    if !ad_hoc {
+    if !args.ad_hoc() {
         return single(Stage::Sample, common, false);
     }
     let (config, run) = configure(common)?;

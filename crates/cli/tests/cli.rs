@@ -181,6 +181,12 @@ fn a_command_without_a_preset_continues_the_run_s_own_configuration() {
     // An explicit preset starts from the preset again.
     assert!(shown(&["--preset", "demo"]).contains("lr = 0.003\n"));
 
+    // A generation flag alone generates with the run's model and the preset's
+    // prompts (the stage itself is up to date and would print nothing new).
+    let greedy = tp06(&["sample", "--run-dir", &run_dir, "--greedy", "--max-new-tokens", "3"]);
+    let (out, err) = text(&greedy);
+    assert!(greedy.status.success() && out.contains("Pikachu est un Pokémon de type") && !out.contains("up to date"), "{out}{err}");
+
     // Generating with a given model creates no run directory.
     let elsewhere = dir.path().join("absent");
     let export = dir.path().join("train/export").display().to_string();
