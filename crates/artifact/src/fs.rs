@@ -125,7 +125,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Creates `dir` and its parents, with the path in the error.
 pub fn create_dir_all(dir: &Path) -> Result<(), FsError> {
-    fs::create_dir_all(dir).map_err(|e| FsError::new("cannot create directory", dir, e))
+    fs::create_dir_all(dir).map_err(|e| {
+        // The OS says "File exists" when `dir` itself is a file.
+        let e = if e.kind() == io::ErrorKind::AlreadyExists && !dir.is_dir() { io::Error::new(io::ErrorKind::NotADirectory, "it is a file") } else { e };
+        FsError::new("cannot create directory", dir, e)
+    })
 }
 
 /// Removes `path` if it exists.
@@ -140,6 +144,19 @@ pub fn remove_file_if_exists(path: &Path) -> Result<(), FsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_where_a_directory_is_wanted_gets_the_hint_whatever_its_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        fs::write(&file, "").unwrap();
+        for wanted in [file.clone(), file.join("sub")] {
+            let err = create_dir_all(&wanted).unwrap_err().to_string();
+            assert!(err.contains("a file stands where a directory is needed"), "{err}");
+        }
+        create_dir_all(&dir.path().join("new/deeper")).unwrap();
+        create_dir_all(&dir.path().join("new/deeper")).unwrap();
+    }
 
     #[test]
     fn atomic_write_replaces_whole_file_and_leaves_no_temp() {

@@ -193,6 +193,11 @@ fn an_unwritable_run_directory_fails_with_one_clear_line() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("run directory") && err.contains("a-file/run"), "{err}");
+    // The run directory itself a file: the same hint.
+    let out = demo(&file, &[]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a file stands where a directory is needed"), "{err}");
 
     // A read-only directory (permission bits do not bind root: checked only when they bind).
     #[cfg(unix)]
