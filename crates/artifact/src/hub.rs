@@ -73,6 +73,9 @@ pub enum HubError {
     /// Any other failure.
     #[error("cannot fetch `{file}` of {repo}: {detail}")]
     Other { repo: String, file: String, detail: String },
+    /// A local model path that is not a directory.
+    #[error("`{path}` is not a directory (a model directory in hub layout holds config.json, vocab.json, merges.txt and model.safetensors or pytorch_model.bin)")]
+    NotADirectory { path: PathBuf },
 }
 
 /// A hub client configured from the environment.
@@ -218,7 +221,8 @@ impl Hub {
 /// `config.json` and the first weight file the repository has.
 pub fn model_dir(hub: &Hub, source: &crate::Source, wanted: &[&[&str]]) -> Result<PathBuf, HubError> {
     let (id, revision) = match source {
-        crate::Source::Local(path) => return Ok(path.clone()),
+        crate::Source::Local(path) if path.is_dir() => return Ok(path.clone()),
+        crate::Source::Local(path) => return Err(HubError::NotADirectory { path: path.clone() }),
         crate::Source::Hub { repo, revision } => (repo.as_str(), revision.as_deref()),
     };
     let repo = HubRepo::new(RepoKind::Model, id, revision);

@@ -142,6 +142,9 @@ fn bad_corpus_files_name_the_file_and_the_setting() {
 
 #[test]
 fn bad_settings_name_the_key_and_the_allowed_range() {
+    // A backend tp06 knows but this build left out.
+    let compiled = tp06_model::backend::compiled();
+    let uncompiled = ["ndarray", "cuda"].into_iter().find(|b| !compiled.contains(b)).unwrap_or("ndarray");
     let on_data = |what, set: &str, says: &[&'static str]| case(what, &["data", "--preset", "demo", "--set", set], says, "data");
     check(vec![
         on_data("unknown key", "train.epoch=2", &["unknown key `train.epoch`", "did you mean `train.epochs`"]),
@@ -154,7 +157,7 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         on_data("temperature < 0", "sample.temperature=-1", &["sample.temperature", "≥ 0"]),
         on_data("wrong type", "train.epochs=many", &["train.epochs"]),
         case("unknown preset", &["data", "--preset", "nope"], &["unknown preset `nope`"], "data"),
-        case("backend not compiled", &["model", "--preset", "demo", "--backend", "tpu"], &["backend `tpu` is not compiled"], "model"),
+        case("backend not compiled", &["model", "--preset", "demo", "--backend", uncompiled], &["is not compiled", "cargo xtask --features"], "model"),
         case("max_length > context", &["pipeline", "--preset", "demo", "--set", "train.max_length=1000"], &["train.max_length", "n_positions = 256"], "train"),
         case("upstream missing", &["model", "--preset", "demo"], &["has not run", "cargo xtask"], "model"),
         case("no upstream at all", &["train", "--preset", "demo"], &["stage `data` has not run", "cargo xtask data"], "train"),
@@ -224,8 +227,16 @@ fn bad_model_and_tokenizer_files_name_the_file() {
         c.args.push(format!("model.base={dir}"));
         cases.push(c);
     }
+    let empty = w.root.join("empty-model");
+    std::fs::create_dir_all(&empty).unwrap();
     let mut c = case("no tokenizer at all", &["vocab", "--preset", "demo", "--set"], &["has no tokenizer", "vocab.json + merges.txt"], "vocab");
+    c.args.push(format!("model.base={}", empty.display()));
+    cases.push(c);
+    let mut c = case("no such model directory", &["vocab", "--preset", "demo", "--set"], &["model.base", "nonexistent` is not a directory", "--set model.base=DIR"], "vocab");
     c.args.push(format!("model.base={}", w.path("nonexistent")));
+    cases.push(c);
+    let mut c = case("no such --model", &["sample", "--model"], &["--model", "nonexistent` is not a directory", "hub layout"], "sample");
+    c.args.extend([w.path("nonexistent"), "--prompt".into(), "Pikachu".into()]);
     cases.push(c);
     check(cases);
 }
