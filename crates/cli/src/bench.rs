@@ -33,8 +33,9 @@ pub enum Freeze {
     /// The course's: `wte` (and the tied head), `wpe` and the lower half of
     /// the blocks frozen; the backward pass stops at the first trained block.
     Course,
-    /// The `recommended` preset's: the same, but the last [`NEW_ROWS`] rows of
-    /// `wte` (the added names) train, so the activations' gradients run down
+    // (Its help is printed by clap: no rustdoc links. The rows: `NEW_ROWS`.)
+    /// The `recommended` preset's: the same, but the last 1,000 rows of `wte`
+    /// (the added names) train, so the activations' gradients run down
     /// to the embeddings and the tied head has a weight gradient.
     Recommended,
 }

@@ -26,14 +26,25 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Print less (only warnings, errors and results).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, display_order = 900)]
     pub quiet: bool,
     /// Print more (debug logs).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, display_order = 901)]
     pub verbose: bool,
 }
 
 impl Cli {
+    /// Exits as clap does on a usage error (code 2, nothing written) when
+    /// `pipeline --from` comes after `--to`.
+    pub fn check_stage_range(&self) {
+        if let Command::Pipeline { from: Some(from), to: Some(to), .. } = &self.command
+            && from > to
+        {
+            use clap::CommandFactory;
+            Cli::command().error(clap::error::ErrorKind::ArgumentConflict, format!("--from {from} comes after --to {to}")).exit();
+        }
+    }
+
     /// The log level asked for.
     pub fn verbosity(&self) -> crate::ui::Verbosity {
         match (self.quiet, self.verbose) {
@@ -86,10 +97,11 @@ pub enum Command {
     Pipeline {
         #[command(flatten)]
         common: Common,
-        /// First stage to run.
+        /// First stage to run: data, vocab, model, train or sample [default: data].
         #[arg(long, value_name = "STAGE")]
         from: Option<Stage>,
-        /// Last stage to run.
+        /// Last stage to run: data, vocab, model, train or sample [default: sample;
+        /// the report is written when the pipeline reaches sample].
         #[arg(long, value_name = "STAGE")]
         to: Option<Stage>,
     },
@@ -266,8 +278,9 @@ impl SampleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Explore {
-    /// Add only `Pikachu`, initialised to exactly the embedding of `animal`, and
-    /// compare the next-token distributions (notebook §4).
+    /// Add one name (`Pikachu`), initialised to exactly the embedding of a
+    /// reference word (`animal`), and compare the next-token distributions
+    /// (notebook §4; --name and --reference change both).
     SmartInit {
         #[command(flatten)]
         common: Common,

@@ -392,12 +392,12 @@ fn setup(common: &Common) -> Result<(PipelineConfig, RunDir)> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pipeline { common, from, to } => {
-            let (config, run) = setup(&common)?;
             let from = from.unwrap_or(Stage::Data);
             let to = to.unwrap_or(Stage::Sample);
             if from > to {
                 bail!("--from {from} comes after --to {to}");
             }
+            let (config, run) = setup(&common)?;
             let mut changed = false;
             for stage in Stage::ALL.into_iter().filter(|s| (from..=to).contains(s)) {
                 let report = run_stage(stage, &config, &common, &run, common.force, false)?;

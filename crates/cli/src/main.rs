@@ -35,6 +35,7 @@ fn keep_freed_memory() {}
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = cli::Cli::parse();
+    cli.check_stage_range();
     ui::init(cli.verbosity());
     commands::install_ctrl_c();
     match commands::run(cli) {

@@ -122,12 +122,14 @@ fn usage_errors_are_clap_s_with_exit_code_2() {
         (&["bench", "--works", "trian"][..], "[possible values: train, forward, generate]"),
         (&["bench", "--threads", "0"][..], "must be at least 1"),
         (&["bench", "--repeats", "0"][..], "must be at least 1"),
+        (&["pipeline", "--from", "train", "--to", "data", "--run-dir", "target/never-created"][..], "--from train comes after --to data"),
     ] {
         let out = tp06(args);
         let (_, err) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+    assert!(!Path::new("target/never-created").exists());
 }
 
 #[test]
