@@ -158,6 +158,7 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         on_data("wrong type", "train.epochs=many", &["train.epochs"]),
         case("unknown preset", &["data", "--preset", "nope"], &["unknown preset `nope`"], "data"),
         case("backend not compiled", &["model", "--preset", "demo", "--backend", uncompiled], &["is not compiled", "cargo xtask --features"], "model"),
+        case("more frozen blocks than the model has", &["pipeline", "--preset", "demo", "--set", "model.freeze.lower_blocks=99"], &["model.freeze.lower_blocks: 99", "has 2 blocks", "use 0 to 2"], "model"),
         case("max_length > context", &["pipeline", "--preset", "demo", "--set", "train.max_length=1000"], &["train.max_length", "n_positions = 256"], "train"),
         case("upstream missing", &["model", "--preset", "demo"], &["has not run", "cargo xtask"], "model"),
         case("no upstream at all", &["train", "--preset", "demo"], &["stage `data` has not run", "cargo xtask data"], "train"),

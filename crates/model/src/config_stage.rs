@@ -20,7 +20,7 @@ pub enum WteFreeze {
 pub enum BlockCount {
     /// `n_layer / 2` (the course).
     Half,
-    /// Exactly this many (clamped to `n_layer`).
+    /// Exactly this many (at most `n_layer`: the model stage refuses more).
     Count(usize),
 }
 

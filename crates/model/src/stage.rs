@@ -108,6 +108,14 @@ pub fn run<B: Backend>(
 
     let hf = HfConfig::from_file(&config_path)?;
     let base = hf.resolve()?;
+    if let crate::BlockCount::Count(n) = config.freeze.lower_blocks
+        && n > base.n_layer
+    {
+        return Err(ModelError::Plan(format!(
+            "model.freeze.lower_blocks: {n}, but the model has {layers} blocks; use 0 to {layers}, or \"half\"",
+            layers = base.n_layer
+        )));
+    }
     let info = VocabInfo::read(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::VOCAB_INFO))?;
     let added = tp06_vocab::read_added(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::ADDED_TOKENS))?;
     if info.base_vocab_size > base.vocab_size {
