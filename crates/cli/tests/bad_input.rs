@@ -124,7 +124,7 @@ fn bad_corpus_files_name_the_file_and_the_setting() {
         c
     };
     check(vec![
-        data("missing parquet", "data.articles", "missing.parquet", &["data.articles", "missing.parquet", "--set data.articles=PATH"]),
+        data("missing parquet", "data.articles", "missing.parquet", &["data.articles", "missing.parquet", "No such file or directory", "--set data.articles=PATH"]),
         data("truncated parquet", "data.articles", "truncated.parquet", &["data.articles", "truncated.parquet", "complete, uncorrupted"]),
         data("corrupt parquet", "data.articles", "corrupt.parquet", &["data.articles", "corrupt.parquet", "complete, uncorrupted"]),
         data("wrong columns (parquet)", "data.articles", "run/data/names.parquet", &["has no column `title`", "columns: name"]),

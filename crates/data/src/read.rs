@@ -206,7 +206,8 @@ pub fn local_files(path: &Path, field: &'static str) -> Result<Vec<PathBuf>, Dat
         return Err(DataError::Open {
             field,
             path: path.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            // The OS's own words ("No such file or directory"), not the kind's.
+            source: std::fs::metadata(path).err().unwrap_or_else(|| std::io::ErrorKind::NotFound.into()),
         });
     }
     let mut files = Vec::new();
