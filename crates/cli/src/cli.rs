@@ -57,7 +57,7 @@ impl Cli {
 
 /// Where the configuration and the run directory come from.
 #[derive(Debug, Clone, Args)]
-pub struct Common {
+pub struct Setup {
     /// A built-in preset: tp06 (the course), recommended (its defects fixed) or demo (offline, tiny)
     /// [default: the run directory's own configuration when it has one, else demo].
     #[arg(long, value_name = "NAME")]
@@ -68,9 +68,32 @@ pub struct Common {
     /// Override one field, e.g. --set data.articles=PATH --set train.epochs=2 (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
-    /// The run directory [default: data/runs/<preset>].
+    /// The run directory [default: data/runs/<preset>, under the current directory].
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+}
+
+impl Setup {
+    /// The configuration sources.
+    pub fn config_args(&self) -> ConfigArgs {
+        ConfigArgs { preset: self.preset.clone(), config: self.config.clone(), set: self.set.clone() }
+    }
+
+    /// The run directory, explicit or `data/runs/<preset>`.
+    pub fn run_dir(&self) -> PathBuf {
+        run_dir_or_default(&self.run_dir, &self.config_args())
+    }
+}
+
+fn run_dir_or_default(run_dir: &Option<PathBuf>, args: &ConfigArgs) -> PathBuf {
+    run_dir.clone().unwrap_or_else(|| PathBuf::from("data/runs").join(args.name()))
+}
+
+/// [`Setup`], and how the stages run.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    #[command(flatten)]
+    pub setup: Setup,
     /// Run the stage(s) even when up to date.
     #[arg(long)]
     pub force: bool,
@@ -80,14 +103,27 @@ pub struct Common {
 }
 
 impl Common {
-    /// The configuration sources.
-    pub fn config_args(&self) -> ConfigArgs {
-        ConfigArgs { preset: self.preset.clone(), config: self.config.clone(), set: self.set.clone() }
-    }
-
     /// The run directory, explicit or `data/runs/<preset>`.
     pub fn run_dir(&self) -> PathBuf {
-        self.run_dir.clone().unwrap_or_else(|| PathBuf::from("data/runs").join(self.config_args().name()))
+        self.setup.run_dir()
+    }
+}
+
+/// A run directory, for the commands that only read one.
+#[derive(Debug, Clone, Args)]
+pub struct RunLocation {
+    /// The preset whose default run directory to read (data/runs/<preset>) [default: demo].
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// The run directory [default: data/runs/<preset>, under the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+impl RunLocation {
+    /// The run directory, explicit or `data/runs/<preset>`.
+    pub fn run_dir(&self) -> PathBuf {
+        run_dir_or_default(&self.run_dir, &ConfigArgs { preset: self.preset.clone(), ..Default::default() })
     }
 }
 
@@ -143,7 +179,7 @@ pub enum Command {
     /// Write the exploration report of a run: RUN_DIR/report/index.html and report.md.
     Report {
         #[command(flatten)]
-        common: Common,
+        location: RunLocation,
         /// Language of the report: fr (as the course) or en.
         #[arg(long, default_value = "fr")]
         lang: String,
@@ -201,7 +237,7 @@ pub enum Command {
     /// Print the resolved configuration as TOML.
     Config {
         #[command(flatten)]
-        common: Common,
+        setup: Setup,
     },
 }
 

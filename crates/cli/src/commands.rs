@@ -9,7 +9,7 @@ use tp06_artifact::hub::Hub;
 use tp06_artifact::{RunDir, Stage, StageReport};
 
 use crate::backend::{self, WithBackend};
-use crate::cli::{Cli, Command, Common, Explore, SampleArgs};
+use crate::cli::{Cli, Command, Common, Explore, RunLocation, SampleArgs, Setup};
 use crate::config::{self, PipelineConfig};
 use crate::ui;
 
@@ -178,7 +178,7 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
     if !args.ad_hoc() {
         return single(Stage::Sample, common, false);
     }
-    let (config, run) = configure(common)?;
+    let (config, run) = configure(&common.setup)?;
     let sample = &config.sample;
     let mut prompts = args.prompt.clone();
     if let Some(file) = &args.prompts_file {
@@ -282,7 +282,7 @@ impl WithBackend for ExploreWork {
 fn explore_command(demo: Explore) -> Result<()> {
     let (common, work_demo) = match demo {
         Explore::SmartInit { common, model, name, reference } => {
-            let (config, _) = configure(&common)?;
+            let (config, _) = configure(&common.setup)?;
             let model = match model {
                 Some(spec) => Some(model_dir(Some(&spec), &RunDir::new(common.run_dir()))?),
                 None => None,
@@ -295,7 +295,7 @@ fn explore_command(demo: Explore) -> Result<()> {
             (common, demo)
         }
         Explore::Sampling { common, model, prompt } => {
-            let (config, run) = configure(&common)?;
+            let (config, run) = configure(&common.setup)?;
             let dir = match model {
                 Some(spec) => model_dir(Some(&spec), &run)?,
                 None => match model_dir(None, &run) {
@@ -340,9 +340,9 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
     }
 }
 
-fn report_command(common: &Common, lang: &str) -> Result<()> {
+fn report_command(location: &RunLocation, lang: &str) -> Result<()> {
     let lang: tp06_report::Lang = lang.parse().map_err(anyhow::Error::msg)?;
-    let written = tp06_report::write(&RunDir::new(common.run_dir()), lang)?;
+    let written = tp06_report::write(&RunDir::new(location.run_dir()), lang)?;
     show_report(&written);
     Ok(())
 }
@@ -369,9 +369,9 @@ fn show(stage: Stage, run: &RunDir, report: &StageReport) {
 
 /// The configuration of a command on the run directory (see
 /// [`config::resolve_for_run`]), and the run directory.
-fn configure(common: &Common) -> Result<(PipelineConfig, RunDir)> {
-    let run = RunDir::new(common.run_dir());
-    let (config, recorded) = config::resolve_for_run(&common.config_args(), run.root())?;
+fn configure(setup: &Setup) -> Result<(PipelineConfig, RunDir)> {
+    let run = RunDir::new(setup.run_dir());
+    let (config, recorded) = config::resolve_for_run(&setup.config_args(), run.root())?;
     if let Some(file) = recorded {
         tracing::info!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display());
     }
@@ -381,7 +381,7 @@ fn configure(common: &Common) -> Result<(PipelineConfig, RunDir)> {
 /// [`configure`], for running stages: creates the run directory and records
 /// the configuration in it.
 fn setup(common: &Common) -> Result<(PipelineConfig, RunDir)> {
-    let (config, run) = configure(common)?;
+    let (config, run) = configure(&common.setup)?;
     tp06_artifact::fs::create_dir_all(run.root())
         .with_context(|| format!("the run directory `{}` cannot be created", run.root().display()))?;
     config::record(&config, run.root())?;
@@ -416,7 +416,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
-        Command::Report { common, lang } => report_command(&common, &lang),
+        Command::Report { location, lang } => report_command(&location, &lang),
         Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze } => {
             let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend, precision, freeze };
             ui::print(&crate::bench::bench(&options)?);
@@ -428,8 +428,8 @@ pub fn run(cli: Cli) -> Result<()> {
             ui::print(&serde_json::to_string(&measurement)?);
             Ok(())
         }
-        Command::Config { common } => {
-            let (config, _) = configure(&common)?;
+        Command::Config { setup } => {
+            let (config, _) = configure(&setup)?;
             ui::print(&toml::to_string_pretty(&config).context("cannot print the configuration")?);
             Ok(())
         }

@@ -115,6 +115,10 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
 fn usage_errors_are_clap_s_with_exit_code_2() {
     assert_eq!(tp06(&["pipeline", "--from", "trian"]).status.code(), Some(2));
     assert_eq!(tp06(&["report", "--lang"]).status.code(), Some(2));
+    // Commands do not take the flags they would ignore.
+    assert_eq!(tp06(&["report", "--force"]).status.code(), Some(2));
+    assert_eq!(tp06(&["report", "--set", "train.lr=1"]).status.code(), Some(2));
+    assert_eq!(tp06(&["config", "--backend", "flex"]).status.code(), Some(2));
     // Values checked before any work starts, naming what is allowed.
     for (args, says) in [
         (&["data", "--backend", "bogus"][..], "[possible values: flex, ndarray, cuda]"),
