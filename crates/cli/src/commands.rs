@@ -371,9 +371,12 @@ fn show(stage: Stage, run: &RunDir, report: &StageReport) {
 /// [`config::resolve_for_run`]), and the run directory.
 fn configure(setup: &Setup) -> Result<(PipelineConfig, RunDir)> {
     let run = RunDir::new(setup.run_dir());
-    let (config, recorded) = config::resolve_for_run(&setup.config_args(), run.root())?;
-    if let Some(file) = recorded {
-        tracing::info!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display());
+    let args = setup.config_args();
+    let (config, recorded) = config::resolve_for_run(&args, run.root())?;
+    match recorded {
+        Some(file) => tracing::info!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display()),
+        None if args.preset.is_none() && args.config.is_none() => tracing::info!("configuration: the default preset, demo (--preset to choose another)"),
+        None => {}
     }
     Ok((config, run))
 }
