@@ -178,7 +178,7 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
     if !args.ad_hoc() {
         return single(Stage::Sample, common, false);
     }
-    let (config, run) = configure(&common.setup)?;
+    let (config, run) = configure(&common.setup, false)?;
     let sample = &config.sample;
     let mut prompts = args.prompt.clone();
     if let Some(file) = &args.prompts_file {
@@ -282,7 +282,7 @@ impl WithBackend for ExploreWork {
 fn explore_command(demo: Explore) -> Result<()> {
     let (common, work_demo) = match demo {
         Explore::SmartInit { common, model, name, reference } => {
-            let (config, _) = configure(&common.setup)?;
+            let (config, _) = configure(&common.setup, false)?;
             let model = match model {
                 Some(spec) => Some(model_dir(Some(&spec), &RunDir::new(common.run_dir()))?),
                 None => None,
@@ -295,7 +295,7 @@ fn explore_command(demo: Explore) -> Result<()> {
             (common, demo)
         }
         Explore::Sampling { common, model, prompt } => {
-            let (config, run) = configure(&common.setup)?;
+            let (config, run) = configure(&common.setup, false)?;
             let dir = match model {
                 Some(spec) => model_dir(Some(&spec), &run)?,
                 None => match model_dir(None, &run) {
@@ -368,15 +368,22 @@ fn show(stage: Stage, run: &RunDir, report: &StageReport) {
 }
 
 /// The configuration of a command on the run directory (see
-/// [`config::resolve_for_run`]), and the run directory.
-fn configure(setup: &Setup) -> Result<(PipelineConfig, RunDir)> {
+/// [`config::resolve_for_run`]), and the run directory. Where it came from
+/// when not named is logged (`announce`: at info, as where stages run; else
+/// at debug, for generation and the demos).
+fn configure(setup: &Setup, announce: bool) -> Result<(PipelineConfig, RunDir)> {
     let run = RunDir::new(setup.run_dir());
     let args = setup.config_args();
     let (config, recorded) = config::resolve_for_run(&args, run.root())?;
-    match recorded {
-        Some(file) => tracing::info!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display()),
-        None if args.preset.is_none() && args.config.is_none() => tracing::info!("configuration: the default preset, demo (--preset to choose another)"),
-        None => {}
+    let note = match recorded {
+        Some(file) => format!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display()),
+        None if args.preset.is_none() && args.config.is_none() => "configuration: the default preset, demo (--preset to choose another)".into(),
+        None => String::new(),
+    };
+    match (note.is_empty(), announce) {
+        (true, _) => {}
+        (false, true) => tracing::info!("{note}"),
+        (false, false) => tracing::debug!("{note}"),
     }
     Ok((config, run))
 }
@@ -384,7 +391,7 @@ fn configure(setup: &Setup) -> Result<(PipelineConfig, RunDir)> {
 /// [`configure`], for running stages: creates the run directory and records
 /// the configuration in it.
 fn setup(common: &Common) -> Result<(PipelineConfig, RunDir)> {
-    let (config, run) = configure(&common.setup)?;
+    let (config, run) = configure(&common.setup, true)?;
     tp06_artifact::fs::create_dir_all(run.root())
         .with_context(|| format!("the run directory `{}` cannot be created", run.root().display()))?;
     config::record(&config, run.root())?;
@@ -432,7 +439,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config { setup } => {
-            let (config, _) = configure(&setup)?;
+            let (config, _) = configure(&setup, false)?;
             ui::print(&toml::to_string_pretty(&config).context("cannot print the configuration")?);
             Ok(())
         }
