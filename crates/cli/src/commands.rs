@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use tp06_artifact::hub::Hub;
 use tp06_artifact::{RunDir, Stage, StageReport};
@@ -402,11 +402,9 @@ fn setup(common: &Common) -> Result<(PipelineConfig, RunDir)> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pipeline { common, from, to } => {
+            // (`--from` after `--to` was refused as a usage error: `Cli::check_stage_range`.)
             let from = from.unwrap_or(Stage::Data);
             let to = to.unwrap_or(Stage::Sample);
-            if from > to {
-                bail!("--from {from} comes after --to {to}");
-            }
             let (config, run) = setup(&common)?;
             let mut changed = false;
             for stage in Stage::ALL.into_iter().filter(|s| (from..=to).contains(s)) {
