@@ -7,7 +7,7 @@ use tp06_artifact::Stage;
 
 use crate::config::ConfigArgs;
 
-/// The backends `--backend` names (those compiled in: `tp06_model::backend::compiled`).
+/// The backends `--backend` can name (which of them this build has: `tp06_model::backend::compiled`).
 pub const BACKENDS: [&str; 3] = ["flex", "ndarray", "cuda"];
 
 /// A count of at least one.
