@@ -24,7 +24,8 @@ the forward pass under `torch.autocast(dtype=torch.bfloat16)`, as the
 Trainer's `bf16=True`.
 
 Prints one JSON object (tokens_per_second, seconds, peak_rss_mb, and on CUDA
-device_peak_mb: the allocator's peak).
+device_peak_mb: the caching allocator's peak reservation,
+`max_memory_reserved`, the counterpart of what cubecl's pools hold on our side).
 """
 import argparse
 import contextlib
@@ -153,7 +154,7 @@ else:
         seconds = time.perf_counter() - start
     tokens = a.steps * 128
 
-device_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda" else None
+device_peak_mb = torch.cuda.max_memory_reserved() / 2**20 if a.device == "cuda" else None
 print(json.dumps({"side": "pytorch", "work": a.work, "shape": a.shape, "threads": a.threads, "tokens": tokens,
                   "seconds": seconds, "tokens_per_second": tokens / seconds, "peak_rss_mb": peak_rss_mb(),
                   "device": a.device, "dtype": a.dtype, "device_peak_mb": device_peak_mb,

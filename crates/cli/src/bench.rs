@@ -140,8 +140,28 @@ impl WithBackend for One {
             tokens_per_second: tokens as f64 / seconds,
             peak_rss_mb: peak_rss_mb(),
             dtype: Some(precision.name().into()),
-            device_peak_mb: None,
+            device_peak_mb: device_reserved_mb(&device),
         })
+    }
+}
+
+/// Our side's GPU memory after the work: what cubecl's pools have reserved on
+/// the device. They keep their pages, so this is their high-water mark, the
+/// counterpart of PyTorch's `torch.cuda.max_memory_reserved`. `None` off CUDA,
+/// or when the runtime cannot say.
+fn device_reserved_mb<D: 'static>(device: &D) -> Option<f64> {
+    #[cfg(feature = "cuda")]
+    {
+        use cubecl::Runtime;
+        let device = (device as &dyn std::any::Any).downcast_ref::<cubecl::cuda::CudaDevice>()?;
+        // A failure here must not cost the measurement: no figure instead.
+        let usage = std::panic::catch_unwind(|| cubecl::cuda::CudaRuntime::client(device).memory_usage().ok()).ok().flatten()?;
+        Some(usage.bytes_reserved as f64 / f64::from(1 << 20))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        None
     }
 }
 
