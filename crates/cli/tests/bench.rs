@@ -34,6 +34,7 @@ fn bench_one_reports_the_tokens_of_each_work() {
         assert!(seconds > 0.0);
         assert!((m["tokens_per_second"].as_f64().unwrap() - tokens / seconds).abs() < 1e-6 * tokens / seconds);
         assert!(m["peak_rss_mb"].as_f64().unwrap() > 1.0, "the process's peak memory is read");
+        assert!(m["device_peak_mb"].is_null(), "no GPU memory figure on the CPU");
         assert_eq!(m["side"], "tp06");
         assert_eq!(m["shape"], "mini");
     }
