@@ -73,9 +73,27 @@ pub enum HubError {
     /// Any other failure.
     #[error("cannot fetch `{file}` of {repo}: {detail}")]
     Other { repo: String, file: String, detail: String },
-    /// A local model path that is not a directory.
-    #[error("`{path}` is not a directory (a model directory in hub layout holds config.json, vocab.json, merges.txt and model.safetensors or pytorch_model.bin)")]
+    /// A local model path that does not exist.
+    #[error("`{path}` does not exist; {HUB_LAYOUT}")]
+    Missing { path: PathBuf },
+    /// A local model path that is a file.
+    #[error("`{path}` is a file, not a directory; {HUB_LAYOUT}")]
     NotADirectory { path: PathBuf },
+}
+
+/// What a local model path should be.
+const HUB_LAYOUT: &str = "point it at a model directory in hub layout (config.json, vocab.json, merges.txt, model.safetensors or pytorch_model.bin)";
+
+impl HubError {
+    /// `"; to work offline, point it at a local model directory: {setting}"`
+    /// when the hub could not be consulted (unreachable, or offline mode
+    /// without the file cached): the failures a local copy works around.
+    pub fn offline_hint(&self, setting: &str) -> String {
+        match self {
+            HubError::Unreachable { .. } | HubError::NotCached { .. } => format!("; to work offline, point it at a local model directory: {setting}"),
+            _ => String::new(),
+        }
+    }
 }
 
 /// A hub client configured from the environment.
@@ -222,7 +240,8 @@ impl Hub {
 pub fn model_dir(hub: &Hub, source: &crate::Source, wanted: &[&[&str]]) -> Result<PathBuf, HubError> {
     let (id, revision) = match source {
         crate::Source::Local(path) if path.is_dir() => return Ok(path.clone()),
-        crate::Source::Local(path) => return Err(HubError::NotADirectory { path: path.clone() }),
+        crate::Source::Local(path) if path.exists() => return Err(HubError::NotADirectory { path: path.clone() }),
+        crate::Source::Local(path) => return Err(HubError::Missing { path: path.clone() }),
         crate::Source::Hub { repo, revision } => (repo.as_str(), revision.as_deref()),
     };
     let repo = HubRepo::new(RepoKind::Model, id, revision);
@@ -258,6 +277,23 @@ fn list_dir_files(dir: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_model_paths_say_what_is_wrong_and_only_hub_failures_suggest_a_local_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let missing = model_dir(&Hub::from_env(), &crate::Source::Local(dir.path().join("absent")), &[]).unwrap_err();
+        assert!(matches!(missing, HubError::Missing { .. }) && missing.to_string().contains("does not exist; point it at a model directory in hub layout"), "{missing}");
+        let a_file = model_dir(&Hub::from_env(), &crate::Source::Local(file), &[]).unwrap_err();
+        assert!(a_file.to_string().contains("is a file, not a directory"), "{a_file}");
+        assert_eq!(model_dir(&Hub::from_env(), &crate::Source::Local(dir.path().to_path_buf()), &[]).unwrap(), dir.path());
+        for local in [&missing, &a_file] {
+            assert_eq!(local.offline_hint("--set model.base=DIR"), "");
+        }
+        let offline = HubError::NotCached { repo: "asi/x".into(), file: "config.json".into(), cache: "/c".into() };
+        assert_eq!(offline.offline_hint("--set model.base=DIR"), "; to work offline, point it at a local model directory: --set model.base=DIR");
+    }
 
     /// A hub client on a fake cache, pointed at a closed loopback port.
     fn hub_in(cache: &Path, offline: bool) -> Hub {

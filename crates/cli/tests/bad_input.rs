@@ -233,10 +233,13 @@ fn bad_model_and_tokenizer_files_name_the_file() {
     let mut c = case("no tokenizer at all", &["vocab", "--preset", "demo", "--set"], &["has no tokenizer", "vocab.json + merges.txt"], "vocab");
     c.args.push(format!("model.base={}", empty.display()));
     cases.push(c);
-    let mut c = case("no such model directory", &["vocab", "--preset", "demo", "--set"], &["model.base", "nonexistent` is not a directory", "--set model.base=DIR"], "vocab");
+    let mut c = case("no such model directory", &["vocab", "--preset", "demo", "--set"], &["model.base", "nonexistent` does not exist", "model directory in hub layout"], "vocab");
     c.args.push(format!("model.base={}", w.path("nonexistent")));
     cases.push(c);
-    let mut c = case("no such --model", &["sample", "--model"], &["--model", "nonexistent` is not a directory", "hub layout"], "sample");
+    let mut c = case("model.base is a file", &["vocab", "--preset", "demo", "--set"], &["model.base", "empty.txt` is a file, not a directory", "hub layout"], "vocab");
+    c.args.push(format!("model.base={}", w.path("empty.txt")));
+    cases.push(c);
+    let mut c = case("no such --model", &["sample", "--model"], &["--model", "nonexistent` does not exist", "hub layout"], "sample");
     c.args.extend([w.path("nonexistent"), "--prompt".into(), "Pikachu".into()]);
     cases.push(c);
     check(cases);

@@ -57,7 +57,7 @@ pub enum ModelError {
     #[error(transparent)]
     Vocab(#[from] tp06_vocab::VocabError),
     /// The base model could not be fetched.
-    #[error("model.base: {source}; to work offline, point it at a local model directory: --set model.base=DIR")]
+    #[error("model.base: {source}{}", source.offline_hint("--set model.base=DIR"))]
     Hub { #[source] source: tp06_artifact::hub::HubError },
     /// The stage's settings do not fit the model.
     #[error("{0}")]

@@ -41,7 +41,7 @@ pub enum VocabError {
     #[error("{0}")]
     Config(String),
     /// The base model could not be fetched.
-    #[error("model.base: {source}; to work offline, point it at a local model directory: --set model.base=DIR")]
+    #[error("model.base: {source}{}", source.offline_hint("--set model.base=DIR"))]
     Hub { #[source] source: HubError },
     /// Reading the data stage's artifacts failed.
     #[error(transparent)]
