@@ -247,9 +247,25 @@ fn overrides(mut value: Value, args: &ConfigArgs) -> Result<PipelineConfig> {
         // Checked one by one so that a value of the wrong type names its key.
         deserialize(value.clone(), &format!("--set {assignment}"))?;
     }
-    let config = deserialize(value, "--set")?;
+    let mut config = deserialize(value, "--set")?;
+    absolute_sources(&mut config)?;
     validate(&config)?;
     Ok(config)
+}
+
+/// Makes the local sources' paths absolute (a relative one is relative to the
+/// current directory), so that the configuration, recorded in the run
+/// directory, names the same files whichever directory the next command on
+/// that run starts from.
+fn absolute_sources(config: &mut PipelineConfig) -> Result<()> {
+    for (key, source) in [("data.articles", &mut config.data.articles), ("data.names", &mut config.data.names), ("model.base", &mut config.model.base)] {
+        if let Source::Local(path) = source
+            && path.is_relative()
+        {
+            *path = std::path::absolute(&*path).with_context(|| format!("{key}: cannot make `{}` absolute", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Every stage's value checks.
@@ -314,7 +330,8 @@ mod tests {
             ],
         ))
         .unwrap();
-        assert_eq!(c.data.articles, Source::Local("../shared/data/pokedex-fr/articles.parquet".into()));
+        // A relative path is taken from the current directory, and kept absolute.
+        assert_eq!(c.data.articles, Source::Local(std::env::current_dir().unwrap().join("../shared/data/pokedex-fr/articles.parquet")));
         assert_eq!(c.model.base.to_string(), "hf:asi/gpt-fr-cased-small@main");
         assert_eq!((c.train.epochs, c.train.lr, c.train.max_steps), (2, 1e-4, Some(30)));
         assert!(c.train.packing);

@@ -200,3 +200,19 @@ fn a_command_without_a_preset_continues_the_run_s_own_configuration() {
     assert!(sampled.status.success(), "{:?}", text(&sampled));
     assert!(!elsewhere.exists());
 }
+
+#[test]
+fn a_relative_path_is_remembered_as_the_file_it_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run").display().to_string();
+    // From data/demo/, `names.txt` is the demo's names file.
+    let demo_dir = common::repo().join("data/demo").canonicalize().unwrap();
+    let first = common::command(&["data", "--preset", "demo", "--set", "data.names=names.txt", "--run-dir", &run_dir]).current_dir(&demo_dir).output().unwrap();
+    assert!(first.status.success(), "{:?}", text(&first));
+    // The same run, from another directory: the same file, so nothing to redo.
+    let again = common::command(&["data", "--run-dir", &run_dir]).current_dir(dir.path()).output().unwrap();
+    let (out, err) = text(&again);
+    assert!(again.status.success() && out.contains("data: up to date"), "{out}{err}");
+    let recorded = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(recorded.contains(&format!("names = \"{}\"", demo_dir.join("names.txt").display())), "{recorded}");
+}
