@@ -191,11 +191,27 @@ pub const RUN_CONFIG: &str = "config.toml";
 /// preset), then `--set`; otherwise as [`resolve`]. Also says which it used.
 pub fn resolve_for_run(args: &ConfigArgs, run_dir: &Path) -> Result<(PipelineConfig, Option<PathBuf>)> {
     let recorded = run_dir.join(RUN_CONFIG);
-    if args.preset.is_some() || args.config.is_some() || !recorded.is_file() {
+    if args.preset.is_some() || args.config.is_some() {
+        return Ok((resolve(args)?, None));
+    }
+    if !recorded.is_file() {
+        // A run made before runs recorded their configuration: the default
+        // preset would silently redo it with other settings.
+        let run = tp06_artifact::RunDir::new(run_dir);
+        if let Some(stage) = tp06_artifact::Stage::ALL.into_iter().find(|s| run.manifest_path(*s).is_file()) {
+            bail!(
+                "`{}` holds results (the {stage} stage's) but no {RUN_CONFIG}, so which configuration made them is not known here; \
+                 name it once with --preset or --config (and the --set it ran with): later commands on the run remember it",
+                run_dir.display()
+            );
+        }
         return Ok((resolve(args)?, None));
     }
     let text = std::fs::read_to_string(&recorded).with_context(|| format!("cannot read the run's configuration `{}`", recorded.display()))?;
-    let origin = format!("the run's configuration `{}` (pass --preset or --config to replace it)", recorded.display());
+    let origin = format!(
+        "the run's configuration `{}` (pass --preset or --config, with the --set the run needs, to replace it, or edit the file)",
+        recorded.display()
+    );
     let value = serde_json::to_value(deserialize(toml_to_json(&text, &origin)?, &origin)?)?;
     Ok((overrides(value, args)?, Some(recorded)))
 }

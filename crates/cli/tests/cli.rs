@@ -186,6 +186,16 @@ fn a_command_without_a_preset_continues_the_run_s_own_configuration() {
     assert!(shown(&[]).contains("lr = 0.002\n"));
     // An explicit preset starts from the preset again.
     assert!(shown(&["--preset", "demo"]).contains("lr = 0.003\n"));
+    // A run with results but no recorded configuration (made by an older tp06)
+    // is not redone with the default preset: the command asks which it was.
+    let recorded = dir.path().join("config.toml");
+    let kept = std::fs::read(&recorded).unwrap();
+    std::fs::remove_file(&recorded).unwrap();
+    let unknown = tp06(&["train", "--run-dir", &run_dir]);
+    let (_, err) = text(&unknown);
+    assert_eq!(unknown.status.code(), Some(1), "{err}");
+    assert!(err.contains("no config.toml") && err.contains("name it once with --preset"), "{err}");
+    std::fs::write(&recorded, kept).unwrap();
 
     // A generation flag alone generates with the run's model and the preset's
     // prompts (the stage itself is up to date and would print nothing new).
