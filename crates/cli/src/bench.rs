@@ -84,8 +84,8 @@ pub struct Measurement {
     /// `f32` or `bf16` (absent in results written before bf16 existed: f32).
     #[serde(default)]
     pub dtype: Option<String>,
-    /// Peak memory of the GPU's allocator, when the work ran on one and the
-    /// side can read it (PyTorch's `max_memory_allocated`; not read on ours yet).
+    /// Peak memory the GPU's allocator reserved, when the work ran on one
+    /// (PyTorch's `max_memory_reserved`; ours: [`device_reserved_mb`]).
     #[serde(default)]
     pub device_peak_mb: Option<f64>,
     /// What trained (`train` only; absent before the option existed: course).

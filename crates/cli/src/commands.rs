@@ -377,7 +377,7 @@ fn configure(setup: &Setup, announce: bool) -> Result<(PipelineConfig, RunDir)> 
     let (config, recorded) = config::resolve_for_run(&args, run.root())?;
     let note = match recorded {
         Some(file) => format!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display()),
-        None if args.preset.is_none() && args.config.is_none() => "configuration: the default preset, demo (--preset to choose another)".into(),
+        None if args.preset.is_none() && args.config.is_none() => format!("configuration: the default preset, {} (--preset to choose another)", config::DEFAULT_PRESET),
         None => String::new(),
     };
     match (note.is_empty(), announce) {

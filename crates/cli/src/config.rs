@@ -30,6 +30,9 @@ pub struct PipelineConfig {
     pub sample: tp06_sample::Config,
 }
 
+/// The preset of a command that names none (on a run without a recorded configuration).
+pub const DEFAULT_PRESET: &str = "demo";
+
 /// The built-in presets: name, TOML text.
 pub const PRESETS: [(&str, &str); 3] = [
     ("tp06", include_str!("../../../presets/tp06.toml")),
@@ -58,7 +61,7 @@ impl ConfigArgs {
     pub fn name(&self) -> String {
         match (&self.preset, &self.config) {
             (None, Some(file)) => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into()),
-            (preset, _) => preset.clone().unwrap_or_else(|| "demo".into()),
+            (preset, _) => preset.clone().unwrap_or_else(|| DEFAULT_PRESET.into()),
         }
     }
 }
@@ -234,7 +237,7 @@ pub fn resolve(args: &ConfigArgs) -> Result<PipelineConfig> {
     let mut value = match (&args.preset, &args.config) {
         (None, Some(_)) => Value::Object(Default::default()),
         (preset, _) => {
-            let name = preset.as_deref().unwrap_or("demo");
+            let name = preset.as_deref().unwrap_or(DEFAULT_PRESET);
             let text = PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| {
                 let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
                 anyhow!("unknown preset `{name}`; the presets are {} (or --config FILE)", names.join(", "))

@@ -112,8 +112,14 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     let [fused, composed] = both(std::slice::from_ref(&qkv), || {
         (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p: 0.0 }) * upstream.clone()).sum()
     });
+    let width = 3 * h * hd;
     for (route, (value, grads)) in [("fused", &fused), ("composed", &composed)] {
         assert!(value[0].is_finite() && grads[0].iter().all(|g| g.is_finite()), "{route}: finite");
+        // The padded positions' q (their outputs are zeros), k and v (no query
+        // sees them) get no gradient; the others do.
+        let batch1 = &grads[0][t * width..];
+        assert!(batch1[..2 * width].iter().all(|&g| g == 0.0), "{route}: {:?}", &batch1[..2 * width]);
+        assert!(batch1[2 * width..].iter().any(|&g| g != 0.0), "{route}");
     }
     compare("no key", [fused, composed]);
     // The blind queries' outputs are zeros, for every head.
