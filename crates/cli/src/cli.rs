@@ -102,11 +102,15 @@ pub struct Common {
     pub backend: Option<String>,
 }
 
-impl Common {
-    /// The run directory, explicit or `data/runs/<preset>`.
-    pub fn run_dir(&self) -> PathBuf {
-        self.setup.run_dir()
-    }
+/// [`Setup`] and the backend, for the notebook's demos (they write only
+/// their JSON, whatever is up to date).
+#[derive(Debug, Clone, Args)]
+pub struct DemoSetup {
+    #[command(flatten)]
+    pub setup: Setup,
+    /// Compute backend: flex (CPU), ndarray (CPU), cuda [default: cuda when compiled in, else flex].
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(BACKENDS))]
+    pub backend: Option<String>,
 }
 
 /// A run directory, for the commands that only read one.
@@ -319,7 +323,7 @@ pub enum Explore {
     /// (notebook §4; --name and --reference change both).
     SmartInit {
         #[command(flatten)]
-        common: Common,
+        common: DemoSetup,
         /// The model [default: model.base of the configuration].
         #[arg(long, value_name = "DIR_OR_HUB_ID")]
         model: Option<String>,
@@ -335,7 +339,7 @@ pub enum Explore {
     /// top-k and top-p keep (notebook §6.2).
     Sampling {
         #[command(flatten)]
-        common: Common,
+        common: DemoSetup,
         /// The model [default: the run's fine-tuned model, else model.base].
         #[arg(long, value_name = "DIR_OR_HUB_ID")]
         model: Option<String>,

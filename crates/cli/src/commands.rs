@@ -284,7 +284,7 @@ fn explore_command(demo: Explore) -> Result<()> {
         Explore::SmartInit { common, model, name, reference } => {
             let (config, _) = configure(&common.setup, false)?;
             let model = match model {
-                Some(spec) => Some(model_dir(Some(&spec), &RunDir::new(common.run_dir()))?),
+                Some(spec) => Some(model_dir(Some(&spec), &RunDir::new(common.setup.run_dir()))?),
                 None => None,
             };
             let references = match reference {
@@ -307,7 +307,7 @@ fn explore_command(demo: Explore) -> Result<()> {
             (common, ExploreDemo::Sampling { dir, prompt })
         }
     };
-    let out = tp06_report::explore_dir(&RunDir::new(common.run_dir()));
+    let out = tp06_report::explore_dir(&RunDir::new(common.setup.run_dir()));
     backend::dispatch(common.backend.as_deref(), ExploreWork { demo: work_demo, out, show: true })?
 }
 

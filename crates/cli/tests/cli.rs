@@ -119,6 +119,7 @@ fn usage_errors_are_clap_s_with_exit_code_2() {
     assert_eq!(tp06(&["report", "--force"]).status.code(), Some(2));
     assert_eq!(tp06(&["report", "--set", "train.lr=1"]).status.code(), Some(2));
     assert_eq!(tp06(&["config", "--backend", "flex"]).status.code(), Some(2));
+    assert_eq!(tp06(&["explore", "smart-init", "--force"]).status.code(), Some(2));
     // Values checked before any work starts, naming what is allowed.
     for (args, says) in [
         (&["data", "--backend", "bogus"][..], "[possible values: flex, ndarray, cuda]"),
