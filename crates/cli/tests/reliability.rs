@@ -261,3 +261,30 @@ fn the_same_seed_writes_the_same_artifacts() {
         assert_eq!(env["backend"], "flex", "{stage}: {env}");
     }
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn ctrl_c_checkpoints_exits_130_and_names_the_command_that_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = &["--set", "train.max_steps=400", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=400"];
+    let args = common::demo_args(dir.path(), schedule);
+    let child = common::command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while latest_checkpoint(dir.path()) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let resume = format!("cargo xtask train --run-dir {} --resume", dir.path().display());
+    assert!(err.contains("interrupted at step") && err.contains(&resume), "{err}");
+    assert!(!dir.path().join("train/manifest.json").exists());
+    assert!(latest_checkpoint(dir.path()) >= 2);
+}

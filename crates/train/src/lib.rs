@@ -22,6 +22,11 @@ pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, LoopState};
 pub use config::Config;
 pub use stage::{LoopOptions, Resume, TrainContext, TrainStats, outputs, run, steps_per_epoch, train_loop};
 
+/// `" (or `COMMAND`)"`, or nothing without a command.
+fn or_command(command: &str) -> String {
+    if command.is_empty() { String::new() } else { format!(" (or `{command}`)") }
+}
+
 /// Everything that can go wrong in the train stage.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -32,8 +37,13 @@ pub enum TrainError {
     #[error("the training loss became {loss} at step {step} (learning rate {lr:e}); training stopped, {checkpoint}; lower train.lr or check the data")]
     NonFinite { step: u64, loss: f64, lr: f64, checkpoint: String },
     /// Ctrl-C: the run was checkpointed and stopped.
-    #[error("interrupted at step {step}: checkpoint saved in `{path}`; run the same command again (or `{resume}`) to continue")]
-    Interrupted { step: u64, path: PathBuf, resume: String },
+    #[error("interrupted at step {step}: checkpoint saved in `{path}`; run the same command again{} to continue", or_command(resume))]
+    Interrupted {
+        step: u64,
+        path: PathBuf,
+        /// The command that resumes it (empty when unknown).
+        resume: String,
+    },
     /// `--resume` without a checkpoint of this run.
     #[error("--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started); drop --resume to train from the start")]
     NothingToResume { dir: PathBuf },

@@ -316,7 +316,10 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
         }
         Ok(Some((loss, per_char)))
     });
-    let final_eval = result?;
+    let final_eval = result.map_err(|e| match e {
+        TrainError::Interrupted { step, path, .. } => TrainError::Interrupted { step, path, resume: format!("{} --resume", Stage::Train.rerun_hint(run.root())) },
+        other => other,
+    })?;
 
     export(&trainer.model, &writer.path(outputs::EXPORT), run)?;
     let records = metrics::read(&metrics_path)?;
@@ -460,10 +463,8 @@ pub fn train_loop<B: AutodiffBackend>(
             let path = checkpoint::save(checkpoints, &trainer.model, &trainer.moments, state, config.keep_checkpoints)?;
             if interrupted {
                 task.finish();
-                // `RUN/train/checkpoints/step-N`: the run directory is three levels up.
-                let run = path.ancestors().nth(3).unwrap_or(Path::new("."));
-                let resume = format!("{} --resume", Stage::Train.rerun_hint(run));
-                return Err(TrainError::Interrupted { step: done, path, resume });
+                // (The stage, which knows the run directory, adds the command.)
+                return Err(TrainError::Interrupted { step: done, path, resume: String::new() });
             }
         }
     }

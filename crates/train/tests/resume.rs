@@ -23,6 +23,8 @@ fn an_interrupted_run_resumes_to_identical_weights() {
     let mut first = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, c.seed, Default::default());
     let err = run_loop(&mut first, &train, &c, dir_b.path(), 7, true, &mut new_state()).unwrap_err();
     assert!(matches!(err, tp06_train::TrainError::Interrupted { step: 1, .. }), "{err}");
+    // Without the stage around it, the message names no command to resume with.
+    assert!(err.to_string().ends_with("run the same command again to continue"), "{err}");
     let checkpoints = tp06_train::checkpoint::list(&dir_b.path().join("checkpoints")).unwrap();
     let last = checkpoints.last().unwrap();
     assert_eq!(last.state.step, 1);
