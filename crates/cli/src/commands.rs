@@ -376,14 +376,16 @@ fn configure(setup: &Setup, announce: bool) -> Result<(PipelineConfig, RunDir)> 
     let args = setup.config_args();
     let (config, recorded) = config::resolve_for_run(&args, run.root())?;
     let note = match recorded {
-        Some(file) => format!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display()),
-        None if args.preset.is_none() && args.config.is_none() => format!("configuration: the default preset, {} (--preset to choose another)", config::DEFAULT_PRESET),
-        None => String::new(),
+        Some(file) => Some(format!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display())),
+        None if args.preset.is_none() && args.config.is_none() => Some(format!("configuration: the default preset, {} (--preset to choose another)", config::DEFAULT_PRESET)),
+        None => None,
     };
-    match (note.is_empty(), announce) {
-        (true, _) => {}
-        (false, true) => tracing::info!("{note}"),
-        (false, false) => tracing::debug!("{note}"),
+    if let Some(note) = note {
+        if announce {
+            tracing::info!("{note}");
+        } else {
+            tracing::debug!("{note}");
+        }
     }
     Ok((config, run))
 }

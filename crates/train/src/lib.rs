@@ -23,8 +23,8 @@ pub use config::Config;
 pub use stage::{LoopOptions, Resume, TrainContext, TrainStats, outputs, run, steps_per_epoch, train_loop};
 
 /// `" (or `COMMAND`)"`, or nothing without a command.
-fn or_command(command: &str) -> String {
-    if command.is_empty() { String::new() } else { format!(" (or `{command}`)") }
+fn or_command(command: &Option<String>) -> String {
+    command.as_ref().map(|c| format!(" (or `{c}`)")).unwrap_or_default()
 }
 
 /// Everything that can go wrong in the train stage.
@@ -41,8 +41,8 @@ pub enum TrainError {
     Interrupted {
         step: u64,
         path: PathBuf,
-        /// The command that resumes it (empty when unknown).
-        resume: String,
+        /// The command that resumes it, when the run directory is known.
+        resume: Option<String>,
     },
     /// `--resume` without a checkpoint of this run.
     #[error("--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started); drop --resume to train from the start")]

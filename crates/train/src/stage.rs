@@ -317,7 +317,7 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
         Ok(Some((loss, per_char)))
     });
     let final_eval = result.map_err(|e| match e {
-        TrainError::Interrupted { step, path, .. } => TrainError::Interrupted { step, path, resume: format!("{} --resume", Stage::Train.rerun_hint(run.root())) },
+        TrainError::Interrupted { step, path, .. } => TrainError::Interrupted { step, path, resume: Some(format!("{} --resume", Stage::Train.rerun_hint(run.root()))) },
         other => other,
     })?;
 
@@ -464,7 +464,7 @@ pub fn train_loop<B: AutodiffBackend>(
             if interrupted {
                 task.finish();
                 // (The stage, which knows the run directory, adds the command.)
-                return Err(TrainError::Interrupted { step: done, path, resume: String::new() });
+                return Err(TrainError::Interrupted { step: done, path, resume: None });
             }
         }
     }
