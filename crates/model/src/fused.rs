@@ -1294,6 +1294,13 @@ mod tests {
             out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
         };
         let simd = run();
+        #[cfg(target_arch = "x86_64")]
+        let both = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let both = false;
+        if !both {
+            tp06_testkit::note("this CPU has no AVX2 + FMA: the kernels' baseline build was compared with itself");
+        }
         BASELINE_ONLY.set(true);
         let baseline = run();
         BASELINE_ONLY.set(false);

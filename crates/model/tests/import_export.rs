@@ -33,17 +33,10 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
     }
 }
 
-fn python_with_transformers() -> Option<&'static str> {
-    let ok = Command::new("python3")
-        .args(["-c", "import transformers, torch, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some("python3")
-}
-
 #[test]
 fn export_reloads_identically_here_and_in_transformers() {
-    for name in ["tiny-bin", "tiny-nonsquare"] {
+    let python = tp06_testkit::python_with(&["torch", "transformers", "safetensors"], "reloading the export in transformers");
+    for name in ["tiny-bin", "tiny-nonsquare", "tiny-sharp"] {
         let source = fixture(name);
         let model = load_dir(&source).unwrap();
         let out = tempfile::tempdir().unwrap();
@@ -54,22 +47,19 @@ fn export_reloads_identically_here_and_in_transformers() {
         let reloaded = load_dir(out.path()).unwrap();
         assert_eq!(logits(&model), logits(&reloaded), "{name}: our own reload is bit-identical");
 
-        match python_with_transformers() {
-            Some(python) => {
-                let status = Command::new(python)
-                    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/check_export.py"))
-                    .arg(out.path())
-                    .arg(source.join("golden.safetensors"))
-                    .output()
-                    .unwrap();
-                assert!(
-                    status.status.success(),
-                    "{name}: transformers did not reload the export cleanly:\n{}\n{}",
-                    String::from_utf8_lossy(&status.stdout),
-                    String::from_utf8_lossy(&status.stderr)
-                );
-            }
-            None => eprintln!("skipped: python3 with torch + transformers not found; the transformers reload check did not run"),
+        if let Some(python) = python {
+            let status = Command::new(python)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/check_export.py"))
+                .arg(out.path())
+                .arg(source.join("golden.safetensors"))
+                .output()
+                .unwrap();
+            assert!(
+                status.status.success(),
+                "{name}: transformers did not reload the export cleanly:\n{}\n{}",
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&status.stderr)
+            );
         }
     }
 }

@@ -137,17 +137,14 @@ fn recommended_extension_makes_every_name_one_token_that_decodes_exactly() {
     assert_eq!(salameche.pieces.len(), 3);
     assert_eq!(tok.encode(" Salamèche").unwrap(), [salameche.id]);
 
-    match Command::new("python3").args(["-c", "import transformers, tokenizers"]).output() {
-        Ok(o) if o.status.success() => {
-            let out = Command::new("python3")
-                .arg(repo("fixtures/check_tokenizer.py"))
-                .arg(run.stage_dir(Stage::Vocab))
-                .arg(repo("data/demo/names.txt"))
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        }
-        _ => eprintln!("skipped: python3 with transformers + tokenizers not found; the HF round-trip check did not run"),
+    if let Some(python) = tp06_testkit::python_with(&["transformers", "tokenizers"], "the HF tokenizer round trip") {
+        let out = Command::new(python)
+            .arg(repo("fixtures/check_tokenizer.py"))
+            .arg(run.stage_dir(Stage::Vocab))
+            .arg(repo("data/demo/names.txt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 }
 

@@ -1,0 +1,73 @@
+//! What the workspace's tests share: the Python reference (torch,
+//! transformers, tokenizers, safetensors) that the interoperability checks run.
+//!
+//! A check that needs the reference calls [`python_with`]. Where the modules
+//! import, it gets the interpreter. Where they do not:
+//! - under CI (`CI` set to anything but `false`/`0`, as CI services set it),
+//!   the test fails, naming the missing modules and the install command: an
+//!   interoperability check that silently does not run is a check CI never made;
+//! - elsewhere it is skipped with a `SKIPPED:` line written straight to the
+//!   process's standard error, past the test harness's capture, so that
+//!   `cargo test` shows it beside the test's `ok`.
+
+use std::io::Write;
+use std::process::Command;
+
+/// The pinned reference packages, installed by `.ci/run`.
+pub const REQUIREMENTS: &str = "fixtures/requirements.txt";
+
+/// Whether this is a CI run, where a missing reference is an error.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// `python3` when it imports every module of `modules`; otherwise `None`
+/// after reporting the skip — or a panic under CI (see the crate's doc).
+/// `check` says what does not run without them.
+pub fn python_with(modules: &[&str], check: &str) -> Option<&'static str> {
+    let python = "python3";
+    let import = format!("import {}", modules.join(", "));
+    let found = Command::new(python).args(["-c", &import]).output();
+    let why = match found {
+        Ok(out) if out.status.success() => return Some(python),
+        Ok(out) => String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("import failed").to_string(),
+        Err(e) => format!("{python}: {e}"),
+    };
+    let message = format!(
+        "{check} needs {python} with {} ({why}); install them with `pip install -r {REQUIREMENTS}`",
+        modules.join(", ")
+    );
+    if in_ci() {
+        panic!("{message} (CI is set: a reference check may not be skipped)");
+    }
+    skip(&message);
+    None
+}
+
+/// Writes `SKIPPED: message` to the real standard error: the test harness
+/// captures `eprintln!`, not writes to the stream itself.
+pub fn skip(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {message}");
+}
+
+/// Writes `NOTE: message` to the real standard output, past the harness's
+/// capture: for a test that passes but checked less than its name says.
+pub fn note(message: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "NOTE: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_that_cannot_exist_is_missing() {
+        if in_ci() {
+            let caught = std::panic::catch_unwind(|| python_with(&["no_such_module_tp06"], "this check"));
+            let message = *caught.unwrap_err().downcast::<String>().unwrap();
+            assert!(message.contains("no_such_module_tp06") && message.contains(REQUIREMENTS), "{message}");
+        } else {
+            assert_eq!(python_with(&["no_such_module_tp06"], "this check"), None);
+        }
+    }
+}
