@@ -3,6 +3,11 @@
 //!
 //! Tolerances: per-step loss within 1e-5 relative, gradient norm within 1e-4
 //! relative, learning rate within 1e-12, trained weights within 2e-5 absolute.
+//!
+//! The `clipped` case is the one where clipping and weight decay show: its
+//! gradient norms are all above its `max_grad_norm`, and its decay moves every
+//! tensor by 4–100 times the weight tolerance (dropping it, by HF's own run
+//! with `weight_decay=0`: 8.7e-5 at least, 2.6e-3 at most).
 
 mod common;
 
@@ -14,12 +19,12 @@ use tp06_train::trainer::Trainer;
 
 #[test]
 fn twenty_steps_equal_hf_trainer() {
-    for case in ["course", "masked", "full"] {
+    for case in ["course", "masked", "full", "clipped"] {
         let golden: Value = serde_json::from_str(&std::fs::read_to_string(fixture(case).join("golden.json")).unwrap()).unwrap();
         let (model, gpt) = load(case, false);
         let initial = values(&model);
-        let c = config();
-        let plan = if case == "full" { nothing_frozen(&gpt) } else { course_plan(&gpt) };
+        let c = config_of(&golden["args"]);
+        let plan = if matches!(case, "full" | "clipped") { nothing_frozen(&gpt) } else { course_plan(&gpt) };
         let mut trainer = Trainer::new(model, plan.clone(), adamw(&c), c.max_grad_norm, c.seed, Default::default());
         let dir = tempfile::tempdir().unwrap();
         run_loop(&mut trainer, &examples(case), &c, dir.path(), 20, false, &mut new_state()).unwrap();
@@ -38,6 +43,9 @@ fn twenty_steps_equal_hf_trainer() {
             assert!(((ours - norm) / norm).abs() < 1e-4, "{case} step {}: grad norm {ours} vs HF {norm}", i + 1);
             assert!((record.lr.unwrap() - lr).abs() < 1e-12, "{case} step {}: lr", i + 1);
         }
+        if case == "clipped" {
+            assert!(expect("grad_norms").iter().all(|&n| n > c.max_grad_norm), "{case}: every step is clipped");
+        }
 
         let bytes = std::fs::read(fixture(case).join("final.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -51,6 +59,18 @@ fn twenty_steps_equal_hf_trainer() {
                 assert_ne!(ours, initial[&name], "{case}: trainable {name} moved");
             }
         }
+    }
+}
+
+/// The loop's configuration for a fixture's training arguments (HF's names).
+fn config_of(args: &Value) -> tp06_train::Config {
+    let arg = |key: &str| args[key].as_f64().unwrap_or_else(|| panic!("golden.json: args.{key}"));
+    tp06_train::Config {
+        lr: arg("learning_rate"),
+        warmup_steps: arg("warmup_steps") as u64,
+        weight_decay: arg("weight_decay"),
+        max_grad_norm: arg("max_grad_norm"),
+        ..config()
     }
 }
 
