@@ -55,6 +55,136 @@ impl Lcg {
     }
 }
 
+/// The kill schedule's seed: `TP06_KILL_SEED` to replay one, else a new one per run.
+fn kill_seed() -> u64 {
+    std::env::var("TP06_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    })
+}
+
+/// The last stage of the pipeline with a manifest, or "nothing".
+fn last_done(dir: &Path) -> String {
+    let run = RunDir::new(dir);
+    Stage::ALL.iter().rev().find(|s| run.manifest_path(**s).exists()).map_or("nothing".into(), |s| s.to_string())
+}
+
+/// A point a run passes: a stage done, or training checkpointed at a step.
+#[derive(Debug, Clone, PartialEq)]
+enum Marker {
+    Start,
+    Done(Stage),
+    Checkpoint(u64),
+}
+
+impl Marker {
+    /// Whether the run in `dir` has passed it.
+    fn reached(&self, dir: &Path) -> bool {
+        let run = RunDir::new(dir);
+        match self {
+            Marker::Start => true,
+            Marker::Done(stage) => run.manifest_path(*stage).exists(),
+            Marker::Checkpoint(step) => run.manifest_path(Stage::Train).exists() || latest_checkpoint(dir) >= *step,
+        }
+    }
+
+    /// The markers the run in `dir` has passed, in the order a run passes them.
+    fn passed(dir: &Path) -> Vec<Marker> {
+        let run = RunDir::new(dir);
+        let mut passed = Vec::new();
+        for stage in Stage::ALL {
+            if stage == Stage::Train {
+                passed.extend((1..=latest_checkpoint(dir)).map(Marker::Checkpoint));
+            }
+            if run.manifest_path(stage).exists() {
+                passed.push(Marker::Done(stage));
+            }
+        }
+        passed
+    }
+}
+
+/// Kills land across the whole run. An uninterrupted reference run is
+/// watched for its markers (manifests, checkpoints) and timed; its time is cut
+/// into five equal strata, and a kill is aimed at a point drawn uniformly in
+/// each, and one more in the stretch after the last checkpoint (export,
+/// sample, report), each expressed as "so long after marker M". The victim, resumed each time, is killed that long after it reaches M
+/// itself — so a kill aimed at the sample stage, the export or the report
+/// lands there, however much a restart skips. A life that ends on its own
+/// before its kill is not counted as a kill; each counted kill is checked to
+/// have ended by SIGKILL.
+#[test]
+fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
+    use std::os::unix::process::ExitStatusExt;
+    let schedule = &["--set", "train.max_steps=20", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
+    let poll = std::time::Duration::from_millis(2);
+    let reference = tempfile::tempdir().unwrap();
+    let mut child = spawn_demo(reference.path(), schedule, &[]);
+    let started = Instant::now();
+    let mut timeline: Vec<(f64, Marker)> = vec![(0.0, Marker::Start)];
+    let status = loop {
+        for marker in Marker::passed(reference.path()) {
+            if !timeline.iter().any(|(_, m)| *m == marker) {
+                timeline.push((started.elapsed().as_secs_f64(), marker));
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(poll);
+    };
+    let whole = started.elapsed().as_secs_f64();
+    assert!(status.success(), "the reference run failed: {status:?}");
+
+    let seed = kill_seed();
+    tp06_testkit::note(&format!("kill schedule seed {seed} (replay with TP06_KILL_SEED={seed})"));
+    let mut rng = Lcg(seed);
+    // Five strata over the whole run, and one point in what follows the last
+    // checkpoint (the export, the sample stage, the demos, the report), which
+    // is short beside training but must be hit on every run.
+    const STRATA: usize = 5;
+    let tail = timeline.iter().rev().find(|(_, m)| matches!(m, Marker::Checkpoint(_))).map_or(0.0, |(t, _)| *t);
+    let mut points: Vec<f64> = (0..STRATA).map(|k| whole * (k as f64 + rng.unit()) / STRATA as f64).collect();
+    points.push(tail + (whole - tail) * rng.unit());
+    points.sort_by(f64::total_cmp);
+    let victim = tempfile::tempdir().unwrap();
+    let mut kills = Vec::new();
+    for point in points {
+        let (at, marker) = timeline.iter().rev().find(|(t, _)| *t <= point).unwrap().clone();
+        let after = point - at;
+        let mut child = spawn_demo(victim.path(), schedule, &[]);
+        let mut reached: Option<Instant> = None;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if reached.is_none() && marker.reached(victim.path()) {
+                reached = Some(Instant::now());
+            }
+            if reached.is_some_and(|r| r.elapsed().as_secs_f64() >= after) {
+                child.kill().unwrap(); // SIGKILL on Unix
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(poll);
+        };
+        assert_consistent(victim.path());
+        let aim = format!("{point:.2} s of {whole:.2}: {after:.2} s after {marker:?}; killed with {} done", last_done(victim.path()));
+        match status.signal() {
+            Some(libc::SIGKILL) => kills.push(aim),
+            _ => {
+                assert!(status.success(), "seed {seed}: the victim failed on its own ({aim}): {status:?}");
+                tp06_testkit::note(&format!("the run finished before the kill aimed at {aim}"));
+                break;
+            }
+        }
+    }
+    let report = format!("seed {seed} (replay with TP06_KILL_SEED={seed}); kills: {kills:#?}");
+    tp06_testkit::note(&report);
+    assert!(kills.len() >= 4, "at least four real kills: {report}");
+    let out = demo(victim.path(), schedule);
+    assert!(out.status.success(), "{report}: {:?}", text(&out));
+    assert_eq!(weights_and_samples(victim.path()), weights_and_samples(reference.path()), "{report}");
+}
+
 /// The latest complete checkpoint's step (0 when none).
 fn latest_checkpoint(dir: &Path) -> u64 {
     std::fs::read_dir(dir.join("train/checkpoints"))
@@ -67,54 +197,6 @@ fn latest_checkpoint(dir: &Path) -> u64 {
                 .unwrap_or(0)
         })
         .unwrap_or(0)
-}
-
-#[test]
-fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
-    let schedule = &["--set", "train.max_steps=20", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
-    let reference = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let out = demo(reference.path(), schedule);
-    let whole = started.elapsed();
-    assert!(out.status.success(), "{:?}", text(&out));
-
-    let seed = std::env::var("TP06_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261128u64);
-    let mut rng = Lcg(seed);
-    let victim = tempfile::tempdir().unwrap();
-    let mut kills = Vec::new();
-    // First a kill at a random time, most likely in the early stages' writing.
-    let mut child = spawn_demo(victim.path(), schedule, &[]);
-    let delay = whole.mul_f64(0.05 + 0.25 * rng.unit());
-    std::thread::sleep(delay);
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    assert_consistent(victim.path());
-    kills.push(format!("after {:.2} s", delay.as_secs_f64()));
-    // Then kills inside training: a little after a random later checkpoint.
-    while latest_checkpoint(victim.path()) < 16 && kills.len() < 6 {
-        let target = latest_checkpoint(victim.path()) + 1 + (rng.unit() * 4.0) as u64;
-        let mut child = spawn_demo(victim.path(), schedule, &[]);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if latest_checkpoint(victim.path()) >= target {
-                std::thread::sleep(std::time::Duration::from_millis((rng.unit() * 60.0) as u64));
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_consistent(victim.path());
-        kills.push(format!("past checkpoint {target} (latest {})", latest_checkpoint(victim.path())));
-    }
-    eprintln!("kill seed {seed}; kills: {kills:#?}");
-    assert!(kills.len() >= 3, "at least two kills inside training: {kills:?}");
-    let out = demo(victim.path(), schedule);
-    assert!(out.status.success(), "{:?}", text(&out));
-    assert!(stats(victim.path(), "train")["resumed_from"].as_u64().unwrap() >= 2);
-    assert_eq!(weights_and_samples(victim.path()), weights_and_samples(reference.path()), "kills: {kills:#?}");
 }
 
 #[test]
