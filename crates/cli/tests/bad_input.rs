@@ -1,6 +1,14 @@
 //! The bad-input table (ARCHITECTURE.md, "Bad input"): every case fails with
 //! one line that names the file or field and gives a way out, exit code 1, no
-//! panic, and no manifest for the stage that failed.
+//! panic, and nothing half-done taken as done.
+//!
+//! Each case runs on a copy of a complete earlier run (unless it is about a
+//! missing upstream stage), so that a stage which took its earlier manifest as
+//! done for the new, bad input would show: it would exit 0. Afterwards the
+//! failed stage's manifest is gone, or is the earlier run's, untouched, with
+//! its outputs intact (a setting refused before the stage began). Ad-hoc
+//! generation (`sample --model`) uses no run directory: it runs in an empty
+//! working directory, which must stay empty.
 
 mod common;
 
@@ -8,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::{command, demo, text};
+use tp06_artifact::{Manifest, RunDir, Stage};
 
 /// Inputs made once per test binary: a finished demo run (its parquet files and
 /// its exported model are the good inputs the bad ones are made from).
@@ -76,27 +85,44 @@ struct Case {
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
     says: Vec<&'static str>,
-    /// The stage whose manifest must not exist afterwards.
+    /// The stage that fails.
     stage: &'static str,
+    /// Starts from an empty run directory (the case is about a missing upstream).
+    fresh: bool,
 }
 
 fn case(what: &'static str, args: &[&str], says: &[&'static str], stage: &'static str) -> Case {
-    Case { what, args: args.iter().map(|s| s.to_string()).collect(), env: Vec::new(), says: says.to_vec(), stage }
+    Case { what, args: args.iter().map(|s| s.to_string()).collect(), env: Vec::new(), says: says.to_vec(), stage, fresh: false }
+}
+
+/// Copies the complete earlier run into `to`.
+fn copy_run(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_run(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 fn check(cases: Vec<Case>) {
+    let earlier = world().root.join("run");
     for c in cases {
         let run = tempfile::tempdir().unwrap();
-        // A stage after `data` needs `data` done first.
-        if c.args[0] == "vocab" {
-            let out = command(&["data", "--preset", "demo", "--run-dir", &run.path().display().to_string()]).output().unwrap();
-            assert!(out.status.success());
+        let ad_hoc = c.args[0] == "sample" && c.args.iter().any(|a| a == "--model");
+        if !c.fresh && !ad_hoc {
+            copy_run(&earlier, run.path());
         }
         let mut args: Vec<String> = c.args.clone();
-        if args[0] != "sample" || !args.iter().any(|a| a == "--model") {
+        if !ad_hoc {
             args.extend(["--run-dir".to_string(), run.path().display().to_string()]);
         }
         let mut cmd = command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // Ad-hoc generation runs in the empty directory (its default run directory would be under it).
+        cmd.current_dir(run.path());
         for (k, v) in &c.env {
             cmd.env(k, v);
         }
@@ -110,7 +136,24 @@ fn check(cases: Vec<Case>) {
         for fragment in &c.says {
             assert!(err.contains(fragment), "{}: `{fragment}` not in: {err}", c.what);
         }
-        assert!(!run.path().join(c.stage).join("manifest.json").exists(), "{}: no manifest for {}", c.what, c.stage);
+        if ad_hoc {
+            let left: Vec<_> = std::fs::read_dir(run.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert!(left.is_empty(), "{}: ad-hoc generation wrote {left:?}", c.what);
+            continue;
+        }
+        let manifest = run.path().join(c.stage).join("manifest.json");
+        if manifest.exists() {
+            assert!(!c.fresh, "{}: a manifest for {} in a run that had none", c.what, c.stage);
+            let before = std::fs::read(earlier.join(c.stage).join("manifest.json")).unwrap();
+            assert_eq!(std::fs::read(&manifest).unwrap(), before, "{}: {}'s manifest is the earlier run's, untouched", c.what, c.stage);
+        }
+        let dir = RunDir::new(run.path());
+        for stage in Stage::ALL {
+            if dir.manifest_path(stage).exists() {
+                let m = Manifest::load(&dir, stage).unwrap();
+                m.verify_outputs(&dir).unwrap_or_else(|e| panic!("{}: {stage}'s manifest stands over changed outputs: {e}", c.what));
+            }
+        }
     }
 }
 
@@ -159,8 +202,8 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         case("unknown preset", &["data", "--preset", "nope"], &["unknown preset `nope`"], "data"),
         case("more frozen blocks than the model has", &["pipeline", "--preset", "demo", "--set", "model.freeze.lower_blocks=99"], &["model.freeze.lower_blocks: 99", "has 2 blocks", "use 0 to 2"], "model"),
         case("max_length > context", &["pipeline", "--preset", "demo", "--set", "train.max_length=1000"], &["train.max_length", "n_positions = 256"], "train"),
-        case("upstream missing", &["model", "--preset", "demo"], &["has not run", "cargo xtask"], "model"),
-        case("no upstream at all", &["train", "--preset", "demo"], &["stage `data` has not run", "cargo xtask data"], "train"),
+        Case { fresh: true, ..case("upstream missing", &["model", "--preset", "demo"], &["has not run", "cargo xtask"], "model") },
+        Case { fresh: true, ..case("no upstream at all", &["train", "--preset", "demo"], &["stage `data` has not run", "cargo xtask data"], "train") },
     ];
     if let Some(backend) = uncompiled {
         cases.push(case("backend not compiled", &["model", "--preset", "demo", "--backend", backend], &["is not compiled", "cargo xtask --features"], "model"));
