@@ -248,6 +248,11 @@ impl HfConfig {
         if !(epsilon > 0.0) {
             return Err(self.error(format!("`layer_norm_epsilon` is {epsilon}, expected > 0")));
         }
+        // The std of the initial weights (a model trained from scratch draws from it).
+        let initializer_range = self.f64_field("initializer_range", 0.02)?;
+        if !(initializer_range.is_finite() && initializer_range >= 0.0) {
+            return Err(self.error(format!("`initializer_range` is {initializer_range}, expected a finite number ≥ 0")));
+        }
         Ok(Gpt2Config {
             vocab_size: self.usize_field("vocab_size")?,
             n_positions: self.usize_field("n_positions")?,
@@ -261,7 +266,7 @@ impl HfConfig {
             embd_pdrop: rate("embd_pdrop")?,
             attn_pdrop: rate("attn_pdrop")?,
             resid_pdrop: rate("resid_pdrop")?,
-            initializer_range: self.f64_field("initializer_range", 0.02)?,
+            initializer_range,
             bos_token_id: self.token_id("bos_token_id")?,
             eos_token_id: self.token_id("eos_token_id")?,
             pad_token_id: self.token_id("pad_token_id")?,
@@ -329,6 +334,8 @@ mod tests {
             (r#""n_head": 7"#, "not a multiple"),
             (r#""attn_pdrop": 1.5"#, "attn_pdrop"),
             (r#""n_layer": -1"#, "n_layer"),
+            (r#""initializer_range": -0.02"#, "initializer_range"),
+            (r#""layer_norm_epsilon": 0"#, "layer_norm_epsilon"),
         ] {
             let mut map: serde_json::Map<String, Value> = serde_json::from_str(SMALL).unwrap();
             let patch_map: serde_json::Map<String, Value> = serde_json::from_str(&format!("{{{patch}}}")).unwrap();
