@@ -1,0 +1,36 @@
+//! The layering the architecture states: the stages before the model
+//! (`tp06-data`, `tp06-vocab`) and the artifact contract never link Burn, so
+//! they build fast and cannot grow a dependency on the model's code.
+
+use std::process::Command;
+
+/// The crates `package` links (normal dependencies, all features), one name a line.
+fn dependencies(package: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "--package", package, "--edges", "normal", "--prefix", "none", "--all-features", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "cargo tree -p {package}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+}
+
+#[test]
+fn data_vocab_and_artifact_never_link_burn() {
+    for package in ["tp06-artifact", "tp06-data", "tp06-vocab"] {
+        let deps = dependencies(package);
+        assert!(deps.iter().any(|d| d == package), "{package}: cargo tree listed {deps:?}");
+        let burn: Vec<&String> = deps.iter().filter(|d| d.starts_with("burn") || d.starts_with("cubecl")).collect();
+        assert!(burn.is_empty(), "{package} links {burn:?}: the stages before the model must not depend on Burn");
+        for stage in ["tp06-model", "tp06-train", "tp06-sample"] {
+            assert!(!deps.iter().any(|d| d == stage), "{package} depends on {stage}");
+        }
+    }
+}
+
+#[test]
+fn the_model_links_burn() {
+    // The check above would pass vacuously if `cargo tree` listed nothing useful.
+    assert!(dependencies("tp06-model").iter().any(|d| d == "burn"));
+}
