@@ -13,9 +13,11 @@
 # mutated), with target/mutants/target as its build directory (or
 # MUTANTS_TARGET_DIR: a copy of a warm target/ saves the cold first build). Each mutant runs the tests of the
 # crate it is in. Results land in target/mutants/out/mutants.out/
-# (missed.txt, caught.txt, timeout.txt, unviable.txt, outcomes.json) and are
-# appended as they come, so a run cut by its time limit keeps what it found.
-# Not part of CI: on 2 cores the whole set takes hours.
+# (missed.txt, caught.txt, timeout.txt, unviable.txt, outcomes.json), written
+# as they come, so a run cut by its time limit keeps what it found; the next
+# run goes on from there (`--iterate`: the mutants already caught are not
+# tried again), so a set larger than one budget is covered by running the
+# script again. Not part of CI: on 2 cores the whole set takes hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-120}
@@ -38,7 +40,9 @@ mkdir -p "$work/out"
 # A copy of the working tree (tracked and untracked files, not target/).
 rm -rf "$work/tree"
 mkdir -p "$work/tree"
-git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work/tree"
+git ls-files -z --cached --others --exclude-standard --deduplicate |
+    while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done |
+    xargs -0 cp --parents -t "$work/tree"
 args=()
 for f in "${files[@]}"; do args+=(--file "$f"); done
 
@@ -46,8 +50,9 @@ echo "mutants of ${#files[@]} files, at most $minutes min; results in $work/out/
 cd "$work/tree"
 export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$PWD/../target}"
 status=0
-timeout --signal=INT "$((minutes * 60))" \
-    cargo mutants --workspace --in-place --no-shuffle --timeout-multiplier 3 --output ../out "${args[@]}" || status=$?
+timeout --signal=INT --kill-after=60 "$((minutes * 60))" \
+    cargo mutants --workspace --in-place --no-shuffle --iterate --timeout-multiplier 3 --output ../out "${args[@]}" || status=$?
+[[ -d ../out/mutants.out ]] || { echo "bench/mutants.sh: cargo-mutants wrote no results (exit $status)" >&2; exit "$status"; }
 cd ../out/mutants.out
 for kind in caught missed timeout unviable; do
     printf '%-9s %s\n' "$kind" "$( [[ -f $kind.txt ]] && wc -l < "$kind.txt" || echo 0)"

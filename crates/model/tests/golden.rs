@@ -10,7 +10,7 @@
 //!
 //! `tiny-sharp` is the fixture whose numbers matter (peaked attention, logits
 //! of order 10, a layer-norm epsilon that counts): on it each classic mistake
-//! moves the logits a hundred times past the tolerance, which
+//! moves the logits at least 50 times past the tolerance, which
 //! `the_sharp_fixture_sees_each_classic_mistake` checks, so a bug of that kind
 //! cannot hide under 1e-4 as it could on the std-0.02 fixtures.
 
@@ -131,15 +131,16 @@ fn padded_logits_equal_transformers_at_every_real_position() {
     }
 }
 
-/// The mistakes an implementation of GPT-2 classically makes, each far past
-/// the tolerance on `tiny-sharp` (transformers' own logits move by 9.7, 0.013,
-/// 4.4 and 48 under them: `fixtures/make_model_fixtures.py` prints it).
+/// The mistakes an implementation of GPT-2 classically makes, each at least
+/// 50 times the tolerance on `tiny-sharp` (transformers' own logits move by
+/// 9.7, 0.013, 4.4 and 48 under them: `fixtures/make_model_fixtures.py`
+/// prints it).
 #[test]
 fn the_sharp_fixture_sees_each_classic_mistake() {
     let dir = fixture("tiny-sharp");
     let g = golden(&dir);
     let input = || ids(&g.input_ids.0, g.input_ids.1);
-    let far = 100.0 * TOLERANCE;
+    let far = 50.0 * TOLERANCE;
     let mistakes: [(&str, fn(&mut Gpt2Config)); 3] = [
         ("no 1/√d attention scale", |c| c.scale_attn_weights = false),
         ("gelu for gelu_new", |c| c.activation = Activation::Gelu),

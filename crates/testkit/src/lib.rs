@@ -25,23 +25,29 @@ pub fn in_ci() -> bool {
 /// after reporting the skip — or a panic under CI (see the crate's doc).
 /// `check` says what does not run without them.
 pub fn python_with(modules: &[&str], check: &str) -> Option<&'static str> {
+    match find(modules) {
+        Ok(python) => Some(python),
+        Err(why) => {
+            let message = format!("{check} needs {why}; install them with `pip install -r {REQUIREMENTS}`");
+            if in_ci() {
+                panic!("{message} (CI is set: a reference check may not be skipped)");
+            }
+            skip(&message);
+            None
+        }
+    }
+}
+
+/// `python3` when it imports every module of `modules`, else why not.
+pub fn find(modules: &[&str]) -> Result<&'static str, String> {
     let python = "python3";
     let import = format!("import {}", modules.join(", "));
-    let found = Command::new(python).args(["-c", &import]).output();
-    let why = match found {
-        Ok(out) if out.status.success() => return Some(python),
+    let why = match Command::new(python).args(["-c", &import]).output() {
+        Ok(out) if out.status.success() => return Ok(python),
         Ok(out) => String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("import failed").to_string(),
-        Err(e) => format!("{python}: {e}"),
+        Err(e) => e.to_string(),
     };
-    let message = format!(
-        "{check} needs {python} with {} ({why}); install them with `pip install -r {REQUIREMENTS}`",
-        modules.join(", ")
-    );
-    if in_ci() {
-        panic!("{message} (CI is set: a reference check may not be skipped)");
-    }
-    skip(&message);
-    None
+    Err(format!("{python} with {} ({why})", modules.join(", ")))
 }
 
 /// Writes `SKIPPED: message` to the real standard error: the test harness
@@ -61,13 +67,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_module_that_cannot_exist_is_missing() {
-        if in_ci() {
-            let caught = std::panic::catch_unwind(|| python_with(&["no_such_module_tp06"], "this check"));
-            let message = *caught.unwrap_err().downcast::<String>().unwrap();
-            assert!(message.contains("no_such_module_tp06") && message.contains(REQUIREMENTS), "{message}");
-        } else {
-            assert_eq!(python_with(&["no_such_module_tp06"], "this check"), None);
-        }
+    fn a_module_that_cannot_exist_is_missing_and_named() {
+        let why = find(&["json", "no_such_module_tp06"]).unwrap_err();
+        assert!(why.contains("no_such_module_tp06") && why.contains("json"), "{why}");
     }
 }
