@@ -152,6 +152,9 @@ mod tests {
         let mut l = [2.0, -2.0, 1.0, 0.5];
         repetition_penalty(&mut l, &[0, 1, 0, 0], 2.0);
         assert_eq!(l, [1.0, -4.0, 1.0, 0.5]);
+        // Ids outside the logits (a tokenizer larger than the head) are ignored.
+        repetition_penalty(&mut l, &[4, 9], 2.0);
+        assert_eq!(l, [1.0, -4.0, 1.0, 0.5]);
     }
 
     #[test]
