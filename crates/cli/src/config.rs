@@ -92,11 +92,10 @@ fn overlay(base: &mut Value, top: Value) {
 fn anchor_preset_paths(value: &mut Value, root: &Path) {
     for (section, key) in [("data", "articles"), ("data", "names"), ("model", "base")] {
         let Some(Value::String(spec)) = value.get_mut(section).and_then(|s| s.get_mut(key)) else { continue };
-        if let Ok(Source::Local(path)) = spec.parse::<Source>() {
-            if path.is_relative() {
+        if let Ok(Source::Local(path)) = spec.parse::<Source>()
+            && path.is_relative() {
                 *spec = root.join(path).display().to_string();
             }
-        }
     }
 }
 

@@ -237,7 +237,7 @@ fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
         assert!(out.status.success(), "{report}: {:?}", text(&out));
         assert_eq!(weights_and_samples(victim.path()), weights_and_samples(reference.path()), "{report}");
         // The training that finished resumed from the checkpoint the last kill inside training left.
-        let resumable = killed.iter().filter(|l| l.done < Some(Stage::Train)).map(|l| l.checkpoint).last().unwrap_or(0);
+        let resumable = killed.iter().filter(|l| l.done < Some(Stage::Train)).map(|l| l.checkpoint).next_back().unwrap_or(0);
         let resumed = stats(victim.path(), "train")["resumed_from"].as_u64().unwrap_or(0);
         assert_eq!(resumed, resumable, "{report}");
         let export = killed.iter().any(|l| l.done < Some(Stage::Train) && l.checkpoint >= last_step);

@@ -93,7 +93,7 @@ fn every_format_reads_the_same_table() {
     let csv = write(dir.path(), "a.csv", csv);
     let json = write(dir.path(), "a.jsonl", jsonl(CORPUS));
     for path in [&parquet, &csv, &json] {
-        assert_eq!(tp06_data::read_articles(&[path.clone()]).unwrap(), articles, "{}", path.display());
+        assert_eq!(tp06_data::read_articles(std::slice::from_ref(path)).unwrap(), articles, "{}", path.display());
     }
     // A directory stands for its parquet files.
     let sub = dir.path().join("hub-like/default/train");

@@ -208,11 +208,10 @@ impl HfConfig {
 
     /// The resolved configuration; refuses what this crate does not implement.
     pub fn resolve(&self) -> Result<Gpt2Config, ModelError> {
-        if let Some(model_type) = field(&self.raw, "model_type") {
-            if model_type != "gpt2" {
+        if let Some(model_type) = field(&self.raw, "model_type")
+            && model_type != "gpt2" {
                 return Err(self.error(format!("`model_type` is {model_type}; only \"gpt2\" models are supported")));
             }
-        }
         let n_embd = self.usize_field("n_embd")?;
         let n_head = self.usize_field("n_head")?;
         if n_embd % n_head != 0 {
@@ -245,7 +244,7 @@ impl HfConfig {
             if (0.0..1.0).contains(&p) { Ok(p) } else { Err(self.error(format!("`{key}` is {p}, expected a rate in [0, 1)"))) }
         };
         let epsilon = self.f64_field("layer_norm_epsilon", 1e-5)?;
-        if !(epsilon > 0.0) {
+        if epsilon.is_nan() || epsilon <= 0.0 {
             return Err(self.error(format!("`layer_norm_epsilon` is {epsilon}, expected > 0")));
         }
         // The std of the initial weights (a model trained from scratch draws from it).

@@ -292,8 +292,8 @@ fn sum8(x: &[f32]) -> f32 {
         }
     }
     let mut s = 0.0;
-    for k in 0..8 {
-        s += acc[k];
+    for a in acc {
+        s += a;
     }
     for &v in tail {
         s += v;
@@ -315,7 +315,7 @@ simd_kernel! {
     /// log Σ e^x of one row of logits.
     fn log_sum_exp(x: &[f32]) -> f32 {
         let m = max8(x);
-        if m == f32::INFINITY || m == f32::NEG_INFINITY {
+        if m.is_infinite() {
             return m;
         }
         let mut buffer = [0.0f32; 512];

@@ -249,7 +249,7 @@ pub fn write_tensors<B: Backend>(path: &Path, mut tensors: Vec<(String, Vec<usiz
         offset += bytes;
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serialises");
-    while (header.len() + 8) % 8 != 0 {
+    while !(header.len() + 8).is_multiple_of(8) {
         header.push(b' ');
     }
     let io = |e: std::io::Error| tp06_artifact::fs::FsError::new("cannot write", path, e);
@@ -266,8 +266,11 @@ pub fn write_tensors<B: Backend>(path: &Path, mut tensors: Vec<(String, Vec<usiz
     })
 }
 
+/// Tensors by name: shape and values.
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Reads every f32 tensor of a safetensors file written by [`write_tensors`].
-pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, ModelError> {
+pub fn read_tensors(path: &Path) -> Result<NamedTensors, ModelError> {
     let (mut file, entries) = WeightFile::open(path)?;
     let mut out = BTreeMap::new();
     for entry in entries {

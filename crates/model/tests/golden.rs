@@ -141,7 +141,8 @@ fn the_sharp_fixture_sees_each_classic_mistake() {
     let g = golden(&dir);
     let input = || ids(&g.input_ids.0, g.input_ids.1);
     let far = 50.0 * TOLERANCE;
-    let mistakes: [(&str, fn(&mut Gpt2Config)); 3] = [
+    type Mistake = (&'static str, fn(&mut Gpt2Config));
+    let mistakes: [Mistake; 3] = [
         ("no 1/√d attention scale", |c| c.scale_attn_weights = false),
         ("gelu for gelu_new", |c| c.activation = Activation::Gelu),
         ("layer-norm epsilon 1e-5 for the config's 1e-3", |c| c.layer_norm_epsilon = 1e-5),

@@ -101,7 +101,8 @@ fn pieces(p: &[String]) -> String {
 /// Builds every section.
 pub fn build(run: &RunDir, lang: Lang) -> Report {
     let ctx = Ctx { run, lang };
-    let specs: [(&str, &str, fn(&Ctx) -> Result<(Vec<Block>, Vec<String>), String>); 7] = [
+    type Build = fn(&Ctx) -> Result<(Vec<Block>, Vec<String>), String>;
+    let specs: [(&str, &str, Build); 7] = [
         ("1. Le dataset", "1. The dataset", dataset),
         ("2. Le filtrage", "2. The filter", filter),
         ("3. Tokenisation et vocabulaire", "3. Tokenisation and vocabulary", tokenisation),

@@ -72,7 +72,7 @@ pub fn list(root: &Path) -> Result<Vec<Checkpoint>, TrainError> {
 }
 
 /// Writes a checkpoint and prunes the oldest beyond `keep`.
-pub fn save<B: Backend>(
+pub fn save<B>(
     root: &Path,
     model: &Gpt2<B>,
     moments: &BTreeMap<String, Moments<B::InnerBackend>>,
@@ -121,12 +121,15 @@ fn discard(dir: &Path) {
     }
 }
 
+/// A model and its optimiser's moments by parameter name, as a checkpoint holds them.
+pub type Restored<B> = (Gpt2<B>, BTreeMap<String, Moments<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>>);
+
 /// Reads a checkpoint's model and moments.
 pub fn load<B: burn::tensor::backend::AutodiffBackend>(
     checkpoint: &Checkpoint,
     config: &Gpt2Config,
     device: &B::Device,
-) -> Result<(Gpt2<B>, BTreeMap<String, Moments<B::InnerBackend>>), TrainError> {
+) -> Result<Restored<B>, TrainError> {
     let (model, _) = tp06_model::load::<B>(&checkpoint.dir.join("model.safetensors"), config, device)?;
     let tensors = tp06_model::read_tensors(&checkpoint.dir.join("optimizer.safetensors"))?;
     let mut moments: BTreeMap<String, Moments<B::InnerBackend>> = BTreeMap::new();

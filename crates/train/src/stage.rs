@@ -189,7 +189,7 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
     if ctx.force {
         let _ = std::fs::remove_dir_all(&checkpoints);
     }
-    let resume_from = checkpoint::list(&checkpoints)?.into_iter().filter(|c| c.state.fingerprint == fingerprint).next_back();
+    let resume_from = checkpoint::list(&checkpoints)?.into_iter().rfind(|c| c.state.fingerprint == fingerprint);
     if ctx.resume == Resume::Require && resume_from.is_none() {
         return Err(TrainError::NothingToResume { dir: checkpoints });
     }
@@ -291,14 +291,13 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
             (loss, total / valid_chars.max(1) as f64)
         })
     };
-    if resume_from.is_none() {
-        if let Some((loss, per_char)) = eval(&trainer) {
+    if resume_from.is_none()
+        && let Some((loss, per_char)) = eval(&trainer) {
             metrics::append(&metrics_path, &Record { step: 0, epoch: 0.0, eval_loss: Some(loss), eval_perplexity: Some(loss.exp()), ..Default::default() })?;
             state.best = Some((0, loss));
             stats.base_eval_loss = Some(loss);
             stats.base_eval_nats_per_char = Some(per_char);
         }
-    }
     if let Some(before) = metrics::read(&metrics_path)?.iter().find(|r| r.step == 0).and_then(|r| r.eval_loss) {
         stats.base_eval_loss = Some(before);
     }
@@ -425,7 +424,7 @@ pub fn train_loop<B: AutodiffBackend>(
         let done = trainer.step;
         let epoch_f = done as f64 / steps_per_epoch as f64;
         let last = done == total;
-        if done % config.logging_every == 0 || last {
+        if done.is_multiple_of(config.logging_every) || last {
             let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
             let tokens_per_second = window_positions as f64 / seconds;
             let mut record = Record {
@@ -437,13 +436,12 @@ pub fn train_loop<B: AutodiffBackend>(
                 tokens_per_second: Some(tokens_per_second),
                 ..Default::default()
             };
-            if (config.eval_every > 0 && done % config.eval_every == 0) || last {
-                if let Some((loss, per_char)) = evaluate(trainer, state)? {
+            if ((config.eval_every > 0 && done.is_multiple_of(config.eval_every)) || last)
+                && let Some((loss, per_char)) = evaluate(trainer, state)? {
                     record.eval_loss = Some(loss);
                     record.eval_perplexity = Some(loss.exp());
                     last_eval = Some((loss, per_char));
                 }
-            }
             metrics::append(metrics_path, &record)?;
             task.set_message(format!(
                 "epoch {epoch_f:.2} loss {:.4} lr {lr:.2e} {tokens_per_second:.0} tok/s",
@@ -451,15 +449,14 @@ pub fn train_loop<B: AutodiffBackend>(
             ));
             (window_loss, window_steps, window_positions) = (0.0, 0, 0);
             window_start = Instant::now();
-        } else if config.eval_every > 0 && done % config.eval_every == 0 {
-            if let Some((loss, per_char)) = evaluate(trainer, state)? {
+        } else if config.eval_every > 0 && done.is_multiple_of(config.eval_every)
+            && let Some((loss, per_char)) = evaluate(trainer, state)? {
                 metrics::append(metrics_path, &Record { step: done, epoch: epoch_f, eval_loss: Some(loss), eval_perplexity: Some(loss.exp()), ..Default::default() })?;
                 last_eval = Some((loss, per_char));
             }
-        }
         task.set_position(done);
         let interrupted = ctx.stop.load(Ordering::SeqCst);
-        if (done % config.checkpoint_every == 0 && !last) || (interrupted && !last) {
+        if (done.is_multiple_of(config.checkpoint_every) || interrupted) && !last {
             let path = checkpoint::save(checkpoints, &trainer.model, &trainer.moments, state, config.keep_checkpoints)?;
             if interrupted {
                 task.finish();

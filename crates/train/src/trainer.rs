@@ -271,11 +271,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         if !loss.is_finite() {
             return Err(StepError::NonFinite(loss));
         }
-        if let Some(span) = &self.wte_trained {
-            if let Some(g) = grads.remove("wte.weight") {
+        if let Some(span) = &self.wte_trained
+            && let Some(g) = grads.remove("wte.weight") {
                 grads.insert("wte.weight".into(), g.slice(s![span.start..span.end]));
             }
-        }
         let grad_norm = global_norm(&grads.values().cloned().collect::<Vec<_>>());
         let coef = if self.max_grad_norm > 0.0 { clip_coefficient(grad_norm, self.max_grad_norm) } else { 1.0 };
 
@@ -295,14 +294,13 @@ impl<B: AutodiffBackend> Trainer<B> {
                 m: old.zeros_like(),
                 v: old.zeros_like(),
             });
-            if let Some(span) = &span {
-                if moments.m.dims()[0] != span.len() {
+            if let Some(span) = &span
+                && moments.m.dims()[0] != span.len() {
                     // A checkpoint written when the moments covered every row
                     // (zero outside the span, which never had a gradient).
                     moments.m = moments.m.clone().slice(s![span.start..span.end]);
                     moments.v = moments.v.clone().slice(s![span.start..span.end]);
                 }
-            }
             let new = self.adamw.step(old, grad, moments, self.step, lr, decays(&name));
             let new = match span {
                 Some(span) => full.slice_assign(s![span.start..span.end], new),

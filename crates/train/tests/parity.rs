@@ -85,7 +85,7 @@ fn accumulating_2x8_equals_one_batch_of_16() {
     let mut whole = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
     let micro: Vec<Vec<&Example>> = sixteen.chunks(2).map(|c| c.to_vec()).collect();
     let a = accumulated.step(&micro, 1e-3).unwrap();
-    let b = whole.step(&[sixteen.clone()], 1e-3).unwrap();
+    let b = whole.step(std::slice::from_ref(&sixteen), 1e-3).unwrap();
     assert!((a.loss - b.loss).abs() < 1e-6, "{} vs {}", a.loss, b.loss);
     assert!((a.grad_norm - b.grad_norm).abs() < 1e-6 * b.grad_norm.max(1.0));
     for ((name, x), (_, y)) in values(&accumulated.model).into_iter().zip(values(&whole.model)) {
