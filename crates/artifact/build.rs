@@ -12,7 +12,9 @@ fn main() {
         let version = lock
             .split("[[package]]")
             .find(|block| block.lines().any(|l| l.trim() == format!("name = \"{package}\"")))
-            .and_then(|block| block.lines().find_map(|l| l.trim().strip_prefix("version = \"")?.strip_suffix('"').map(str::to_string)))
+            .and_then(|block| {
+                block.lines().find_map(|l| l.trim().strip_prefix("version = \"")?.strip_suffix('"').map(str::to_string))
+            })
             .unwrap_or_else(|| "unknown".into());
         println!("cargo:rustc-env=TP06_VERSION_{var}={version}");
     }

@@ -36,12 +36,16 @@ fn main() -> ExitCode {
             "--features" => {
                 args.next();
                 match args.next() {
-                    Some(list) => features.extend(list.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from)),
+                    Some(list) => {
+                        features.extend(list.split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from))
+                    }
                     None => return usage_error("--features needs a list, e.g. --features cuda"),
                 }
             }
             a if a.starts_with("--features=") => {
-                features.extend(a["--features=".len()..].split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from));
+                features.extend(
+                    a["--features=".len()..].split(',').map(str::trim).filter(|f| !f.is_empty()).map(String::from),
+                );
                 args.next();
             }
             "--debug" => {
@@ -65,7 +69,8 @@ fn main() -> ExitCode {
 
     // `cargo run` sets it at run time; the compile-time value would point at
     // another checkout when two share a target directory.
-    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("..");
+    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+        .join("..");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(&cargo);
     build.current_dir(&root).args(["build", "--package", "tp06-cli", "--bin", "tp06"]);
@@ -117,7 +122,12 @@ fn feature_error(feature: &str) -> Option<String> {
 fn is_package_variable(name: &str) -> bool {
     matches!(
         name,
-        "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_RUSTC_CURRENT_DIR"
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_RUSTC_CURRENT_DIR"
     ) || name.starts_with("CARGO_PKG_")
 }
 
@@ -161,10 +171,26 @@ mod tests {
 
     #[test]
     fn strips_the_run_package_variables_and_keeps_the_users_configuration() {
-        for name in ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR", "CARGO_CRATE_NAME", "CARGO_BIN_NAME"] {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+        ] {
             assert!(is_package_variable(name), "{name} comes from `cargo run`");
         }
-        for name in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL", "CARGO_TERM_COLOR", "CARGO_BUILD_JOBS", "RUSTFLAGS", "PATH"] {
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "CARGO_TERM_COLOR",
+            "CARGO_BUILD_JOBS",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
             assert!(!is_package_variable(name), "{name} is the user's configuration");
         }
     }

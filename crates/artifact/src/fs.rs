@@ -25,7 +25,9 @@ pub struct FsError {
 
 fn hint(source: &io::Error) -> &'static str {
     match source.kind() {
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "; the disk is full: free some space or pass --run-dir on another disk",
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "; the disk is full: free some space or pass --run-dir on another disk"
+        }
         io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
             "; the place is not writable: fix its permissions or pass --run-dir to a writable directory"
         }
@@ -50,10 +52,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes `path` atomically: the closure writes to a temporary file, which is
 /// synced and renamed over `path` only when the closure succeeds.
-pub fn write_atomic_with<E>(
-    path: &Path,
-    write: impl FnOnce(&mut io::BufWriter<File>) -> Result<(), E>,
-) -> Result<(), E>
+pub fn write_atomic_with<E>(path: &Path, write: impl FnOnce(&mut io::BufWriter<File>) -> Result<(), E>) -> Result<(), E>
 where
     E: From<FsError>,
 {
@@ -67,9 +66,7 @@ where
         if crate::fault::hit("disk-full") {
             return Err(FsError::new("cannot write", &tmp, io::Error::from_raw_os_error(28)).into());
         }
-        let file = writer
-            .into_inner()
-            .map_err(|e| FsError::new("cannot write", &tmp, e.into_error()))?;
+        let file = writer.into_inner().map_err(|e| FsError::new("cannot write", &tmp, e.into_error()))?;
         file.sync_all().map_err(|e| FsError::new("cannot sync", &tmp, e))?;
         Ok(())
     });
@@ -92,8 +89,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
 
 /// Writes `value` as pretty JSON to `path` atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| FsError::new("cannot serialise", path, io::Error::other(e)))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| FsError::new("cannot serialise", path, io::Error::other(e)))?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)
 }
@@ -127,7 +124,11 @@ fn hex(bytes: &[u8]) -> String {
 pub fn create_dir_all(dir: &Path) -> Result<(), FsError> {
     fs::create_dir_all(dir).map_err(|e| {
         // The OS says "File exists" when `dir` itself is a file.
-        let e = if e.kind() == io::ErrorKind::AlreadyExists && !dir.is_dir() { io::Error::new(io::ErrorKind::NotADirectory, "it is a file") } else { e };
+        let e = if e.kind() == io::ErrorKind::AlreadyExists && !dir.is_dir() {
+            io::Error::new(io::ErrorKind::NotADirectory, "it is a file")
+        } else {
+            e
+        };
         FsError::new("cannot create directory", dir, e)
     })
 }
@@ -186,10 +187,7 @@ mod tests {
     #[test]
     fn sha256_matches_known_vector() {
         // FIPS 180-2 test vector for "abc".
-        assert_eq!(
-            sha256_bytes(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_bytes(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("abc");
         fs::write(&path, b"abc").unwrap();

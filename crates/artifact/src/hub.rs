@@ -68,7 +68,9 @@ pub enum HubError {
     #[error("{repo} has no file `{file}` (HTTP 404: wrong id, revision or file name, or a private repo)")]
     NotFound { repo: String, file: String },
     /// The hub refused the request.
-    #[error("the hub refused access to {repo} (HTTP {status}); for a gated or private repo set HF_TOKEN or run `huggingface-cli login`")]
+    #[error(
+        "the hub refused access to {repo} (HTTP {status}); for a gated or private repo set HF_TOKEN or run `huggingface-cli login`"
+    )]
     Denied { repo: String, status: u16 },
     /// Any other failure.
     #[error("cannot fetch `{file}` of {repo}: {detail}")]
@@ -90,7 +92,9 @@ impl HubError {
     /// without the file cached): the failures a local copy works around.
     pub fn offline_hint(&self, setting: &str) -> String {
         match self {
-            HubError::Unreachable { .. } | HubError::NotCached { .. } => format!("; to work offline, point it at a local model directory: {setting}"),
+            HubError::Unreachable { .. } | HubError::NotCached { .. } => {
+                format!("; to work offline, point it at a local model directory: {setting}")
+            }
             _ => String::new(),
         }
     }
@@ -164,11 +168,9 @@ impl Hub {
             ApiError::RequestError(boxed) => match *boxed {
                 ureq::Error::Status(404, _) => HubError::NotFound { repo: repo_name, file: file_name },
                 ureq::Error::Status(status @ (401 | 403), _) => HubError::Denied { repo: repo_name, status },
-                ureq::Error::Status(status, _) => HubError::Other {
-                    repo: repo_name,
-                    file: file_name,
-                    detail: format!("HTTP {status}"),
-                },
+                ureq::Error::Status(status, _) => {
+                    HubError::Other { repo: repo_name, file: file_name, detail: format!("HTTP {status}") }
+                }
                 ureq::Error::Transport(t) => HubError::Unreachable {
                     repo: repo_name,
                     file: file_name,
@@ -225,9 +227,7 @@ impl Hub {
             });
         }
         tracing::info!("downloading `{file}` of {repo}");
-        self.api()
-            .and_then(|api| api.repo(repo.repo()).download(file))
-            .map_err(|err| self.map_error(repo, file, err))
+        self.api().and_then(|api| api.repo(repo.repo()).download(file)).map_err(|err| self.map_error(repo, file, err))
     }
 }
 
@@ -253,7 +253,10 @@ pub fn model_dir(hub: &Hub, source: &crate::Source, wanted: &[&[&str]]) -> Resul
             dir = path.parent().map(Path::to_path_buf);
         }
     }
-    dir.ok_or_else(|| HubError::NotFound { repo: repo.to_string(), file: wanted.iter().flat_map(|g| g.iter()).copied().collect::<Vec<_>>().join(", ") })
+    dir.ok_or_else(|| HubError::NotFound {
+        repo: repo.to_string(),
+        file: wanted.iter().flat_map(|g| g.iter()).copied().collect::<Vec<_>>().join(", "),
+    })
 }
 
 fn list_dir_files(dir: &Path) -> Vec<String> {
@@ -284,15 +287,25 @@ mod tests {
         let file = dir.path().join("a-file");
         std::fs::write(&file, "").unwrap();
         let missing = model_dir(&Hub::from_env(), &crate::Source::Local(dir.path().join("absent")), &[]).unwrap_err();
-        assert!(matches!(missing, HubError::Missing { .. }) && missing.to_string().contains("does not exist; point it at a model directory in hub layout"), "{missing}");
+        assert!(
+            matches!(missing, HubError::Missing { .. })
+                && missing.to_string().contains("does not exist; point it at a model directory in hub layout"),
+            "{missing}"
+        );
         let a_file = model_dir(&Hub::from_env(), &crate::Source::Local(file), &[]).unwrap_err();
         assert!(a_file.to_string().contains("is a file, not a directory"), "{a_file}");
-        assert_eq!(model_dir(&Hub::from_env(), &crate::Source::Local(dir.path().to_path_buf()), &[]).unwrap(), dir.path());
+        assert_eq!(
+            model_dir(&Hub::from_env(), &crate::Source::Local(dir.path().to_path_buf()), &[]).unwrap(),
+            dir.path()
+        );
         for local in [&missing, &a_file] {
             assert_eq!(local.offline_hint("--set model.base=DIR"), "");
         }
         let offline = HubError::NotCached { repo: "asi/x".into(), file: "config.json".into(), cache: "/c".into() };
-        assert_eq!(offline.offline_hint("--set model.base=DIR"), "; to work offline, point it at a local model directory: --set model.base=DIR");
+        assert_eq!(
+            offline.offline_hint("--set model.base=DIR"),
+            "; to work offline, point it at a local model directory: --set model.base=DIR"
+        );
     }
 
     /// A hub client on a fake cache, pointed at a closed loopback port.

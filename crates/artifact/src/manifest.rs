@@ -64,9 +64,7 @@ pub struct InputRecord {
 impl InputRecord {
     /// Hashes a source file.
     pub fn file(name: &str, path: &Path) -> Result<Self, FsError> {
-        let bytes = std::fs::metadata(path)
-            .map_err(|e| FsError::new("cannot read", path, e))?
-            .len();
+        let bytes = std::fs::metadata(path).map_err(|e| FsError::new("cannot read", path, e))?.len();
         Ok(Self {
             name: name.to_string(),
             stage: None,
@@ -98,8 +96,7 @@ pub struct Fingerprint(pub String);
 impl Fingerprint {
     /// The fingerprint of a stage run with `config` over `inputs`.
     pub fn compute(stage: Stage, config: &Value, inputs: &[InputRecord]) -> Self {
-        let hashed: Vec<(&str, &str)> =
-            inputs.iter().map(|i| (i.name.as_str(), i.sha256.as_str())).collect();
+        let hashed: Vec<(&str, &str)> = inputs.iter().map(|i| (i.name.as_str(), i.sha256.as_str())).collect();
         let canonical = serde_json::json!({
             "schema_version": SCHEMA_VERSION,
             "stage": stage,
@@ -120,9 +117,7 @@ pub enum ManifestError {
     #[error("`{path}` is not a valid manifest ({reason}); re-run the stage: {hint}")]
     Invalid { path: PathBuf, reason: String, hint: String },
     /// The manifest was written by an incompatible version of the tool.
-    #[error(
-        "`{path}` has schema version {found}, this tool reads version {expected}; re-run the stage: {hint}"
-    )]
+    #[error("`{path}` has schema version {found}, this tool reads version {expected}; re-run the stage: {hint}")]
     SchemaMismatch { path: PathBuf, found: u32, expected: u32, hint: String },
     /// The manifest no longer describes what is on disk.
     #[error("stage `{stage}` is stale: {reason}; re-run it: {hint}")]
@@ -178,13 +173,10 @@ impl Manifest {
                 reason,
                 hint: self.stage.rerun_hint(run.root()),
             };
-            let meta = std::fs::metadata(&path)
-                .map_err(|_| stale(format!("output `{}` is missing", path.display())))?;
+            let meta =
+                std::fs::metadata(&path).map_err(|_| stale(format!("output `{}` is missing", path.display())))?;
             if meta.len() != output.bytes || fs::sha256_file(&path)? != output.sha256 {
-                return Err(stale(format!(
-                    "output `{}` changed since the manifest was written",
-                    path.display()
-                )));
+                return Err(stale(format!("output `{}` changed since the manifest was written", path.display())));
             }
         }
         Ok(())
@@ -285,26 +277,13 @@ pub struct StageWriter {
 
 impl StageWriter {
     /// Starts `stage`: its directory exists and holds no manifest afterwards.
-    pub fn begin(
-        run: &RunDir,
-        stage: Stage,
-        config: Value,
-        inputs: Vec<InputRecord>,
-    ) -> Result<Self, ManifestError> {
+    pub fn begin(run: &RunDir, stage: Stage, config: Value, inputs: Vec<InputRecord>) -> Result<Self, ManifestError> {
         let dir = run.stage_dir(stage);
         fs::create_dir_all(&dir)?;
         fs::remove_file_if_exists(&run.manifest_path(stage))?;
         let fingerprint = Fingerprint::compute(stage, &config, &inputs);
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Ok(Self {
-            run: run.clone(),
-            stage,
-            config,
-            inputs,
-            fingerprint,
-            started: Instant::now(),
-            started_unix,
-        })
+        Ok(Self { run: run.clone(), stage, config, inputs, fingerprint, started: Instant::now(), started_unix })
     }
 
     /// Like [`StageWriter::begin`], unless the stage is up to date with this
@@ -339,20 +318,13 @@ impl StageWriter {
     }
 
     /// Hashes `outputs` (relative to the stage directory) and writes the manifest.
-    pub fn finish(
-        self,
-        outputs: &[String],
-        environment: Value,
-        stats: Value,
-    ) -> Result<Manifest, ManifestError> {
+    pub fn finish(self, outputs: &[String], environment: Value, stats: Value) -> Result<Manifest, ManifestError> {
         let dir = self.dir();
         let outputs = outputs
             .iter()
             .map(|relative| {
                 let path = dir.join(relative);
-                let bytes = std::fs::metadata(&path)
-                    .map_err(|e| FsError::new("cannot read output", &path, e))?
-                    .len();
+                let bytes = std::fs::metadata(&path).map_err(|e| FsError::new("cannot read output", &path, e))?.len();
                 Ok(OutputRecord { path: relative.clone(), sha256: fs::sha256_file(&path)?, bytes })
             })
             .collect::<Result<Vec<_>, ManifestError>>()?;

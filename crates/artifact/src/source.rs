@@ -114,10 +114,7 @@ mod tests {
         );
         assert_eq!(
             "hf:chris-lmd/pokepedia-fr@refs/convert/parquet".parse::<Source>().unwrap(),
-            Source::Hub {
-                repo: "chris-lmd/pokepedia-fr".into(),
-                revision: Some("refs/convert/parquet".into())
-            }
+            Source::Hub { repo: "chris-lmd/pokepedia-fr".into(), revision: Some("refs/convert/parquet".into()) }
         );
     }
 

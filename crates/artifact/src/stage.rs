@@ -58,10 +58,7 @@ impl FromStr for Stage {
     type Err = UnknownStage;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Stage::ALL
-            .into_iter()
-            .find(|stage| stage.name() == s)
-            .ok_or_else(|| UnknownStage(s.to_string()))
+        Stage::ALL.into_iter().find(|stage| stage.name() == s).ok_or_else(|| UnknownStage(s.to_string()))
     }
 }
 

@@ -32,13 +32,17 @@ pub fn resolve(name: Option<&str>) -> Result<String> {
         Some(n) => n,
         None if compiled.contains(&"cuda") && cuda_driver_loads() => "cuda",
         None if compiled.contains(&"cuda") => {
-            tracing::warn!("built with CUDA, but the NVIDIA driver library (libcuda.so) does not load here: running on the CPU (flex)");
+            tracing::warn!(
+                "built with CUDA, but the NVIDIA driver library (libcuda.so) does not load here: running on the CPU (flex)"
+            );
             "flex"
         }
         None => "flex",
     };
     if name == "cuda" && compiled.contains(&"cuda") && !cuda_driver_loads() {
-        bail!("backend `cuda`: the NVIDIA driver library (libcuda.so) does not load on this machine; install the NVIDIA driver (or add its directory to LD_LIBRARY_PATH), or use --backend flex");
+        bail!(
+            "backend `cuda`: the NVIDIA driver library (libcuda.so) does not load on this machine; install the NVIDIA driver (or add its directory to LD_LIBRARY_PATH), or use --backend flex"
+        );
     }
     Ok(name.to_string())
 }

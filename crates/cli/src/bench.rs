@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use burn::tensor::s;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::s;
 use serde::{Deserialize, Serialize};
 use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, HfConfig, Precision, WteFreeze};
 
@@ -20,7 +20,9 @@ use crate::backend::WithBackend;
 pub fn shape(name: &str) -> Result<Gpt2Config> {
     let json = match name {
         "mini" => r#"{"model_type":"gpt2","n_layer":4,"n_head":4,"n_embd":256,"n_positions":512,"vocab_size":8000}"#,
-        "small" => r#"{"model_type":"gpt2","n_layer":12,"n_head":12,"n_embd":768,"n_positions":1024,"vocab_size":50000}"#,
+        "small" => {
+            r#"{"model_type":"gpt2","n_layer":12,"n_head":12,"n_embd":768,"n_positions":1024,"vocab_size":50000}"#
+        }
         other => bail!("unknown shape `{other}`; the shapes are mini (gpt2-fr-mini) and small (gpt-fr-cased-small)"),
     };
     Ok(HfConfig::from_json_str(json, name)?.resolve()?)
@@ -58,7 +60,11 @@ impl Freeze {
             Freeze::Course => (WteFreeze::All, config.vocab_size),
             Freeze::Recommended => (WteFreeze::PretrainedRows, config.vocab_size - NEW_ROWS),
         };
-        FreezePlan::new(&FreezeConfig { wte, wpe: true, lower_blocks: BlockCount::Half, ln_f: false }, config, pretrained)
+        FreezePlan::new(
+            &FreezeConfig { wte, wpe: true, lower_blocks: BlockCount::Half, ln_f: false },
+            config,
+            pretrained,
+        )
     }
 }
 
@@ -155,7 +161,9 @@ fn device_reserved_mb<D: 'static>(device: &D) -> Option<f64> {
         use cubecl::Runtime;
         let device = (device as &dyn std::any::Any).downcast_ref::<cubecl::cuda::CudaDevice>()?;
         // A failure here must not cost the measurement: no figure instead.
-        let usage = std::panic::catch_unwind(|| cubecl::cuda::CudaRuntime::client(device).memory_usage().ok()).ok().flatten()?;
+        let usage = std::panic::catch_unwind(|| cubecl::cuda::CudaRuntime::client(device).memory_usage().ok())
+            .ok()
+            .flatten()?;
         Some(usage.bytes_reserved as f64 / f64::from(1 << 20))
     }
     #[cfg(not(feature = "cuda"))]
@@ -179,7 +187,13 @@ fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 
 /// The course's loop on random tokens: (positions, seconds) over `steps`
 /// optimiser steps after one warm-up step.
-fn train<B: AutodiffBackend>(config: &Gpt2Config, precision: Precision, freeze: Freeze, steps: usize, device: &B::Device) -> (usize, f64) {
+fn train<B: AutodiffBackend>(
+    config: &Gpt2Config,
+    precision: Precision,
+    freeze: Freeze,
+    steps: usize,
+    device: &B::Device,
+) -> (usize, f64) {
     use tp06_train::examples::Example;
     let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
     let plan = freeze.plan(config);
@@ -193,7 +207,11 @@ fn train<B: AutodiffBackend>(config: &Gpt2Config, precision: Precision, freeze: 
             .map(|_| {
                 seed += 1;
                 let ids = random_ids(length, config.vocab_size, seed);
-                Example { labels: ids.iter().map(|&i| i as i64).collect(), attention: vec![true; length], input_ids: ids }
+                Example {
+                    labels: ids.iter().map(|&i| i as i64).collect(),
+                    attention: vec![true; length],
+                    input_ids: ids,
+                }
             })
             .collect();
         let micro: Vec<Vec<&Example>> = examples.chunks(batch).map(|c| c.iter().collect()).collect();
@@ -210,11 +228,13 @@ fn train<B: AutodiffBackend>(config: &Gpt2Config, precision: Precision, freeze: 
 /// Inference forward passes to the logits, 8 batches of 2 × 256 tokens per
 /// step (the micro-batches of one course step): (positions, seconds).
 fn forward<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
-    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device).with_precision(precision);
+    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device)
+        .with_precision(precision);
     let (batch, micro, length) = (2, 8, 256);
     let batches: Vec<Tensor<B, 2, Int>> = (0..micro)
         .map(|i| {
-            let ids: Vec<i64> = random_ids(batch * length, config.vocab_size, 10 + i as u64).into_iter().map(i64::from).collect();
+            let ids: Vec<i64> =
+                random_ids(batch * length, config.vocab_size, 10 + i as u64).into_iter().map(i64::from).collect();
             Tensor::from_data(TensorData::new(ids, [batch, length]), device)
         })
         .collect();
@@ -232,7 +252,8 @@ fn forward<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, 
 
 /// Greedy decoding through the KV cache: (new tokens, seconds).
 fn generate<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
-    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device).with_precision(precision);
+    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device)
+        .with_precision(precision);
     let prompt = random_ids(16, config.vocab_size, 3);
     let greedy = tp06_sample::Processing::GREEDY;
     tp06_sample::generate(&model, &prompt, &greedy, tp06_sample::Length::New(8), None, 1, 0);
@@ -255,7 +276,8 @@ fn run_child(mut command: Command, what: &str) -> Result<Measurement> {
         bail!("{what} failed: {}", String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("no message"));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).with_context(|| format!("{what} printed no result"))?;
+    let line =
+        stdout.lines().rev().find(|l| l.starts_with('{')).with_context(|| format!("{what} printed no result"))?;
     serde_json::from_str(line).with_context(|| format!("{what} printed an unreadable result: {line}"))
 }
 
@@ -295,15 +317,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Runs the comparison and prints the table.
 pub fn bench(options: &BenchOptions) -> Result<String> {
-    let python_ok = Command::new("python3")
-        .args(["-c", "import torch, transformers"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let python_ok =
+        Command::new("python3").args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
     if !script_exists() {
-        bail!("`{}` is missing; run `cargo xtask bench` from a checkout of this repository", reference_script().display());
+        bail!(
+            "`{}` is missing; run `cargo xtask bench` from a checkout of this repository",
+            reference_script().display()
+        );
     }
     if !python_ok {
-        bail!("the PyTorch side needs python3 with torch and transformers: pip install torch transformers (no number is reported without it)");
+        bail!(
+            "the PyTorch side needs python3 with torch and transformers: pip install torch transformers (no number is reported without it)"
+        );
     }
     if let Some(parent) = options.json.parent() {
         tp06_artifact::fs::create_dir_all(parent)?;
@@ -321,14 +346,31 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
             for i in 1..=options.repeats {
                 tracing::info!("bench: {work} {shape}, run {i}/{}: tp06 then PyTorch", options.repeats);
                 let mut a = Command::new(&exe);
-                a.args(["bench-one", work, "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()]);
+                a.args([
+                    "bench-one",
+                    work,
+                    "--shape",
+                    shape,
+                    "--steps",
+                    &options.steps.to_string(),
+                    "--threads",
+                    &options.threads.to_string(),
+                ]);
                 a.args(["--precision", dtype, "--freeze", options.freeze.name()]);
                 a.args(["--backend", &backend]);
                 a.env("RAYON_NUM_THREADS", options.threads.to_string());
                 ours.push(run_child(a, &format!("tp06 bench-one {work} {shape}"))?);
                 let mut b = Command::new("python3");
                 b.arg(reference_script())
-                    .args([work.as_str(), "--shape", shape, "--steps", &options.steps.to_string(), "--threads", &options.threads.to_string()])
+                    .args([
+                        work.as_str(),
+                        "--shape",
+                        shape,
+                        "--steps",
+                        &options.steps.to_string(),
+                        "--threads",
+                        &options.threads.to_string(),
+                    ])
                     .args(["--device", device, "--dtype", dtype, "--freeze", options.freeze.name()])
                     .env("OMP_NUM_THREADS", options.threads.to_string());
                 theirs.push(run_child(b, &format!("bench/bench.py {work} {shape}"))?);
@@ -350,7 +392,8 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
             all.extend(ours);
             all.extend(theirs);
             // Written after every row: a bench stopped half-way keeps the rows it finished.
-            let report = serde_json::json!({ "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all });
+            let report =
+                serde_json::json!({ "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all });
             tp06_artifact::fs::write_json_atomic(&options.json, &report)?;
         }
     }
@@ -358,11 +401,17 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         "{:<9} {:<6} {:>14} {:>14} {:>7}   {:>10} {:>10} {:>7}\n",
         "work", "shape", "tp06 tok/s", "PyTorch tok/s", "ratio", "tp06 MB", "PyTorch MB", "ratio"
     );
-    let memory_keys = if device == "cuda" { ["tp06_device_peak_mb", "pytorch_device_peak_mb"] } else { ["tp06_peak_rss_mb", "pytorch_peak_rss_mb"] };
+    let memory_keys = if device == "cuda" {
+        ["tp06_device_peak_mb", "pytorch_device_peak_mb"]
+    } else {
+        ["tp06_peak_rss_mb", "pytorch_peak_rss_mb"]
+    };
     for r in &rows {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         // A figure a side could not read prints as a dash, not as NaN.
-        let cell = |v: f64, precision: usize, suffix: &str| if v.is_finite() { format!("{v:.precision$}{suffix}") } else { "—".into() };
+        let cell = |v: f64, precision: usize, suffix: &str| {
+            if v.is_finite() { format!("{v:.precision$}{suffix}") } else { "—".into() }
+        };
         table += &format!(
             "{:<9} {:<6} {:>14} {:>14} {:>7}   {:>10} {:>10} {:>7}\n",
             r["work"].as_str().unwrap_or(""),
@@ -379,8 +428,16 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         "cuda" => "on the GPU (memory: the allocator's peak; not read on our side yet)".to_string(),
         _ => format!("{} thread(s) on CPU", options.threads),
     };
-    let what_trains = if options.works.iter().any(|w| w == "train") { format!(", training with the {} freeze", options.freeze.name()) } else { String::new() };
-    table += &format!("medians of {} alternating runs each, {dtype} {place}{what_trains}; JSON in {}", options.repeats, options.json.display());
+    let what_trains = if options.works.iter().any(|w| w == "train") {
+        format!(", training with the {} freeze", options.freeze.name())
+    } else {
+        String::new()
+    };
+    table += &format!(
+        "medians of {} alternating runs each, {dtype} {place}{what_trains}; JSON in {}",
+        options.repeats,
+        options.json.display()
+    );
     Ok(table)
 }
 

@@ -41,7 +41,9 @@ impl Cli {
             && from > to
         {
             use clap::CommandFactory;
-            Cli::command().error(clap::error::ErrorKind::ArgumentConflict, format!("--from {from} comes after --to {to}")).exit();
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, format!("--from {from} comes after --to {to}"))
+                .exit();
         }
     }
 
@@ -298,7 +300,22 @@ pub struct SampleArgs {
 impl SampleArgs {
     /// Whether any flag asks for generation outside the sample stage.
     pub fn ad_hoc(&self) -> bool {
-        let Self { model, prompt, prompts_file, greedy, temperature, top_k, top_p, repetition_penalty, max_length, max_new_tokens, seed, num_samples, interactive, precision } = self;
+        let Self {
+            model,
+            prompt,
+            prompts_file,
+            greedy,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            max_length,
+            max_new_tokens,
+            seed,
+            num_samples,
+            interactive,
+            precision,
+        } = self;
         model.is_some()
             || !prompt.is_empty()
             || prompts_file.is_some()

@@ -69,12 +69,26 @@ struct ModelStage<'a> {
 impl WithBackend for ModelStage<'_> {
     type Output = Result<StageReport, tp06_model::ModelError>;
     fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
-        tp06_model::run::<B::InnerBackend>(self.run, &self.config.model, &self.config.vocab, &hub(), &device, self.force)
+        tp06_model::run::<B::InnerBackend>(
+            self.run,
+            &self.config.model,
+            &self.config.vocab,
+            &hub(),
+            &device,
+            self.force,
+        )
     }
 }
 
 /// Runs one stage.
-fn run_stage(stage: Stage, config: &PipelineConfig, common: &Common, run: &RunDir, force: bool, resume: bool) -> Result<StageReport> {
+fn run_stage(
+    stage: Stage,
+    config: &PipelineConfig,
+    common: &Common,
+    run: &RunDir,
+    force: bool,
+    resume: bool,
+) -> Result<StageReport> {
     let report = match stage {
         Stage::Data => tp06_data::run(run, &config.data, &hub(), force)?,
         Stage::Vocab => tp06_vocab::run(run, &config.vocab, &config.model.base, &hub(), force)?,
@@ -99,7 +113,8 @@ fn model_dir(model: Option<&str>, run: &RunDir) -> Result<PathBuf> {
             let source: tp06_artifact::Source = spec.parse().map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))?;
             tp06_artifact::hub::model_dir(&hub(), &source, &generation_files()).map_err(|e| {
                 let hint = match e {
-                    tp06_artifact::hub::HubError::Unreachable { .. } | tp06_artifact::hub::HubError::NotCached { .. } => {
+                    tp06_artifact::hub::HubError::Unreachable { .. }
+                    | tp06_artifact::hub::HubError::NotCached { .. } => {
                         "; download it once with network access, or pass a local model directory: --model DIR"
                     }
                     _ => "",
@@ -130,7 +145,8 @@ struct AdHoc {
 impl WithBackend for AdHoc {
     type Output = Result<()>;
     fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
-        let generator = tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(self.precision);
+        let generator =
+            tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(self.precision);
         let answer = |prompt: &str| -> Result<()> {
             for (text, _) in generator.complete(prompt, &self.processing, self.length, self.samples, self.seed)? {
                 ui::print(&text);
@@ -182,7 +198,8 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
     let sample = &config.sample;
     let mut prompts = args.prompt.clone();
     if let Some(file) = &args.prompts_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read --prompts-file `{}`", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --prompts-file `{}`", file.display()))?;
         prompts.extend(text.lines().filter(|l| !l.trim().is_empty()).map(String::from));
     }
     if prompts.is_empty() && !args.interactive {
@@ -194,7 +211,11 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
         temperature: args.temperature.unwrap_or(sample.temperature),
         top_k: args.top_k.unwrap_or(sample.top_k),
         top_p: args.top_p.unwrap_or(sample.top_p),
-        repetition_penalty: args.repetition_penalty.unwrap_or(if args.greedy { 1.0 } else { sample.repetition_penalty }),
+        repetition_penalty: args.repetition_penalty.unwrap_or(if args.greedy {
+            1.0
+        } else {
+            sample.repetition_penalty
+        }),
     };
     let mut check = sample.clone();
     check.temperature = processing.temperature;
@@ -230,8 +251,17 @@ struct ExploreWork {
 }
 
 enum ExploreDemo {
-    SmartInit { base: tp06_model::StageConfig, model: Option<PathBuf>, name: String, references: Vec<String>, seed: u64 },
-    Sampling { dir: PathBuf, prompt: String },
+    SmartInit {
+        base: tp06_model::StageConfig,
+        model: Option<PathBuf>,
+        name: String,
+        references: Vec<String>,
+        seed: u64,
+    },
+    Sampling {
+        dir: PathBuf,
+        prompt: String,
+    },
 }
 
 impl WithBackend for ExploreWork {
@@ -247,13 +277,21 @@ impl WithBackend for ExploreWork {
                         (g.model, g.tok)
                     }
                     None => {
-                        let wanted: &[&[&str]] = if base.from_scratch { &[&["config.json"]] } else { &[&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]] };
+                        let wanted: &[&[&str]] = if base.from_scratch {
+                            &[&["config.json"]]
+                        } else {
+                            &[&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]]
+                        };
                         let mut files = wanted.to_vec();
                         files.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
                         let dir = tp06_artifact::hub::model_dir(&hub(), &base.base, &files)?;
                         let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
                         let model = if base.from_scratch {
-                            tp06_model::init_from_scratch::<I<B>>(&config, tp06_model::ScratchInit { seed: base.seed }, &device)
+                            tp06_model::init_from_scratch::<I<B>>(
+                                &config,
+                                tp06_model::ScratchInit { seed: base.seed },
+                                &device,
+                            )
                         } else {
                             tp06_model::load::<I<B>>(&tp06_model::weight_file(&dir)?, &config, &device)?.0
                         };
@@ -291,7 +329,13 @@ fn explore_command(demo: Explore) -> Result<()> {
                 Some(word) => vec![word],
                 None => reference_candidates(&config.vocab.reference_words),
             };
-            let demo = ExploreDemo::SmartInit { base: config.model.clone(), model, name, references, seed: config.sample.seed };
+            let demo = ExploreDemo::SmartInit {
+                base: config.model.clone(),
+                model,
+                name,
+                references,
+                seed: config.sample.seed,
+            };
             (common, demo)
         }
         Explore::Sampling { common, model, prompt } => {
@@ -326,8 +370,23 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
     let out = tp06_report::explore_dir(run);
     let references: Vec<String> = reference_candidates(&config.vocab.reference_words);
     let demos = [
-        ("smart_init.json", ExploreDemo::SmartInit { base: config.model.clone(), model: None, name: "Pikachu".into(), references, seed: config.sample.seed }),
-        ("sampling.json", ExploreDemo::Sampling { dir: run.stage_dir(Stage::Train).join(tp06_train::outputs::EXPORT), prompt: "Pikachu est un Pokémon de type".into() }),
+        (
+            "smart_init.json",
+            ExploreDemo::SmartInit {
+                base: config.model.clone(),
+                model: None,
+                name: "Pikachu".into(),
+                references,
+                seed: config.sample.seed,
+            },
+        ),
+        (
+            "sampling.json",
+            ExploreDemo::Sampling {
+                dir: run.stage_dir(Stage::Train).join(tp06_train::outputs::EXPORT),
+                prompt: "Pikachu est un Pokémon de type".into(),
+            },
+        ),
     ];
     for (file, demo) in demos {
         if !refresh && out.join(file).is_file() {
@@ -359,11 +418,7 @@ fn show(stage: Stage, run: &RunDir, report: &StageReport) {
         ui::print(&format!("{stage}: up to date (use --force to run it again)"));
     } else {
         ui::print(&report.summary);
-        ui::print(&format!(
-            "{stage}: done in {:.1} s → {}",
-            report.manifest.seconds,
-            run.stage_dir(stage).display()
-        ));
+        ui::print(&format!("{stage}: done in {:.1} s → {}", report.manifest.seconds, run.stage_dir(stage).display()));
     }
 }
 
@@ -376,8 +431,12 @@ fn configure(setup: &Setup, announce: bool) -> Result<(PipelineConfig, RunDir)> 
     let args = setup.config_args();
     let (config, recorded) = config::resolve_for_run(&args, run.root())?;
     let note = match recorded {
-        Some(file) => Some(format!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display())),
-        None if args.preset.is_none() && args.config.is_none() => Some(format!("configuration: the default preset, {} (--preset to choose another)", config::DEFAULT_PRESET)),
+        Some(file) => {
+            Some(format!("configuration: the run's own `{}` (--preset or --config to replace it)", file.display()))
+        }
+        None if args.preset.is_none() && args.config.is_none() => {
+            Some(format!("configuration: the default preset, {} (--preset to choose another)", config::DEFAULT_PRESET))
+        }
         None => None,
     };
     if let Some(note) = note {
@@ -428,7 +487,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
         Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze } => {
-            let options = crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend, precision, freeze };
+            let options =
+                crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend, precision, freeze };
             ui::print(&crate::bench::bench(&options)?);
             Ok(())
         }

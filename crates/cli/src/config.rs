@@ -60,7 +60,9 @@ impl ConfigArgs {
     /// The name of the configuration, for the default run directory.
     pub fn name(&self) -> String {
         match (&self.preset, &self.config) {
-            (None, Some(file)) => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into()),
+            (None, Some(file)) => {
+                file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into())
+            }
             (preset, _) => preset.clone().unwrap_or_else(|| DEFAULT_PRESET.into()),
         }
     }
@@ -93,9 +95,10 @@ fn anchor_preset_paths(value: &mut Value, root: &Path) {
     for (section, key) in [("data", "articles"), ("data", "names"), ("model", "base")] {
         let Some(Value::String(spec)) = value.get_mut(section).and_then(|s| s.get_mut(key)) else { continue };
         if let Ok(Source::Local(path)) = spec.parse::<Source>()
-            && path.is_relative() {
-                *spec = root.join(path).display().to_string();
-            }
+            && path.is_relative()
+        {
+            *spec = root.join(path).display().to_string();
+        }
     }
 }
 
@@ -209,7 +212,8 @@ pub fn resolve_for_run(args: &ConfigArgs, run_dir: &Path) -> Result<(PipelineCon
         }
         return Ok((resolve(args)?, None));
     }
-    let text = std::fs::read_to_string(&recorded).with_context(|| format!("cannot read the run's configuration `{}`", recorded.display()))?;
+    let text = std::fs::read_to_string(&recorded)
+        .with_context(|| format!("cannot read the run's configuration `{}`", recorded.display()))?;
     let origin = format!(
         "the run's configuration `{}` (pass --preset or --config, with the --set the run needs, to replace it, or edit the file)",
         recorded.display()
@@ -227,7 +231,8 @@ pub fn record(config: &PipelineConfig, run_dir: &Path) -> Result<()> {
         toml::to_string_pretty(config).context("cannot write the configuration as TOML")?
     );
     let path = run_dir.join(RUN_CONFIG);
-    tp06_artifact::fs::write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write `{}`", path.display()))
+    tp06_artifact::fs::write_atomic(&path, text.as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 /// Resolves the configuration: preset, then user file, then overrides, then
@@ -249,8 +254,8 @@ pub fn resolve(args: &ConfigArgs) -> Result<PipelineConfig> {
         }
     };
     if let Some(file) = &args.config {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read config file `{}`", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read config file `{}`", file.display()))?;
         let origin = format!("config file `{}`", file.display());
         overlay(&mut value, toml_to_json(&text, &origin)?);
         value = serde_json::to_value(deserialize(value, &origin)?)?;
@@ -276,11 +281,16 @@ fn overrides(mut value: Value, args: &ConfigArgs) -> Result<PipelineConfig> {
 /// directory, names the same files whichever directory the next command on
 /// that run starts from.
 fn absolute_sources(config: &mut PipelineConfig) -> Result<()> {
-    for (key, source) in [("data.articles", &mut config.data.articles), ("data.names", &mut config.data.names), ("model.base", &mut config.model.base)] {
+    for (key, source) in [
+        ("data.articles", &mut config.data.articles),
+        ("data.names", &mut config.data.names),
+        ("model.base", &mut config.model.base),
+    ] {
         if let Source::Local(path) = source
             && path.is_relative()
         {
-            *path = std::path::absolute(&*path).with_context(|| format!("{key}: cannot make `{}` absolute", path.display()))?;
+            *path = std::path::absolute(&*path)
+                .with_context(|| format!("{key}: cannot make `{}` absolute", path.display()))?;
         }
     }
     Ok(())
@@ -326,7 +336,10 @@ mod tests {
         assert_eq!(c.vocab.noise_std, 0.01);
         assert_eq!(c.model.freeze.wte, tp06_model::WteFreeze::All);
         assert_eq!(c.model.freeze.lower_blocks, tp06_model::BlockCount::Half);
-        assert_eq!((c.sample.max_length, c.sample.top_k, c.sample.top_p, c.sample.repetition_penalty), (150, 50, 0.9, 1.2));
+        assert_eq!(
+            (c.sample.max_length, c.sample.top_k, c.sample.top_p, c.sample.repetition_penalty),
+            (150, 50, 0.9, 1.2)
+        );
         let prompts: Vec<_> = c.sample.prompts.iter().map(|p| (p.text.as_str(), p.temperature)).collect();
         assert_eq!(prompts[0], ("Pikachu est un Pokémon de type", Some(0.5)));
         assert_eq!(prompts[3], ("Flamador est un Pokémon légendaire de type Feu et Dragon. Ce", Some(0.7)));
@@ -349,7 +362,10 @@ mod tests {
         ))
         .unwrap();
         // A relative path is taken from the current directory, and kept absolute.
-        assert_eq!(c.data.articles, Source::Local(std::env::current_dir().unwrap().join("../shared/data/pokedex-fr/articles.parquet")));
+        assert_eq!(
+            c.data.articles,
+            Source::Local(std::env::current_dir().unwrap().join("../shared/data/pokedex-fr/articles.parquet"))
+        );
         assert_eq!(c.model.base.to_string(), "hf:asi/gpt-fr-cased-small@main");
         assert_eq!((c.train.epochs, c.train.lr, c.train.max_steps), (2, 1e-4, Some(30)));
         assert!(c.train.packing);
@@ -394,7 +410,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let partial = dir.path().join("mine.toml");
         std::fs::write(&partial, "[train]\nepochs = 3\n").unwrap();
-        let c = resolve(&ConfigArgs { preset: Some("tp06".into()), config: Some(partial.clone()), set: vec![] }).unwrap();
+        let c =
+            resolve(&ConfigArgs { preset: Some("tp06".into()), config: Some(partial.clone()), set: vec![] }).unwrap();
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.train.batch_size, 2, "the rest comes from the preset");
         // Alone, a partial file is incomplete.
@@ -405,7 +422,10 @@ mod tests {
         std::fs::write(&typo, "[train]\nepoch = 3\n").unwrap();
         let err = resolve(&ConfigArgs { preset: Some("tp06".into()), config: Some(typo), set: vec![] }).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("typo.toml") && msg.contains("unknown field `epoch`") && msg.contains("did you mean `epochs`"), "{msg}");
+        assert!(
+            msg.contains("typo.toml") && msg.contains("unknown field `epoch`") && msg.contains("did you mean `epochs`"),
+            "{msg}"
+        );
         // A complete user preset stands alone and names the run directory.
         let full = dir.path().join("full.toml");
         std::fs::write(&full, PRESETS[0].1).unwrap();

@@ -116,7 +116,11 @@ impl Progress for Bars {
         } else {
             "{prefix} [{elapsed_precise}] [{wide_bar}] {pos}/{len} ({eta}) {msg}"
         };
-        bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
         bar.set_prefix(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(250));
         Box::new(Bar(bar))

@@ -92,7 +92,14 @@ struct Case {
 }
 
 fn case(what: &'static str, args: &[&str], says: &[&'static str], stage: &'static str) -> Case {
-    Case { what, args: args.iter().map(|s| s.to_string()).collect(), env: Vec::new(), says: says.to_vec(), stage, fresh: false }
+    Case {
+        what,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
+        says: says.to_vec(),
+        stage,
+        fresh: false,
+    }
 }
 
 /// Copies the complete earlier run into `to`.
@@ -145,13 +152,20 @@ fn check(cases: Vec<Case>) {
         if manifest.exists() {
             assert!(!c.fresh, "{}: a manifest for {} in a run that had none", c.what, c.stage);
             let before = std::fs::read(earlier.join(c.stage).join("manifest.json")).unwrap();
-            assert_eq!(std::fs::read(&manifest).unwrap(), before, "{}: {}'s manifest is the earlier run's, untouched", c.what, c.stage);
+            assert_eq!(
+                std::fs::read(&manifest).unwrap(),
+                before,
+                "{}: {}'s manifest is the earlier run's, untouched",
+                c.what,
+                c.stage
+            );
         }
         let dir = RunDir::new(run.path());
         for stage in Stage::ALL {
             if dir.manifest_path(stage).exists() {
                 let m = Manifest::load(&dir, stage).unwrap();
-                m.verify_outputs(&dir).unwrap_or_else(|e| panic!("{}: {stage}'s manifest stands over changed outputs: {e}", c.what));
+                m.verify_outputs(&dir)
+                    .unwrap_or_else(|e| panic!("{}: {stage}'s manifest stands over changed outputs: {e}", c.what));
             }
         }
     }
@@ -167,11 +181,36 @@ fn bad_corpus_files_name_the_file_and_the_setting() {
         c
     };
     check(vec![
-        data("missing parquet", "data.articles", "missing.parquet", &["data.articles", "missing.parquet", "No such file or directory", "--set data.articles=PATH"]),
-        data("truncated parquet", "data.articles", "truncated.parquet", &["data.articles", "truncated.parquet", "complete, uncorrupted"]),
-        data("corrupt parquet", "data.articles", "corrupt.parquet", &["data.articles", "corrupt.parquet", "complete, uncorrupted"]),
-        data("wrong columns (parquet)", "data.articles", "run/data/names.parquet", &["has no column `title`", "columns: name"]),
-        data("wrong columns (csv)", "data.articles", "wrong-columns.csv", &["wrong-columns.csv", "has no column `title`", "columns: name, text"]),
+        data(
+            "missing parquet",
+            "data.articles",
+            "missing.parquet",
+            &["data.articles", "missing.parquet", "No such file or directory", "--set data.articles=PATH"],
+        ),
+        data(
+            "truncated parquet",
+            "data.articles",
+            "truncated.parquet",
+            &["data.articles", "truncated.parquet", "complete, uncorrupted"],
+        ),
+        data(
+            "corrupt parquet",
+            "data.articles",
+            "corrupt.parquet",
+            &["data.articles", "corrupt.parquet", "complete, uncorrupted"],
+        ),
+        data(
+            "wrong columns (parquet)",
+            "data.articles",
+            "run/data/names.parquet",
+            &["has no column `title`", "columns: name"],
+        ),
+        data(
+            "wrong columns (csv)",
+            "data.articles",
+            "wrong-columns.csv",
+            &["wrong-columns.csv", "has no column `title`", "columns: name, text"],
+        ),
         data("corrupt csv", "data.articles", "corrupt.csv", &["data.articles", "corrupt.csv"]),
         data("bad JSON line", "data.articles", "bad.jsonl", &["bad.jsonl", "line 2", "not valid JSON"]),
         data("non-UTF-8 jsonl", "data.articles", "non-utf8.jsonl", &["non-utf8.jsonl", "line 1", "not valid UTF-8"]),
@@ -179,7 +218,12 @@ fn bad_corpus_files_name_the_file_and_the_setting() {
         data("unsupported format", "data.articles", "table.xlsx", &["table.xlsx", "not a supported table", ".parquet"]),
         data("empty names", "data.names", "empty.txt", &["data.names", "empty.txt", "holds no names"]),
         data("non-UTF-8 names", "data.names", "non-utf8.txt", &["data.names", "non-utf8.txt", "not valid UTF-8"]),
-        data("nothing kept", "data.names", "unrelated.txt", &["no article was kept", "is data.names the right file", "Zzzz"]),
+        data(
+            "nothing kept",
+            "data.names",
+            "unrelated.txt",
+            &["no article was kept", "is data.names the right file", "Zzzz"],
+        ),
     ]);
 }
 
@@ -188,7 +232,8 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
     // A backend tp06 knows but this build left out (none when built with all of them).
     let compiled = tp06_model::backend::compiled();
     let uncompiled = ["ndarray", "cuda"].into_iter().find(|b| !compiled.contains(b));
-    let on_data = |what, set: &str, says: &[&'static str]| case(what, &["data", "--preset", "demo", "--set", set], says, "data");
+    let on_data =
+        |what, set: &str, says: &[&'static str]| case(what, &["data", "--preset", "demo", "--set", set], says, "data");
     let mut cases = vec![
         on_data("unknown key", "train.epoch=2", &["unknown key `train.epoch`", "did you mean `train.epochs`"]),
         on_data("lr 0", "train.lr=0", &["train.lr", "must be > 0"]),
@@ -200,13 +245,39 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         on_data("temperature < 0", "sample.temperature=-1", &["sample.temperature", "≥ 0"]),
         on_data("wrong type", "train.epochs=many", &["train.epochs"]),
         case("unknown preset", &["data", "--preset", "nope"], &["unknown preset `nope`"], "data"),
-        case("more frozen blocks than the model has", &["pipeline", "--preset", "demo", "--set", "model.freeze.lower_blocks=99"], &["model.freeze.lower_blocks: 99", "has 2 blocks", "use 0 to 2"], "model"),
-        case("max_length > context", &["pipeline", "--preset", "demo", "--set", "train.max_length=1000"], &["train.max_length", "n_positions = 256"], "train"),
-        Case { fresh: true, ..case("upstream missing", &["model", "--preset", "demo"], &["has not run", "cargo xtask"], "model") },
-        Case { fresh: true, ..case("no upstream at all", &["train", "--preset", "demo"], &["stage `data` has not run", "cargo xtask data"], "train") },
+        case(
+            "more frozen blocks than the model has",
+            &["pipeline", "--preset", "demo", "--set", "model.freeze.lower_blocks=99"],
+            &["model.freeze.lower_blocks: 99", "has 2 blocks", "use 0 to 2"],
+            "model",
+        ),
+        case(
+            "max_length > context",
+            &["pipeline", "--preset", "demo", "--set", "train.max_length=1000"],
+            &["train.max_length", "n_positions = 256"],
+            "train",
+        ),
+        Case {
+            fresh: true,
+            ..case("upstream missing", &["model", "--preset", "demo"], &["has not run", "cargo xtask"], "model")
+        },
+        Case {
+            fresh: true,
+            ..case(
+                "no upstream at all",
+                &["train", "--preset", "demo"],
+                &["stage `data` has not run", "cargo xtask data"],
+                "train",
+            )
+        },
     ];
     if let Some(backend) = uncompiled {
-        cases.push(case("backend not compiled", &["model", "--preset", "demo", "--backend", backend], &["is not compiled", "cargo xtask --features"], "model"));
+        cases.push(case(
+            "backend not compiled",
+            &["model", "--preset", "demo", "--backend", backend],
+            &["is not compiled", "cargo xtask --features"],
+            "model",
+        ));
     }
     check(cases);
 }
@@ -262,11 +333,21 @@ fn bad_model_and_tokenizer_files_name_the_file() {
         })
         .collect();
     let long = "Pikachu est un Pokémon de type Feu. ".repeat(60);
-    let mut c = case("prompt longer than the context", &["sample", "--model"], &["tokens but the model's context is 256", "shorten it"], "sample");
+    let mut c = case(
+        "prompt longer than the context",
+        &["sample", "--model"],
+        &["tokens but the model's context is 256", "shorten it"],
+        "sample",
+    );
     c.args.extend([w.export().display().to_string(), "--prompt".into(), long]);
     cases.push(c);
     for (what, file, content, says) in [
-        ("merges.txt of another vocabulary", "merges.txt", "#version: 0.2\nzz qq\n", vec!["merges.txt", "line 2", "do not belong together"]),
+        (
+            "merges.txt of another vocabulary",
+            "merges.txt",
+            "#version: 0.2\nzz qq\n",
+            vec!["merges.txt", "line 2", "do not belong together"],
+        ),
         ("corrupt vocab.json", "vocab.json", "{ broken", vec!["vocab.json", "not valid JSON"]),
     ] {
         let dir = w.base_copy(&format!("base-{file}"), |d| std::fs::write(d.join(file), content).unwrap());
@@ -276,16 +357,36 @@ fn bad_model_and_tokenizer_files_name_the_file() {
     }
     let empty = w.root.join("empty-model");
     std::fs::create_dir_all(&empty).unwrap();
-    let mut c = case("no tokenizer at all", &["vocab", "--preset", "demo", "--set"], &["has no tokenizer", "vocab.json + merges.txt"], "vocab");
+    let mut c = case(
+        "no tokenizer at all",
+        &["vocab", "--preset", "demo", "--set"],
+        &["has no tokenizer", "vocab.json + merges.txt"],
+        "vocab",
+    );
     c.args.push(format!("model.base={}", empty.display()));
     cases.push(c);
-    let mut c = case("no such model directory", &["vocab", "--preset", "demo", "--set"], &["model.base", "nonexistent` does not exist", "model directory in hub layout"], "vocab");
+    let mut c = case(
+        "no such model directory",
+        &["vocab", "--preset", "demo", "--set"],
+        &["model.base", "nonexistent` does not exist", "model directory in hub layout"],
+        "vocab",
+    );
     c.args.push(format!("model.base={}", w.path("nonexistent")));
     cases.push(c);
-    let mut c = case("model.base is a file", &["vocab", "--preset", "demo", "--set"], &["model.base", "empty.txt` is a file, not a directory", "hub layout"], "vocab");
+    let mut c = case(
+        "model.base is a file",
+        &["vocab", "--preset", "demo", "--set"],
+        &["model.base", "empty.txt` is a file, not a directory", "hub layout"],
+        "vocab",
+    );
     c.args.push(format!("model.base={}", w.path("empty.txt")));
     cases.push(c);
-    let mut c = case("no such --model", &["sample", "--model"], &["--model", "nonexistent` does not exist", "hub layout"], "sample");
+    let mut c = case(
+        "no such --model",
+        &["sample", "--model"],
+        &["--model", "nonexistent` does not exist", "hub layout"],
+        "sample",
+    );
     c.args.extend([w.path("nonexistent"), "--prompt".into(), "Pikachu".into()]);
     cases.push(c);
     check(cases);
@@ -306,18 +407,35 @@ fn an_unreachable_hub_fails_without_a_cache_and_is_not_needed_with_one() {
         env
     };
     let mut cases = Vec::new();
-    for (offline, says) in [(false, vec!["unreachable", "--model DIR"]), (true, vec!["HF_HUB_OFFLINE", "not in the cache", "--model DIR"])] {
-        let mut c = case("model not cached", &["sample", "--model", "hf:asi/absent", "--prompt", "Pikachu"], &says, "sample");
+    for (offline, says) in
+        [(false, vec!["unreachable", "--model DIR"]), (true, vec!["HF_HUB_OFFLINE", "not in the cache", "--model DIR"])]
+    {
+        let mut c =
+            case("model not cached", &["sample", "--model", "hf:asi/absent", "--prompt", "Pikachu"], &says, "sample");
         c.env = unreachable(offline);
         cases.push(c);
-        let mut c = case("corpus not cached", &["data", "--preset", "demo", "--set", "data.articles=hf:chris-lmd/pokepedia-fr"], &["data.articles", "--set data.articles=PATH"], "data");
+        let mut c = case(
+            "corpus not cached",
+            &["data", "--preset", "demo", "--set", "data.articles=hf:chris-lmd/pokepedia-fr"],
+            &["data.articles", "--set data.articles=PATH"],
+            "data",
+        );
         c.env = unreachable(offline);
         cases.push(c);
     }
     check(cases);
     // With the model in the cache, neither a dead hub nor offline mode stops generation.
     for offline in [false, true] {
-        let mut cmd = command(&["sample", "--model", "hf:asi/cached", "--prompt", "Pikachu est", "--greedy", "--max-new-tokens", "3"]);
+        let mut cmd = command(&[
+            "sample",
+            "--model",
+            "hf:asi/cached",
+            "--prompt",
+            "Pikachu est",
+            "--greedy",
+            "--max-new-tokens",
+            "3",
+        ]);
         for (k, v) in unreachable(offline) {
             cmd.env(k, v);
         }

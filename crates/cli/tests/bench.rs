@@ -18,7 +18,18 @@ fn measure(args: &[&str]) -> Value {
 #[test]
 fn bench_one_reports_the_tokens_of_each_work() {
     // train: one measured step of 8 micro-batches of 2 × 256 positions.
-    let m = measure(&["bench-one", "train", "--shape", "mini", "--steps", "1", "--threads", "1", "--freeze", "recommended"]);
+    let m = measure(&[
+        "bench-one",
+        "train",
+        "--shape",
+        "mini",
+        "--steps",
+        "1",
+        "--threads",
+        "1",
+        "--freeze",
+        "recommended",
+    ]);
     assert_eq!(m["tokens"], 8 * 2 * 256);
     assert_eq!(m["freeze"], "recommended");
     assert_eq!(m["dtype"], "f32");

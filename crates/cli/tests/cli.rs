@@ -20,7 +20,10 @@ fn check_report(dir: &Path) {
         assert!(html.contains(&format!("<section id=\"s{i}\">")), "section {i}");
     }
     assert!(!html.contains("class=\"missing\""), "a section is incomplete:\n{md}");
-    assert!(!html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"), "self-contained, offline");
+    assert!(
+        !html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "self-contained, offline"
+    );
     assert!(html.matches("<svg").count() >= 5, "filter, tokens, freezing, lr and loss figures");
     for svg in ["filter.svg", "tokens-per-name.svg", "freezing.svg", "lr.svg", "loss.svg"] {
         assert!(dir.join("report").join(svg).is_file(), "{svg} beside report.md");
@@ -47,7 +50,13 @@ fn check_report(dir: &Path) {
     assert!(html.contains(&format!("(step {best})")), "best step");
     let first_sample = std::fs::read_to_string(dir.join("sample/samples.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(first_sample.lines().next().unwrap()).unwrap();
-    let text = first["text"].as_str().unwrap().replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let text = first["text"]
+        .as_str()
+        .unwrap()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
     assert!(html.contains(&text), "the first sample");
     // The demos the pipeline ran for §4 and §7.
     for demo in ["smart_init.json", "sampling.json"] {
@@ -65,7 +74,14 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
         assert!(dir.path().join(stage).join("manifest.json").is_file(), "{stage} has a manifest");
         assert!(out.contains(&format!("{stage}: done")), "{out}");
     }
-    for file in ["train/metrics.jsonl", "train/loss.svg", "train/export/model.safetensors", "train/export/tokenizer.json", "sample/samples.md", "sample/samples.jsonl"] {
+    for file in [
+        "train/metrics.jsonl",
+        "train/loss.svg",
+        "train/export/model.safetensors",
+        "train/export/tokenizer.json",
+        "sample/samples.md",
+        "sample/samples.jsonl",
+    ] {
         assert!(dir.path().join(file).is_file(), "{file}");
     }
     let metrics = std::fs::read_to_string(dir.path().join("train/metrics.jsonl")).unwrap();
@@ -88,7 +104,8 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
     assert!(out.contains("model: up to date") && out.contains("train: done") && out.contains("sample: done"), "{out}");
 
     // f32 is the default precision: naming it changes no fingerprint.
-    let same = demo(dir.path(), &["--set", "train.lr=1e-3", "--set", "train.precision=f32", "--set", "sample.precision=f32"]);
+    let same =
+        demo(dir.path(), &["--set", "train.lr=1e-3", "--set", "train.precision=f32", "--set", "sample.precision=f32"]);
     let (out, _) = text(&same);
     assert!(same.status.success());
     assert!(out.contains("train: up to date") && out.contains("sample: up to date"), "{out}");
@@ -96,14 +113,30 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
     // Generation with the run's model, from the command line, in f32 and in bf16.
     let run_dir = dir.path().display().to_string();
     for precision in ["f32", "bf16"] {
-        let sampled = tp06(&["sample", "--preset", "demo", "--run-dir", &run_dir, "--prompt", "Salamèche est", "--greedy", "--max-new-tokens", "5", "--precision", precision]);
+        let sampled = tp06(&[
+            "sample",
+            "--preset",
+            "demo",
+            "--run-dir",
+            &run_dir,
+            "--prompt",
+            "Salamèche est",
+            "--greedy",
+            "--max-new-tokens",
+            "5",
+            "--precision",
+            precision,
+        ]);
         let (out, err) = text(&sampled);
         assert!(sampled.status.success(), "{precision}: {err}");
         assert!(out.starts_with("Salamèche est"), "{precision}: {out}");
     }
 
     // Mixed-precision training and bf16 generation re-run those stages.
-    let bf16 = demo(dir.path(), &["--set", "train.lr=1e-3", "--set", "train.precision=bf16", "--set", "sample.precision=bf16"]);
+    let bf16 = demo(
+        dir.path(),
+        &["--set", "train.lr=1e-3", "--set", "train.precision=bf16", "--set", "sample.precision=bf16"],
+    );
     let (out, err) = text(&bf16);
     assert!(bf16.status.success(), "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("model: up to date") && out.contains("train: done") && out.contains("sample: done"), "{out}");
@@ -127,7 +160,10 @@ fn usage_errors_are_clap_s_with_exit_code_2() {
         (&["bench", "--works", "trian"][..], "[possible values: train, forward, generate]"),
         (&["bench", "--threads", "0"][..], "must be at least 1"),
         (&["bench", "--repeats", "0"][..], "must be at least 1"),
-        (&["pipeline", "--from", "train", "--to", "data", "--run-dir", "target/never-created"][..], "--from train comes after --to data"),
+        (
+            &["pipeline", "--from", "train", "--to", "data", "--run-dir", "target/never-created"][..],
+            "--from train comes after --to data",
+        ),
     ] {
         let out = tp06(args);
         let (_, err) = text(&out);
@@ -202,12 +238,26 @@ fn a_command_without_a_preset_continues_the_run_s_own_configuration() {
     // prompts (the stage itself is up to date and would print nothing new).
     let greedy = tp06(&["sample", "--run-dir", &run_dir, "--greedy", "--max-new-tokens", "3"]);
     let (out, err) = text(&greedy);
-    assert!(greedy.status.success() && out.contains("Pikachu est un Pokémon de type") && !out.contains("up to date"), "{out}{err}");
+    assert!(
+        greedy.status.success() && out.contains("Pikachu est un Pokémon de type") && !out.contains("up to date"),
+        "{out}{err}"
+    );
 
     // Generating with a given model creates no run directory.
     let elsewhere = dir.path().join("absent");
     let export = dir.path().join("train/export").display().to_string();
-    let sampled = tp06(&["sample", "--model", &export, "--prompt", "Pikachu", "--greedy", "--max-new-tokens", "2", "--run-dir", &elsewhere.display().to_string()]);
+    let sampled = tp06(&[
+        "sample",
+        "--model",
+        &export,
+        "--prompt",
+        "Pikachu",
+        "--greedy",
+        "--max-new-tokens",
+        "2",
+        "--run-dir",
+        &elsewhere.display().to_string(),
+    ]);
     assert!(sampled.status.success(), "{:?}", text(&sampled));
     assert!(!elsewhere.exists());
 }
@@ -218,7 +268,10 @@ fn a_relative_path_is_remembered_as_the_file_it_named() {
     let run_dir = dir.path().join("run").display().to_string();
     // From data/demo/, `names.txt` is the demo's names file.
     let demo_dir = common::repo().join("data/demo").canonicalize().unwrap();
-    let first = common::command(&["data", "--preset", "demo", "--set", "data.names=names.txt", "--run-dir", &run_dir]).current_dir(&demo_dir).output().unwrap();
+    let first = common::command(&["data", "--preset", "demo", "--set", "data.names=names.txt", "--run-dir", &run_dir])
+        .current_dir(&demo_dir)
+        .output()
+        .unwrap();
     assert!(first.status.success(), "{:?}", text(&first));
     // The same run, from another directory: the same file, so nothing to redo.
     let again = common::command(&["data", "--run-dir", &run_dir]).current_dir(dir.path()).output().unwrap();

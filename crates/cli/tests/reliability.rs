@@ -13,7 +13,8 @@ use common::{command, demo, demo_args, manifest, sha, spawn_demo, stats, text};
 use tp06_artifact::{Manifest, RunDir, Stage};
 
 /// A schedule long enough to be killed inside training, with a checkpoint every 2 steps.
-const SCHEDULE: &[&str] = &["--set", "train.max_steps=12", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
+const SCHEDULE: &[&str] =
+    &["--set", "train.max_steps=12", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4"];
 
 /// What a killed run may leave behind: every manifest's outputs intact (a
 /// stage with a manifest is really done), every checkpoint directory whole.
@@ -23,7 +24,8 @@ fn assert_consistent(dir: &Path, context: &str) {
     for stage in Stage::ALL {
         if run.manifest_path(stage).exists() {
             let m = Manifest::load(&run, stage).unwrap();
-            m.verify_outputs(&run).unwrap_or_else(|e| panic!("{context}: {stage}: manifest present but outputs not intact: {e}"));
+            m.verify_outputs(&run)
+                .unwrap_or_else(|e| panic!("{context}: {stage}: manifest present but outputs not intact: {e}"));
         }
     }
     if let Ok(entries) = std::fs::read_dir(dir.join("train/checkpoints")) {
@@ -181,8 +183,16 @@ fn live(victim: &Path, schedule: &[&str], marker: &Marker, after: f64, aim: Stri
 fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
     // Two samples of 60 tokens per prompt, so that the sample stage is not over in a blink.
     let schedule = &[
-        "--set", "train.max_steps=20", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=4",
-        "--set", "sample.max_length=60", "--set", "sample.num_samples=2",
+        "--set",
+        "train.max_steps=20",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.eval_every=4",
+        "--set",
+        "sample.max_length=60",
+        "--set",
+        "sample.num_samples=2",
     ];
     let reference = tempfile::tempdir().unwrap();
     let (timeline, whole) = timed_reference(reference.path(), schedule);
@@ -215,11 +225,16 @@ fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
         for point in points {
             let (at, marker) = timeline.iter().rev().find(|(t, _)| *t <= point).unwrap().clone();
             if previous.as_ref() == Some(&marker) {
-                tp06_testkit::note(&format!("seed {seed}: the point at {point:.3} s shares {marker:?} with the previous one: dropped"));
+                tp06_testkit::note(&format!(
+                    "seed {seed}: the point at {point:.3} s shares {marker:?} with the previous one: dropped"
+                ));
                 continue;
             }
             previous = Some(marker.clone());
-            let aim = format!("seed {seed} attempt {attempt}: {point:.3} s of {whole:.3}, {:.3} s after {marker:?}", point - at);
+            let aim = format!(
+                "seed {seed} attempt {attempt}: {point:.3} s of {whole:.3}, {:.3} s after {marker:?}",
+                point - at
+            );
             let life = live(victim.path(), schedule, &marker, point - at, aim);
             let finished = !life.killed;
             lives.push(life);
@@ -230,14 +245,18 @@ fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
         let killed: Vec<&Life> = lives.iter().filter(|l| l.killed).collect();
         let report = format!(
             "seed {seed} (replay with TP06_KILL_SEED={seed}), attempt {attempt}; kills: {:#?}",
-            killed.iter().map(|l| format!("{} → killed with {:?} done, checkpoint {}", l.aim, l.done, l.checkpoint)).collect::<Vec<_>>()
+            killed
+                .iter()
+                .map(|l| format!("{} → killed with {:?} done, checkpoint {}", l.aim, l.done, l.checkpoint))
+                .collect::<Vec<_>>()
         );
         tp06_testkit::note(&report);
         let out = demo(victim.path(), schedule);
         assert!(out.status.success(), "{report}: {:?}", text(&out));
         assert_eq!(weights_and_samples(victim.path()), weights_and_samples(reference.path()), "{report}");
         // The training that finished resumed from the checkpoint the last kill inside training left.
-        let resumable = killed.iter().filter(|l| l.done < Some(Stage::Train)).map(|l| l.checkpoint).next_back().unwrap_or(0);
+        let resumable =
+            killed.iter().filter(|l| l.done < Some(Stage::Train)).map(|l| l.checkpoint).next_back().unwrap_or(0);
         let resumed = stats(victim.path(), "train")["resumed_from"].as_u64().unwrap_or(0);
         assert_eq!(resumed, resumable, "{report}");
         let export = killed.iter().any(|l| l.done < Some(Stage::Train) && l.checkpoint >= last_step);
@@ -245,7 +264,10 @@ fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
         if killed.len() >= 4 && export && sample {
             return;
         }
-        tp06_testkit::note(&format!("attempt {attempt}: {} kills, export hit: {export}, sample hit: {sample}; drawing a new schedule", killed.len()));
+        tp06_testkit::note(&format!(
+            "attempt {attempt}: {} kills, export hit: {export}, sample hit: {sample}; drawing a new schedule",
+            killed.len()
+        ));
     }
     panic!("seed {seed}: four schedules in a row missed the end of training or the sample stage");
 }
@@ -275,13 +297,19 @@ fn a_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable() {
     assert!(!status.success());
     let checkpoints = dir.path().join("train/checkpoints");
     assert!(checkpoints.join("step-00000002/state.json").is_file());
-    assert!(checkpoints.join(".step-00000004.tmp/model.safetensors").is_file(), "the half-written one is a hidden temporary");
+    assert!(
+        checkpoints.join(".step-00000004.tmp/model.safetensors").is_file(),
+        "the half-written one is a hidden temporary"
+    );
     assert!(!checkpoints.join("step-00000004").exists());
     assert!(!dir.path().join("train/manifest.json").exists());
     assert_consistent(dir.path(), "after the fault");
 
     // (`RUST_LOG` lifts the demo's `--quiet`.)
-    let out = command(&demo_args(dir.path(), SCHEDULE).iter().map(String::as_str).collect::<Vec<_>>()).env("RUST_LOG", "info").output().unwrap();
+    let out = command(&demo_args(dir.path(), SCHEDULE).iter().map(String::as_str).collect::<Vec<_>>())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
     // The log says so, and as it went to a pipe, in plain text without colour codes.
     let (_, log) = text(&out);
@@ -327,7 +355,13 @@ fn a_full_disk_fails_with_one_clear_line_and_no_manifest() {
     assert!(err.contains("config.toml") && !dir.path().join("config.toml").exists(), "{err}");
     let (dir, _) = full_at(2);
     assert!(!dir.path().join("data/manifest.json").exists());
-    assert!(std::fs::read_dir(dir.path().join("data")).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")), "no temporary left");
+    assert!(
+        std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().contains(".tmp-")),
+        "no temporary left"
+    );
 }
 
 #[test]
@@ -427,7 +461,8 @@ fn the_same_seed_writes_the_same_artifacts() {
 #[test]
 fn ctrl_c_checkpoints_exits_130_and_names_the_command_that_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let schedule = &["--set", "train.max_steps=400", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=400"];
+    let schedule =
+        &["--set", "train.max_steps=400", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=400"];
     let args = common::demo_args(dir.path(), schedule);
     let child = common::command(&args.iter().map(String::as_str).collect::<Vec<_>>())
         .stdout(std::process::Stdio::null())

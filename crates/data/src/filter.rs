@@ -96,9 +96,11 @@ pub fn select(articles: &[Article], names: &[String], mode: FilterMode) -> Resul
         let hint = if mode == FilterMode::Exact
             && articles.iter().any(|a| NameMatcher::new(names, FilterMode::Normalized).matches(&a.title))
         {
-            "some titles match only after Unicode normalisation or trimming: try --set data.filter=normalized".to_string()
+            "some titles match only after Unicode normalisation or trimming: try --set data.filter=normalized"
+                .to_string()
         } else {
-            let sample = |items: Vec<&str>| items.into_iter().take(3).map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+            let sample =
+                |items: Vec<&str>| items.into_iter().take(3).map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
             format!(
                 "is data.names the right file for these articles? first titles: {}; first names: {}",
                 sample(articles.iter().map(|a| a.title.as_str()).collect()),

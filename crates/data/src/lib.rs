@@ -19,9 +19,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::{Hub, HubError};
-use tp06_artifact::{
-    Begin, InputRecord, ManifestError, RunDir, Source, Stage, StageReport, StageWriter,
-};
+use tp06_artifact::{Begin, InputRecord, ManifestError, RunDir, Source, Stage, StageReport, StageWriter};
 
 pub use filter::{FilterMode, NameMatcher};
 pub use read::{Article, read_articles, read_articles_artifact, read_names, write_articles, write_names};
@@ -61,7 +59,10 @@ impl Config {
             });
         }
         if self.split.trim().is_empty() {
-            return Err(DataError::Config { field: "data.split", reason: "empty split name; the course uses \"train\"".into() });
+            return Err(DataError::Config {
+                field: "data.split",
+                reason: "empty split name; the course uses \"train\"".into(),
+            });
         }
         Ok(())
     }
@@ -75,9 +76,16 @@ pub enum DataError {
     Config { field: &'static str, reason: String },
     /// A file cannot be opened.
     #[error("{field}: cannot open `{path}`: {source}; check the path (--set {field}=PATH)")]
-    Open { field: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Open {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The extension is not one of the supported formats.
-    #[error("{field}: `{path}` is not a supported table; use .parquet, .jsonl, .csv (or .txt for names), or a directory of .parquet files")]
+    #[error(
+        "{field}: `{path}` is not a supported table; use .parquet, .jsonl, .csv (or .txt for names), or a directory of .parquet files"
+    )]
     UnsupportedFormat { field: &'static str, path: PathBuf },
     /// The file cannot be parsed.
     #[error("{field}: cannot read `{path}`: {reason}; is it a complete, uncorrupted file?")]
@@ -89,7 +97,9 @@ pub enum DataError {
     #[error("{field}: column `{column}` of `{path}` has type {found}, expected strings")]
     WrongType { field: &'static str, path: PathBuf, column: String, found: String },
     /// A required column holds nulls.
-    #[error("{field}: column `{column}` of `{path}` has {count} null value(s), the first at row {row}; every row needs a value")]
+    #[error(
+        "{field}: column `{column}` of `{path}` has {count} null value(s), the first at row {row}; every row needs a value"
+    )]
     NullValue { field: &'static str, path: PathBuf, column: String, row: usize, count: usize },
     /// A line of a text format is bad.
     #[error("{field}: `{path}` line {line}: {reason}")]
@@ -102,9 +112,15 @@ pub enum DataError {
     NothingKept { total: usize, names: usize, hint: String },
     /// A hub source could not be fetched.
     #[error("{field}: {source}; to work offline, point it at a local copy: --set {field}=PATH")]
-    Hub { field: &'static str, #[source] source: HubError },
+    Hub {
+        field: &'static str,
+        #[source]
+        source: HubError,
+    },
     /// A hub dataset holds no parquet file for the split.
-    #[error("{field}: `{repo}` has no parquet file for split `{split}` (files: {files}); set data.split or --set {field}=PATH")]
+    #[error(
+        "{field}: `{repo}` has no parquet file for split `{split}` (files: {files}); set data.split or --set {field}=PATH"
+    )]
     NoParquet { field: &'static str, repo: String, split: String, files: String },
     /// An output could not be written.
     #[error("cannot write `{path}`: {reason}")]

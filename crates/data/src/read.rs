@@ -58,10 +58,7 @@ fn describe(files: &[PathBuf]) -> String {
 fn read_table(paths: &[PathBuf], wanted: &[&str], field: &'static str) -> Result<Table, DataError> {
     let mut columns: Vec<Vec<String>> = vec![Vec::new(); wanted.len()];
     for path in paths {
-        let format = format_of(path).ok_or_else(|| DataError::UnsupportedFormat {
-            field,
-            path: path.clone(),
-        })?;
+        let format = format_of(path).ok_or_else(|| DataError::UnsupportedFormat { field, path: path.clone() })?;
         let part = match format {
             Format::Parquet | Format::Csv => read_polars(path, format, wanted, field)?,
             Format::JsonLines => read_jsonl(path, wanted, field)?,

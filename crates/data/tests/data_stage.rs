@@ -15,9 +15,7 @@ fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
 }
 
 fn jsonl(rows: &[(&str, &str)]) -> String {
-    rows.iter()
-        .map(|(t, c)| serde_json::json!({"title": t, "content": c}).to_string() + "\n")
-        .collect()
+    rows.iter().map(|(t, c)| serde_json::json!({"title": t, "content": c}).to_string() + "\n").collect()
 }
 
 /// A corpus with the filter's edge cases: case, NFD accents, ♀, dots, spaces,
@@ -179,36 +177,98 @@ fn bad_inputs_get_clear_errors() {
 
     let cases: Vec<(&str, PathBuf, PathBuf, Vec<&str>)> = vec![
         ("missing file", d.join("nope.parquet"), names.clone(), vec!["data.articles", "cannot open", "nope.parquet"]),
-        ("garbage parquet", write(d, "garbage.parquet", b"not a parquet file at all"), names.clone(), vec!["data.articles", "cannot read", "garbage.parquet"]),
-        ("truncated parquet", write(d, "truncated.parquet", &bytes[..bytes.len() / 2]), names.clone(), vec!["data.articles", "cannot read", "truncated.parquet"]),
-        ("unsupported extension", write(d, "a.xlsx", b"x"), names.clone(), vec!["data.articles", "not a supported table"]),
+        (
+            "garbage parquet",
+            write(d, "garbage.parquet", b"not a parquet file at all"),
+            names.clone(),
+            vec!["data.articles", "cannot read", "garbage.parquet"],
+        ),
+        (
+            "truncated parquet",
+            write(d, "truncated.parquet", &bytes[..bytes.len() / 2]),
+            names.clone(),
+            vec!["data.articles", "cannot read", "truncated.parquet"],
+        ),
+        (
+            "unsupported extension",
+            write(d, "a.xlsx", b"x"),
+            names.clone(),
+            vec!["data.articles", "not a supported table"],
+        ),
         (
             "missing column (parquet)",
-            parquet_with(d, "notitle.parquet", vec![Column::new("name".into(), ["a"]), Column::new("content".into(), ["b"])]),
+            parquet_with(
+                d,
+                "notitle.parquet",
+                vec![Column::new("name".into(), ["a"]), Column::new("content".into(), ["b"])],
+            ),
             names.clone(),
             vec!["data.articles", "no column `title`", "columns: name, content", "`title` and `content`"],
         ),
         (
             "non-string column",
-            parquet_with(d, "ints.parquet", vec![Column::new("title".into(), [1i64, 2]), Column::new("content".into(), ["a", "b"])]),
+            parquet_with(
+                d,
+                "ints.parquet",
+                vec![Column::new("title".into(), [1i64, 2]), Column::new("content".into(), ["a", "b"])],
+            ),
             names.clone(),
             vec!["data.articles", "column `title`", "expected strings"],
         ),
         (
             "null values",
-            parquet_with(d, "nulls.parquet", vec![Column::new("title".into(), [Some("Pikachu"), None]), Column::new("content".into(), ["a", "b"])]),
+            parquet_with(
+                d,
+                "nulls.parquet",
+                vec![Column::new("title".into(), [Some("Pikachu"), None]), Column::new("content".into(), ["a", "b"])],
+            ),
             names.clone(),
             vec!["data.articles", "null value", "row 1"],
         ),
-        ("missing column (jsonl)", write(d, "notitle.jsonl", "{\"name\": \"x\", \"content\": \"y\"}\n"), names.clone(), vec!["no column `title`", "columns: name, content"]),
-        ("wrong type (jsonl)", write(d, "num.jsonl", "{\"title\": \"Pikachu\", \"content\": \"a\"}\n{\"title\": 3, \"content\": \"b\"}\n"), names.clone(), vec!["line 2", "`title` is a number"]),
-        ("bad json", write(d, "bad.jsonl", "{\"title\": \"Pikachu\", \"content\": \"a\"}\n{\"title\": \n"), names.clone(), vec!["line 2", "not valid JSON"]),
-        ("non-UTF-8 jsonl", write(d, "latin1.jsonl", b"{\"title\": \"Pok\xe9mon\", \"content\": \"a\"}\n"), names.clone(), vec!["line 1", "UTF-8"]),
+        (
+            "missing column (jsonl)",
+            write(d, "notitle.jsonl", "{\"name\": \"x\", \"content\": \"y\"}\n"),
+            names.clone(),
+            vec!["no column `title`", "columns: name, content"],
+        ),
+        (
+            "wrong type (jsonl)",
+            write(d, "num.jsonl", "{\"title\": \"Pikachu\", \"content\": \"a\"}\n{\"title\": 3, \"content\": \"b\"}\n"),
+            names.clone(),
+            vec!["line 2", "`title` is a number"],
+        ),
+        (
+            "bad json",
+            write(d, "bad.jsonl", "{\"title\": \"Pikachu\", \"content\": \"a\"}\n{\"title\": \n"),
+            names.clone(),
+            vec!["line 2", "not valid JSON"],
+        ),
+        (
+            "non-UTF-8 jsonl",
+            write(d, "latin1.jsonl", b"{\"title\": \"Pok\xe9mon\", \"content\": \"a\"}\n"),
+            names.clone(),
+            vec!["line 1", "UTF-8"],
+        ),
         ("empty corpus", write(d, "empty.jsonl", "\n\n"), names.clone(), vec!["data.articles", "holds no articles"]),
         ("empty names", good.clone(), write(d, "blank.txt", "\n  \n"), vec!["data.names", "holds no names"]),
-        ("non-UTF-8 names", good.clone(), write(d, "latin1.txt", b"Pikachu\nSalam\xe8che\n"), vec!["data.names", "line 2", "UTF-8"]),
-        ("names without name column", good.clone(), write(d, "names.jsonl", "{\"nom\": \"Pikachu\"}\n"), vec!["data.names", "no column `name`", "`name`"]),
-        ("nothing kept", good.clone(), write(d, "other.txt", "Goupix\nFeunard\n"), vec!["no article was kept", "data.names", "\"Pikachu\"", "\"Goupix\""]),
+        (
+            "non-UTF-8 names",
+            good.clone(),
+            write(d, "latin1.txt", b"Pikachu\nSalam\xe8che\n"),
+            vec!["data.names", "line 2", "UTF-8"],
+        ),
+        (
+            "names without name column",
+            good.clone(),
+            write(d, "names.jsonl", "{\"nom\": \"Pikachu\"}\n"),
+            vec!["data.names", "no column `name`", "`name`"],
+        ),
+        (
+            "nothing kept",
+            good.clone(),
+            write(d, "other.txt", "Goupix\nFeunard\n"),
+            vec!["no article was kept", "data.names", "\"Pikachu\"", "\"Goupix\""],
+        ),
     ];
     for (label, articles, names, expected) in cases {
         let message = error_of(d, &articles, &names);

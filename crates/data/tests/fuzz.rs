@@ -9,7 +9,11 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(any::<u8>(), 0..200),
         // Mostly-valid JSON lines with damage.
         ("[a-zA-Zé\"{}:, \\n\\\\]{0,120}").prop_map(|s| s.into_bytes()),
-        (any::<String>(), any::<String>()).prop_map(|(t, c)| format!("{}\n", serde_json::json!({"title": t, "content": c})).into_bytes()),
+        (any::<String>(), any::<String>()).prop_map(|(t, c)| format!(
+            "{}\n",
+            serde_json::json!({"title": t, "content": c})
+        )
+        .into_bytes()),
     ]
 }
 

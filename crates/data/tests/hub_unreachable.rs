@@ -24,16 +24,14 @@ fn hub_sources_fail_clearly_when_the_hub_is_unreachable() {
         valid_fraction: 0.0,
         seed: 0,
     };
-    let err = tp06_data::run(&RunDir::new(dir.path().join("run")), &config, &Hub::from_env(), false)
-        .unwrap_err()
-        .to_string();
+    let err =
+        tp06_data::run(&RunDir::new(dir.path().join("run")), &config, &Hub::from_env(), false).unwrap_err().to_string();
     assert!(err.contains("data.articles") && err.contains("unreachable"), "{err}");
     assert!(err.contains("--set data.articles=PATH"), "{err}");
 
     // Offline mode without a cache says that instead.
     unsafe { std::env::set_var("HF_HUB_OFFLINE", "1") };
-    let err = tp06_data::run(&RunDir::new(dir.path().join("run")), &config, &Hub::from_env(), false)
-        .unwrap_err()
-        .to_string();
+    let err =
+        tp06_data::run(&RunDir::new(dir.path().join("run")), &config, &Hub::from_env(), false).unwrap_err().to_string();
     assert!(err.contains("HF_HUB_OFFLINE") && err.contains("--set data.articles=PATH"), "{err}");
 }

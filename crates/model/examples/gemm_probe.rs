@@ -11,7 +11,8 @@ use std::time::Instant;
 
 fn main() {
     // (m, k, n, lhs transposed, rhs transposed)
-    let shapes = [(512usize, 256usize, 8000usize), (512, 768, 2304), (512, 768, 50000), (256, 512, 768), (768, 512, 2304)];
+    let shapes =
+        [(512usize, 256usize, 8000usize), (512, 768, 2304), (512, 768, 50000), (256, 512, 768), (768, 512, 2304)];
     for (m, k, n) in shapes {
         for (lt, rt) in [(false, false), (false, true), (true, false)] {
             let a = vec![0.5f32; m * k];
@@ -23,11 +24,33 @@ fn main() {
             let (lrs, lcs) = if lt { (1isize, m as isize) } else { (k as isize, 1) };
             let (rrs, rcs) = if rt { (1isize, k as isize) } else { (n as isize, 1) };
             let run = |c: &mut [f32]| unsafe {
-                gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), lcs, lrs, b.as_ptr(), rcs, rrs, 0.0, 1.0, false, false, false, gemm::Parallelism::Rayon(2))
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    lcs,
+                    lrs,
+                    b.as_ptr(),
+                    rcs,
+                    rrs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(2),
+                )
             };
             run(&mut c);
             let t = Instant::now();
-            for _ in 0..reps { run(&mut c); }
+            for _ in 0..reps {
+                run(&mut c);
+            }
             let g = flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
             println!("{m}x{k}x{n} lhsT={lt} rhsT={rt}: {g:.1} GFLOP/s");
         }

@@ -68,6 +68,8 @@ fn main() {
                 .sum::<f32>();
         }
         let read = ((block_bytes + head_bytes) * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
-        println!("round {round}: Conv1D kernel {blocks:.1} GB/s, tied-head kernel {head:.1} GB/s, plain read {read:.1} GB/s ({total:.0})");
+        println!(
+            "round {round}: Conv1D kernel {blocks:.1} GB/s, tied-head kernel {head:.1} GB/s, plain read {read:.1} GB/s ({total:.0})"
+        );
     }
 }

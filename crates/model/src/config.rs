@@ -121,10 +121,8 @@ impl HfConfig {
 
     /// Parses `config.json` text (`origin` names it in errors).
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self, ModelError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
-            origin: origin.to_string(),
-            reason: format!("not valid JSON ({e})"),
-        })?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config { origin: origin.to_string(), reason: format!("not valid JSON ({e})") })?;
         let Value::Object(raw) = value else {
             return Err(ModelError::Config { origin: origin.to_string(), reason: "not a JSON object".into() });
         };
@@ -209,9 +207,10 @@ impl HfConfig {
     /// The resolved configuration; refuses what this crate does not implement.
     pub fn resolve(&self) -> Result<Gpt2Config, ModelError> {
         if let Some(model_type) = field(&self.raw, "model_type")
-            && model_type != "gpt2" {
-                return Err(self.error(format!("`model_type` is {model_type}; only \"gpt2\" models are supported")));
-            }
+            && model_type != "gpt2"
+        {
+            return Err(self.error(format!("`model_type` is {model_type}; only \"gpt2\" models are supported")));
+        }
         let n_embd = self.usize_field("n_embd")?;
         let n_head = self.usize_field("n_head")?;
         if n_embd % n_head != 0 {
@@ -237,11 +236,17 @@ impl HfConfig {
             }
         }
         if !self.bool_field("tie_word_embeddings", true)? {
-            return Err(self.error("`tie_word_embeddings` is false: only GPT-2 with the LM head tied to `wte` is supported"));
+            return Err(
+                self.error("`tie_word_embeddings` is false: only GPT-2 with the LM head tied to `wte` is supported")
+            );
         }
         let rate = |key: &str| -> Result<f64, ModelError> {
             let p = self.f64_field(key, 0.1)?;
-            if (0.0..1.0).contains(&p) { Ok(p) } else { Err(self.error(format!("`{key}` is {p}, expected a rate in [0, 1)"))) }
+            if (0.0..1.0).contains(&p) {
+                Ok(p)
+            } else {
+                Err(self.error(format!("`{key}` is {p}, expected a rate in [0, 1)")))
+            }
         };
         let epsilon = self.f64_field("layer_norm_epsilon", 1e-5)?;
         if epsilon.is_nan() || epsilon <= 0.0 {

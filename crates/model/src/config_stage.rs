@@ -54,9 +54,9 @@ impl<'de> Deserialize<'de> for BlockCount {
         match Raw::deserialize(d)? {
             Raw::Text(t) if t == "half" => Ok(BlockCount::Half),
             Raw::Number(n) => Ok(BlockCount::Count(n as usize)),
-            Raw::Text(other) => Err(serde::de::Error::custom(format!(
-                "`{other}` is not a block count; use \"half\" or a number"
-            ))),
+            Raw::Text(other) => {
+                Err(serde::de::Error::custom(format!("`{other}` is not a block count; use \"half\" or a number")))
+            }
         }
     }
 }

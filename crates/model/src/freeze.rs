@@ -12,7 +12,8 @@ use crate::config_stage::{FreezeConfig, WteFreeze};
 /// in module order.
 pub fn parameter_names(config: &Gpt2Config) -> Vec<(String, usize)> {
     let (c, f) = (config.n_embd, config.n_inner);
-    let mut out = vec![("wte.weight".to_string(), config.vocab_size * c), ("wpe.weight".to_string(), config.n_positions * c)];
+    let mut out =
+        vec![("wte.weight".to_string(), config.vocab_size * c), ("wpe.weight".to_string(), config.n_positions * c)];
     for i in 0..config.n_layer {
         let p = format!("h.{i}");
         for (name, n) in [
@@ -222,10 +223,13 @@ mod tests {
     fn pretrained_rows_plan_trains_only_the_new_rows() {
         let mut config = gpt_fr_cased_base();
         config.vocab_size = 50100;
-        let fix = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Count(3), ln_f: true };
+        let fix =
+            FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Count(3), ln_f: true };
         let plan = FreezePlan::new(&fix, &config, 50000);
         assert_eq!(plan.wte_trainable_from, Some(50000));
-        assert!(plan.trains("wte.weight") && plan.frozen.contains("ln_f.bias") && plan.frozen.contains("h.2.ln_1.bias"));
+        assert!(
+            plan.trains("wte.weight") && plan.frozen.contains("ln_f.bias") && plan.frozen.contains("h.2.ln_1.bias")
+        );
         let report = ParamReport::new(&config, &plan);
         let wte = &report.groups[0];
         assert_eq!((wte.params, wte.trainable), (50100 * 1792, 100 * 1792));

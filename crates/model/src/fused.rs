@@ -29,12 +29,12 @@ use std::any::{Any, TypeId};
 use std::cell::Cell;
 use std::sync::OnceLock;
 
+use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Bool, DType, FloatDType, TensorMetadata, TensorPrimitive};
@@ -240,9 +240,17 @@ fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    let two_n = f32::from_bits((t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32).wrapping_add(127).wrapping_shl(23) as u32);
+    let two_n = f32::from_bits(
+        (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32).wrapping_add(127).wrapping_shl(23) as u32,
+    );
     let y = e * two_n;
-    if x < -87.336_54 { 0.0 } else if x.is_nan() { x } else { y }
+    if x < -87.336_54 {
+        0.0
+    } else if x.is_nan() {
+        x
+    } else {
+        y
+    }
 }
 
 #[inline(always)]
@@ -566,7 +574,12 @@ struct Geometry {
 }
 
 /// The output (after dropout) and the probabilities (before).
-fn attention_forward(scores: FlexTensor, g: &Geometry, pad: Option<&[u8]>, mask: Option<DropoutMask>) -> (FlexTensor, FlexTensor) {
+fn attention_forward(
+    scores: FlexTensor,
+    g: &Geometry,
+    pad: Option<&[u8]>,
+    mask: Option<DropoutMask>,
+) -> (FlexTensor, FlexTensor) {
     let shape = scores.shape();
     let (mut out, _) = into_values(scores);
     out.par_chunks_mut(g.total).with_min_len(rows_per_task(g.total)).enumerate().for_each(|(row, s)| {
@@ -631,7 +644,13 @@ impl Backward<Flex, 1> for AttentionBackward {
 /// times `v`, heads side by side → `[b, t, c]`. No cache: the keys are the
 /// queries' positions. A query that sees no key at all (left padding) gets
 /// zeros, on both routes.
-pub fn causal_attention<B: Backend>(qkv: Tensor<B, 3>, n_head: usize, pad: Option<Tensor<B, 2, Bool>>, divisor: f32, dropout: Dropout) -> Tensor<B, 3> {
+pub fn causal_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    n_head: usize,
+    pad: Option<Tensor<B, 2, Bool>>,
+    divisor: f32,
+    dropout: Dropout,
+) -> Tensor<B, 3> {
     let [b, t, c3] = qkv.dims();
     let heads = Heads { b, t, h: n_head, c: c3 / 3, hd: c3 / 3 / n_head, divisor };
     match route(&qkv) {
@@ -676,15 +695,35 @@ impl Shared {
 /// # Safety
 /// The pointers with their strides must address valid `f32`s for the shapes,
 /// and nothing else may access `dst`'s elements meanwhile.
-unsafe fn product(m: usize, n: usize, k: usize, dst: (*mut f32, usize, usize), lhs: (*const f32, usize, usize), rhs: (*const f32, usize, usize)) {
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, usize, usize),
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
     // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
-            m, n, k,
-            dst.0, dst.2 as isize, dst.1 as isize, false,
-            lhs.0, lhs.2 as isize, lhs.1 as isize,
-            rhs.0, rhs.2 as isize, rhs.1 as isize,
-            0.0, 1.0, false, false, false,
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2 as isize,
+            dst.1 as isize,
+            false,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
             gemm::Parallelism::None,
         );
     }
@@ -719,13 +758,23 @@ impl Heads {
         let out = Shared(y.as_mut_ptr());
         probs.par_chunks_mut(t * t).enumerate().for_each(|(pair, p)| {
             let (bi, hi) = (pair / h, pair % h);
-            let (q, k, v) = (x[self.at(bi, hi, 0)..].as_ptr(), x[self.at(bi, hi, 1)..].as_ptr(), x[self.at(bi, hi, 2)..].as_ptr());
+            let (q, k, v) =
+                (x[self.at(bi, hi, 0)..].as_ptr(), x[self.at(bi, hi, 1)..].as_ptr(), x[self.at(bi, hi, 2)..].as_ptr());
             let pad = pad.map(|p| &p[bi * t..(bi + 1) * t]);
             let mut dropped = mask.map(|_| vec![0.0f32; t * t]);
             for r0 in (0..t).step_by(QUERY_BLOCK) {
                 let r1 = (r0 + QUERY_BLOCK).min(t);
                 // SAFETY: q rows r0..r1 and k rows 0..r1 lie in `x`; `p` is this pair's [t, t].
-                unsafe { product(r1 - r0, r1, hd, (p[r0 * t..].as_mut_ptr(), t, 1), (q.add(r0 * 3 * c), 3 * c, 1), (k, 1, 3 * c)) };
+                unsafe {
+                    product(
+                        r1 - r0,
+                        r1,
+                        hd,
+                        (p[r0 * t..].as_mut_ptr(), t, 1),
+                        (q.add(r0 * 3 * c), 3 * c, 1),
+                        (k, 1, 3 * c),
+                    )
+                };
                 for i in r0..r1 {
                     let row = &mut p[i * t..(i + 1) * t];
                     masked_softmax(row, divisor, i + 1, pad);
@@ -736,7 +785,14 @@ impl Heads {
                 let weights = dropped.as_deref().unwrap_or(p);
                 // SAFETY: this pair's output columns hi·hd.. of rows r0..r1 are written by this task only.
                 unsafe {
-                    product(r1 - r0, hd, r1, (out.at((bi * t + r0) * c + hi * hd), c, 1), (weights[r0 * t..].as_ptr(), t, 1), (v, 3 * c, 1))
+                    product(
+                        r1 - r0,
+                        hd,
+                        r1,
+                        (out.at((bi * t + r0) * c + hi * hd), c, 1),
+                        (weights[r0 * t..].as_ptr(), t, 1),
+                        (v, 3 * c, 1),
+                    )
                 };
             }
         });
@@ -752,7 +808,8 @@ impl Heads {
         (0..b * h).into_par_iter().for_each(|pair| {
             let (bi, hi) = (pair / h, pair % h);
             let p = &p_all[pair * t * t..(pair + 1) * t * t];
-            let (q, k, v) = (x[self.at(bi, hi, 0)..].as_ptr(), x[self.at(bi, hi, 1)..].as_ptr(), x[self.at(bi, hi, 2)..].as_ptr());
+            let (q, k, v) =
+                (x[self.at(bi, hi, 0)..].as_ptr(), x[self.at(bi, hi, 1)..].as_ptr(), x[self.at(bi, hi, 2)..].as_ptr());
             let gy = g[bi * t * c + hi * hd..].as_ptr();
             let (dq, dk, dv) = (out.at(self.at(bi, hi, 0)), out.at(self.at(bi, hi, 1)), out.at(self.at(bi, hi, 2)));
             // The dropout factors, drawn once, on and below the diagonal (above it p is 0),
@@ -813,7 +870,9 @@ impl Backward<Flex, 1> for CausalBackward {
 
     fn backward(self, ops: Ops<CausalState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let s = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| s.heads.backward(&s.qkv, &s.probs, s.mask, &contiguous(grad)));
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            s.heads.backward(&s.qkv, &s.probs, s.mask, &contiguous(grad))
+        });
     }
 }
 
@@ -841,9 +900,7 @@ const ELEMENTS_PER_TASK: usize = 16_384;
 fn gelu(x: &FlexTensor) -> FlexTensor {
     let input = values(x);
     let mut y = vec![0.0f32; input.len()];
-    y.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(input.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(y, x)| gelu_forward(x, y));
+    y.par_chunks_mut(ELEMENTS_PER_TASK).zip(input.par_chunks(ELEMENTS_PER_TASK)).for_each(|(y, x)| gelu_forward(x, y));
     new_tensor(y, x.shape())
 }
 
@@ -869,7 +926,12 @@ impl Backward<Flex, 1> for GeluBackward {
 // Layer norm.
 
 /// `nn.LayerNorm` over the last dimension (biased variance, like torch).
-pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, bias: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
     match route(&x) {
         // Flex's own layer norm is already one fused pass; only its gradient is composed.
         Route::Composed | Route::Flex => composed::layer_norm(x, weight, bias, eps),
@@ -1018,7 +1080,8 @@ pub fn tied_head<B: Backend>(hidden: Tensor<B, 2>, wte: Tensor<B, 2>) -> Tensor<
 fn head_trained_from(hidden: FloatTensor<Ad>, wte: FloatTensor<Ad>, from: usize) -> FloatTensor<Ad> {
     let state = HeadState { hidden: hidden.primitive.clone(), wte: wte.primitive.clone(), from };
     let logits = tensor::<Flex, 2>(state.hidden.clone()).matmul(tensor::<Flex, 2>(state.wte.clone()).transpose());
-    let op = HeadBackward.prepare::<NoCheckpointing>([hidden.node.clone(), wte.node.clone()]).compute_bound().stateful();
+    let op =
+        HeadBackward.prepare::<NoCheckpointing>([hidden.node.clone(), wte.node.clone()]).compute_bound().stateful();
     record(op, state, float(logits))
 }
 
@@ -1055,11 +1118,24 @@ impl Backward<Flex, 2> for HeadBackward {
                 // all contiguous.
                 unsafe {
                     gemm::gemm(
-                        vocab - from, c, m,
-                        d_wte.as_mut_ptr().add(from * c), 1, c as isize, false,
-                        values(&g).as_ptr().add(from), vocab as isize, 1,
-                        values(&hidden).as_ptr(), 1, c as isize,
-                        0.0, 1.0, false, false, false,
+                        vocab - from,
+                        c,
+                        m,
+                        d_wte.as_mut_ptr().add(from * c),
+                        1,
+                        c as isize,
+                        false,
+                        values(&g).as_ptr().add(from),
+                        vocab as isize,
+                        1,
+                        values(&hidden).as_ptr(),
+                        1,
+                        c as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
                         gemm::Parallelism::Rayon(rayon::current_num_threads()),
                     );
                 }
@@ -1095,7 +1171,8 @@ fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
     let mut y = vec![0.0f32; m * vocab];
     // Task j: vocabulary rows j·R .. (j+1)·R for every hidden row, so that each
     // block of `wte` is read from memory once.
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..vocab.div_ceil(VOCAB_ROWS_PER_TASK)).map(|_| Vec::with_capacity(m)).collect();
+    let mut tasks: Vec<Vec<&mut [f32]>> =
+        (0..vocab.div_ceil(VOCAB_ROWS_PER_TASK)).map(|_| Vec::with_capacity(m)).collect();
     for row in y.chunks_exact_mut(vocab) {
         for (task, out) in tasks.iter_mut().zip(row.chunks_mut(VOCAB_ROWS_PER_TASK)) {
             task.push(out);
@@ -1241,7 +1318,12 @@ pub mod composed {
     }
 
     /// See [`super::layer_norm`].
-    pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 1>, bias: Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+    pub fn layer_norm<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        weight: Tensor<B, 1>,
+        bias: Tensor<B, 1>,
+        eps: f64,
+    ) -> Tensor<B, D> {
         Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
             x.into_primitive().tensor(),
             weight.into_primitive().tensor(),
@@ -1258,7 +1340,8 @@ mod tests {
     #[test]
     fn the_avx2_and_baseline_builds_of_the_kernels_give_the_same_bits() {
         // Inputs of unit scale with a spread, some exactly at the softmax's edge cases.
-        let x: Vec<f32> = (0..1003).map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 5.0) * if i % 3 == 0 { 3.0 } else { 1.0 }).collect();
+        let x: Vec<f32> =
+            (0..1003).map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 5.0) * if i % 3 == 0 { 3.0 } else { 1.0 }).collect();
         let w: Vec<f32> = (0..1003).map(|i| 0.5 + (i % 17) as f32 / 16.0).collect();
         let pad: Vec<u8> = (0..1003).map(|i| (i % 11 == 0) as u8).collect();
         let run = || {

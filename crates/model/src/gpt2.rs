@@ -7,8 +7,8 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation;
 use burn::tensor::Bool;
+use burn::tensor::activation;
 use rayon::prelude::*;
 
 use crate::config::{Activation, Gpt2Config};
@@ -428,6 +428,9 @@ mod tests {
         assert!((zeros - 0.5).abs() < 0.0025, "{zeros}");
         // Inference: identity.
         let x = Tensor::<Cpu, 1>::ones([10], &Default::default());
-        assert_eq!(Dropout { p: 0.5 }.forward(x).into_data().convert::<f32>().into_vec::<f32>().unwrap(), vec![1.0; 10]);
+        assert_eq!(
+            Dropout { p: 0.5 }.forward(x).into_data().convert::<f32>().into_vec::<f32>().unwrap(),
+            vec![1.0; 10]
+        );
     }
 }

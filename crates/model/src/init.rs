@@ -138,7 +138,8 @@ mod tests {
     #[test]
     fn reference_noise_has_the_asked_spread_and_is_seeded() {
         let old = vec![0.0f32; 4 * 64];
-        let rows = |seed| resized_embeddings(&old, 64, 4 + 200, seed, |_| RowInit::Reference { id: 0, noise_std: 0.01 });
+        let rows =
+            |seed| resized_embeddings(&old, 64, 4 + 200, seed, |_| RowInit::Reference { id: 0, noise_std: 0.01 });
         let a = rows(42);
         assert_eq!(a, rows(42));
         assert_ne!(a, rows(43));

@@ -21,13 +21,15 @@ use std::path::PathBuf;
 
 pub use config::{Activation, Gpt2Config, HfConfig};
 pub use config_stage::{BlockCount, FreezeConfig, StageConfig, WteFreeze};
+pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
 pub use generate::greedy;
 pub use gpt2::{Attention, Block, Conv1D, Dropout, Embedding, Gpt2, KvCache, LayerNorm, Mlp, seed_dropout};
-pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
-pub use precision::Precision;
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
+pub use precision::Precision;
 pub use stage::{ModelStats, load_stage_model, outputs, run};
-pub use weights::{LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_tensors};
+pub use weights::{
+    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_tensors,
+};
 
 /// Everything that can go wrong with a model directory or its files.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +39,26 @@ pub enum ModelError {
     Config { origin: String, reason: String },
     /// A file could not be read.
     #[error("{action} `{path}`: {source}")]
-    Io { path: PathBuf, action: &'static str, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// The directory has neither weight file.
-    #[error("`{dir}` has no weights (neither {} nor {}); point model.base at a model directory in hub layout", weights::SAFETENSORS, weights::PYTORCH_BIN)]
+    #[error(
+        "`{dir}` has no weights (neither {} nor {}); point model.base at a model directory in hub layout",
+        weights::SAFETENSORS,
+        weights::PYTORCH_BIN
+    )]
     NoWeights { dir: PathBuf },
     /// The weight file is unreadable or disagrees with `config.json`.
     #[error("`{path}`: {reason}")]
     Weights { path: PathBuf, reason: String },
     /// A parameter is absent from the weight file.
-    #[error("`{path}` has no tensor for parameter `{name}` (with or without the `transformer.` prefix); is it a GPT-2 checkpoint?")]
+    #[error(
+        "`{path}` has no tensor for parameter `{name}` (with or without the `transformer.` prefix); is it a GPT-2 checkpoint?"
+    )]
     MissingTensor { path: PathBuf, name: String },
     /// Writing an artifact failed.
     #[error(transparent)]
@@ -58,7 +71,10 @@ pub enum ModelError {
     Vocab(#[from] tp06_vocab::VocabError),
     /// The base model could not be fetched.
     #[error("model.base: {source}{}", source.offline_hint("--set model.base=DIR"))]
-    Hub { #[source] source: tp06_artifact::hub::HubError },
+    Hub {
+        #[source]
+        source: tp06_artifact::hub::HubError,
+    },
     /// The stage's settings do not fit the model.
     #[error("{0}")]
     Plan(String),

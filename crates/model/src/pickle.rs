@@ -81,7 +81,10 @@ enum Obj {
     List(Vec<Obj>),
     Dict(Vec<(Obj, Obj)>),
     Global(String, String),
-    Storage { dtype: DType, key: String },
+    Storage {
+        dtype: DType,
+        key: String,
+    },
     Tensor(TensorRef),
     /// The result of calling something this reader does not model.
     Opaque(String),
@@ -413,7 +416,8 @@ impl Machine {
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    let pairs = items.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                    let pairs =
+                        items.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
                     self.stack.push(Obj::Dict(pairs));
                 }
                 b'a' => {
@@ -461,7 +465,9 @@ impl Machine {
                     let pid = self.pop()?;
                     let Obj::Tuple(parts) = pid else { return Err("persistent id is not a tuple".into()) };
                     match parts.as_slice() {
-                        [Obj::Str(kind), Obj::Global(_, storage), Obj::Str(key), _location, ..] if kind == "storage" => {
+                        [Obj::Str(kind), Obj::Global(_, storage), Obj::Str(key), _location, ..]
+                            if kind == "storage" =>
+                        {
                             self.stack.push(Obj::Storage { dtype: DType::from_storage(storage), key: key.clone() });
                         }
                         _ => return Err("unknown persistent id in data.pkl (not a torch storage)".into()),
@@ -515,7 +521,13 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert_eq!(
             items[0].1,
-            Obj::Tensor(TensorRef { dtype: DType::F32, storage: "0".into(), offset: 0, shape: vec![2, 3], stride: vec![3, 1] })
+            Obj::Tensor(TensorRef {
+                dtype: DType::F32,
+                storage: "0".into(),
+                offset: 0,
+                shape: vec![2, 3],
+                stride: vec![3, 1]
+            })
         );
     }
 }

@@ -12,13 +12,13 @@ use tp06_artifact::hub::Hub;
 use tp06_artifact::{Begin, InputRecord, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
 use tp06_vocab::{InitStrategy, VocabInfo};
 
+use crate::ModelError;
 use crate::config::{Gpt2Config, HfConfig};
 use crate::config_stage::StageConfig;
 use crate::freeze::{FreezePlan, ParamReport};
 use crate::gpt2::Gpt2;
 use crate::init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
 use crate::weights::{self, LoadReport, NamedParams};
-use crate::ModelError;
 
 /// The model stage's outputs.
 pub mod outputs {
@@ -88,11 +88,14 @@ pub fn run<B: Backend>(
     let wanted: &[&[&str]] = if config.from_scratch { &BASE_FILES[..1] } else { BASE_FILES };
     let dir = tp06_artifact::hub::model_dir(hub, &config.base, wanted).map_err(|source| ModelError::Hub { source })?;
     let config_path = dir.join("config.json");
-    let mut inputs = vec![vocab_stage.input.clone(), InputRecord::file("base_config", &config_path).map_err(|e| ModelError::Io {
-        path: config_path.clone(),
-        action: "cannot read the model config",
-        source: e.source,
-    })?];
+    let mut inputs = vec![
+        vocab_stage.input.clone(),
+        InputRecord::file("base_config", &config_path).map_err(|e| ModelError::Io {
+            path: config_path.clone(),
+            action: "cannot read the model config",
+            source: e.source,
+        })?,
+    ];
     let weight_file = if config.from_scratch { None } else { Some(weights::weight_file(&dir)?) };
     if let Some(file) = &weight_file {
         inputs.push(InputRecord::file("base_weights", file)?);
@@ -149,24 +152,25 @@ pub fn run<B: Backend>(
     let old = NamedParams::<B>::values(&model.wte.weight.val().reshape([base.vocab_size * base.n_embd]));
     let new_rows = resized_embeddings(&old, base.n_embd, info.vocab_size, vocab.seed, |row| {
         match (vocab.init, by_id.get(&(row as u32))) {
-            (InitStrategy::Reference, _) => RowInit::Reference {
-                id: reference.as_ref().map_or(0, |(_, id)| *id),
-                noise_std: vocab.noise_std,
-            },
+            (InitStrategy::Reference, _) => {
+                RowInit::Reference { id: reference.as_ref().map_or(0, |(_, id)| *id), noise_std: vocab.noise_std }
+            }
             (InitStrategy::SubwordMean, Some(added)) => RowInit::SubwordMean(added.pieces.clone()),
             (InitStrategy::Random, _) => RowInit::Random { std: base.initializer_range },
             (InitStrategy::Mean | InitStrategy::SubwordMean, _) => RowInit::Mean,
         }
     });
     let mut model = model;
-    model.wte.weight = Param::from_tensor(Tensor::from_data(TensorData::new(new_rows, [info.vocab_size, base.n_embd]), device));
+    model.wte.weight =
+        Param::from_tensor(Tensor::from_data(TensorData::new(new_rows, [info.vocab_size, base.n_embd]), device));
     let shape = Gpt2Config { vocab_size: info.vocab_size, ..base.clone() };
 
     let plan = FreezePlan::new(&config.freeze, &shape, info.base_vocab_size);
     let params = ParamReport::new(&shape, &plan);
 
     let mut hf_out = hf.with_vocab_size(info.vocab_size);
-    for (key, id) in [("bos_token_id", info.bos_id), ("eos_token_id", info.eos_id), ("pad_token_id", Some(info.pad_id))] {
+    for (key, id) in [("bos_token_id", info.bos_id), ("eos_token_id", info.eos_id), ("pad_token_id", Some(info.pad_id))]
+    {
         if let Some(id) = id {
             hf_out = hf_out.with(key, id.into());
         }
@@ -175,9 +179,15 @@ pub fn run<B: Backend>(
     weights::save_safetensors(&model, &writer.path(outputs::WEIGHTS))?;
     tp06_artifact::fs::write_json_atomic(&writer.path(outputs::FREEZE), &plan)?;
     let mut files = vec![outputs::CONFIG.to_string(), outputs::WEIGHTS.to_string(), outputs::FREEZE.to_string()];
-    for file in [tp06_vocab::outputs::TOKENIZER, tp06_vocab::outputs::TOKENIZER_CONFIG, tp06_vocab::outputs::SPECIAL_TOKENS_MAP] {
+    for file in
+        [tp06_vocab::outputs::TOKENIZER, tp06_vocab::outputs::TOKENIZER_CONFIG, tp06_vocab::outputs::SPECIAL_TOKENS_MAP]
+    {
         let from = vocab_stage.manifest.output_path(run, file);
-        let bytes = std::fs::read(&from).map_err(|e| ModelError::Io { path: from.clone(), action: "cannot read", source: e })?;
+        let bytes = std::fs::read(&from).map_err(|e| ModelError::Io {
+            path: from.clone(),
+            action: "cannot read",
+            source: e,
+        })?;
         tp06_artifact::fs::write_atomic(&writer.path(file), &bytes)?;
         files.push(file.to_string());
     }
@@ -189,7 +199,9 @@ pub fn run<B: Backend>(
         InitStrategy::Random => format!("N(0, {}²)", base.initializer_range),
     };
     let stats = ModelStats {
-        weights: weight_file.as_ref().map_or_else(|| format!("from scratch (seed {})", config.seed), |f| f.display().to_string()),
+        weights: weight_file
+            .as_ref()
+            .map_or_else(|| format!("from scratch (seed {})", config.seed), |f| f.display().to_string()),
         load,
         shape: Some(shape),
         vocab_before: base.vocab_size,
@@ -199,17 +211,25 @@ pub fn run<B: Backend>(
         params,
         wte_trainable_from: plan.wte_trainable_from,
     };
-    let environment = serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": B::name(device) });
+    let environment =
+        serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": B::name(device) });
     let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }
 
 /// Loads the model stage's output (`RUN_DIR/model/`) and its freeze plan.
-pub fn load_stage_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Gpt2<B>, Gpt2Config, FreezePlan), ModelError> {
+pub fn load_stage_model<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Gpt2<B>, Gpt2Config, FreezePlan), ModelError> {
     let config = HfConfig::from_file(&dir.join(outputs::CONFIG))?.resolve()?;
     let (model, _) = weights::load::<B>(&dir.join(outputs::WEIGHTS), &config, device)?;
     let path = dir.join(outputs::FREEZE);
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io { path: path.clone(), action: "cannot read", source: e })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
+        path: path.clone(),
+        action: "cannot read",
+        source: e,
+    })?;
     let plan = serde_json::from_str(&text).map_err(|e| ModelError::Plan(format!("{}: {e}", path.display())))?;
     Ok((model, config, plan))
 }

@@ -14,10 +14,10 @@ use burn::prelude::*;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
+use crate::ModelError;
 use crate::config::Gpt2Config;
 use crate::gpt2::{Gpt2, assemble};
 use crate::pickle::TorchArchive;
-use crate::ModelError;
 
 /// The weight file names, in order of preference.
 pub const SAFETENSORS: &str = "model.safetensors";
@@ -54,14 +54,20 @@ struct Entry {
 impl WeightFile {
     fn open(path: &Path) -> Result<(Self, Vec<Entry>), ModelError> {
         let bad = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
-        if path.file_name().and_then(|n| n.to_str()) == Some(SAFETENSORS) || path.extension().is_some_and(|e| e == "safetensors") {
+        if path.file_name().and_then(|n| n.to_str()) == Some(SAFETENSORS)
+            || path.extension().is_some_and(|e| e == "safetensors")
+        {
             let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
             let entries = {
                 let st = SafeTensors::deserialize(&bytes)
                     .map_err(|e| bad(format!("not a valid safetensors file ({e}); truncated or corrupt?")))?;
                 st.tensors()
                     .into_iter()
-                    .map(|(key, view)| Entry { key, shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()) })
+                    .map(|(key, view)| Entry {
+                        key,
+                        shape: view.shape().to_vec(),
+                        dtype: format!("{:?}", view.dtype()),
+                    })
                     .collect()
             };
             Ok((WeightFile::Safetensors { bytes }, entries))
@@ -88,9 +94,9 @@ impl WeightFile {
                     Dtype::F32 => chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                     Dtype::F16 => chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                     Dtype::BF16 => chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                    Dtype::F64 => chunks(8)
-                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                        .collect(),
+                    Dtype::F64 => {
+                        chunks(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+                    }
                     other => return Err(format!("`{key}` is {other:?}, not floating point")),
                 })
             }
@@ -153,7 +159,12 @@ pub fn load<B: Backend>(
         match file.read_f32(&entry.key) {
             Ok(values) if values.len() == shape.iter().product::<usize>() => Some(values),
             Ok(values) => {
-                failure = Some(bad(format!("`{}` holds {} values, expected {}", entry.key, values.len(), shape.iter().product::<usize>())));
+                failure = Some(bad(format!(
+                    "`{}` holds {} values, expected {}",
+                    entry.key,
+                    values.len(),
+                    shape.iter().product::<usize>()
+                )));
                 None
             }
             Err(reason) => {
@@ -238,14 +249,20 @@ pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), 
 /// Writes f32 tensors to a safetensors file (metadata `format=pt`), sorted by
 /// name, atomically and one tensor at a time, so a large model is never copied
 /// whole on the host.
-pub fn write_tensors<B: Backend>(path: &Path, mut tensors: Vec<(String, Vec<usize>, Tensor<B, 1>)>) -> Result<(), ModelError> {
+pub fn write_tensors<B: Backend>(
+    path: &Path,
+    mut tensors: Vec<(String, Vec<usize>, Tensor<B, 1>)>,
+) -> Result<(), ModelError> {
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
     for (name, shape, _) in &tensors {
         let bytes = shape.iter().product::<usize>() * 4;
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
         offset += bytes;
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serialises");
@@ -274,7 +291,8 @@ pub fn read_tensors(path: &Path) -> Result<NamedTensors, ModelError> {
     let (mut file, entries) = WeightFile::open(path)?;
     let mut out = BTreeMap::new();
     for entry in entries {
-        let values = file.read_f32(&entry.key).map_err(|reason| ModelError::Weights { path: path.to_path_buf(), reason })?;
+        let values =
+            file.read_f32(&entry.key).map_err(|reason| ModelError::Weights { path: path.to_path_buf(), reason })?;
         out.insert(entry.key, (entry.shape, values));
     }
     Ok(out)

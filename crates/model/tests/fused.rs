@@ -110,7 +110,9 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     pad[t..t + 2].fill(true);
     let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, t]), &device);
     let [fused, composed] = both(std::slice::from_ref(&qkv), || {
-        (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p: 0.0 }) * upstream.clone()).sum()
+        (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p: 0.0 })
+            * upstream.clone())
+        .sum()
     });
     let width = 3 * h * hd;
     for (route, (value, grads)) in [("fused", &fused), ("composed", &composed)] {
@@ -123,7 +125,8 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     }
     compare("no key", [fused, composed]);
     // The blind queries' outputs are zeros, for every head.
-    let out = values(composed_only(|| fused::causal_attention(qkv.clone(), h, Some(pad.clone()), 1.0, Dropout { p: 0.0 })));
+    let out =
+        values(composed_only(|| fused::causal_attention(qkv.clone(), h, Some(pad.clone()), 1.0, Dropout { p: 0.0 })));
     let row = h * hd;
     let batch1 = &out[t * row..];
     assert!(batch1[..2 * row].iter().all(|&v| v == 0.0), "{:?}", &batch1[..2 * row]);
@@ -131,7 +134,9 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     // The probabilities of a cached step whose keys are all padding: zeros too.
     let scores = random([1, h, 1, 3], 23, 1.0);
     let all_pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(vec![true; 3], [1, 3]), &device);
-    let probs = values(composed_only(|| fused::attention_probs(scores.clone(), 2, Some(all_pad.clone()), 1.0, Dropout { p: 0.0 })));
+    let probs = values(composed_only(|| {
+        fused::attention_probs(scores.clone(), 2, Some(all_pad.clone()), 1.0, Dropout { p: 0.0 })
+    }));
     assert_eq!(probs, vec![0.0; h * 3]);
 }
 
@@ -166,7 +171,8 @@ fn kernels_give_the_same_bits_on_one_thread_and_on_several() {
     let weights = vec![1.0; 9];
     let run = || {
         seed_dropout(3);
-        let scores = fused::attention_probs(logits.clone().reshape([1, 1, 9, 1000]), 991, None, 2.0, Dropout { p: 0.1 });
+        let scores =
+            fused::attention_probs(logits.clone().reshape([1, 1, 9, 1000]), 991, None, 2.0, Dropout { p: 0.1 });
         let loss = fused::nll_sum(scores.reshape([9, 1000]) * 100.0, &targets, &weights);
         let grads = loss.backward();
         (values(loss.inner()), grad(&logits, &grads))
@@ -199,7 +205,9 @@ fn causal_attention_equals_the_composed_heads_with_padding_and_dropout() {
     for p in [0.0, 0.2] {
         let results = both(std::slice::from_ref(&qkv), || {
             seed_dropout(5);
-            (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p }) * upstream.clone()).sum()
+            (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p })
+                * upstream.clone())
+            .sum()
         });
         compare(&format!("causal attention p={p}"), results);
     }

@@ -17,9 +17,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use safetensors::SafeTensors;
 use tp06_model::backend::Cpu;
-use burn::tensor::DType;
 use tp06_model::{Activation, Gpt2, Gpt2Config, HfConfig, KvCache, Precision};
 
 const FIXTURES: [&str; 4] = ["tiny-bin", "tiny-safetensors", "tiny-nonsquare", "tiny-sharp"];
@@ -117,7 +117,12 @@ fn padded_logits(model: &Gpt2<Cpu>, g: &Golden, masked: bool) -> Vec<f32> {
 /// The entries of `[b, t, vocab]` logits at positions the mask calls real.
 fn real_positions(logits: &[f32], g: &Golden) -> Vec<f32> {
     let vocab = logits.len() / g.padded_mask.len();
-    g.padded_mask.iter().enumerate().filter(|(_, m)| **m == 1).flat_map(|(i, _)| logits[i * vocab..(i + 1) * vocab].to_vec()).collect()
+    g.padded_mask
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m == 1)
+        .flat_map(|(i, _)| logits[i * vocab..(i + 1) * vocab].to_vec())
+        .collect()
 }
 
 #[test]

@@ -18,7 +18,8 @@ fn load_dir(dir: &Path) -> Result<Gpt2<Cpu>, ModelError> {
 }
 
 fn logits(model: &Gpt2<Cpu>) -> Vec<f32> {
-    let ids = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![5i64, 17, 42, 9, 3, 77], [2, 3]), &Default::default());
+    let ids =
+        Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![5i64, 17, 42, 9, 3, 77], [2, 3]), &Default::default());
     model.forward(ids).into_data().convert::<f32>().into_vec().unwrap()
 }
 
@@ -35,7 +36,8 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
 
 #[test]
 fn export_reloads_identically_here_and_in_transformers() {
-    let python = tp06_testkit::python_with(&["torch", "transformers", "safetensors"], "reloading the export in transformers");
+    let python =
+        tp06_testkit::python_with(&["torch", "transformers", "safetensors"], "reloading the export in transformers");
     for name in ["tiny-bin", "tiny-nonsquare", "tiny-sharp"] {
         let source = fixture(name);
         let model = load_dir(&source).unwrap();
@@ -104,7 +106,8 @@ fn bad_model_directories_get_clear_errors() {
     assert!(m.contains("model.safetensors") && m.contains("not a valid safetensors file"), "{m}");
 
     let dir = case("vocab-mismatch", &[]);
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"vocab_size\": 96", "\"vocab_size\": 97");
+    let cfg =
+        std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"vocab_size\": 96", "\"vocab_size\": 97");
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     let m = message(&dir);
     assert!(m.contains("wte.weight") && m.contains("[96, 16]") && m.contains("[97, 16]"), "{m}");

@@ -18,7 +18,13 @@ pub fn bar_chart(title: &str, x_desc: &str, y_desc: &str, bars: &[(String, f64)]
         w / 2.0,
         escape(title)
     );
-    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", top + plot_h, w - 20.0, top + plot_h);
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        top + plot_h,
+        w - 20.0,
+        top + plot_h
+    );
     for (i, (label, value)) in bars.iter().enumerate() {
         let bh = plot_h * value / max;
         let x = left + slot * i as f64 + slot * 0.15;
@@ -95,9 +101,17 @@ pub fn model_diagram(parts: &[Part], legend: [&str; 3]) -> String {
         );
     }
     let y = h - 24.0;
-    for (i, (fill, label)) in [("#fb8f44", legend[0]), ("url(#part)", legend[1]), ("#d0d7de", legend[2])].iter().enumerate() {
+    for (i, (fill, label)) in
+        [("#fb8f44", legend[0]), ("url(#part)", legend[1]), ("#d0d7de", legend[2])].iter().enumerate()
+    {
         let x = 120.0 + i as f64 * 200.0;
-        let _ = writeln!(svg, "<rect x=\"{x}\" y=\"{}\" width=\"18\" height=\"14\" fill=\"{fill}\" stroke=\"#57606a\"/><text x=\"{}\" y=\"{y}\">{}</text>", y - 11.0, x + 24.0, escape(label));
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"18\" height=\"14\" fill=\"{fill}\" stroke=\"#57606a\"/><text x=\"{}\" y=\"{y}\">{}</text>",
+            y - 11.0,
+            x + 24.0,
+            escape(label)
+        );
     }
     svg.push_str("</svg>\n");
     svg

@@ -88,7 +88,9 @@ figure{margin:1em 0} figcaption{color:#57606a;font-size:.9em}
 
 fn is_number(cell: &str) -> bool {
     let t = cell.trim().trim_end_matches('%').trim_end_matches('×');
-    !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || " ,.−-+e\u{202f}".contains(c)) && t.chars().any(|c| c.is_ascii_digit())
+    !t.is_empty()
+        && t.chars().all(|c| c.is_ascii_digit() || " ,.−-+e\u{202f}".contains(c))
+        && t.chars().any(|c| c.is_ascii_digit())
 }
 
 impl Report {
@@ -142,7 +144,8 @@ impl Report {
                         out.push_str("</table>\n");
                     }
                     Block::Figure { svg, caption, .. } => {
-                        let _ = writeln!(out, "<figure>\n{svg}\n<figcaption>{}</figcaption>\n</figure>", inline(caption));
+                        let _ =
+                            writeln!(out, "<figure>\n{svg}\n<figcaption>{}</figcaption>\n</figure>", inline(caption));
                     }
                     Block::Bars(bars) => {
                         out.push_str("<table class=\"bars\">\n");
@@ -203,7 +206,13 @@ impl Report {
                     Block::Bars(bars) => {
                         out.push_str("```text\n");
                         for (label, p) in bars {
-                            let _ = writeln!(out, "{:<18} {:>5.1}% {}", format!("{label:?}"), 100.0 * p, "█".repeat((40.0 * p).round() as usize));
+                            let _ = writeln!(
+                                out,
+                                "{:<18} {:>5.1}% {}",
+                                format!("{label:?}"),
+                                100.0 * p,
+                                "█".repeat((40.0 * p).round() as usize)
+                            );
                         }
                         out.push_str("```\n\n");
                     }

@@ -47,7 +47,8 @@ pub fn read_wte(path: &Path) -> Result<Matrix, String> {
     }
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header).map_err(|e| fail(e.to_string()))?;
-    let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header).map_err(|e| fail(format!("bad header: {e}")))?;
+    let entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| fail(format!("bad header: {e}")))?;
     let (name, entry) = ["transformer.wte.weight", "wte.weight"]
         .iter()
         .find_map(|n| entries.get(*n).map(|v| (*n, v.clone())))
@@ -70,7 +71,9 @@ pub fn read_wte(path: &Path) -> Result<Matrix, String> {
     file.read_exact(&mut bytes).map_err(|e| fail(e.to_string()))?;
     let values = match width {
         4 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        _ if entry.dtype == "BF16" => bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+        _ if entry.dtype == "BF16" => {
+            bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
+        }
         _ => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
     };
     Ok(Matrix { rows, cols, values })
@@ -82,7 +85,13 @@ fn f16_to_f32(h: u16) -> f32 {
     let frac = (h & 0x3ff) as f32;
     sign * match exp {
         0 => frac * 2f32.powi(-24),
-        31 => if frac == 0.0 { f32::INFINITY } else { f32::NAN },
+        31 => {
+            if frac == 0.0 {
+                f32::INFINITY
+            } else {
+                f32::NAN
+            }
+        }
         e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
     }
 }
@@ -114,7 +123,10 @@ pub fn nearest(m: &Matrix, limit: usize, v: &[f32], k: usize) -> Vec<(usize, f64
 /// Distances of the added rows (`from..rows`) between two matrices of the same shape.
 pub fn movement(before: &Matrix, after: &Matrix, from: usize) -> Result<Vec<f64>, String> {
     if before.rows != after.rows || before.cols != after.cols {
-        return Err(format!("`wte` changed shape: {}×{} before, {}×{} after", before.rows, before.cols, after.rows, after.cols));
+        return Err(format!(
+            "`wte` changed shape: {}×{} before, {}×{} after",
+            before.rows, before.cols, after.rows, after.cols
+        ));
     }
     Ok((from..before.rows).map(|i| distance(before.row(i), after.row(i))).collect())
 }
@@ -148,7 +160,8 @@ mod tests {
         let m = read_wte(&path).unwrap();
         assert_eq!((m.rows, m.cols, m.row(1)), (3, 2, &[0.5f32, 3.0][..]));
         // f16: 1.0 = 0x3c00, -2.0 = 0xc000; bf16: the high half of the f32.
-        let f16s: Vec<u8> = [0x3c00u16, 0xc000, 0x3800, 0x4200, 0, 0xb400].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f16s: Vec<u8> =
+            [0x3c00u16, 0xc000, 0x3800, 0x4200, 0, 0xb400].iter().flat_map(|v| v.to_le_bytes()).collect();
         write_safetensors(&path, "wte.weight", "F16", [3, 2], &f16s);
         assert_eq!(read_wte(&path).unwrap().values, values);
         let bf16s: Vec<u8> = values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();

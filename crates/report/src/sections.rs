@@ -40,9 +40,8 @@ impl Ctx<'_> {
     }
 
     fn stage<T: DeserializeOwned>(&self, stage: Stage) -> Result<Stats<T>, String> {
-        let manifest = Manifest::load(self.run, stage).map_err(|e| {
-            format!("{} `{stage}` : {e}", self.t("Étape", "Stage"))
-        })?;
+        let manifest =
+            Manifest::load(self.run, stage).map_err(|e| format!("{} `{stage}` : {e}", self.t("Étape", "Stage")))?;
         let stats = serde_json::from_value(manifest.stats.clone())
             .map_err(|e| format!("{}/manifest.json: stats: {e} — {}", stage, stage.rerun_hint(self.run.root())))?;
         Ok(Stats { manifest, stats })
@@ -134,7 +133,11 @@ pub fn build(run: &RunDir, lang: Lang) -> Report {
             env.get("seed").map(Value::to_string).unwrap_or_else(|| "?".into()),
         ));
     }
-    Report { title: lang.t("TP 06 — rapport d'exploration du run", "TP 06 — exploration report of the run").into(), subtitle, sections }
+    Report {
+        title: lang.t("TP 06 — rapport d'exploration du run", "TP 06 — exploration report of the run").into(),
+        subtitle,
+        sections,
+    }
 }
 
 type Built = Result<(Vec<Block>, Vec<String>), String>;
@@ -155,10 +158,19 @@ fn dataset(c: &Ctx) -> Built {
             row(&[&c.t("articles", "articles"), &group_digits(s.total)]),
             row(&[&c.t("noms de Pokémon", "Pokémon names"), &group_digits(s.names)]),
             row(&[&c.t("doublons retirés", "duplicates removed"), &group_digits(s.duplicates)]),
-            row(&[&c.t("caractères (articles gardés)", "characters (kept articles)"), &group_digits(s.kept_lengths.chars_total)]),
+            row(&[
+                &c.t("caractères (articles gardés)", "characters (kept articles)"),
+                &group_digits(s.kept_lengths.chars_total),
+            ]),
         ],
     ));
-    b.push(Block::Para(c.t("Titres pris aux positions qu'échantillonne le notebook :", "Titles at the positions the notebook samples:").into()));
+    b.push(Block::Para(
+        c.t(
+            "Titres pris aux positions qu'échantillonne le notebook :",
+            "Titles at the positions the notebook samples:",
+        )
+        .into(),
+    ));
     b.push(table(&["#", c.t("titre", "title")], s.sample_titles.iter().map(|(i, t)| row(&[i, t])).collect()));
     b.push(table(
         &[c.t("sorte", "kind"), c.t("exemples de titres", "title examples")],
@@ -178,7 +190,10 @@ fn filter(c: &Ctx) -> Built {
     let mode = config_str(&d.manifest, &["filter"]).unwrap_or_default();
     let mut b = vec![Block::Para(format!(
         "{} `{mode}` {}",
-        c.t("Un article est gardé quand son titre est un nom de Pokémon (comparaison", "An article is kept when its title is a Pokémon name (comparison"),
+        c.t(
+            "Un article est gardé quand son titre est un nom de Pokémon (comparaison",
+            "An article is kept when its title is a Pokémon name (comparison"
+        ),
         c.t(
             "; `exact` : égalité stricte comme le cours, `normalized` : casse, accents et espaces ignorés).",
             "; `exact`: strict equality as the course, `normalized`: case, accents and spaces ignored).",
@@ -210,7 +225,9 @@ fn filter(c: &Ctx) -> Built {
         Some(t) => (t.stats.steps_per_epoch.to_string(), t.stats.total_steps.to_string()),
         None => ("—".into(), "—".into()),
     };
-    b.push(Block::Para(c.t("Ce que le cours annonce, à côté de ce run :", "What the course claims, beside this run:").into()));
+    b.push(Block::Para(
+        c.t("Ce que le cours annonce, à côté de ce run :", "What the course claims, beside this run:").into(),
+    ));
     b.push(table(
         &[c.t("mesure", "measure"), c.t("cours (Poképédia)", "course (Poképédia)"), c.t("ce run", "this run")],
         vec![
@@ -222,14 +239,28 @@ fn filter(c: &Ctx) -> Built {
         ],
     ));
     let (k, e) = (&s.kept_lengths, &s.excluded_lengths);
-    b.push(Block::Para(c.t("Contenu d'un article Pokémon et d'un autre :", "Content of a Pokémon article and of another:").into()));
+    b.push(Block::Para(
+        c.t("Contenu d'un article Pokémon et d'un autre :", "Content of a Pokémon article and of another:").into(),
+    ));
     b.push(table(
-        &[c.t("mesure", "measure"), c.t("Pokémon (gardés)", "Pokémon (kept)"), c.t("autres (exclus)", "other (excluded)")],
+        &[
+            c.t("mesure", "measure"),
+            c.t("Pokémon (gardés)", "Pokémon (kept)"),
+            c.t("autres (exclus)", "other (excluded)"),
+        ],
         vec![
             row(&[&c.t("articles", "articles"), &k.count, &e.count]),
             row(&[&c.t("caractères, moyenne", "characters, mean"), &c.num(k.chars_mean, 0), &c.num(e.chars_mean, 0)]),
-            row(&[&c.t("caractères, médiane", "characters, median"), &c.num(k.chars_median, 0), &c.num(e.chars_median, 0)]),
-            row(&[&c.t("caractères, min – max", "characters, min – max"), &format!("{} – {}", k.chars_min, k.chars_max), &format!("{} – {}", e.chars_min, e.chars_max)]),
+            row(&[
+                &c.t("caractères, médiane", "characters, median"),
+                &c.num(k.chars_median, 0),
+                &c.num(e.chars_median, 0),
+            ]),
+            row(&[
+                &c.t("caractères, min – max", "characters, min – max"),
+                &format!("{} – {}", k.chars_min, k.chars_max),
+                &format!("{} – {}", e.chars_min, e.chars_max),
+            ]),
             row(&[&c.t("mots, moyenne", "words, mean"), &c.num(k.words_mean, 0), &c.num(e.words_mean, 0)]),
         ],
     ));
@@ -249,9 +280,25 @@ fn tokenisation(c: &Ctx) -> Built {
         "How the base tokenizer splits the names, at text start (`Pikachu est…`) and after a space, the form of running text (`… de Pikachu`):",
     ).into())];
     let name_rows = |list: &[tp06_vocab::NameStat]| -> Vec<Vec<String>> {
-        list.iter().map(|n| vec![n.name.clone(), n.start.len().to_string(), pieces(&n.start), n.space.len().to_string(), pieces(&n.space)]).collect()
+        list.iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.start.len().to_string(),
+                    pieces(&n.start),
+                    n.space.len().to_string(),
+                    pieces(&n.space),
+                ]
+            })
+            .collect()
     };
-    let head = [c.t("nom", "name"), c.t("tokens (début)", "tokens (start)"), c.t("pièces", "pieces"), c.t("tokens (après espace)", "tokens (after space)"), c.t("pièces", "pieces")];
+    let head = [
+        c.t("nom", "name"),
+        c.t("tokens (début)", "tokens (start)"),
+        c.t("pièces", "pieces"),
+        c.t("tokens (après espace)", "tokens (after space)"),
+        c.t("pièces", "pieces"),
+    ];
     b.push(table(&head, name_rows(&s.examples)));
     b.push(Block::Para(c.t("Les noms les plus découpés :", "The most split names:").into()));
     b.push(table(&head, name_rows(&s.most_split[..s.most_split.len().min(6)])));
@@ -262,11 +309,16 @@ fn tokenisation(c: &Ctx) -> Built {
             row(&[&c.t("après une espace", "after a space"), &s.single_space, &s.split_space, &s.names]),
         ],
     ));
-    let hist = |h: &std::collections::BTreeMap<usize, usize>| h.iter().map(|(k, v)| (k.to_string(), *v as f64)).collect::<Vec<_>>();
+    let hist = |h: &std::collections::BTreeMap<usize, usize>| {
+        h.iter().map(|(k, v)| (k.to_string(), *v as f64)).collect::<Vec<_>>()
+    };
     b.push(Block::Figure {
         file: "tokens-per-name.svg".into(),
         svg: charts::bar_chart(
-            c.t("Tokens par nom (après une espace, tokenizer de base)", "Tokens per name (after a space, base tokenizer)"),
+            c.t(
+                "Tokens par nom (après une espace, tokenizer de base)",
+                "Tokens per name (after a space, base tokenizer)",
+            ),
             c.t("tokens", "tokens"),
             c.t("noms", "names"),
             &hist(&s.space_histogram),
@@ -280,9 +332,18 @@ fn tokenisation(c: &Ctx) -> Built {
             row(&[&c.t("tokens ajoutés", "tokens added"), &group_digits(s.added)]),
             row(&[&c.t("… forme début de texte", "… text-start form"), &group_digits(s.added_start)]),
             row(&[&c.t("… forme après espace", "… after-a-space form"), &group_digits(s.added_space)]),
-            row(&[&c.t("vocabulaire avant → après", "vocabulary before → after"), &format!("{} → {}", group_digits(s.base_vocab_size), group_digits(s.vocab_size))]),
-            row(&[&c.t("autres mots dont les tokens changent", "other words whose tokens change"), &s.collateral_words]),
-            row(&[&c.t("tokens par article, avant → après", "tokens per article, before → after"), &format!("{} → {}", c.num(s.tokens_per_article_before, 1), c.num(s.tokens_per_article_after, 1))]),
+            row(&[
+                &c.t("vocabulaire avant → après", "vocabulary before → after"),
+                &format!("{} → {}", group_digits(s.base_vocab_size), group_digits(s.vocab_size)),
+            ]),
+            row(&[
+                &c.t("autres mots dont les tokens changent", "other words whose tokens change"),
+                &s.collateral_words,
+            ]),
+            row(&[
+                &c.t("tokens par article, avant → après", "tokens per article, before → after"),
+                &format!("{} → {}", c.num(s.tokens_per_article_before, 1), c.num(s.tokens_per_article_after, 1)),
+            ]),
         ],
     ));
     if s.added > 0 && s.added_space == 0 {
@@ -291,10 +352,17 @@ fn tokenisation(c: &Ctx) -> Built {
             "Course defect: only the text-start forms are added; in running text a name follows a space (` Pikachu`) and is still split as before.",
         ).into()));
     }
-    if let Some(added) = tp06_vocab::read_added(&c.run.stage_dir(Stage::Vocab).join(tp06_vocab::outputs::ADDED_TOKENS)).ok().filter(|a| !a.is_empty()) {
+    if let Some(added) = tp06_vocab::read_added(&c.run.stage_dir(Stage::Vocab).join(tp06_vocab::outputs::ADDED_TOKENS))
+        .ok()
+        .filter(|a| !a.is_empty())
+    {
         b.push(table(
             &["id", c.t("texte", "text"), c.t("forme", "form"), c.t("pièces remplacées", "pieces replaced")],
-            added.iter().take(8).map(|a| row(&[&a.id, &format!("`{}`", visible(&a.text)), &form(c, a.form), &a.pieces.len()])).collect(),
+            added
+                .iter()
+                .take(8)
+                .map(|a| row(&[&a.id, &format!("`{}`", visible(&a.text)), &form(c, a.form), &a.pieces.len()]))
+                .collect(),
         ));
     }
     Ok((b, vec![]))
@@ -308,10 +376,7 @@ fn form(c: &Ctx, f: Form) -> String {
 }
 
 fn dist_table(c: &Ctx, d: &Distribution) -> Vec<Block> {
-    vec![
-        Block::Para(format!("`{}` → {} : {}", d.prompt, c.t("pièces", "pieces"), pieces(&d.pieces))),
-        bars(&d.top),
-    ]
+    vec![Block::Para(format!("`{}` → {} : {}", d.prompt, c.t("pièces", "pieces"), pieces(&d.pieces))), bars(&d.top)]
 }
 
 fn smart_init(c: &Ctx) -> Built {
@@ -320,7 +385,10 @@ fn smart_init(c: &Ctx) -> Built {
     let mut missing = Vec::new();
     let mut b = vec![Block::Para(format!(
         "{} `{}`{}.",
-        c.t("Les lignes ajoutées à la matrice d'embeddings sont initialisées ainsi :", "The rows added to the embedding matrix are initialised as:"),
+        c.t(
+            "Les lignes ajoutées à la matrice d'embeddings sont initialisées ainsi :",
+            "The rows added to the embedding matrix are initialised as:"
+        ),
         m.stats.init,
         m.stats.reference.as_ref().map(|(w, id)| format!(" (`{w}`, id {id})")).unwrap_or_default()
     ))];
@@ -343,29 +411,48 @@ fn smart_init(c: &Ctx) -> Built {
             b.extend(dist_table(c, &demo.reference_prompt));
             b.push(Block::Para(format!(
                 "{} {:.2e}{}",
-                c.t("Plus grand écart entre les deux distributions complètes :", "Largest difference between the two full distributions:"),
+                c.t(
+                    "Plus grand écart entre les deux distributions complètes :",
+                    "Largest difference between the two full distributions:"
+                ),
                 demo.max_abs_diff,
-                c.t(" — le nouveau token se comporte exactement comme le mot de référence.", " — the new token behaves exactly as the reference word.")
+                c.t(
+                    " — le nouveau token se comporte exactement comme le mot de référence.",
+                    " — the new token behaves exactly as the reference word."
+                )
             )));
             if let (Some(before), Some(after)) = (demo.samples_before.first(), demo.samples_after.first()) {
-                b.push(table(&[c.t("génération", "generation"), c.t("texte", "text")], vec![
-                    vec![c.t("avant", "before").into(), before.clone()],
-                    vec![c.t("après", "after").into(), after.clone()],
-                ]));
+                b.push(table(
+                    &[c.t("génération", "generation"), c.t("texte", "text")],
+                    vec![
+                        vec![c.t("avant", "before").into(), before.clone()],
+                        vec![c.t("après", "after").into(), after.clone()],
+                    ],
+                ));
             }
         }
-        None => missing.push(format!("{} `{}`", c.t("Démo d'initialisation absente :", "Smart-init demo missing:"), c.explore_hint("smart-init"))),
+        None => missing.push(format!(
+            "{} `{}`",
+            c.t("Démo d'initialisation absente :", "Smart-init demo missing:"),
+            c.explore_hint("smart-init")
+        )),
     }
     // After training: how far the added rows moved.
     let from = m.stats.vocab_before;
     let initial = c.run.stage_dir(Stage::Model).join(tp06_model::outputs::WEIGHTS);
     let trained = c.run.stage_dir(Stage::Train).join(tp06_train::outputs::EXPORT).join(tp06_model::outputs::WEIGHTS);
     if m.stats.vocab_after <= from {
-        b.push(Block::Para(c.t("Aucun token ajouté : rien à initialiser.", "No token added: nothing to initialise.").into()));
+        b.push(Block::Para(
+            c.t("Aucun token ajouté : rien à initialiser.", "No token added: nothing to initialise.").into(),
+        ));
         return Ok((b, missing));
     }
     if Manifest::load(c.run, Stage::Train).is_err() || !trained.is_file() {
-        missing.push(format!("{} `{}`", c.t("Déplacement des lignes après l'entraînement absent :", "Row movement after training missing:"), Stage::Train.rerun_hint(c.run.root())));
+        missing.push(format!(
+            "{} `{}`",
+            c.t("Déplacement des lignes après l'entraînement absent :", "Row movement after training missing:"),
+            Stage::Train.rerun_hint(c.run.root())
+        ));
         return Ok((b, missing));
     }
     let (before, after) = match (rows::read_wte(&initial), rows::read_wte(&trained)) {
@@ -381,15 +468,27 @@ fn smart_init(c: &Ctx) -> Built {
     let mean = moved.iter().sum::<f64>() / moved.len() as f64;
     let max = moved.iter().copied().fold(0.0, f64::max);
     let scale = rows::mean_norm(&before, 0..from);
-    b.push(Block::Para(c.t("Après l'entraînement, distance de chaque ligne ajoutée à son vecteur initial :", "After training, each added row's distance to its initial vector:").into()));
+    b.push(Block::Para(
+        c.t(
+            "Après l'entraînement, distance de chaque ligne ajoutée à son vecteur initial :",
+            "After training, each added row's distance to its initial vector:",
+        )
+        .into(),
+    ));
     b.push(table(
         &[c.t("mesure", "measure"), c.t("valeur", "value")],
         vec![
             row(&[&c.t("lignes ajoutées", "added rows"), &moved.len()]),
             row(&[&c.t("distance moyenne", "mean distance"), &c.num(mean, 4)]),
             row(&[&c.t("distance maximale", "largest distance"), &c.num(max, 4)]),
-            row(&[&c.t("norme moyenne d'une ligne pré-entraînée (échelle)", "mean norm of a pretrained row (scale)"), &c.num(scale, 4)]),
-            row(&[&c.t("plus grand déplacement d'une ligne pré-entraînée", "largest movement of a pretrained row"), &c.num(pretrained, 4)]),
+            row(&[
+                &c.t("norme moyenne d'une ligne pré-entraînée (échelle)", "mean norm of a pretrained row (scale)"),
+                &c.num(scale, 4),
+            ]),
+            row(&[
+                &c.t("plus grand déplacement d'une ligne pré-entraînée", "largest movement of a pretrained row"),
+                &c.num(pretrained, 4),
+            ]),
         ],
     ));
     let wte_mode = config_str(&m.manifest, &["model", "freeze", "wte"]).unwrap_or_default();
@@ -404,15 +503,21 @@ fn smart_init(c: &Ctx) -> Built {
     } else if pretrained == 0.0 {
         b.push(Block::Note(format!(
             "{} (`freeze.wte = {wte_mode}`)",
-            c.t("Seules les lignes ajoutées ont appris ; les lignes pré-entraînées sont restées identiques au bit près", "Only the added rows learned; the pretrained rows stayed bit-identical")
+            c.t(
+                "Seules les lignes ajoutées ont appris ; les lignes pré-entraînées sont restées identiques au bit près",
+                "Only the added rows learned; the pretrained rows stayed bit-identical"
+            )
         )));
     }
     // Nearest pretrained tokens of a few names, before and after.
     let tok = Tok::from_dir(&c.run.stage_dir(Stage::Vocab)).ok();
-    let added = tp06_vocab::read_added(&c.run.stage_dir(Stage::Vocab).join(tp06_vocab::outputs::ADDED_TOKENS)).unwrap_or_default();
+    let added = tp06_vocab::read_added(&c.run.stage_dir(Stage::Vocab).join(tp06_vocab::outputs::ADDED_TOKENS))
+        .unwrap_or_default();
     if let Some(tok) = tok {
-        let wanted: Vec<String> = v.map(|v| v.stats.examples.iter().map(|e| e.name.clone()).collect()).unwrap_or_default();
-        let mut picked: Vec<&AddedName> = added.iter().filter(|a| a.form == Form::Space && wanted.contains(&a.name)).collect();
+        let wanted: Vec<String> =
+            v.map(|v| v.stats.examples.iter().map(|e| e.name.clone()).collect()).unwrap_or_default();
+        let mut picked: Vec<&AddedName> =
+            added.iter().filter(|a| a.form == Form::Space && wanted.contains(&a.name)).collect();
         if picked.len() < 3 {
             let have: Vec<u32> = picked.iter().map(|a| a.id).collect();
             let more = 4usize.saturating_sub(picked.len());
@@ -420,7 +525,9 @@ fn smart_init(c: &Ctx) -> Built {
         }
         let show = |list: Vec<(usize, f64)>| {
             list.into_iter()
-                .map(|(i, s)| format!("`{}` {}", visible(&tok.decode(&[i as u32], false).unwrap_or_default()), c.num(s, 2)))
+                .map(|(i, s)| {
+                    format!("`{}` {}", visible(&tok.decode(&[i as u32], false).unwrap_or_default()), c.num(s, 2))
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -438,8 +545,22 @@ fn smart_init(c: &Ctx) -> Built {
                 ]
             })
             .collect();
-        b.push(Block::Para(c.t("Tokens pré-entraînés les plus proches (cosinus), avant et après l'entraînement :", "Nearest pretrained tokens (cosine), before and after training:").into()));
-        b.push(table(&[c.t("token", "token"), c.t("distance", "distance"), c.t("voisins avant", "neighbours before"), c.t("voisins après", "neighbours after")], rows));
+        b.push(Block::Para(
+            c.t(
+                "Tokens pré-entraînés les plus proches (cosinus), avant et après l'entraînement :",
+                "Nearest pretrained tokens (cosine), before and after training:",
+            )
+            .into(),
+        ));
+        b.push(table(
+            &[
+                c.t("token", "token"),
+                c.t("distance", "distance"),
+                c.t("voisins avant", "neighbours before"),
+                c.t("voisins après", "neighbours after"),
+            ],
+            rows,
+        ));
     }
     Ok((b, missing))
 }
@@ -465,7 +586,12 @@ fn freezing(c: &Ctx) -> Built {
     let mut parts: Vec<Part> = p
         .groups
         .iter()
-        .map(|g| Part { label: g.group.clone(), params: g.params, trainable: g.trainable, detail: format!("{} params", group_digits(g.params)) })
+        .map(|g| Part {
+            label: g.group.clone(),
+            params: g.params,
+            trainable: g.trainable,
+            detail: format!("{} params", group_digits(g.params)),
+        })
         .collect();
     // The LM head is tied to wte: drawn on top, in the same state.
     let Some(wte) = p.groups.first() else {
@@ -479,17 +605,32 @@ fn freezing(c: &Ctx) -> Built {
     });
     b.push(Block::Figure {
         file: "freezing.svg".into(),
-        svg: charts::model_diagram(&parts, [c.t("entraîné", "trained"), c.t("en partie (lignes ajoutées)", "in part (added rows)"), c.t("gelé", "frozen")]),
+        svg: charts::model_diagram(
+            &parts,
+            [
+                c.t("entraîné", "trained"),
+                c.t("en partie (lignes ajoutées)", "in part (added rows)"),
+                c.t("gelé", "frozen"),
+            ],
+        ),
         caption: format!(
             "{} {}/{} {}",
-            c.t("Le modèle de l'entrée (en bas) à la sortie (en haut) ;", "The model from input (bottom) to output (top);"),
+            c.t(
+                "Le modèle de l'entrée (en bas) à la sortie (en haut) ;",
+                "The model from input (bottom) to output (top);"
+            ),
             p.frozen_blocks,
             p.n_layer,
             c.t("blocs inférieurs gelés.", "lower blocks frozen.")
         ),
     });
     b.push(table(
-        &[c.t("groupe", "group"), c.t("paramètres", "parameters"), c.t("entraînables", "trainable"), c.t("état", "state")],
+        &[
+            c.t("groupe", "group"),
+            c.t("paramètres", "parameters"),
+            c.t("entraînables", "trainable"),
+            c.t("état", "state"),
+        ],
         p.groups
             .iter()
             .map(|g| {
@@ -524,9 +665,15 @@ fn hyper_parameters(c: &Ctx) -> Built {
     let mut b = vec![table(
         &[c.t("paramètre", "parameter"), c.t("valeur", "value")],
         vec![
-            row(&[&c.t("micro-batch × accumulation", "micro-batch × accumulation"), &format!("{} × {}", get("batch_size"), get("grad_accum"))]),
+            row(&[
+                &c.t("micro-batch × accumulation", "micro-batch × accumulation"),
+                &format!("{} × {}", get("batch_size"), get("grad_accum")),
+            ]),
             row(&[&c.t("batch effectif", "effective batch"), &s.effective_batch]),
-            row(&[&c.t("exemples d'entraînement / validation", "training / validation examples"), &format!("{} / {}", s.train_examples, s.valid_examples)]),
+            row(&[
+                &c.t("exemples d'entraînement / validation", "training / validation examples"),
+                &format!("{} / {}", s.train_examples, s.valid_examples),
+            ]),
             row(&[&c.t("steps par epoch", "steps per epoch"), &s.steps_per_epoch]),
             row(&[&"epochs", &get("epochs")]),
             row(&[&c.t("steps au total", "total steps"), &s.total_steps]),
@@ -541,12 +688,16 @@ fn hyper_parameters(c: &Ctx) -> Built {
         ],
     )];
     if m.config.get("pad_in_loss").and_then(Value::as_bool) == Some(true) {
-        b.push(Block::Note(c.t(
-            "Défaut du cours : les tokens de padding comptent dans la perte (`pad_in_loss = true`).",
-            "Course defect: padding tokens count in the loss (`pad_in_loss = true`).",
-        ).into()));
+        b.push(Block::Note(
+            c.t(
+                "Défaut du cours : les tokens de padding comptent dans la perte (`pad_in_loss = true`).",
+                "Course defect: padding tokens count in the loss (`pad_in_loss = true`).",
+            )
+            .into(),
+        ));
     }
-    let records = tp06_train::metrics::read(&c.run.stage_dir(Stage::Train).join(tp06_train::outputs::METRICS)).map_err(|e| e.to_string())?;
+    let records = tp06_train::metrics::read(&c.run.stage_dir(Stage::Train).join(tp06_train::outputs::METRICS))
+        .map_err(|e| e.to_string())?;
     let lr: Vec<(f64, f64)> = records.iter().filter_map(|r| r.lr.map(|v| (r.step as f64, v))).collect();
     let mut missing = Vec::new();
     match charts::line_chart(
@@ -559,32 +710,62 @@ fn hyper_parameters(c: &Ctx) -> Built {
         Ok(svg) => b.push(Block::Figure {
             file: "lr.svg".into(),
             svg,
-            caption: format!("{} {} {}", c.t("Warmup linéaire sur", "Linear warm-up over"), get("warmup_steps"), c.t("steps, puis décroissance linéaire jusqu'à 0.", "steps, then linear decay to 0.")),
+            caption: format!(
+                "{} {} {}",
+                c.t("Warmup linéaire sur", "Linear warm-up over"),
+                get("warmup_steps"),
+                c.t("steps, puis décroissance linéaire jusqu'à 0.", "steps, then linear decay to 0.")
+            ),
         }),
         Err(e) => missing.push(format!("metrics.jsonl: {e}")),
     }
     let train: Vec<(f64, f64)> = records.iter().filter_map(|r: &Record| r.loss.map(|v| (r.step as f64, v))).collect();
     let valid: Vec<(f64, f64)> = records.iter().filter_map(|r| r.eval_loss.map(|v| (r.step as f64, v))).collect();
-    let best = s.best.map(|(step, loss)| ((step as f64, loss), format!("{} (step {step})", c.t("meilleure validation", "best validation"))));
+    let best = s.best.map(|(step, loss)| {
+        ((step as f64, loss), format!("{} (step {step})", c.t("meilleure validation", "best validation")))
+    });
     let series = vec![
         Series { label: c.t("entraînement", "training"), points: train, color: PALETTE[0], markers: false },
         Series { label: "validation", points: valid, color: PALETTE[1], markers: true },
     ];
-    match charts::line_chart(c.t("Perte", "Loss"), "step", c.t("perte (nats/token)", "loss (nats/token)"), &series, best) {
-        Ok(svg) => b.push(Block::Figure { file: "loss.svg".into(), svg, caption: c.t("Perte d'entraînement et de validation.", "Training and validation loss.").into() }),
+    match charts::line_chart(
+        c.t("Perte", "Loss"),
+        "step",
+        c.t("perte (nats/token)", "loss (nats/token)"),
+        &series,
+        best,
+    ) {
+        Ok(svg) => b.push(Block::Figure {
+            file: "loss.svg".into(),
+            svg,
+            caption: c.t("Perte d'entraînement et de validation.", "Training and validation loss.").into(),
+        }),
         Err(e) => missing.push(format!("metrics.jsonl: {e}")),
     }
     let opt = |v: Option<f64>, d: usize| v.map(|v| c.num(v, d)).unwrap_or_else(|| "—".into());
     b.push(table(
         &[c.t("mesure", "measure"), c.t("avant", "before"), c.t("après", "after")],
         vec![
-            row(&[&c.t("perte de validation", "validation loss"), &opt(s.base_eval_loss, 4), &opt(s.final_eval_loss, 4)]),
-            row(&[&c.t("nats par caractère (validation)", "nats per character (validation)"), &opt(s.base_eval_nats_per_char, 4), &opt(s.final_eval_nats_per_char, 4)]),
+            row(&[
+                &c.t("perte de validation", "validation loss"),
+                &opt(s.base_eval_loss, 4),
+                &opt(s.final_eval_loss, 4),
+            ]),
+            row(&[
+                &c.t("nats par caractère (validation)", "nats per character (validation)"),
+                &opt(s.base_eval_nats_per_char, 4),
+                &opt(s.final_eval_nats_per_char, 4),
+            ]),
             row(&[&c.t("dernière perte d'entraînement", "last training loss"), &"—", &opt(s.final_loss, 4)]),
         ],
     ));
     if let Some((step, loss)) = s.best {
-        b.push(Block::Para(format!("{} {step} ({} {})", c.t("Meilleure validation au step", "Best validation at step"), c.t("perte", "loss"), c.num(loss, 4))));
+        b.push(Block::Para(format!(
+            "{} {step} ({} {})",
+            c.t("Meilleure validation au step", "Best validation at step"),
+            c.t("perte", "loss"),
+            c.num(loss, 4)
+        )));
     }
     Ok((b, missing))
 }
@@ -618,47 +799,96 @@ fn generation(c: &Ctx) -> Built {
             prompts.push((&r.prompt, r.temperature));
         }
     }
-    let text_of = |model: &str, prompt: &str| -> Vec<&SampleRecord> { records.iter().filter(|r| r.model == model && r.prompt == prompt).collect() };
+    let text_of = |model: &str, prompt: &str| -> Vec<&SampleRecord> {
+        records.iter().filter(|r| r.model == model && r.prompt == prompt).collect()
+    };
     let mut rows = Vec::new();
     for (prompt, temperature) in &prompts {
         for model in ["fine-tuned", "base"] {
             for r in text_of(model, prompt) {
                 let label = if model == "base" { c.t("base", "base") } else { c.t("fine-tuné", "fine-tuned") };
-                rows.push(vec![format!("`{prompt}` (T = {})", c.num(*temperature, 1)), label.to_string(), r.text.clone()]);
+                rows.push(vec![
+                    format!("`{prompt}` (T = {})", c.num(*temperature, 1)),
+                    label.to_string(),
+                    r.text.clone(),
+                ]);
             }
         }
     }
     if rows.is_empty() {
-        return Err(format!("sample/samples.jsonl: {} — {}", c.t("aucun échantillon lisible", "no readable sample"), Stage::Sample.rerun_hint(c.run.root())));
+        return Err(format!(
+            "sample/samples.jsonl: {} — {}",
+            c.t("aucun échantillon lisible", "no readable sample"),
+            Stage::Sample.rerun_hint(c.run.root())
+        ));
     }
     b.push(table(&["prompt", c.t("modèle", "model"), c.t("texte généré", "generated text")], rows));
     let mut missing = Vec::new();
     match read_json::<SamplingDemo>(&explore_dir(c.run).join("sampling.json")) {
         Some(demo) => {
-            b.push(Block::Para(format!("{} `{}` :", c.t("Distribution du prochain token du modèle fine-tuné après", "Next-token distribution of the fine-tuned model after"), demo.raw.prompt)));
+            b.push(Block::Para(format!(
+                "{} `{}` :",
+                c.t(
+                    "Distribution du prochain token du modèle fine-tuné après",
+                    "Next-token distribution of the fine-tuned model after"
+                ),
+                demo.raw.prompt
+            )));
             b.push(bars(&demo.raw.top));
-            b.push(Block::Para(c.t("Température : diviser les logits par T aplatit (T > 1) ou accentue (T < 1) la distribution.", "Temperature: dividing the logits by T flattens (T > 1) or sharpens (T < 1) the distribution.").into()));
+            b.push(Block::Para(
+                c.t(
+                    "Température : diviser les logits par T aplatit (T > 1) ou accentue (T < 1) la distribution.",
+                    "Temperature: dividing the logits by T flattens (T > 1) or sharpens (T < 1) the distribution.",
+                )
+                .into(),
+            ));
             let mut rows = Vec::new();
             for (t, top) in &demo.temperatures {
-                rows.push(vec![format!("T = {}", c.num(*t, 1)), top.iter().map(|x| format!("`{}` {}", visible(&x.text), c.pct(x.prob))).collect::<Vec<_>>().join(", ")]);
+                rows.push(vec![
+                    format!("T = {}", c.num(*t, 1)),
+                    top.iter()
+                        .map(|x| format!("`{}` {}", visible(&x.text), c.pct(x.prob)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ]);
             }
-            b.push(table(&[c.t("température", "temperature"), c.t("tokens les plus probables", "most likely tokens")], rows));
+            b.push(table(
+                &[c.t("température", "temperature"), c.t("tokens les plus probables", "most likely tokens")],
+                rows,
+            ));
             b.push(table(
                 &["top-k", c.t("tokens gardés", "tokens kept"), c.t("masse de probabilité", "probability mass")],
                 demo.top_k.iter().map(|(k, n, mass)| row(&[k, n, &c.pct(*mass)])).collect(),
             ));
             b.push(table(
-                &["top-p", c.t("tokens gardés", "tokens kept"), c.t("masse de probabilité", "probability mass"), c.t("tokens", "tokens")],
+                &[
+                    "top-p",
+                    c.t("tokens gardés", "tokens kept"),
+                    c.t("masse de probabilité", "probability mass"),
+                    c.t("tokens", "tokens"),
+                ],
                 demo.top_p
                     .iter()
                     .map(|(p, n, mass, toks)| {
                         let more = if *n > toks.len() { " …" } else { "" };
-                        vec![c.num(*p, 2), n.to_string(), c.pct(*mass), format!("{}{more}", toks.iter().map(|t| format!("`{}`", visible(&t.text))).collect::<Vec<_>>().join(" "))]
+                        vec![
+                            c.num(*p, 2),
+                            n.to_string(),
+                            c.pct(*mass),
+                            format!(
+                                "{}{more}",
+                                toks.iter().map(|t| format!("`{}`", visible(&t.text))).collect::<Vec<_>>().join(" ")
+                            ),
+                        ]
                     })
                     .collect(),
             ));
         }
-        None => missing.push(format!("{} `{}`", c.t("Démo d'échantillonnage absente :", "Sampling demo missing:"), c.explore_hint("sampling"))),
+        None => missing.push(format!(
+            "{} `{}`",
+            c.t("Démo d'échantillonnage absente :", "Sampling demo missing:"),
+            c.explore_hint("sampling")
+        )),
     }
     Ok((b, missing))
 }

@@ -43,7 +43,10 @@ pub fn next_logits<B: Backend>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Resu
     }
     let n = ids.len();
     let device = model.wte.weight.device();
-    let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]), &device);
+    let input = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
+        &device,
+    );
     let logits = model.forward(input).slice(s![.., n - 1..n, ..]).flatten::<1>(0, 2);
     Ok(logits.into_data().convert::<f32>().into_vec().expect("f32 logits"))
 }
@@ -91,11 +94,18 @@ pub struct SmartInit {
 }
 
 /// The notebook's `generate_demo`: sampling at 0.7, top-k 50, `max_length` 50.
-const DEMO: Processing = Processing { do_sample: true, temperature: 0.7, top_k: 50, top_p: 1.0, repetition_penalty: 1.0 };
+const DEMO: Processing =
+    Processing { do_sample: true, temperature: 0.7, top_k: 50, top_p: 1.0, repetition_penalty: 1.0 };
 
 /// Runs the smart-initialisation demo on a base model and its tokenizer, with
 /// the first of `references` that is a single token (the notebook uses `animal`).
-pub fn smart_init<B: Backend>(model: Gpt2<B>, tok: &Tok, name: &str, references: &[String], seed: u64) -> Result<SmartInit, SampleError> {
+pub fn smart_init<B: Backend>(
+    model: Gpt2<B>,
+    tok: &Tok,
+    name: &str,
+    references: &[String],
+    seed: u64,
+) -> Result<SmartInit, SampleError> {
     let mut chosen = None;
     for word in references {
         if let [id] = tok.encode(word)?.as_slice() {
@@ -132,9 +142,13 @@ pub fn smart_init<B: Backend>(model: Gpt2<B>, tok: &Tok, name: &str, references:
     let [rows, width] = base.model.wte.weight.dims();
     let old = tp06_model::NamedParams::<B>::values(&base.model.wte.weight.val().reshape([rows * width]));
     let new_rows = extended.vocab_size().max(rows);
-    let values = tp06_model::resized_embeddings(&old, width, new_rows, seed, |_| RowInit::Reference { id: reference_id, noise_std: 0.0 });
+    let values = tp06_model::resized_embeddings(&old, width, new_rows, seed, |_| RowInit::Reference {
+        id: reference_id,
+        noise_std: 0.0,
+    });
     let mut model = base.model;
-    model.wte.weight = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(values, [new_rows, width]), &device));
+    model.wte.weight =
+        burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(values, [new_rows, width]), &device));
     let after_gen = Generator { model, tok: extended.clone(), eos, dir: Default::default() };
     let (after, after_probs) = distribution(&after_gen.model, &extended, &prompt)?;
     let (reference_dist, reference_probs) = distribution(&after_gen.model, &extended, &reference_prompt)?;
@@ -191,7 +205,11 @@ impl SmartInit {
         out += &format!(
             "\nLargest difference between the two next-token distributions: {:.2e} → {}\n",
             self.max_abs_diff,
-            if self.max_abs_diff < 1e-6 { "identical: the model now reads the name as the reference word" } else { "they differ" }
+            if self.max_abs_diff < 1e-6 {
+                "identical: the model now reads the name as the reference word"
+            } else {
+                "they differ"
+            }
         );
         out
     }
@@ -214,7 +232,8 @@ pub struct SamplingDemo {
 pub fn sampling<B: Backend>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Result<SamplingDemo, SampleError> {
     let logits = next_logits(model, tok, prompt)?;
     let probs = processors::softmax(&logits);
-    let raw = Distribution { prompt: prompt.into(), pieces: tok.encode_pieces(prompt)?.1, top: top_tokens(tok, &probs, 10) };
+    let raw =
+        Distribution { prompt: prompt.into(), pieces: tok.encode_pieces(prompt)?.1, top: top_tokens(tok, &probs, 10) };
     let temperatures = [0.3, 0.7, 1.0, 1.5]
         .iter()
         .map(|&t| {
@@ -260,7 +279,12 @@ impl SamplingDemo {
         for (t, top) in &self.temperatures {
             out += &format!("  T = {t}\n");
             for tok in top {
-                out += &format!("    {:<16} {:>6.1}% {}\n", format!("{:?}", tok.text), 100.0 * tok.prob, bar(tok.prob, 30.0));
+                out += &format!(
+                    "    {:<16} {:>6.1}% {}\n",
+                    format!("{:?}", tok.text),
+                    100.0 * tok.prob,
+                    bar(tok.prob, 30.0)
+                );
             }
         }
         out += "\nTop-k: tokens kept and their probability mass\n";
@@ -270,7 +294,12 @@ impl SamplingDemo {
         out += "\nTop-p: the smallest set reaching p\n";
         for (p, n, mass, tokens) in &self.top_p {
             let names: Vec<String> = tokens.iter().map(|t| format!("{:?}", t.text)).collect();
-            out += &format!("  p = {p:<4} keeps {n:>5} tokens ({:.1}%): {}{}\n", 100.0 * mass, names.join(" "), if *n > tokens.len() { " …" } else { "" });
+            out += &format!(
+                "  p = {p:<4} keeps {n:>5} tokens ({:.1}%): {}{}\n",
+                100.0 * mass,
+                names.join(" "),
+                if *n > tokens.len() { " …" } else { "" }
+            );
         }
         out
     }

@@ -78,7 +78,8 @@ pub fn generate<B: Backend>(
             }
             let mut scores = scores.to_vec();
             processing.apply(&mut scores, &sequences[row]);
-            let token = if processing.samples() { draw(&scores, rngs[row].random::<f64>()) } else { argmax(&scores) } as u32;
+            let token =
+                if processing.samples() { draw(&scores, rngs[row].random::<f64>()) } else { argmax(&scores) } as u32;
             sequences[row].push(token);
             if Some(token) == eos {
                 finished[row] = true;

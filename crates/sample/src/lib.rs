@@ -96,7 +96,11 @@ impl<B: burn::prelude::Backend> Generator<B> {
             return Err(SampleError::EmptyPrompt(prompt.to_string()));
         }
         if ids.len() >= self.model.n_positions() {
-            return Err(SampleError::PromptTooLong { prompt: prompt.to_string(), tokens: ids.len(), context: self.model.n_positions() });
+            return Err(SampleError::PromptTooLong {
+                prompt: prompt.to_string(),
+                tokens: ids.len(),
+                context: self.model.n_positions(),
+            });
         }
         Ok(ids)
     }

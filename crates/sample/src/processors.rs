@@ -96,7 +96,8 @@ pub struct Processing {
 
 impl Processing {
     /// Greedy decoding, nothing else.
-    pub const GREEDY: Processing = Processing { do_sample: false, temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
+    pub const GREEDY: Processing =
+        Processing { do_sample: false, temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
 
     /// Whether tokens are drawn (sampling on and a positive temperature).
     pub fn samples(&self) -> bool {

@@ -128,7 +128,13 @@ pub fn run<B: Backend>(
         for (index, prompt) in config.prompts.iter().enumerate() {
             let temperature = prompt.temperature.unwrap_or(config.temperature);
             let seed = config.seed + index as u64;
-            let outs = generator.complete(&prompt.text, &processing(config, temperature), length(config), config.num_samples, seed)?;
+            let outs = generator.complete(
+                &prompt.text,
+                &processing(config, temperature),
+                length(config),
+                config.num_samples,
+                seed,
+            )?;
             for (sample, (text, generated)) in outs.into_iter().enumerate() {
                 new_tokens += generated.new_tokens;
                 records.push(SampleRecord {
@@ -155,7 +161,8 @@ pub fn run<B: Backend>(
     tp06_artifact::fs::write_atomic(&writer.path(outputs::SAMPLES), jsonl.as_bytes())?;
     let md = markdown(&records);
     tp06_artifact::fs::write_atomic(&writer.path(outputs::REPORT), md.as_bytes())?;
-    let stats = SampleStats { samples: records.len(), new_tokens, tokens_per_second: new_tokens as f64 / seconds.max(1e-9) };
+    let stats =
+        SampleStats { samples: records.len(), new_tokens, tokens_per_second: new_tokens as f64 / seconds.max(1e-9) };
     let manifest = writer.finish(
         &[outputs::SAMPLES.to_string(), outputs::REPORT.to_string()],
         serde_json::json!({ "seed": config.seed, "backend": B::name(device) }),

@@ -70,7 +70,8 @@ fn demo_generator() -> Generator<Cpu> {
     Generator { model, tok, eos, dir: base }
 }
 
-const COURSE: Processing = Processing { do_sample: true, temperature: 0.7, top_k: 50, top_p: 0.9, repetition_penalty: 1.2 };
+const COURSE: Processing =
+    Processing { do_sample: true, temperature: 0.7, top_k: 50, top_p: 0.9, repetition_penalty: 1.2 };
 
 #[test]
 fn same_seed_same_text_and_samples_are_independent_of_their_number() {
@@ -113,7 +114,11 @@ fn generation_stops_at_eos() {
     for generated in stopped {
         assert!(generated.stopped);
         assert_eq!(generated.new_tokens, first + 1);
-        assert_eq!(&generated.ids[..], &free.ids[..prompt.len() + first + 1], "same tokens up to and with </s>, nothing after");
+        assert_eq!(
+            &generated.ids[..],
+            &free.ids[..prompt.len() + first + 1],
+            "same tokens up to and with </s>, nothing after"
+        );
     }
 }
 
@@ -180,6 +185,7 @@ fn smart_init_makes_the_name_read_as_the_reference_word() {
     assert_eq!(demo.after.top, demo.reference_prompt.top);
     assert_ne!(demo.before.top, demo.after.top);
     assert_eq!(demo.samples_after.len(), 3);
-    let none = tp06_sample::explore::smart_init(demo_generator().model, &g.tok, "Pikachu", &["animal".to_string()], 7).unwrap_err();
+    let none = tp06_sample::explore::smart_init(demo_generator().model, &g.tok, "Pikachu", &["animal".to_string()], 7)
+        .unwrap_err();
     assert!(none.to_string().contains("--reference"), "{none}");
 }

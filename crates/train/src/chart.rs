@@ -16,10 +16,17 @@ pub struct Series<'a> {
 }
 
 /// Blue, red, green, orange: the report's palette.
-pub const PALETTE: [RGBColor; 4] = [RGBColor(9, 105, 218), RGBColor(207, 34, 46), RGBColor(26, 127, 55), RGBColor(191, 135, 0)];
+pub const PALETTE: [RGBColor; 4] =
+    [RGBColor(9, 105, 218), RGBColor(207, 34, 46), RGBColor(26, 127, 55), RGBColor(191, 135, 0)];
 
 /// A line chart of `series`, with an optional labelled point.
-pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], mark: Option<((f64, f64), String)>) -> Result<String, String> {
+pub fn line_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    mark: Option<((f64, f64), String)>,
+) -> Result<String, String> {
     let points: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
     if points.is_empty() {
         return Err("no points to draw".into());
@@ -45,7 +52,13 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], ma
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .y_label_formatter(&|v| if v.abs() < 1e-2 && *v != 0.0 { format!("{v:.0e}") } else { format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string() })
+            .y_label_formatter(&|v| {
+                if v.abs() < 1e-2 && *v != 0.0 {
+                    format!("{v:.0e}")
+                } else {
+                    format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+                }
+            })
             .draw()
             .map_err(|e| err(&e))?;
         for s in series {

@@ -122,7 +122,8 @@ fn discard(dir: &Path) {
 }
 
 /// A model and its optimiser's moments by parameter name, as a checkpoint holds them.
-pub type Restored<B> = (Gpt2<B>, BTreeMap<String, Moments<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>>);
+pub type Restored<B> =
+    (Gpt2<B>, BTreeMap<String, Moments<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>>);
 
 /// Reads a checkpoint's model and moments.
 pub fn load<B: burn::tensor::backend::AutodiffBackend>(
@@ -133,7 +134,9 @@ pub fn load<B: burn::tensor::backend::AutodiffBackend>(
     let (model, _) = tp06_model::load::<B>(&checkpoint.dir.join("model.safetensors"), config, device)?;
     let tensors = tp06_model::read_tensors(&checkpoint.dir.join("optimizer.safetensors"))?;
     let mut moments: BTreeMap<String, Moments<B::InnerBackend>> = BTreeMap::new();
-    let tensor = |values: &Vec<f32>| Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(values.clone(), [values.len()]), device);
+    let tensor = |values: &Vec<f32>| {
+        Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(values.clone(), [values.len()]), device)
+    };
     for (key, (_, values)) in &tensors {
         if let Some(param) = key.strip_prefix("m.") {
             let v = tensors.get(&format!("v.{param}")).ok_or_else(|| TrainError::Checkpoint {

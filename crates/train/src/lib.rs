@@ -34,10 +34,15 @@ pub enum TrainError {
     #[error("{0}")]
     Config(String),
     /// The loss became NaN or infinite.
-    #[error("the training loss became {loss} at step {step} (learning rate {lr:e}); training stopped, {checkpoint}; lower train.lr or check the data")]
+    #[error(
+        "the training loss became {loss} at step {step} (learning rate {lr:e}); training stopped, {checkpoint}; lower train.lr or check the data"
+    )]
     NonFinite { step: u64, loss: f64, lr: f64, checkpoint: String },
     /// Ctrl-C: the run was checkpointed and stopped.
-    #[error("interrupted at step {step}: checkpoint saved in `{path}`; run the same command again{} to continue", or_command(resume))]
+    #[error(
+        "interrupted at step {step}: checkpoint saved in `{path}`; run the same command again{} to continue",
+        or_command(resume)
+    )]
     Interrupted {
         step: u64,
         path: PathBuf,
@@ -45,7 +50,9 @@ pub enum TrainError {
         resume: Option<String>,
     },
     /// `--resume` without a checkpoint of this run.
-    #[error("--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started); drop --resume to train from the start")]
+    #[error(
+        "--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started); drop --resume to train from the start"
+    )]
     NothingToResume { dir: PathBuf },
     /// A checkpoint or metrics file is unreadable.
     #[error("`{path}`: {reason}")]

@@ -103,7 +103,12 @@ mod tests {
     fn the_loss_plot_draws_the_curves_it_has_and_nothing_without_a_loss() {
         let dir = tempfile::tempdir().unwrap();
         let both = dir.path().join("both.svg");
-        plot_loss(&[record(1, Some(3.0), None), record(2, Some(2.5), Some(2.7)), record(4, Some(2.0), Some(2.4))], &both, "loss").unwrap();
+        plot_loss(
+            &[record(1, Some(3.0), None), record(2, Some(2.5), Some(2.7)), record(4, Some(2.0), Some(2.4))],
+            &both,
+            "loss",
+        )
+        .unwrap();
         let svg = std::fs::read_to_string(&both).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("\ntrain\n") && svg.contains("\nvalidation\n"), "{svg}");
 

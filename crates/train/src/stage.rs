@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use tp06_artifact::{Begin, Progress, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
 use tp06_vocab::{Tok, VocabInfo};
 
+use crate::TrainError;
 use crate::checkpoint::{self, LoopState};
 use crate::config::Config;
 use crate::examples::{self, Example, ExampleOptions};
 use crate::metrics::{self, Record};
 use crate::optim::{AdamW, linear_schedule};
 use crate::trainer::{StepError, Trainer};
-use crate::TrainError;
 
 /// The train stage's outputs.
 pub mod outputs {
@@ -154,7 +154,13 @@ pub fn steps_per_epoch(examples: usize, batch_size: usize, grad_accum: usize) ->
 }
 
 /// The micro-batches of optimiser step `step_in_epoch` of an epoch in `order`.
-fn micro_batches<'a>(examples: &'a [Example], order: &[usize], step_in_epoch: u64, batch: usize, accum: usize) -> Vec<Vec<&'a Example>> {
+fn micro_batches<'a>(
+    examples: &'a [Example],
+    order: &[usize],
+    step_in_epoch: u64,
+    batch: usize,
+    accum: usize,
+) -> Vec<Vec<&'a Example>> {
     let micro_count = order.len().div_ceil(batch);
     let first = step_in_epoch as usize * accum;
     (first..(first + accum).min(micro_count))
@@ -170,7 +176,12 @@ pub struct LoopOptions {
 }
 
 /// Runs the train stage into `run`.
-pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device, ctx: &TrainContext) -> Result<StageReport, TrainError> {
+pub fn run<B: AutodiffBackend>(
+    run: &RunDir,
+    config: &Config,
+    device: &B::Device,
+    ctx: &TrainContext,
+) -> Result<StageReport, TrainError> {
     config.validate().map_err(TrainError::Config)?;
     let data = UpstreamCheck::require(run, Stage::Data)?;
     let vocab = UpstreamCheck::require(run, Stage::Vocab)?;
@@ -211,7 +222,8 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
     let cache = match cached {
         Some(cache) => cache,
         None => {
-            let train_articles = tp06_data::read_articles_artifact(&data.manifest.output_path(run, tp06_data::outputs::TRAIN))?;
+            let train_articles =
+                tp06_data::read_articles_artifact(&data.manifest.output_path(run, tp06_data::outputs::TRAIN))?;
             let cache = TokenCache {
                 version: TOKEN_CACHE_VERSION,
                 key: cache_key,
@@ -231,10 +243,18 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
         )));
     }
     let eos = info.eos_id.unwrap_or(info.pad_id);
-    let options = ExampleOptions { max_length: config.max_length, pad_id: info.pad_id, eos_id: eos, pad_in_loss: config.pad_in_loss, packing: config.packing };
+    let options = ExampleOptions {
+        max_length: config.max_length,
+        pad_id: info.pad_id,
+        eos_id: eos,
+        pad_in_loss: config.pad_in_loss,
+        packing: config.packing,
+    };
     let train = examples::build(&cache.train, options);
     if train.is_empty() {
-        return Err(TrainError::Config("no training example: the articles are empty or shorter than one block (train.packing)".into()));
+        return Err(TrainError::Config(
+            "no training example: the articles are empty or shorter than one block (train.packing)".into(),
+        ));
     }
     // Validation always leaves padding out and adds nothing, so that its loss
     // compares across presets.
@@ -251,16 +271,29 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
     let valid_chars: usize = valid
         .iter()
         .map(|e| {
-            let real: Vec<u32> = e.input_ids.iter().zip(&e.attention).filter(|(_, a)| **a).map(|(t, _)| *t).skip(1).collect();
+            let real: Vec<u32> =
+                e.input_ids.iter().zip(&e.attention).filter(|(_, a)| **a).map(|(t, _)| *t).skip(1).collect();
             tok.decode(&real, true).map(|s| s.chars().count()).unwrap_or(0)
         })
         .sum();
 
-    let adamw = AdamW { beta1: config.adam_beta1, beta2: config.adam_beta2, epsilon: config.adam_epsilon, weight_decay: config.weight_decay };
+    let adamw = AdamW {
+        beta1: config.adam_beta1,
+        beta2: config.adam_beta2,
+        epsilon: config.adam_epsilon,
+        weight_decay: config.weight_decay,
+    };
     let mut trainer = Trainer::<B>::new(model, plan, adamw, config.max_grad_norm, config.seed, device.clone());
     trainer.autocast = config.precision;
     let metrics_path = writer.path(outputs::METRICS);
-    let mut state = LoopState { version: checkpoint::CHECKPOINT_VERSION, fingerprint: fingerprint.clone(), step: 0, best: None, seconds: 0.0, positions: 0 };
+    let mut state = LoopState {
+        version: checkpoint::CHECKPOINT_VERSION,
+        fingerprint: fingerprint.clone(),
+        step: 0,
+        best: None,
+        seconds: 0.0,
+        positions: 0,
+    };
     let mut stats = TrainStats {
         train_examples: train.len(),
         valid_examples: valid.len(),
@@ -292,12 +325,22 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
         })
     };
     if resume_from.is_none()
-        && let Some((loss, per_char)) = eval(&trainer) {
-            metrics::append(&metrics_path, &Record { step: 0, epoch: 0.0, eval_loss: Some(loss), eval_perplexity: Some(loss.exp()), ..Default::default() })?;
-            state.best = Some((0, loss));
-            stats.base_eval_loss = Some(loss);
-            stats.base_eval_nats_per_char = Some(per_char);
-        }
+        && let Some((loss, per_char)) = eval(&trainer)
+    {
+        metrics::append(
+            &metrics_path,
+            &Record {
+                step: 0,
+                epoch: 0.0,
+                eval_loss: Some(loss),
+                eval_perplexity: Some(loss.exp()),
+                ..Default::default()
+            },
+        )?;
+        state.best = Some((0, loss));
+        stats.base_eval_loss = Some(loss);
+        stats.base_eval_nats_per_char = Some(per_char);
+    }
     if let Some(before) = metrics::read(&metrics_path)?.iter().find(|r| r.step == 0).and_then(|r| r.eval_loss) {
         stats.base_eval_loss = Some(before);
     }
@@ -307,16 +350,32 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
     stats.steps_per_epoch = spe;
     stats.total_steps = total;
     let loop_options = LoopOptions { shuffle: true };
-    let result = train_loop(&mut trainer, &train, config, &loop_options, total, spe, &mut state, &metrics_path, &checkpoints, ctx, &mut |trainer, state| {
-        let Some((loss, per_char)) = eval(trainer) else { return Ok(None) };
-        if state.best.is_none_or(|(_, best)| loss < best) {
-            state.best = Some((trainer.step, loss));
-            export(&trainer.model, &writer.path(outputs::BEST), run)?;
-        }
-        Ok(Some((loss, per_char)))
-    });
+    let result = train_loop(
+        &mut trainer,
+        &train,
+        config,
+        &loop_options,
+        total,
+        spe,
+        &mut state,
+        &metrics_path,
+        &checkpoints,
+        ctx,
+        &mut |trainer, state| {
+            let Some((loss, per_char)) = eval(trainer) else { return Ok(None) };
+            if state.best.is_none_or(|(_, best)| loss < best) {
+                state.best = Some((trainer.step, loss));
+                export(&trainer.model, &writer.path(outputs::BEST), run)?;
+            }
+            Ok(Some((loss, per_char)))
+        },
+    );
     let final_eval = result.map_err(|e| match e {
-        TrainError::Interrupted { step, path, .. } => TrainError::Interrupted { step, path, resume: Some(format!("{} --resume", Stage::Train.rerun_hint(run.root()))) },
+        TrainError::Interrupted { step, path, .. } => TrainError::Interrupted {
+            step,
+            path,
+            resume: Some(format!("{} --resume", Stage::Train.rerun_hint(run.root()))),
+        },
         other => other,
     })?;
 
@@ -336,7 +395,8 @@ pub fn run<B: AutodiffBackend>(run: &RunDir, config: &Config, device: &B::Device
     }
     for dir in [outputs::EXPORT, outputs::BEST] {
         if let Ok(entries) = std::fs::read_dir(writer.path(dir)) {
-            let mut names: Vec<String> = entries.flatten().map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())).collect();
+            let mut names: Vec<String> =
+                entries.flatten().map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())).collect();
             names.sort();
             files.extend(names);
         }
@@ -361,7 +421,8 @@ fn export<B: Backend>(model: &tp06_model::Gpt2<B>, dir: &Path, run: &RunDir) -> 
         (Stage::Vocab, tp06_vocab::outputs::SPECIAL_TOKENS_MAP),
     ] {
         let from = run.file(stage, file);
-        let bytes = std::fs::read(&from).map_err(|e| TrainError::Checkpoint { path: from.clone(), reason: e.to_string() })?;
+        let bytes =
+            std::fs::read(&from).map_err(|e| TrainError::Checkpoint { path: from.clone(), reason: e.to_string() })?;
         tp06_artifact::fs::write_atomic(&dir.join(file), &bytes)?;
     }
     Ok(())
@@ -412,7 +473,10 @@ pub fn train_loop<B: AutodiffBackend>(
                 return Err(TrainError::NonFinite { step: step + 1, loss, lr, checkpoint });
             }
             Err(StepError::NoExamples) => {
-                return Err(TrainError::Config(format!("step {}: no training example to step on; check the data stage's output", step + 1)));
+                return Err(TrainError::Config(format!(
+                    "step {}: no training example to step on; check the data stage's output",
+                    step + 1
+                )));
             }
         };
         state.step = trainer.step;
@@ -437,11 +501,12 @@ pub fn train_loop<B: AutodiffBackend>(
                 ..Default::default()
             };
             if ((config.eval_every > 0 && done.is_multiple_of(config.eval_every)) || last)
-                && let Some((loss, per_char)) = evaluate(trainer, state)? {
-                    record.eval_loss = Some(loss);
-                    record.eval_perplexity = Some(loss.exp());
-                    last_eval = Some((loss, per_char));
-                }
+                && let Some((loss, per_char)) = evaluate(trainer, state)?
+            {
+                record.eval_loss = Some(loss);
+                record.eval_perplexity = Some(loss.exp());
+                last_eval = Some((loss, per_char));
+            }
             metrics::append(metrics_path, &record)?;
             task.set_message(format!(
                 "epoch {epoch_f:.2} loss {:.4} lr {lr:.2e} {tokens_per_second:.0} tok/s",
@@ -449,11 +514,22 @@ pub fn train_loop<B: AutodiffBackend>(
             ));
             (window_loss, window_steps, window_positions) = (0.0, 0, 0);
             window_start = Instant::now();
-        } else if config.eval_every > 0 && done.is_multiple_of(config.eval_every)
-            && let Some((loss, per_char)) = evaluate(trainer, state)? {
-                metrics::append(metrics_path, &Record { step: done, epoch: epoch_f, eval_loss: Some(loss), eval_perplexity: Some(loss.exp()), ..Default::default() })?;
-                last_eval = Some((loss, per_char));
-            }
+        } else if config.eval_every > 0
+            && done.is_multiple_of(config.eval_every)
+            && let Some((loss, per_char)) = evaluate(trainer, state)?
+        {
+            metrics::append(
+                metrics_path,
+                &Record {
+                    step: done,
+                    epoch: epoch_f,
+                    eval_loss: Some(loss),
+                    eval_perplexity: Some(loss.exp()),
+                    ..Default::default()
+                },
+            )?;
+            last_eval = Some((loss, per_char));
+        }
         task.set_position(done);
         let interrupted = ctx.stop.load(Ordering::SeqCst);
         if (done.is_multiple_of(config.checkpoint_every) || interrupted) && !last {
@@ -479,7 +555,8 @@ mod tests {
         assert_eq!(steps_per_epoch(1200, 2, 8), 75);
         // 923 articles: 462 micro-batches (the last of 1) → 58 steps, the last of 6.
         assert_eq!(steps_per_epoch(923, 2, 8), 58);
-        let examples: Vec<Example> = (0..923).map(|i| Example { input_ids: vec![i], labels: vec![i as i64], attention: vec![true] }).collect();
+        let examples: Vec<Example> =
+            (0..923).map(|i| Example { input_ids: vec![i], labels: vec![i as i64], attention: vec![true] }).collect();
         let order: Vec<usize> = (0..923).collect();
         let last = micro_batches(&examples, &order, 57, 2, 8);
         assert_eq!(last.len(), 6);

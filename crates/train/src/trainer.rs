@@ -144,13 +144,7 @@ impl<B: Backend> Batch<B> {
             let mask: Vec<bool> = examples.iter().flat_map(|e| e.attention.iter().map(|a| !a)).collect();
             Tensor::from_data(TensorData::new(mask, [b, t]), device)
         });
-        Self {
-            ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
-            targets,
-            weights,
-            pad,
-            positions: b * t,
-        }
+        Self { ids: Tensor::from_data(TensorData::new(ids, [b, t]), device), targets, weights, pad, positions: b * t }
     }
 }
 
@@ -223,13 +217,31 @@ pub struct Trainer<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// A trainer for `model` (freeze plan applied here).
-    pub fn new(model: Gpt2<B>, plan: FreezePlan, adamw: AdamW, max_grad_norm: f64, seed: u64, device: B::Device) -> Self {
+    pub fn new(
+        model: Gpt2<B>,
+        plan: FreezePlan,
+        adamw: AdamW,
+        max_grad_norm: f64,
+        seed: u64,
+        device: B::Device,
+    ) -> Self {
         let model = apply_freeze(model, &plan);
         let wte_trained = plan.wte_trainable_from.map(|from| {
             let [rows, cols] = model.wte.weight.dims();
             from.min(rows) * cols..rows * cols
         });
-        Self { model, plan, adamw, max_grad_norm, moments: BTreeMap::new(), step: 0, seed, autocast: Precision::F32, device, wte_trained }
+        Self {
+            model,
+            plan,
+            adamw,
+            max_grad_norm,
+            moments: BTreeMap::new(),
+            step: 0,
+            seed,
+            autocast: Precision::F32,
+            device,
+            wte_trained,
+        }
     }
 
     /// The device.
@@ -272,9 +284,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             return Err(StepError::NonFinite(loss));
         }
         if let Some(span) = &self.wte_trained
-            && let Some(g) = grads.remove("wte.weight") {
-                grads.insert("wte.weight".into(), g.slice(s![span.start..span.end]));
-            }
+            && let Some(g) = grads.remove("wte.weight")
+        {
+            grads.insert("wte.weight".into(), g.slice(s![span.start..span.end]));
+        }
         let grad_norm = global_norm(&grads.values().cloned().collect::<Vec<_>>());
         let coef = if self.max_grad_norm > 0.0 { clip_coefficient(grad_norm, self.max_grad_norm) } else { 1.0 };
 
@@ -290,17 +303,18 @@ impl<B: AutodiffBackend> Trainer<B> {
                 Some(span) => full.clone().slice(s![span.start..span.end]),
                 None => full.clone(),
             };
-            let moments = self.moments.entry(name.clone()).or_insert_with(|| Moments {
-                m: old.zeros_like(),
-                v: old.zeros_like(),
-            });
+            let moments = self
+                .moments
+                .entry(name.clone())
+                .or_insert_with(|| Moments { m: old.zeros_like(), v: old.zeros_like() });
             if let Some(span) = &span
-                && moments.m.dims()[0] != span.len() {
-                    // A checkpoint written when the moments covered every row
-                    // (zero outside the span, which never had a gradient).
-                    moments.m = moments.m.clone().slice(s![span.start..span.end]);
-                    moments.v = moments.v.clone().slice(s![span.start..span.end]);
-                }
+                && moments.m.dims()[0] != span.len()
+            {
+                // A checkpoint written when the moments covered every row
+                // (zero outside the span, which never had a gradient).
+                moments.m = moments.m.clone().slice(s![span.start..span.end]);
+                moments.v = moments.v.clone().slice(s![span.start..span.end]);
+            }
             let new = self.adamw.step(old, grad, moments, self.step, lr, decays(&name));
             let new = match span {
                 Some(span) => full.slice_assign(s![span.start..span.end], new),
@@ -322,7 +336,12 @@ impl<B: AutodiffBackend> Trainer<B> {
 }
 
 /// `(mean loss, total NLL, label tokens)` of `model` on `examples`.
-pub fn evaluate<B: Backend>(model: &Gpt2<B>, examples: &[Example], batch_size: usize, device: &B::Device) -> (f64, f64, usize) {
+pub fn evaluate<B: Backend>(
+    model: &Gpt2<B>,
+    examples: &[Example],
+    batch_size: usize,
+    device: &B::Device,
+) -> (f64, f64, usize) {
     let (mut total, mut tokens) = (0.0f64, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();

@@ -26,7 +26,8 @@ fn bf16_products_train_like_f32_with_f32_weights() {
     let train = examples("full");
     let micro: Vec<Vec<&Example>> = train.iter().take(8).collect::<Vec<_>>().chunks(2).map(|c| c.to_vec()).collect();
     let run = |precision: Precision| -> (Vec<StepResult>, Trainer<B>) {
-        let mut trainer = Trainer::new(model.clone(), nothing_frozen(&gpt), adamw(&c), c.max_grad_norm, c.seed, Default::default());
+        let mut trainer =
+            Trainer::new(model.clone(), nothing_frozen(&gpt), adamw(&c), c.max_grad_norm, c.seed, Default::default());
         trainer.autocast = precision;
         let steps = (0..3).map(|_| trainer.step(&micro, 1e-3).unwrap()).collect();
         (steps, trainer)
@@ -42,7 +43,10 @@ fn bf16_products_train_like_f32_with_f32_weights() {
     }
     assert_ne!(f32_steps[0].loss, bf16_steps[0].loss, "the products ran in bf16");
 
-    assert!(tp06_train::trainer::parameters(&bf16_trainer.model).iter().all(|(_, _, t)| t.dtype() == DType::F32), "weights stay f32");
+    assert!(
+        tp06_train::trainer::parameters(&bf16_trainer.model).iter().all(|(_, _, t)| t.dtype() == DType::F32),
+        "weights stay f32"
+    );
     let (ours, reference) = (values(&bf16_trainer.model), values(&f32_trainer.model));
     for (name, start) in &initial {
         let moved = mean_abs_diff(&reference[name], start);
@@ -54,7 +58,8 @@ fn bf16_products_train_like_f32_with_f32_weights() {
     // Evaluation runs under the same precision.
     let (f32_eval, _, _) = f32_trainer.evaluate(&train, 2);
     let (bf16_eval, _, _) = {
-        let mut t = Trainer::new(f32_trainer.model.clone(), nothing_frozen(&gpt), adamw(&c), 1.0, 42, Default::default());
+        let mut t =
+            Trainer::new(f32_trainer.model.clone(), nothing_frozen(&gpt), adamw(&c), 1.0, 42, Default::default());
         t.autocast = Precision::Bf16;
         t.evaluate(&train, 2)
     };

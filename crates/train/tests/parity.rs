@@ -21,7 +21,8 @@ use tp06_train::trainer::Trainer;
 #[test]
 fn twenty_steps_equal_hf_trainer() {
     for case in ["course", "masked", "full", "clipped"] {
-        let golden: Value = serde_json::from_str(&std::fs::read_to_string(fixture(case).join("golden.json")).unwrap()).unwrap();
+        let golden: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(case).join("golden.json")).unwrap()).unwrap();
         let (model, gpt) = load(case, false);
         let initial = values(&model);
         let c = config_of(&golden["args"]);
@@ -32,7 +33,8 @@ fn twenty_steps_equal_hf_trainer() {
 
         let records = metrics::read(&dir.path().join("metrics.jsonl")).unwrap();
         assert_eq!(records.len(), 20);
-        let expect = |key: &str| golden[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
+        let expect =
+            |key: &str| golden[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
         for (i, (record, (loss, (norm, lr)))) in records
             .iter()
             .zip(expect("losses").into_iter().zip(expect("grad_norms").into_iter().zip(expect("learning_rates"))))
@@ -51,7 +53,13 @@ fn twenty_steps_equal_hf_trainer() {
         let bytes = std::fs::read(fixture(case).join("final.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         for (name, ours) in values(&trainer.model) {
-            let hf: Vec<f32> = st.tensor(&name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let hf: Vec<f32> = st
+                .tensor(&name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
             let diff = ours.iter().zip(&hf).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(diff < 2e-5, "{case} {name}: max |Δ| = {diff}");
             if plan.frozen.contains(&name) {
@@ -125,7 +133,12 @@ fn new_rows_only_head_gradient_equals_the_masked_full_gradient() {
         let a = limited.step(&micro, 1e-3).unwrap();
         let b = tp06_model::fused::composed_only(|| full.step(&micro, 1e-3)).unwrap();
         assert!(((a.loss - b.loss) / b.loss).abs() < 1e-5, "step {step}: loss {} vs {}", a.loss, b.loss);
-        assert!(((a.grad_norm - b.grad_norm) / b.grad_norm).abs() < 1e-4, "step {step}: grad norm {} vs {}", a.grad_norm, b.grad_norm);
+        assert!(
+            ((a.grad_norm - b.grad_norm) / b.grad_norm).abs() < 1e-4,
+            "step {step}: grad norm {} vs {}",
+            a.grad_norm,
+            b.grad_norm
+        );
     }
     let (a, b) = (values(&limited.model), values(&full.model));
     for (name, x) in &a {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use tp06_train::{Config, metrics};
 use tp06_train::trainer::Trainer;
+use tp06_train::{Config, metrics};
 
 #[test]
 fn an_interrupted_run_resumes_to_identical_weights() {
@@ -79,6 +79,10 @@ fn a_run_training_new_rows_resumes_to_identical_weights_from_either_moments_layo
         let mut state = last.state.clone();
         let dir_c = tempfile::tempdir().unwrap();
         run_loop(&mut resumed, &train, &c, dir_c.path(), 5, false, &mut state).unwrap();
-        assert_eq!(values(&straight.model), values(&resumed.model), "bit-identical after resume (full-width moments: {full_width})");
+        assert_eq!(
+            values(&straight.model),
+            values(&resumed.model),
+            "bit-identical after resume (full-width moments: {full_width})"
+        );
     }
 }

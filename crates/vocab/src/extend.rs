@@ -78,9 +78,14 @@ fn byte_char(b: u8) -> char {
 pub fn pre_tokens(tok: &Tok, text: &str) -> Result<Vec<String>, VocabError> {
     let mut pts = PreTokenizedString::from(text);
     if let Some(pre) = tok.inner().get_pre_tokenizer() {
-        pre.pre_tokenize(&mut pts).map_err(|e| VocabError::Tokenizer { path: tok.origin.clone(), reason: e.to_string() })?;
+        pre.pre_tokenize(&mut pts)
+            .map_err(|e| VocabError::Tokenizer { path: tok.origin.clone(), reason: e.to_string() })?;
     }
-    Ok(pts.get_splits(OffsetReferential::Original, OffsetType::Byte).into_iter().map(|(s, _, _)| s.to_string()).collect())
+    Ok(pts
+        .get_splits(OffsetReferential::Original, OffsetType::Byte)
+        .into_iter()
+        .map(|(s, _, _)| s.to_string())
+        .collect())
 }
 
 fn unique(names: &[String]) -> Vec<&String> {
@@ -115,9 +120,7 @@ pub fn course(base: &Tok, names: &[String]) -> Result<(Tok, Vec<AddedName>), Voc
 
 /// Escapes regex metacharacters (valid for Rust's regex and Oniguruma alike).
 fn escape(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_ascii_punctuation() { format!("\\{c}") } else { c.to_string() })
-        .collect()
+    text.chars().map(|c| if c.is_ascii_punctuation() { format!("\\{c}") } else { c.to_string() }).collect()
 }
 
 /// GPT-2's pre-tokenization pattern, as in the byte-level pre-tokenizer.
@@ -129,9 +132,8 @@ fn name_isolating_pre_tokenizer(names: &[&String]) -> Value {
     let mut sorted: Vec<&String> = names.to_vec();
     sorted.sort_by_key(|n| std::cmp::Reverse(n.chars().count())); // longest first
     let alternatives = sorted.iter().map(|n| escape(n)).collect::<Vec<_>>().join("|");
-    let pattern = format!(
-        r"(?: (?:{alternatives})|(?<![\p{{L}}\p{{N}}])(?:{alternatives}))(?![\p{{L}}\p{{N}}])|{GPT2_PATTERN}"
-    );
+    let pattern =
+        format!(r"(?: (?:{alternatives})|(?<![\p{{L}}\p{{N}}])(?:{alternatives}))(?![\p{{L}}\p{{N}}])|{GPT2_PATTERN}");
     json!({
         "type": "Sequence",
         "pretokenizers": [
@@ -222,13 +224,19 @@ pub fn round_trip_failures(tok: &Tok, names: &[String]) -> Result<Vec<String>, V
 /// Distinct pre-tokens of `texts` (the base tokenizer's words, names excluded)
 /// whose tokens differ between `base` and `extended`: what the extension changed
 /// besides the names. Each pre-token is compared on its own text.
-pub fn collateral(base: &Tok, extended: &Tok, texts: &[&str], names: &[String]) -> Result<BTreeMap<String, usize>, VocabError> {
+pub fn collateral(
+    base: &Tok,
+    extended: &Tok,
+    texts: &[&str],
+    names: &[String],
+) -> Result<BTreeMap<String, usize>, VocabError> {
     let names: HashSet<&str> = names.iter().map(String::as_str).collect();
     let mut words: BTreeMap<String, usize> = BTreeMap::new();
     for text in texts {
         let mut pts = PreTokenizedString::from(*text);
         if let Some(pre) = base.inner().get_pre_tokenizer() {
-            pre.pre_tokenize(&mut pts).map_err(|e| VocabError::Tokenizer { path: base.origin.clone(), reason: e.to_string() })?;
+            pre.pre_tokenize(&mut pts)
+                .map_err(|e| VocabError::Tokenizer { path: base.origin.clone(), reason: e.to_string() })?;
         }
         for (_, (start, end), _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
             let word = &text[start..end];

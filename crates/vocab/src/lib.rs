@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::{Hub, HubError};
-use tp06_artifact::{Begin, InputRecord, ManifestError, RunDir, Source, Stage, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{
+    Begin, InputRecord, ManifestError, RunDir, Source, Stage, StageReport, StageWriter, UpstreamCheck,
+};
 
 pub use config::{AddNames, Config, InitStrategy};
 pub use extend::{AddedName, Form, byte_level, collateral, round_trip_failures};
@@ -32,7 +34,9 @@ pub enum VocabError {
     #[error("tokenizer `{path}`: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
     /// The model directory has no tokenizer at all.
-    #[error("`{dir}` has no tokenizer: it needs tokenizer.json, or vocab.json + merges.txt (+ special_tokens_map.json) as on the hub")]
+    #[error(
+        "`{dir}` has no tokenizer: it needs tokenizer.json, or vocab.json + merges.txt (+ special_tokens_map.json) as on the hub"
+    )]
     NoTokenizer { dir: PathBuf },
     /// The extension did not make every name one token.
     #[error("the extended tokenizer does not round-trip {count} name sentence(s), e.g. {example}")]
@@ -42,7 +46,10 @@ pub enum VocabError {
     Config(String),
     /// The base model could not be fetched.
     #[error("model.base: {source}{}", source.offline_hint("--set model.base=DIR"))]
-    Hub { #[source] source: HubError },
+    Hub {
+        #[source]
+        source: HubError,
+    },
     /// Reading the data stage's artifacts failed.
     #[error(transparent)]
     Data(#[from] tp06_data::DataError),
@@ -93,7 +100,8 @@ impl VocabInfo {
     pub fn read(path: &Path) -> Result<Self, VocabError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| VocabError::Tokenizer { path: path.to_path_buf(), reason: format!("cannot read ({e})") })?;
-        serde_json::from_str(&text).map_err(|e| VocabError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })
+        serde_json::from_str(&text)
+            .map_err(|e| VocabError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })
     }
 }
 
@@ -192,10 +200,16 @@ pub fn run(run: &RunDir, config: &Config, base: &Source, hub: &Hub, force: bool)
     tp06_artifact::fs::write_json_atomic(&writer.path(outputs::ADDED_TOKENS), &added)?;
     tp06_artifact::fs::write_json_atomic(&writer.path(outputs::VOCAB_INFO), &info)?;
 
-    let outputs: Vec<String> = [outputs::TOKENIZER, outputs::TOKENIZER_CONFIG, outputs::SPECIAL_TOKENS_MAP, outputs::ADDED_TOKENS, outputs::VOCAB_INFO]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let outputs: Vec<String> = [
+        outputs::TOKENIZER,
+        outputs::TOKENIZER_CONFIG,
+        outputs::SPECIAL_TOKENS_MAP,
+        outputs::ADDED_TOKENS,
+        outputs::VOCAB_INFO,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let environment = serde_json::json!({ "tokenizer_source": dir.display().to_string() });
     let manifest = writer.finish(&outputs, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })

@@ -53,7 +53,13 @@ impl Specials {
                 _ => None,
             }
         };
-        Self { bos: get("bos_token"), eos: get("eos_token"), unk: get("unk_token"), pad: get("pad_token"), mask: get("mask_token") }
+        Self {
+            bos: get("bos_token"),
+            eos: get("eos_token"),
+            unk: get("unk_token"),
+            pad: get("pad_token"),
+            mask: get("mask_token"),
+        }
     }
 
     /// Every special token, in the order bos, pad, eos, unk, mask.
@@ -100,7 +106,8 @@ impl Tok {
     /// Loads the tokenizer of a model directory (see the module docs).
     pub fn from_dir(dir: &Path) -> Result<Self, VocabError> {
         let specials_path = dir.join(files::SPECIAL_TOKENS_MAP);
-        let specials = if specials_path.is_file() { Specials::from_map(&read_json(&specials_path)?) } else { Specials::default() };
+        let specials =
+            if specials_path.is_file() { Specials::from_map(&read_json(&specials_path)?) } else { Specials::default() };
         let json = dir.join(files::TOKENIZER_JSON);
         if json.is_file() {
             let text = std::fs::read_to_string(&json).map_err(|e| bad(&json, format!("cannot read ({e})")))?;
@@ -111,7 +118,10 @@ impl Tok {
             return Err(VocabError::NoTokenizer { dir: dir.to_path_buf() });
         }
         if specials.all().is_empty() {
-            return Err(bad(&specials_path, "missing or names no special token; a GPT-2 repo needs special_tokens_map.json with bos/eos tokens"));
+            return Err(bad(
+                &specials_path,
+                "missing or names no special token; a GPT-2 repo needs special_tokens_map.json with bos/eos tokens",
+            ));
         }
         let vocab_map: HashMap<String, u32> = serde_json::from_value(read_json(&vocab)?)
             .map_err(|e| bad(&vocab, format!("not a token → id map ({e})")))?;
@@ -127,7 +137,10 @@ impl Tok {
             };
             for piece in [a, b] {
                 if !vocab_map.contains_key(*piece) {
-                    return Err(bad(&merges, format!("line {}: `{piece}` is not in vocab.json; the files do not belong together", i + 1)));
+                    return Err(bad(
+                        &merges,
+                        format!("line {}: `{piece}` is not in vocab.json; the files do not belong together", i + 1),
+                    ));
                 }
             }
             merge_pairs.push(serde_json::json!([a, b]));
@@ -135,7 +148,8 @@ impl Tok {
         // The JSON transformers' GPT2Tokenizer builds (see module docs).
         let mut ordered: Vec<(&String, &u32)> = vocab_map.iter().collect();
         ordered.sort_by_key(|(_, id)| **id);
-        let vocab_json: serde_json::Map<String, Value> = ordered.into_iter().map(|(t, id)| (t.clone(), Value::from(*id))).collect();
+        let vocab_json: serde_json::Map<String, Value> =
+            ordered.into_iter().map(|(t, id)| (t.clone(), Value::from(*id))).collect();
         let added: Vec<Value> = specials
             .all()
             .into_iter()
@@ -168,7 +182,13 @@ impl Tok {
             // tokenizer.json alone: take the specials from its added tokens.
             let added = tok.inner.get_added_tokens_decoder();
             let find = |name: &str| added.values().find(|t| t.special && t.content == name).map(|t| t.content.clone());
-            tok.specials = Specials { bos: find("<s>"), eos: find("</s>"), unk: find("<unk>"), pad: find("<pad>"), mask: find("<mask>") };
+            tok.specials = Specials {
+                bos: find("<s>"),
+                eos: find("</s>"),
+                unk: find("<unk>"),
+                pad: find("<pad>"),
+                mask: find("<mask>"),
+            };
         }
         Ok(tok)
     }

@@ -47,7 +47,9 @@ fn demo_run(dir: &Path, add_names: AddNames) -> (RunDir, tp06_artifact::StageRep
         seed: 1,
     };
     tp06_data::run(&run, &data, &Hub::from_env(), false).unwrap();
-    let report = tp06_vocab::run(&run, &config(add_names), &Source::Local(repo("data/demo/base")), &Hub::from_env(), false).unwrap();
+    let report =
+        tp06_vocab::run(&run, &config(add_names), &Source::Local(repo("data/demo/base")), &Hub::from_env(), false)
+            .unwrap();
     (run, report)
 }
 
@@ -101,7 +103,11 @@ fn course_extension_reproduces_add_tokens() {
     let spaced = tok.encode(" Salamèche").unwrap();
     assert_eq!(spaced.len(), 2, "course: Ġ + the added token");
     assert_eq!(spaced[1], salameche);
-    assert_ne!(tok.encode("Abonnement").unwrap(), base.encode("Abonnement").unwrap(), "course: `Abo` matches inside `Abonnement`");
+    assert_ne!(
+        tok.encode("Abonnement").unwrap(),
+        base.encode("Abonnement").unwrap(),
+        "course: `Abo` matches inside `Abonnement`"
+    );
 }
 
 #[test]
@@ -123,7 +129,9 @@ fn recommended_extension_makes_every_name_one_token_that_decodes_exactly() {
     }
     assert_eq!(tok.encode("Abo est").unwrap()[0], tok.token_to_id("Abo").unwrap());
     // Exactly: accents, symbols, spaces.
-    for name in ["Salamèche", "Évoli", "Mélofée", "Nidoran♀", "Nidoran♂", "M. Mime", "Mime Jr.", "Type:0", "Ho-Oh", "Porygon-Z"] {
+    for name in
+        ["Salamèche", "Évoli", "Mélofée", "Nidoran♀", "Nidoran♂", "M. Mime", "Mime Jr.", "Type:0", "Ho-Oh", "Porygon-Z"]
+    {
         for text in [format!("{name} est un Pokémon."), format!("Le Pokémon {name}, rare."), format!("({name})")] {
             let ids = tok.encode(&text).unwrap();
             assert_eq!(tok.decode(&ids, false).unwrap(), text);
@@ -144,7 +152,12 @@ fn recommended_extension_makes_every_name_one_token_that_decodes_exactly() {
             .arg(repo("data/demo/names.txt"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

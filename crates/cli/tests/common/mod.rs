@@ -24,9 +24,20 @@ pub fn text(output: &Output) -> (String, String) {
 /// The demo pipeline on a short schedule, in `dir`.
 pub fn demo_args(dir: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
-        "pipeline", "--preset", "demo", "--run-dir", &dir.display().to_string(), "--quiet",
-        "--set", "train.max_steps=6", "--set", "train.eval_every=3", "--set", "train.checkpoint_every=4",
-        "--set", "sample.max_length=24",
+        "pipeline",
+        "--preset",
+        "demo",
+        "--run-dir",
+        &dir.display().to_string(),
+        "--quiet",
+        "--set",
+        "train.max_steps=6",
+        "--set",
+        "train.eval_every=3",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "sample.max_length=24",
     ]
     .iter()
     .map(|s| s.to_string())

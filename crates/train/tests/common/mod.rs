@@ -35,7 +35,8 @@ pub fn load(case: &str, dropout: bool) -> (Gpt2<B>, Gpt2Config) {
 }
 
 pub fn examples(case: &str) -> Vec<Example> {
-    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(fixture(case).join("examples.json")).unwrap()).unwrap();
+    let rows: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixture(case).join("examples.json")).unwrap()).unwrap();
     rows.iter()
         .map(|r| {
             let list = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>();
@@ -95,16 +96,43 @@ pub fn values(model: &Gpt2<B>) -> BTreeMap<String, Vec<f32>> {
 }
 
 /// Runs the loop to `total` steps in `dir`, returning the trainer.
-pub fn run_loop(trainer: &mut Trainer<B>, train: &[Example], c: &Config, dir: &Path, total: u64, stop: bool, state: &mut LoopState) -> Result<(), tp06_train::TrainError> {
+pub fn run_loop(
+    trainer: &mut Trainer<B>,
+    train: &[Example],
+    c: &Config,
+    dir: &Path,
+    total: u64,
+    stop: bool,
+    state: &mut LoopState,
+) -> Result<(), tp06_train::TrainError> {
     let stop = AtomicBool::new(stop);
     let ctx = TrainContext { progress: &NoProgress, stop: &stop, resume: Resume::Auto, force: false, backend: "flex" };
     let spe = tp06_train::steps_per_epoch(train.len(), c.batch_size, c.grad_accum);
-    train_loop(trainer, train, c, &LoopOptions { shuffle: false }, total, spe, state, &dir.join("metrics.jsonl"), &dir.join("checkpoints"), &ctx, &mut |_, _| Ok(None))
-        .map(|_| ())
+    train_loop(
+        trainer,
+        train,
+        c,
+        &LoopOptions { shuffle: false },
+        total,
+        spe,
+        state,
+        &dir.join("metrics.jsonl"),
+        &dir.join("checkpoints"),
+        &ctx,
+        &mut |_, _| Ok(None),
+    )
+    .map(|_| ())
 }
 
 pub fn new_state() -> LoopState {
-    LoopState { version: tp06_train::CHECKPOINT_VERSION, fingerprint: "test".into(), step: 0, best: None, seconds: 0.0, positions: 0 }
+    LoopState {
+        version: tp06_train::CHECKPOINT_VERSION,
+        fingerprint: "test".into(),
+        step: 0,
+        best: None,
+        seconds: 0.0,
+        positions: 0,
+    }
 }
 
 /// The "masked" fixture's model with 4 new `wte` rows (ids 96..99, as the
@@ -115,7 +143,10 @@ pub fn grown_with_new_rows() -> (Gpt2<B>, FreezePlan, Vec<Example>, Gpt2Config) 
     let old = tp06_model::NamedParams::<B>::values(&model.wte.weight.val().reshape([gpt.vocab_size * gpt.n_embd]));
     let grown = tp06_model::resized_embeddings(&old, gpt.n_embd, gpt.vocab_size + 4, 1, |_| tp06_model::RowInit::Mean);
     let mut model = model;
-    model.wte.weight = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(grown, [gpt.vocab_size + 4, gpt.n_embd]), &Default::default()));
+    model.wte.weight = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(grown, [gpt.vocab_size + 4, gpt.n_embd]),
+        &Default::default(),
+    ));
     let grown_config = Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
     let fix = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
     let plan = FreezePlan::new(&fix, &grown_config, gpt.vocab_size);
