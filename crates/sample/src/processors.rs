@@ -182,6 +182,19 @@ mod tests {
         top_p(&mut peaked, 0.01);
         assert!(peaked[0].is_finite());
         assert_eq!(peaked.iter().filter(|l| l.is_finite()).count(), 1);
+        // A p so small that 1 − p rounds to 1: the cumulative sum of every token
+        // reaches it, and only the explicit guard keeps the most likely one.
+        let mut flat = [1.0f32, 3.0, 2.0];
+        top_p(&mut flat, 1e-300);
+        assert_eq!(flat, [f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY]);
+    }
+
+    #[test]
+    fn softmax_is_shift_invariant_and_stable_for_large_logits() {
+        // e^400 overflows f64 without the max subtracted first.
+        let probs = softmax(&[400.0, 400.0 - 3.0f32.ln()]);
+        assert!((probs[0] - 0.75).abs() < 1e-4 && (probs[1] - 0.25).abs() < 1e-4, "{probs:?}");
+        assert_eq!(softmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), [0.5, 0.5]);
     }
 
     #[test]
