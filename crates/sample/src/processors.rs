@@ -204,6 +204,20 @@ mod tests {
         assert_eq!(draw(&logits, 0.2499), 0);
         assert_eq!(draw(&logits, 0.2501), 2);
         assert_eq!(draw(&logits, 0.99999), 2);
+        // u on a boundary of the cumulative distribution belongs to the next token.
+        assert_eq!(draw(&[0.0; 4], 0.25), 1);
+        // Ten probabilities of 0.1 sum to 1 − 2⁻⁵³: the largest u falls past
+        // them, and the draw falls back on the last possible token, never on
+        // a filtered one after it.
+        let mut tail = vec![0.0f32; 10];
+        tail.push(f32::NEG_INFINITY);
+        assert_eq!(draw(&tail, 1.0 - f64::EPSILON / 2.0), 9);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_maxima() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
     }
 
     #[test]
