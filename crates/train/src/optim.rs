@@ -111,6 +111,7 @@ mod tests {
         assert!((linear_schedule(5e-5, 425, 100, 750) - 2.5e-5).abs() < 1e-18);
         assert_eq!(linear_schedule(5e-5, 750, 100, 750), 0.0);
         assert_eq!(linear_schedule(1.0, 3, 0, 4), 0.25, "no warm-up");
+        assert_eq!(linear_schedule(1.0, 0, 0, 4), 1.0, "no warm-up: the first step runs at the peak, as in HF");
     }
 
     #[test]
