@@ -8,7 +8,9 @@
 #   bench/mutants.sh [MINUTES] [FILE...]
 #
 # MINUTES (default 120) bounds the whole run; FILE... (default: the numerics
-# below) limits it to some files. Each mutant is built and tested in place in
+# below) limits it to some files; MUTANTS_ARGS adds cargo-mutants options, e.g.
+# `--cargo-arg=--config=profile.dev.package.tp06-model.opt-level=1` to build
+# the model crate's mutants faster (its tests are tiny). Each mutant is built and tested in place in
 # a copy of the working tree under target/mutants/tree (this checkout is never
 # mutated), with target/mutants/target as its build directory (or
 # MUTANTS_TARGET_DIR: a copy of a warm target/ saves the cold first build). Each mutant runs the tests of the
@@ -51,7 +53,8 @@ cd "$work/tree"
 export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-$PWD/../target}"
 status=0
 timeout --signal=INT --kill-after=60 "$((minutes * 60))" \
-    cargo mutants --workspace --in-place --no-shuffle --iterate --timeout-multiplier 3 --output ../out "${args[@]}" || status=$?
+    cargo mutants --workspace --in-place --no-shuffle --iterate --timeout-multiplier 3 --output ../out "${args[@]}" \
+    ${MUTANTS_ARGS:-} || status=$?
 [[ -d ../out/mutants.out ]] || { echo "bench/mutants.sh: cargo-mutants wrote no results (exit $status)" >&2; exit "$status"; }
 cd ../out/mutants.out
 for kind in caught missed timeout unviable; do

@@ -83,6 +83,39 @@ fn config_of(args: &Value) -> tp06_train::Config {
     }
 }
 
+/// Evaluation's summed NLL over the first optimiser step's examples, divided
+/// as HF divides the step's loss, is HF's loss of that step (before any
+/// update); its mean is that sum over the label tokens.
+#[test]
+fn evaluation_sums_what_hf_trainer_sums() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("masked").join("golden.json")).unwrap()).unwrap();
+    let (model, gpt) = load("masked", false);
+    let c = config();
+    let trainer = Trainer::new(model, course_plan(&gpt), adamw(&c), c.max_grad_norm, c.seed, Default::default());
+    let first: Vec<Example> = examples("masked").into_iter().take(c.batch_size * c.grad_accum).collect();
+    let refs: Vec<&Example> = first.iter().collect();
+    let (mean, total, tokens) = trainer.evaluate(&first, 3);
+    assert_eq!(tokens, tp06_train::examples::label_tokens(&refs));
+    assert!(tokens > 0 && (mean - total / tokens as f64).abs() < 1e-12, "{mean} vs {total} / {tokens}");
+    let hf = golden["losses"][0].as_f64().unwrap();
+    let ours = total / tp06_train::examples::hf_items_in_batch(&refs) as f64;
+    assert!(((ours - hf) / hf).abs() < 1e-5, "{ours} vs HF {hf}");
+}
+
+/// `max_grad_norm = 0` turns clipping off, as in HF (`max_grad_norm > 0` clips).
+#[test]
+fn max_grad_norm_zero_means_no_clipping() {
+    let (model, gpt) = load("full", false);
+    let c = config();
+    let micro: Vec<Vec<Example>> = examples("full").chunks(2).take(4).map(|c| c.to_vec()).collect();
+    let micro: Vec<Vec<&Example>> = micro.iter().map(|m| m.iter().collect()).collect();
+    let mut off = Trainer::new(model.clone(), nothing_frozen(&gpt), adamw(&c), 0.0, c.seed, Default::default());
+    let mut huge = Trainer::new(model, nothing_frozen(&gpt), adamw(&c), 1e9, c.seed, Default::default());
+    assert_eq!(off.step(&micro, 1e-2).unwrap(), huge.step(&micro, 1e-2).unwrap());
+    assert_eq!(values(&off.model), values(&huge.model));
+}
+
 #[test]
 fn accumulating_2x8_equals_one_batch_of_16() {
     let (model, gpt) = load("masked", false);
@@ -94,6 +127,7 @@ fn accumulating_2x8_equals_one_batch_of_16() {
     let micro: Vec<Vec<&Example>> = sixteen.chunks(2).map(|c| c.to_vec()).collect();
     let a = accumulated.step(&micro, 1e-3).unwrap();
     let b = whole.step(std::slice::from_ref(&sixteen), 1e-3).unwrap();
+    assert_eq!((a.positions, b.positions), (16 * 16, 16 * 16), "16 examples of 16 positions, padding included");
     assert!((a.loss - b.loss).abs() < 1e-6, "{} vs {}", a.loss, b.loss);
     assert!((a.grad_norm - b.grad_norm).abs() < 1e-6 * b.grad_norm.max(1.0));
     for ((name, x), (_, y)) in values(&accumulated.model).into_iter().zip(values(&whole.model)) {
