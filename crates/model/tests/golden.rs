@@ -136,6 +136,37 @@ fn padded_logits_equal_transformers_at_every_real_position() {
     }
 }
 
+/// Every activation transformers names that the model implements, selected
+/// by its `config.json` name, on `tiny-sharp`'s weights: equal to
+/// transformers with that `activation_function`.
+#[test]
+fn every_activation_equals_transformers_by_its_hf_name() {
+    let dir = fixture("tiny-sharp");
+    let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let g = golden(&dir);
+    for (name, golden) in [
+        ("relu", "logits_relu"),
+        ("silu", "logits_silu"),
+        ("swish", "logits_silu"),
+        ("gelu", "logits_gelu"),
+        ("gelu_pytorch_tanh", "logits"),
+    ] {
+        let expected: Vec<f32> = st
+            .tensor(golden)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let hf = HfConfig::from_file(&dir.join("config.json")).unwrap().with("activation_function", name.into());
+        let config = hf.resolve().unwrap();
+        let (model, _) = tp06_model::load::<Cpu>(&dir.join("model.safetensors"), &config, &Default::default()).unwrap();
+        let diff = max_abs_diff(&values(model.forward(ids(&g.input_ids.0, g.input_ids.1))), &expected);
+        assert!(diff <= TOLERANCE, "{name}: max |Δlogit| = {diff}");
+    }
+}
+
 /// The mistakes an implementation of GPT-2 classically makes, each at least
 /// 50 times the tolerance on `tiny-sharp` (transformers' own logits move by
 /// 9.7, 0.013, 4.4 and 48 under them: `fixtures/make_model_fixtures.py`
