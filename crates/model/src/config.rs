@@ -320,6 +320,16 @@ mod tests {
     }
 
     #[test]
+    fn token_ids_as_transformers_writes_them() {
+        // A number, a one-element list (newer configs), or null / absent (none).
+        for (patch, expected) in [("2", Some(2)), ("[2]", Some(2)), ("null", None)] {
+            let text = SMALL.replace(r#""eos_token_id": 2"#, &format!(r#""eos_token_id": {patch}"#));
+            let c = HfConfig::from_json_str(&text, "cfg").unwrap().resolve().unwrap();
+            assert_eq!(c.eos_token_id, expected, "{patch}");
+        }
+    }
+
+    #[test]
     fn keeps_unknown_keys_and_updates_vocab() {
         let c = HfConfig::from_json_str(SMALL, "small").unwrap().with_vocab_size(50123);
         let text = c.to_json_pretty();
@@ -339,6 +349,8 @@ mod tests {
             (r#""attn_pdrop": 1.5"#, "attn_pdrop"),
             (r#""n_layer": -1"#, "n_layer"),
             (r#""initializer_range": -0.02"#, "initializer_range"),
+            (r#""n_layer": 0"#, "n_layer"),
+            (r#""eos_token_id": [2, 3]"#, "eos_token_id"),
             (r#""layer_norm_epsilon": 0"#, "layer_norm_epsilon"),
         ] {
             let mut map: serde_json::Map<String, Value> = serde_json::from_str(SMALL).unwrap();

@@ -414,6 +414,30 @@ mod tests {
         Dropout { p }.forward(x).into_data().convert::<f32>().into_vec().unwrap()
     }
 
+    /// The masks are independent Bernoulli draws, not just the right share of
+    /// zeros: neighbouring elements, and the same element under two seeds,
+    /// are kept together a quarter of the time at p = 0.5 (a weakened hash
+    /// correlates them).
+    #[test]
+    fn dropout_masks_are_independent_draws() {
+        let kept = |seed| dropped(seed, 0.5).into_iter().map(|v| v != 0.0).collect::<Vec<bool>>();
+        let (a, b) = (kept(11), kept(12));
+        let n = a.len() as f64;
+        let share = |count: usize, of: f64| count as f64 / of;
+        // 10⁶ draws: 5 standard deviations of a share near 0.25 are 0.0022, near 0.5 0.0025.
+        assert!((share(a.iter().filter(|&&k| k).count(), n) - 0.5).abs() < 0.0025);
+        let neighbours = a.windows(2).filter(|w| w[0] && w[1]).count();
+        assert!(
+            (share(neighbours, n - 1.0) - 0.25).abs() < 0.0022,
+            "neighbours kept together: {}",
+            share(neighbours, n - 1.0)
+        );
+        let both = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();
+        assert!((share(both, n) - 0.25).abs() < 0.0022, "kept under both seeds: {}", share(both, n));
+        let rows = (0..1000).filter(|&r| a[r * 1000] && a[r * 1000 + 1]).count();
+        assert!(rows > 150 && rows < 350, "row starts: {rows}");
+    }
+
     #[test]
     fn dropout_keeps_1_minus_p_scaled_repeats_under_a_seed_and_is_off_without_gradients() {
         let a = dropped(7, 0.1);
