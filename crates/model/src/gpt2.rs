@@ -94,13 +94,18 @@ impl Dropout {
             return x;
         }
         if !host_masks::<B>(&device) {
-            let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - self.p));
-            return x * keep * (1.0 / (1.0 - self.p));
+            return self.on_device(x);
         }
         let mask = DropoutMask::next(self.p);
         let shape = x.shape();
         let factors: Vec<f32> = (0..shape.num_elements() as u64).into_par_iter().map(|i| mask.factor(i)).collect();
         x * Tensor::from_data(TensorData::new(factors, shape), &device)
+    }
+
+    /// The same with the mask drawn by the backend's own sampler (GPUs), seeded by `B::seed`.
+    fn on_device<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - self.p));
+        x * keep * (1.0 / (1.0 - self.p))
     }
 }
 
@@ -418,6 +423,20 @@ mod tests {
     /// zeros: neighbouring elements, and the same element under two seeds,
     /// are kept together a quarter of the time at p = 0.5 (a weakened hash
     /// correlates them).
+    /// The backend-drawn masks (the path GPUs take) keep 1 − p of the elements,
+    /// scaled by 1/(1 − p); run here on the CPU backend's own sampler.
+    #[test]
+    fn device_drawn_dropout_keeps_1_minus_p_scaled() {
+        let device = Default::default();
+        Cpu::seed(&device, 5);
+        let x = Tensor::<Cpu, 2>::ones([1000, 1000], &device);
+        let out: Vec<f32> = Dropout { p: 0.2 }.on_device(x).into_data().convert::<f32>().into_vec().unwrap();
+        let zeros = out.iter().filter(|&&v| v == 0.0).count() as f64 / out.len() as f64;
+        // 10⁶ Bernoulli(0.2) draws: within 5 standard deviations (0.002).
+        assert!((zeros - 0.2).abs() < 0.002, "{zeros}");
+        assert!(out.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6), "kept values are 1/(1 − p)");
+    }
+
     #[test]
     fn dropout_masks_are_independent_draws() {
         let kept = |seed| dropped(seed, 0.5).into_iter().map(|v| v != 0.0).collect::<Vec<bool>>();

@@ -234,6 +234,7 @@ fn cached_decoding_equals_the_full_forward_pass() {
         let full = model.forward(ids(&ids_all, [b, t])); // [b, t, v]
         let vocab = full.dims()[2];
         let mut cache = KvCache::new(model.h.len());
+        assert!(cache.is_empty() && cache.len() == 0);
         // Prefill 4 positions, then one at a time.
         let column = |from: usize, to: usize| -> Vec<i64> {
             (0..b).flat_map(|row| ids_all[row * t + from..row * t + to].to_vec()).collect()
@@ -243,6 +244,7 @@ fn cached_decoding_equals_the_full_forward_pass() {
             steps.push(model.forward_cached(ids(&column(pos, pos + 1), [b, 1]), &mut cache));
         }
         assert_eq!(cache.len(), t);
+        assert!(!cache.is_empty());
         let cached = Tensor::cat(steps, 1);
         assert_eq!(cached.dims(), [b, t, vocab]);
         let full = values(full);
