@@ -149,6 +149,52 @@ mod tests {
     }
 
     #[test]
+    fn reference_rows_add_their_noise_and_pieces_outside_the_vocabulary_are_ignored() {
+        let old = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0];
+        let new = resized_embeddings(&old, 2, 5, 7, |r| match r {
+            3 => RowInit::Reference { id: 1, noise_std: 0.5 },
+            _ => RowInit::SubwordMean(vec![0, 3, 99]),
+        });
+        let noise = normal_values(7, "wte.row.3", 0.5, 2);
+        assert_eq!(&new[6..8], &[3.0 + noise[0], 4.0 + noise[1]], "row 1 plus its noise");
+        assert_eq!(&new[8..10], &[1.0, 2.0], "ids 3 and 99 are not rows of the old embedding");
+    }
+
+    /// HF's `_init_weights` on a from-scratch model: matrices and embeddings
+    /// N(0, 0.02²), the residual projections N(0, (0.02/√(2·n_layer))²), biases
+    /// 0, LayerNorm weights 1; every tensor its own stream, the seed changing all.
+    #[test]
+    fn from_scratch_follows_hf_init() {
+        let json =
+            r#"{"model_type": "gpt2", "vocab_size": 512, "n_positions": 64, "n_embd": 64, "n_layer": 8, "n_head": 4}"#;
+        let config = crate::HfConfig::from_json_str(json, "test").unwrap().resolve().unwrap();
+        let device = Default::default();
+        let model = init_from_scratch::<crate::backend::Cpu>(&config, ScratchInit { seed: 1 }, &device);
+        let other = init_from_scratch::<crate::backend::Cpu>(&config, ScratchInit { seed: 2 }, &device);
+        type P = crate::NamedParams<crate::backend::Cpu>;
+        let named = |m: &Gpt2<crate::backend::Cpu>| -> Vec<(String, Vec<f32>)> {
+            P::of(m).params.into_iter().map(|(name, _, t)| (name, P::values(&t))).collect()
+        };
+        let (tensors, others) = (named(&model), named(&other));
+        let std = |v: &[f32]| (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        let mut seen: Vec<&Vec<f32>> = Vec::new();
+        for ((name, values), (_, second)) in tensors.iter().zip(&others) {
+            if name.ends_with("bias") {
+                assert!(values.iter().all(|&v| v == 0.0), "{name}");
+            } else if name.contains("ln_") {
+                assert!(values.iter().all(|&v| v == 1.0), "{name}");
+            } else {
+                let expected = if name.ends_with("c_proj.weight") { 0.02 / 4.0 } else { 0.02 };
+                // ≥ 4,096 draws: the sample std is within 5 % of the true one.
+                assert!((std(values) / expected - 1.0).abs() < 0.05, "{name}: std {} vs {expected}", std(values));
+                assert!(seen.iter().all(|s| s[..64] != values[..64]), "{name} draws its own stream");
+                assert_ne!(values, second, "{name}: another seed, other values");
+                seen.push(values);
+            }
+        }
+    }
+
+    #[test]
     fn shrinking_keeps_the_first_rows() {
         let old = [1.0, 2.0, 3.0, 4.0];
         assert_eq!(resized_embeddings(&old, 2, 1, 0, |_| RowInit::Mean), [1.0, 2.0]);

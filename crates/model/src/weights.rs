@@ -297,3 +297,28 @@ pub fn read_tensors(path: &Path) -> Result<NamedTensors, ModelError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+
+    /// A file of tensors that is not `model.safetensors` (a checkpoint's
+    /// `optimizer.safetensors`) reads back as written, its header padded so
+    /// the data starts 8-byte aligned, as safetensors writes it.
+    #[test]
+    fn tensors_round_trip_through_any_safetensors_name_with_an_aligned_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optimizer.safetensors");
+        let device = Default::default();
+        let a = Tensor::<Cpu, 1>::from_floats([1.0, -2.5, 3.25], &device);
+        let b = Tensor::<Cpu, 1>::from_floats([0.5; 6], &device);
+        write_tensors(&path, vec![("m.a".into(), vec![3], a), ("m.b".into(), vec![2, 3], b)]).unwrap();
+        let read = read_tensors(&path).unwrap();
+        assert_eq!(read["m.a"], (vec![3], vec![1.0, -2.5, 3.25]));
+        assert_eq!(read["m.b"], (vec![2, 3], vec![0.5; 6]));
+        let bytes = std::fs::read(&path).unwrap();
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!((8 + header) % 8, 0, "data starts 8-byte aligned");
+    }
+}

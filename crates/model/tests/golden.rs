@@ -69,6 +69,18 @@ fn load(dir: &Path) -> Gpt2<Cpu> {
     load_with(dir, |_| {})
 }
 
+#[test]
+fn the_load_report_names_the_file_and_counts_the_stored_types() {
+    for (name, dtype, count) in [("tiny-safetensors", "F32", 28), ("tiny-nonsquare", "BF16", 40)] {
+        let dir = fixture(name);
+        let config = HfConfig::from_file(&dir.join("config.json")).unwrap().resolve().unwrap();
+        let file = dir.join("model.safetensors");
+        let (_, report) = tp06_model::load::<Cpu>(&file, &config, &Default::default()).unwrap();
+        assert_eq!(report.file, file.display().to_string(), "{name}");
+        assert_eq!(report.dtypes, [(dtype.to_string(), count)].into_iter().collect(), "{name}");
+    }
+}
+
 /// Loads a fixture with its resolved configuration changed by `edit` first.
 fn load_with(dir: &Path, edit: impl FnOnce(&mut Gpt2Config)) -> Gpt2<Cpu> {
     let mut config = HfConfig::from_file(&dir.join("config.json")).unwrap().resolve().unwrap();
