@@ -246,7 +246,8 @@ fn cached_decoding_equals_the_full_forward_pass() {
         let full = model.forward(ids(&ids_all, [b, t])); // [b, t, v]
         let vocab = full.dims()[2];
         let mut cache = KvCache::new(model.h.len());
-        assert!(cache.is_empty() && cache.len() == 0);
+        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
         // Prefill 4 positions, then one at a time.
         let column = |from: usize, to: usize| -> Vec<i64> {
             (0..b).flat_map(|row| ids_all[row * t + from..row * t + to].to_vec()).collect()
