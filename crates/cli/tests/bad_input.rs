@@ -240,6 +240,7 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         on_data("lr < 0", "train.lr=-1", &["train.lr", "must be > 0"]),
         on_data("batch 0", "train.batch_size=0", &["train.batch_size", "at least 1"]),
         on_data("accumulation 0", "train.grad_accum=0", &["train.grad_accum", "at least 1"]),
+        on_data("checkpoint_every 0", "train.checkpoint_every=0", &["train.checkpoint_every", "at least 1"]),
         on_data("top_p 0", "sample.top_p=0", &["sample.top_p", "(0, 1]"]),
         on_data("top_p > 1", "sample.top_p=1.5", &["sample.top_p", "(0, 1]"]),
         on_data("temperature < 0", "sample.temperature=-1", &["sample.temperature", "≥ 0"]),

@@ -419,10 +419,15 @@ mod tests {
         Dropout { p }.forward(x).into_data().convert::<f32>().into_vec().unwrap()
     }
 
-    /// The masks are independent Bernoulli draws, not just the right share of
-    /// zeros: neighbouring elements, and the same element under two seeds,
-    /// are kept together a quarter of the time at p = 0.5 (a weakened hash
-    /// correlates them).
+    /// splitmix64 (Steele, Lea & Flood 2014) from state 0: its published first three outputs.
+    #[test]
+    fn splitmix64_gives_the_published_sequence() {
+        let gamma = 0x9e37_79b9_7f4a_7c15u64;
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(splitmix64(gamma), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(splitmix64(gamma.wrapping_mul(2)), 0x06c4_5d18_8009_454f);
+    }
+
     /// The backend-drawn masks (the path GPUs take) keep 1 − p of the elements,
     /// scaled by 1/(1 − p); run here on the CPU backend's own sampler.
     #[test]
@@ -437,13 +442,18 @@ mod tests {
         assert!(out.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6), "kept values are 1/(1 − p)");
     }
 
+    /// The masks are independent Bernoulli draws, not just the right share of
+    /// zeros: neighbouring elements, and the same element under two seeds,
+    /// are kept together a quarter of the time at p = 0.5 (a badly
+    /// broken hash correlates them).
     #[test]
     fn dropout_masks_are_independent_draws() {
         let kept = |seed| dropped(seed, 0.5).into_iter().map(|v| v != 0.0).collect::<Vec<bool>>();
         let (a, b) = (kept(11), kept(12));
         let n = a.len() as f64;
         let share = |count: usize, of: f64| count as f64 / of;
-        // 10⁶ draws: 5 standard deviations of a share near 0.25 are 0.0022, near 0.5 0.0025.
+        // 10⁶ draws, 5 standard deviations: 0.0025 for a share near 0.5, 0.0022 near 0.25,
+        // 0.0028 for overlapping neighbour pairs (adjacent pairs covary: variance 5/16 per pair).
         assert!((share(a.iter().filter(|&&k| k).count(), n) - 0.5).abs() < 0.0025);
         let neighbours = a.windows(2).filter(|w| w[0] && w[1]).count();
         assert!(

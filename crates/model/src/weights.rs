@@ -266,7 +266,8 @@ pub fn write_tensors<B: Backend>(
         offset += bytes;
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serialises");
-    while !(header.len() + 8).is_multiple_of(8) {
+    // The data starts after the 8-byte length and the header: pad the header to a multiple of 8.
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let io = |e: std::io::Error| tp06_artifact::fs::FsError::new("cannot write", path, e);

@@ -93,6 +93,9 @@ impl Config {
         if self.logging_every == 0 {
             return Err("train.logging_every: 0; use at least 1".into());
         }
+        if self.checkpoint_every == 0 {
+            return Err("train.checkpoint_every: 0; use at least 1 (a run is checkpointed every so many steps)".into());
+        }
         Ok(())
     }
 }
