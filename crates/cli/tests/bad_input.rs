@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::{command, demo, text};
-use tp06_artifact::{Manifest, RunDir, Stage};
 
 /// Inputs made once per test binary: a finished demo run (its parquet files and
 /// its exported model are the good inputs the bad ones are made from).
@@ -46,10 +45,7 @@ impl World {
     /// A copy of the flat directory `from`, named `name`, with `edit` applied.
     fn copy(&self, from: &Path, name: &str, edit: impl FnOnce(&Path)) -> String {
         let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(from).unwrap().flatten() {
-            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-        }
+        common::copy_tree(from, &dir);
         edit(&dir);
         dir.display().to_string()
     }
@@ -102,26 +98,13 @@ fn case(what: &'static str, args: &[&str], says: &[&'static str], stage: &'stati
     }
 }
 
-/// Copies the complete earlier run into `to`.
-fn copy_run(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_run(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn check(cases: Vec<Case>) {
     let earlier = world().root.join("run");
     for c in cases {
         let run = tempfile::tempdir().unwrap();
         let ad_hoc = c.args[0] == "sample" && c.args.iter().any(|a| a == "--model");
         if !c.fresh && !ad_hoc {
-            copy_run(&earlier, run.path());
+            common::copy_tree(&earlier, run.path());
         }
         let mut args: Vec<String> = c.args.clone();
         if !ad_hoc {
@@ -160,14 +143,7 @@ fn check(cases: Vec<Case>) {
                 c.stage
             );
         }
-        let dir = RunDir::new(run.path());
-        for stage in Stage::ALL {
-            if dir.manifest_path(stage).exists() {
-                let m = Manifest::load(&dir, stage).unwrap();
-                m.verify_outputs(&dir)
-                    .unwrap_or_else(|e| panic!("{}: {stage}'s manifest stands over changed outputs: {e}", c.what));
-            }
-        }
+        common::assert_manifests_hold(run.path(), c.what);
     }
 }
 

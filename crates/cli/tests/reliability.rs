@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::{command, demo, demo_args, manifest, sha, spawn_demo, stats, text};
-use tp06_artifact::{Manifest, RunDir, Stage};
+use tp06_artifact::{RunDir, Stage};
 
 /// A schedule long enough to be killed inside training, with a checkpoint every 2 steps.
 const SCHEDULE: &[&str] =
@@ -20,14 +20,7 @@ const SCHEDULE: &[&str] =
 /// stage with a manifest is really done), every checkpoint directory whole.
 /// `context` says which kill left the state, for the failure message.
 fn assert_consistent(dir: &Path, context: &str) {
-    let run = RunDir::new(dir);
-    for stage in Stage::ALL {
-        if run.manifest_path(stage).exists() {
-            let m = Manifest::load(&run, stage).unwrap();
-            m.verify_outputs(&run)
-                .unwrap_or_else(|e| panic!("{context}: {stage}: manifest present but outputs not intact: {e}"));
-        }
-    }
+    common::assert_manifests_hold(dir, context);
     if let Ok(entries) = std::fs::read_dir(dir.join("train/checkpoints")) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
@@ -168,10 +161,10 @@ fn live(victim: &Path, schedule: &[&str], marker: &Marker, after: f64, aim: Stri
 /// in the first three quarters of each stretch after the last checkpoint: the
 /// end of training (its last steps, the final evaluation, the export), the
 /// sample stage and the demos and report, each expressed as "so long after
-/// marker M". The victim, resumed each
-/// time, is killed that long after it reaches M itself, so a kill lands in the
-/// same part of the work however much a restart skips (a point whose marker
-/// the previous point already used is dropped: its aim would be off).
+/// marker M". The victim, resumed each time, is killed that long after it
+/// reaches M itself, so a kill lands in the same part of the work however
+/// much a restart skips (a point whose marker the previous point already used
+/// is dropped: its aim would be off).
 ///
 /// A kill counts only if the child died by SIGKILL. The final run must equal
 /// the reference bit for bit and its training must have resumed from the last

@@ -43,15 +43,18 @@ struct Golden {
     padded_logits: Vec<f32>,
 }
 
+/// The golden file's tensor `name`, as f32 values.
+fn f32_tensor(st: &SafeTensors, name: &str) -> Vec<f32> {
+    st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
 fn golden(dir: &Path) -> Golden {
     let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let i64s = |name: &str| -> Vec<i64> {
         st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     };
-    let f32s = |name: &str| -> Vec<f32> {
-        st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    };
+    let f32s = |name: &str| f32_tensor(&st, name);
     let shape = st.tensor("input_ids").unwrap().shape().to_vec();
     Golden {
         input_ids: (i64s("input_ids"), [shape[0], shape[1]]),
@@ -164,13 +167,7 @@ fn every_activation_equals_transformers_by_its_hf_name() {
         ("gelu", "logits_gelu"),
         ("gelu_pytorch_tanh", "logits"),
     ] {
-        let expected: Vec<f32> = st
-            .tensor(golden)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
+        let expected = f32_tensor(&st, golden);
         let hf = HfConfig::from_file(&dir.join("config.json")).unwrap().with("activation_function", name.into());
         let config = hf.resolve().unwrap();
         let (model, _) = tp06_model::load::<Cpu>(&dir.join("model.safetensors"), &config, &Default::default()).unwrap();

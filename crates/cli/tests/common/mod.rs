@@ -83,3 +83,30 @@ pub fn manifest(dir: &Path, stage: &str) -> serde_json::Value {
 pub fn sha(path: &Path) -> String {
     tp06_artifact::fs::sha256_file(path).unwrap()
 }
+
+/// Every stage with a manifest in the run `dir` still has the outputs it
+/// records (a manifest never stands over half-written work); `context` names
+/// the case for the failure message.
+pub fn assert_manifests_hold(dir: &Path, context: &str) {
+    let run = tp06_artifact::RunDir::new(dir);
+    for stage in tp06_artifact::Stage::ALL {
+        if run.manifest_path(stage).exists() {
+            let m = tp06_artifact::Manifest::load(&run, stage).unwrap();
+            m.verify_outputs(&run)
+                .unwrap_or_else(|e| panic!("{context}: {stage}: manifest present but outputs not intact: {e}"));
+        }
+    }
+}
+
+/// Copies the directory tree `from` into `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
