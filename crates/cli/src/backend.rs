@@ -1,14 +1,14 @@
 //! Picks the compiled backend a command runs on (`--backend`).
 
 use anyhow::{Result, bail};
-use burn::tensor::backend::AutodiffBackend;
+use tp06_model::TrainBackend;
 
 /// Work generic over the training backend.
 pub trait WithBackend {
     /// What the work returns.
     type Output;
     /// Runs the work on `B` (with gradients; `B::InnerBackend` without).
-    fn run<B: AutodiffBackend>(self, device: B::Device, name: &'static str) -> Self::Output;
+    fn run<B: TrainBackend>(self, device: B::Device, name: &'static str) -> Self::Output;
 }
 
 /// Whether CUDA's driver library can be loaded (Burn's CUDA backend panics,

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::s;
 use serde::{Deserialize, Serialize};
 use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2Config, HfConfig, Precision, WteFreeze};
+use tp06_model::{Gpt2Ops, Kernels, Pass, TrainBackend};
 
 use crate::backend::WithBackend;
 
@@ -120,18 +120,26 @@ pub struct One {
     pub precision: Precision,
     /// What trains (`train` only).
     pub freeze: Freeze,
+    /// Our operations' implementation (`train` and `forward`).
+    pub kernels: Kernels,
 }
 
 impl WithBackend for One {
     type Output = Result<Measurement>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<Measurement> {
+    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Result<Measurement> {
         // Training keeps GPT-2's dropout (0.1 at the three places), as the
         // course and the PyTorch side do; inference has none.
         let config = shape(&self.shape)?;
         let precision = self.precision;
         let (tokens, seconds) = match self.work.as_str() {
-            "train" => train::<B>(&config, precision, self.freeze, self.steps, &device),
-            "forward" => forward::<B::InnerBackend>(&config.clone().without_dropout(), precision, self.steps, &device),
+            "train" => train::<B>(&config, precision, self.freeze, self.kernels, self.steps, &device),
+            "forward" => {
+                let config = config.clone().without_dropout();
+                forward::<B::InnerBackend>(&config, precision, self.kernels, self.steps, &device)
+            }
+            "generate" if self.kernels != Kernels::Backend => {
+                bail!("--kernels {} measures train and forward; generation runs the backend's", self.kernels)
+            }
             "generate" => generate::<B::InnerBackend>(&config.without_dropout(), precision, self.steps, &device),
             other => bail!("unknown work `{other}`; use train, forward or generate"),
         };
@@ -187,10 +195,11 @@ fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 
 /// The course's loop on random tokens: (positions, seconds) over `steps`
 /// optimiser steps after one warm-up step.
-fn train<B: AutodiffBackend>(
+fn train<B: TrainBackend>(
     config: &Gpt2Config,
     precision: Precision,
     freeze: Freeze,
+    kernels: Kernels,
     steps: usize,
     device: &B::Device,
 ) -> (usize, f64) {
@@ -200,6 +209,7 @@ fn train<B: AutodiffBackend>(
     let adamw = tp06_train::optim::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.01 };
     let mut trainer = tp06_train::trainer::Trainer::new(model, plan, adamw, 1.0, 42, device.clone());
     trainer.autocast = precision;
+    trainer.kernels = kernels;
     let (batch, accumulation, length) = (2, 8, 256);
     let mut seed = 0;
     let mut step = |trainer: &mut tp06_train::trainer::Trainer<B>| {
@@ -227,7 +237,13 @@ fn train<B: AutodiffBackend>(
 
 /// Inference forward passes to the logits, 8 batches of 2 × 256 tokens per
 /// step (the micro-batches of one course step): (positions, seconds).
-fn forward<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
+fn forward<B: Gpt2Ops>(
+    config: &Gpt2Config,
+    precision: Precision,
+    kernels: Kernels,
+    steps: usize,
+    device: &B::Device,
+) -> (usize, f64) {
     let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device)
         .with_precision(precision);
     let (batch, micro, length) = (2, 8, 256);
@@ -239,7 +255,7 @@ fn forward<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, 
         })
         .collect();
     let pass = |ids: &Tensor<B, 2, Int>| {
-        let logits = model.forward(ids.clone());
+        let logits = model.forward(ids.clone(), &mut Pass::inference().with_kernels(kernels));
         let _ = logits.slice(s![0..1, 0..1, 0..1]).into_data(); // wait for the result
     };
     pass(&batches[0]);
@@ -251,7 +267,7 @@ fn forward<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, 
 }
 
 /// Greedy decoding through the KV cache: (new tokens, seconds).
-fn generate<B: Backend>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
+fn generate<B: Gpt2Ops>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
     let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device)
         .with_precision(precision);
     let prompt = random_ids(16, config.vocab_size, 3);
@@ -301,6 +317,8 @@ pub struct BenchOptions {
     pub precision: Precision,
     /// What trains in the `train` work.
     pub freeze: Freeze,
+    /// Our operations' implementation.
+    pub kernels: Kernels,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -317,6 +335,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Runs the comparison and prints the table.
 pub fn bench(options: &BenchOptions) -> Result<String> {
+    if options.kernels != Kernels::Backend && options.works.iter().any(|w| w == "generate") {
+        bail!("--kernels {} measures train and forward; add --works train,forward", options.kernels);
+    }
     let python_ok =
         Command::new("python3").args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
     if !script_exists() {
@@ -356,7 +377,7 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
                     "--threads",
                     &options.threads.to_string(),
                 ]);
-                a.args(["--precision", dtype, "--freeze", options.freeze.name()]);
+                a.args(["--precision", dtype, "--freeze", options.freeze.name(), "--kernels", options.kernels.name()]);
                 a.args(["--backend", &backend]);
                 a.env("RAYON_NUM_THREADS", options.threads.to_string());
                 ours.push(run_child(a, &format!("tp06 bench-one {work} {shape}"))?);

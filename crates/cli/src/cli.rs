@@ -222,6 +222,11 @@ pub enum Command {
         /// `wpe` frozen) or recommended (the same, plus 1,000 new `wte` rows that train).
         #[arg(long, value_enum, default_value = "course")]
         freeze: crate::bench::Freeze,
+        /// Our side's operations: backend (its fused CPU kernels) or composed
+        /// (Burn's composed ops, the kernels' reference: what they bring);
+        /// train and forward.
+        #[arg(long, default_value = "backend")]
+        kernels: tp06_model::Kernels,
     },
     /// One measurement of `bench`, in its own process.
     #[command(hide = true)]
@@ -239,6 +244,8 @@ pub enum Command {
         precision: tp06_model::Precision,
         #[arg(long, value_enum, default_value = "course")]
         freeze: crate::bench::Freeze,
+        #[arg(long, default_value = "backend")]
+        kernels: tp06_model::Kernels,
     },
     /// Print the resolved configuration as TOML.
     Config {

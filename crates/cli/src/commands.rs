@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use tp06_artifact::hub::Hub;
 use tp06_artifact::{RunDir, Stage, StageReport};
+use tp06_model::TrainBackend;
 
 use crate::backend::{self, WithBackend};
 use crate::cli::{Cli, Command, Common, Explore, RunLocation, SampleArgs, Setup};
@@ -43,7 +44,7 @@ struct TrainStage<'a> {
 
 impl WithBackend for TrainStage<'_> {
     type Output = Result<StageReport, tp06_train::TrainError>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, name: &'static str) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device, name: &'static str) -> Self::Output {
         let ctx = tp06_train::TrainContext {
             progress: &ui::Bars,
             stop: &STOP,
@@ -68,7 +69,7 @@ struct ModelStage<'a> {
 
 impl WithBackend for ModelStage<'_> {
     type Output = Result<StageReport, tp06_model::ModelError>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
         tp06_model::run::<B::InnerBackend>(
             self.run,
             &self.config.model,
@@ -144,7 +145,7 @@ struct AdHoc {
 
 impl WithBackend for AdHoc {
     type Output = Result<()>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
+    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
         let generator =
             tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(self.precision);
         let answer = |prompt: &str| -> Result<()> {
@@ -185,7 +186,7 @@ struct SampleStage<'a> {
 
 impl WithBackend for SampleStage<'_> {
     type Output = Result<StageReport, tp06_sample::SampleError>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
+    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
         tp06_sample::run::<B::InnerBackend>(self.run, &self.config.sample, &device, &ui::Bars, self.force)
     }
 }
@@ -266,7 +267,7 @@ enum ExploreDemo {
 
 impl WithBackend for ExploreWork {
     type Output = Result<()>;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
+    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         tp06_artifact::fs::create_dir_all(&self.out)?;
         match self.demo {
@@ -486,14 +487,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
-        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze } => {
-            let options =
-                crate::bench::BenchOptions { shapes, works, repeats, steps, threads, json, backend, precision, freeze };
+        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze, kernels } => {
+            let options = crate::bench::BenchOptions {
+                shapes,
+                works,
+                repeats,
+                steps,
+                threads,
+                json,
+                backend,
+                precision,
+                freeze,
+                kernels,
+            };
             ui::print(&crate::bench::bench(&options)?);
             Ok(())
         }
-        Command::BenchOne { work, shape, steps, threads, backend, precision, freeze } => {
-            let one = crate::bench::One { work, shape, steps, threads, precision, freeze };
+        Command::BenchOne { work, shape, steps, threads, backend, precision, freeze, kernels } => {
+            let one = crate::bench::One { work, shape, steps, threads, precision, freeze, kernels };
             let measurement = backend::dispatch(backend.as_deref(), one)??;
             ui::print(&serde_json::to_string(&measurement)?);
             Ok(())

@@ -1,5 +1,5 @@
 //! Decoding's weight streaming alone: one token's products on the 124 M shape
-//! (`fused::linear` over the 12 blocks' four `Conv1D` weights, `fused::tied_head`
+//! (`Pass::linear` over the 12 blocks' four `Conv1D` weights, `Pass::tied_head`
 //! over `wte`), in GB/s of weights read, beside a plain read of the same bytes
 //! (eight-lane sums, so that it vectorises). Generation can go no faster than
 //! the weights stream; BENCHMARKS.md compares the two.
@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use rayon::prelude::*;
+use tp06_model::Pass;
 use tp06_model::backend::Cpu;
-use tp06_model::fused;
 
 fn filled<const D: usize>(shape: [usize; D]) -> (Tensor<Cpu, D>, Vec<f32>) {
     let n = shape.iter().product::<usize>();
@@ -41,13 +41,13 @@ fn main() {
         let t = Instant::now();
         for _ in 0..reps {
             for (w, b, x) in &weights {
-                let _ = fused::linear(x.clone(), w.clone(), b.clone()).into_data();
+                let _ = Pass::inference().linear(x.clone(), w.clone(), b.clone()).into_data();
             }
         }
         let blocks = (block_bytes * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
         let t = Instant::now();
         for _ in 0..reps {
-            let _ = fused::tied_head(hidden.clone(), wte.clone()).into_data();
+            let _ = Pass::inference().tied_head(hidden.clone(), wte.clone()).into_data();
         }
         let head = (head_bytes * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
         let t = Instant::now();

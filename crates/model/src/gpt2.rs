@@ -4,110 +4,18 @@
 //! Field names are the HF tensor names, so the module tree *is* the checkpoint's
 //! name tree (`h.0.attn.c_attn.weight` …) and loading is a short, explicit copy.
 //! `Conv1D` weights are `[in, out]`, as stored by HF: no transposes anywhere.
+//!
+//! Every `forward` takes the [`Pass`] it runs in: kernels, autocast, `wte`'s
+//! trained rows and dropout are its settings, nothing else decides them.
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Bool;
 use burn::tensor::activation;
-use rayon::prelude::*;
 
 use crate::config::{Activation, Gpt2Config};
-use crate::fused;
-
-/// Dropout with rate `p`, active only when the backend records gradients (training).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Dropout {
-    /// Probability of zeroing an element.
-    pub p: f64,
-}
-
-thread_local! {
-    /// The state of the dropout masks drawn on the host (CPU backends): a seed
-    /// and a count of the masks drawn since, so that every mask is a pure
-    /// function of (seed, its rank since [`seed_dropout`]). One per thread: a
-    /// forward pass draws on the thread that runs it, so two trainings in one
-    /// process (tests) cannot shift each other's masks.
-    static DROPOUT_STREAM: std::cell::Cell<u64> = const { std::cell::Cell::new(0x5eed) };
-}
-
-/// Seeds this thread's dropout masks: after this, a forward pass draws the same
-/// masks as any other forward pass after the same seed (training seeds every
-/// micro-batch).
-pub fn seed_dropout(seed: u64) {
-    DROPOUT_STREAM.set(splitmix64(seed));
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// Whether masks are drawn on the host: on the CPU backends, one counter-based
-/// draw per element is several times cheaper than the backend's scalar
-/// Bernoulli sampler; elsewhere the masks stay on the device.
-fn host_masks<B: Backend>(device: &B::Device) -> bool {
-    let name = B::name(device);
-    name.contains("flex") || name.contains("ndarray")
-}
-
-/// One host-drawn dropout mask: element `i` is kept (and scaled by 1/(1 − p))
-/// when the `i`-th draw of its stream falls under 1 − p. A pure function of
-/// the index, so a fused kernel can redraw it in its backward pass.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DropoutMask {
-    stream: u64,
-    threshold: u64,
-    keep: f32,
-}
-
-impl DropoutMask {
-    /// The next mask of this thread's stream (see [`seed_dropout`]).
-    pub(crate) fn next(p: f64) -> Self {
-        let state = DROPOUT_STREAM.get();
-        DROPOUT_STREAM.set(state.wrapping_add(0x9e37_79b9_7f4a_7c15));
-        let stream = splitmix64(state);
-        Self { stream, threshold: ((1.0 - p) * 4_294_967_296.0) as u64, keep: (1.0 / (1.0 - p)) as f32 }
-    }
-
-    /// The factor of element `index`: 1/(1 − p) or 0.
-    #[inline]
-    pub(crate) fn factor(&self, index: u64) -> f32 {
-        if splitmix64(self.stream ^ index) >> 32 < self.threshold { self.keep } else { 0.0 }
-    }
-
-    /// `out[j] = x[j] · factor(first + j)`: a run of elements starting at index `first`.
-    #[inline]
-    pub(crate) fn apply(&self, first: u64, x: &[f32], out: &mut [f32]) {
-        for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-            *o = v * self.factor(first + j as u64);
-        }
-    }
-}
-
-impl Dropout {
-    /// Inverted dropout: each element kept with probability 1 − p and scaled by 1/(1 − p).
-    pub(crate) fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let device = x.device();
-        if self.p == 0.0 || !B::ad_enabled(&device) {
-            return x;
-        }
-        if !host_masks::<B>(&device) {
-            return self.on_device(x);
-        }
-        let mask = DropoutMask::next(self.p);
-        let shape = x.shape();
-        let factors: Vec<f32> = (0..shape.num_elements() as u64).into_par_iter().map(|i| mask.factor(i)).collect();
-        x * Tensor::from_data(TensorData::new(factors, shape), &device)
-    }
-
-    /// The same with the mask drawn by the backend's own sampler (GPUs), seeded by `B::seed`.
-    fn on_device<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - self.p));
-        x * keep * (1.0 / (1.0 - self.p))
-    }
-}
+use crate::kernels::{Dropout, Gpt2Ops, composed};
+use crate::pass::Pass;
 
 /// `nn.LayerNorm` over the last dimension (biased variance, like torch).
 #[derive(Module, Debug)]
@@ -120,10 +28,10 @@ pub struct LayerNorm<B: Backend> {
     pub eps: f64,
 }
 
-impl<B: Backend> LayerNorm<B> {
+impl<B: Gpt2Ops> LayerNorm<B> {
     /// `[.., n_embd] → [.., n_embd]`
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        fused::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>, pass: &Pass) -> Tensor<B, D> {
+        pass.layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
 }
 
@@ -136,13 +44,13 @@ pub struct Conv1D<B: Backend> {
     pub bias: Param<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Conv1D<B> {
+impl<B: Gpt2Ops> Conv1D<B> {
     /// `[b, t, in] → [b, t, out]`, as one `[b·t, in]` product: the weight's
     /// gradient is then one matrix product over all positions, not one per
     /// sequence summed afterwards.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, pass: &Pass) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
-        let y = fused::linear(x.reshape([b * t, i]), self.weight.val(), self.bias.val());
+        let y = pass.linear(x.reshape([b * t, i]), self.weight.val(), self.bias.val()); // [b·t, out]
         let out = y.dims()[1];
         y.reshape([b, t, out])
     }
@@ -196,7 +104,7 @@ pub struct Attention<B: Backend> {
     pub resid_dropout: Dropout,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: Gpt2Ops> Attention<B> {
     /// `x: [b, t, c]`, `pad: [b, past + t]` (true = padding key) → `[b, t, c]`.
     /// With a cache, `x` holds only the new positions and the cache grows by `t`.
     fn forward(
@@ -204,17 +112,19 @@ impl<B: Backend> Attention<B> {
         x: Tensor<B, 3>,
         pad: Option<Tensor<B, 2, Bool>>,
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        pass: &mut Pass,
     ) -> Tensor<B, 3> {
         let [_, t, c] = x.dims();
         let (h, hd) = (self.n_head, c / self.n_head);
         let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
-        let qkv = self.c_attn.forward(x); // [b, t, 3c]
+        let qkv = self.c_attn.forward(x, pass); // [b, t, 3c]
         let Some(slot) = cache else {
             // Training and whole-sequence passes: the keys are the queries' positions.
-            let y = fused::causal_attention(qkv, h, pad, divisor, self.attn_dropout); // [b, t, c]
-            return self.resid_dropout.forward(self.c_proj.forward(y));
+            let y = pass.causal_attention(qkv, h, pad, divisor, self.attn_dropout); // [b, t, c]
+            let y = self.c_proj.forward(y, pass);
+            return pass.dropout(self.resid_dropout, y);
         };
-        let [q, mut k, mut v] = fused::composed::split_heads(qkv, h); // [b, h, t, hd] each
+        let [q, mut k, mut v] = composed::split_heads(qkv, h); // [b, h, t, hd] each
         if let Some((past_k, past_v)) = slot.take() {
             k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
             v = Tensor::cat(vec![past_v, v], 2);
@@ -222,9 +132,10 @@ impl<B: Backend> Attention<B> {
         *slot = Some((k.clone(), v.clone()));
         let past = k.dims()[2] - t;
         let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, past + t]
-        let probs = fused::attention_probs(scores, past, pad, divisor, self.attn_dropout);
-        let y = fused::composed::merge_heads(probs.matmul(v)); // [b, t, c]
-        self.resid_dropout.forward(self.c_proj.forward(y))
+        let probs = pass.attention_probs(scores, past, pad, divisor, self.attn_dropout);
+        let y = composed::merge_heads(probs.matmul(v)); // [b, t, c]
+        let y = self.c_proj.forward(y, pass);
+        pass.dropout(self.resid_dropout, y)
     }
 }
 
@@ -241,17 +152,18 @@ pub struct Mlp<B: Backend> {
     pub dropout: Dropout,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: Gpt2Ops> Mlp<B> {
     /// `[b, t, c] → [b, t, c]`
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.c_fc.forward(x); // [b, t, n_inner]
+    fn forward(&self, x: Tensor<B, 3>, pass: &mut Pass) -> Tensor<B, 3> {
+        let x = self.c_fc.forward(x, pass); // [b, t, n_inner]
         let x = match self.activation {
-            Activation::GeluTanh => fused::gelu_new(x),
+            Activation::GeluTanh => pass.gelu_new(x),
             Activation::Gelu => activation::gelu(x),
             Activation::Relu => activation::relu(x),
             Activation::Silu => activation::silu(x),
         };
-        self.dropout.forward(self.c_proj.forward(x))
+        let x = self.c_proj.forward(x, pass); // [b, t, c]
+        pass.dropout(self.dropout, x)
     }
 }
 
@@ -268,16 +180,19 @@ pub struct Block<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: Gpt2Ops> Block<B> {
     /// `[b, t, c] → [b, t, c]`
     fn forward(
         &self,
         x: Tensor<B, 3>,
         pad: Option<Tensor<B, 2, Bool>>,
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        pass: &mut Pass,
     ) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), pad, cache);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        let a = self.attn.forward(self.ln_1.forward(x.clone(), pass), pad, cache, pass);
+        let x = x + a;
+        let m = self.mlp.forward(self.ln_2.forward(x.clone(), pass), pass);
+        x + m
     }
 }
 
@@ -306,7 +221,9 @@ impl<B: Backend> Gpt2<B> {
     pub fn n_positions(&self) -> usize {
         self.wpe.weight.dims()[0]
     }
+}
 
+impl<B: Gpt2Ops> Gpt2<B> {
     /// Hidden states after `ln_f`: `ids [b, t]` → `[b, t, c]`.
     ///
     /// `pad` (`[b, past + t]`, true = padding) hides padding keys, like HF's
@@ -316,6 +233,7 @@ impl<B: Backend> Gpt2<B> {
         ids: Tensor<B, 2, Int>,
         pad: Option<Tensor<B, 2, Bool>>,
         mut cache: Option<&mut KvCache<B>>,
+        pass: &mut Pass,
     ) -> Tensor<B, 3> {
         let [_, t] = ids.dims();
         let device = ids.device();
@@ -323,37 +241,39 @@ impl<B: Backend> Gpt2<B> {
         let positions = Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device);
         let tok = burn::tensor::module::embedding(self.wte.weight.val(), ids); // [b, t, c]
         let pos = self.wpe.weight.val().select(0, positions).unsqueeze::<3>(); // [1, t, c]
-        let mut x = self.drop.forward(tok + pos);
+        let mut x = pass.dropout(self.drop, tok + pos);
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, pad.clone(), slot);
+            x = block.forward(x, pad.clone(), slot, pass);
         }
         if let Some(cache) = cache {
             cache.len += t;
         }
-        self.ln_f.forward(x)
+        self.ln_f.forward(x, pass)
     }
 
     /// Logits over the vocabulary: `[b, t, c] → [b, t, vocab]` through the tied head.
-    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn head(&self, hidden: Tensor<B, 3>, pass: &Pass) -> Tensor<B, 3> {
         let [b, t, c] = hidden.dims();
-        self.head_2d(hidden.reshape([b * t, c])).reshape([b, t, self.vocab_size()])
+        self.head_2d(hidden.reshape([b * t, c]), pass).reshape([b, t, self.vocab_size()])
     }
 
     /// Logits of flattened positions: `[n, c] → [n, vocab]` (never a copy of
     /// the vocabulary-sized matrix, which would dominate decoding).
-    pub fn head_2d(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
-        fused::tied_head(hidden, self.wte.weight.val())
+    pub fn head_2d(&self, hidden: Tensor<B, 2>, pass: &Pass) -> Tensor<B, 2> {
+        pass.tied_head(hidden, self.wte.weight.val())
     }
 
     /// `ids [b, t]` → logits `[b, t, vocab]` (no cache, no padding).
-    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.head(self.hidden(ids, None, None))
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, pass: &mut Pass) -> Tensor<B, 3> {
+        let hidden = self.hidden(ids, None, None, pass);
+        self.head(hidden, pass)
     }
 
     /// `ids [b, t]` (new positions only) → logits `[b, t, vocab]`, growing `cache`.
-    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
-        self.head(self.hidden(ids, None, Some(cache)))
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>, pass: &mut Pass) -> Tensor<B, 3> {
+        let hidden = self.hidden(ids, None, Some(cache), pass);
+        self.head(hidden, pass)
     }
 }
 
@@ -404,86 +324,5 @@ pub(crate) fn assemble<B: Backend>(
         h: blocks,
         ln_f,
         drop: Dropout { p: config.embd_pdrop },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::{Cpu, CpuAutodiff};
-
-    fn dropped(seed: u64, p: f64) -> Vec<f32> {
-        let device = Default::default();
-        seed_dropout(seed);
-        let x = Tensor::<CpuAutodiff, 2>::ones([1000, 1000], &device);
-        Dropout { p }.forward(x).into_data().convert::<f32>().into_vec().unwrap()
-    }
-
-    /// splitmix64 (Steele, Lea & Flood 2014) from state 0: its published first three outputs.
-    #[test]
-    fn splitmix64_gives_the_published_sequence() {
-        let gamma = 0x9e37_79b9_7f4a_7c15u64;
-        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(splitmix64(gamma), 0x6e78_9e6a_a1b9_65f4);
-        assert_eq!(splitmix64(gamma.wrapping_mul(2)), 0x06c4_5d18_8009_454f);
-    }
-
-    /// The backend-drawn masks (the path GPUs take) keep 1 − p of the elements,
-    /// scaled by 1/(1 − p); run here on the CPU backend's own sampler.
-    #[test]
-    fn device_drawn_dropout_keeps_1_minus_p_scaled() {
-        let device = Default::default();
-        Cpu::seed(&device, 5);
-        let x = Tensor::<Cpu, 2>::ones([1000, 1000], &device);
-        let out: Vec<f32> = Dropout { p: 0.2 }.on_device(x).into_data().convert::<f32>().into_vec().unwrap();
-        let zeros = out.iter().filter(|&&v| v == 0.0).count() as f64 / out.len() as f64;
-        // 10⁶ Bernoulli(0.2) draws: within 5 standard deviations (0.002).
-        assert!((zeros - 0.2).abs() < 0.002, "{zeros}");
-        assert!(out.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6), "kept values are 1/(1 − p)");
-    }
-
-    /// The masks are independent Bernoulli draws, not just the right share of
-    /// zeros: neighbouring elements, and the same element under two seeds,
-    /// are kept together a quarter of the time at p = 0.5 (a badly
-    /// broken hash correlates them).
-    #[test]
-    fn dropout_masks_are_independent_draws() {
-        let kept = |seed| dropped(seed, 0.5).into_iter().map(|v| v != 0.0).collect::<Vec<bool>>();
-        let (a, b) = (kept(11), kept(12));
-        let n = a.len() as f64;
-        let share = |count: usize, of: f64| count as f64 / of;
-        // 10⁶ draws, 5 standard deviations: 0.0025 for a share near 0.5, 0.0022 near 0.25,
-        // 0.0028 for overlapping neighbour pairs (adjacent pairs covary: variance 5/16 per pair).
-        assert!((share(a.iter().filter(|&&k| k).count(), n) - 0.5).abs() < 0.0025);
-        let neighbours = a.windows(2).filter(|w| w[0] && w[1]).count();
-        assert!(
-            (share(neighbours, n - 1.0) - 0.25).abs() < 0.0022,
-            "neighbours kept together: {}",
-            share(neighbours, n - 1.0)
-        );
-        let both = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();
-        assert!((share(both, n) - 0.25).abs() < 0.0022, "kept under both seeds: {}", share(both, n));
-        let rows = (0..1000).filter(|&r| a[r * 1000] && a[r * 1000 + 1]).count();
-        assert!(rows > 150 && rows < 350, "row starts: {rows}");
-    }
-
-    #[test]
-    fn dropout_keeps_1_minus_p_scaled_repeats_under_a_seed_and_is_off_without_gradients() {
-        let a = dropped(7, 0.1);
-        let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
-        // 10⁶ Bernoulli(0.1) draws: the share of zeros is within 5 standard deviations (0.0015).
-        assert!((zeros - 0.1).abs() < 0.0015, "{zeros}");
-        assert!(a.iter().all(|&v| v == 0.0 || v == (1.0 / 0.9) as f32));
-        assert_eq!(a, dropped(7, 0.1), "same seed, same mask");
-        assert_ne!(a, dropped(8, 0.1), "another seed, another mask");
-        let heavy = dropped(7, 0.5);
-        let zeros = heavy.iter().filter(|&&v| v == 0.0).count() as f64 / heavy.len() as f64;
-        assert!((zeros - 0.5).abs() < 0.0025, "{zeros}");
-        // Inference: identity.
-        let x = Tensor::<Cpu, 1>::ones([10], &Default::default());
-        assert_eq!(
-            Dropout { p: 0.5 }.forward(x).into_data().convert::<f32>().into_vec::<f32>().unwrap(),
-            vec![1.0; 10]
-        );
     }
 }

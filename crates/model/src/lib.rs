@@ -8,12 +8,14 @@ pub mod backend;
 mod config;
 mod config_stage;
 mod freeze;
-pub mod fused;
 mod generate;
 mod gpt2;
 mod init;
+pub mod kernels;
+mod pass;
 mod pickle;
 mod precision;
+pub mod rng;
 mod stage;
 mod weights;
 
@@ -23,8 +25,10 @@ pub use config::{Activation, Gpt2Config, HfConfig};
 pub use config_stage::{BlockCount, FreezeConfig, StageConfig, WteFreeze};
 pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
 pub use generate::greedy;
-pub use gpt2::{Attention, Block, Conv1D, Dropout, Embedding, Gpt2, KvCache, LayerNorm, Mlp, seed_dropout};
+pub use gpt2::{Attention, Block, Conv1D, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
+pub use kernels::{Dropout, Gpt2Ops, TrainBackend};
+pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_stage_model, outputs, run};
 pub use weights::{

@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use safetensors::SafeTensors;
 use tp06_model::backend::Cpu;
-use tp06_model::{Activation, Gpt2, Gpt2Config, HfConfig, KvCache, Precision};
+use tp06_model::{Activation, Gpt2, Gpt2Config, HfConfig, KvCache, Pass, Precision};
 
 const FIXTURES: [&str; 4] = ["tiny-bin", "tiny-safetensors", "tiny-nonsquare", "tiny-sharp"];
 
@@ -114,7 +114,7 @@ fn logits_equal_transformers() {
         let dir = fixture(name);
         let g = golden(&dir);
         let model = load(&dir);
-        let logits = values(model.forward(ids(&g.input_ids.0, g.input_ids.1)));
+        let logits = values(model.forward(ids(&g.input_ids.0, g.input_ids.1), &mut Pass::inference()));
         let diff = max_abs_diff(&logits, &g.logits);
         assert!(diff <= TOLERANCE, "{name}: max |Δlogit| = {diff}");
     }
@@ -125,7 +125,9 @@ fn padded_logits(model: &Gpt2<Cpu>, g: &Golden, masked: bool) -> Vec<f32> {
     let shape = g.input_ids.1;
     let pad: Vec<bool> = g.padded_mask.iter().map(|&m| m == 0).collect();
     let pad = Tensor::<Cpu, 2, Bool>::from_data(TensorData::new(pad, shape), &Default::default());
-    let logits = values(model.head(model.hidden(ids(&g.padded_ids, shape), masked.then_some(pad), None)));
+    let mut pass = Pass::inference();
+    let hidden = model.hidden(ids(&g.padded_ids, shape), masked.then_some(pad), None, &mut pass);
+    let logits = values(model.head(hidden, &pass));
     real_positions(&logits, g)
 }
 
@@ -171,7 +173,8 @@ fn every_activation_equals_transformers_by_its_hf_name() {
         let hf = HfConfig::from_file(&dir.join("config.json")).unwrap().with("activation_function", name.into());
         let config = hf.resolve().unwrap();
         let (model, _) = tp06_model::load::<Cpu>(&dir.join("model.safetensors"), &config, &Default::default()).unwrap();
-        let diff = max_abs_diff(&values(model.forward(ids(&g.input_ids.0, g.input_ids.1))), &expected);
+        let diff =
+            max_abs_diff(&values(model.forward(ids(&g.input_ids.0, g.input_ids.1), &mut Pass::inference())), &expected);
         assert!(diff <= TOLERANCE, "{name}: max |Δlogit| = {diff}");
     }
 }
@@ -193,7 +196,7 @@ fn the_sharp_fixture_sees_each_classic_mistake() {
         ("layer-norm epsilon 1e-5 for the config's 1e-3", |c| c.layer_norm_epsilon = 1e-5),
     ];
     for (what, edit) in mistakes {
-        let wrong = values(load_with(&dir, edit).forward(input()));
+        let wrong = values(load_with(&dir, edit).forward(input(), &mut Pass::inference()));
         let diff = max_abs_diff(&wrong, &g.logits);
         assert!(diff > far, "{what}: moves the logits by only {diff}");
     }
@@ -209,7 +212,7 @@ fn bf16_logits_are_as_close_to_transformers_bf16_as_bf16_rounding_allows() {
         let model = load(&dir).with_precision(Precision::Bf16);
         assert_eq!(model.precision(), Precision::Bf16);
         assert_eq!(model.h[0].mlp.c_fc.weight.dtype(), DType::BF16, "{name}: every weight is cast");
-        let logits = model.forward(ids(&g.input_ids.0, g.input_ids.1));
+        let logits = model.forward(ids(&g.input_ids.0, g.input_ids.1), &mut Pass::inference());
         assert_eq!(logits.dtype(), DType::BF16, "{name}: the activations are bf16");
         let ours = values(logits);
         // transformers' own bf16 error, measured against its f32 logits.
@@ -224,7 +227,7 @@ fn bf16_logits_are_as_close_to_transformers_bf16_as_bf16_rounding_allows() {
         let steps: Vec<_> = (0..t)
             .map(|pos| {
                 let column: Vec<i64> = (0..b).map(|row| all[row * t + pos]).collect();
-                model.forward_cached(ids(&column, [b, 1]), &mut cache)
+                model.forward_cached(ids(&column, [b, 1]), &mut cache, &mut Pass::inference())
             })
             .collect();
         let cached = values(Tensor::cat(steps, 1));
@@ -240,7 +243,7 @@ fn cached_decoding_equals_the_full_forward_pass() {
         let g = golden(&dir);
         let model = load(&dir);
         let (ids_all, [b, t]) = (g.input_ids.0.clone(), g.input_ids.1);
-        let full = model.forward(ids(&ids_all, [b, t])); // [b, t, v]
+        let full = model.forward(ids(&ids_all, [b, t]), &mut Pass::inference()); // [b, t, v]
         let vocab = full.dims()[2];
         let mut cache = KvCache::new(model.h.len());
         assert!(cache.is_empty());
@@ -249,9 +252,9 @@ fn cached_decoding_equals_the_full_forward_pass() {
         let column = |from: usize, to: usize| -> Vec<i64> {
             (0..b).flat_map(|row| ids_all[row * t + from..row * t + to].to_vec()).collect()
         };
-        let mut steps = vec![model.forward_cached(ids(&column(0, 4), [b, 4]), &mut cache)];
+        let mut steps = vec![model.forward_cached(ids(&column(0, 4), [b, 4]), &mut cache, &mut Pass::inference())];
         for pos in 4..t {
-            steps.push(model.forward_cached(ids(&column(pos, pos + 1), [b, 1]), &mut cache));
+            steps.push(model.forward_cached(ids(&column(pos, pos + 1), [b, 1]), &mut cache, &mut Pass::inference()));
         }
         assert_eq!(cache.len(), t);
         assert!(!cache.is_empty());

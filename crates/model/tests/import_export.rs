@@ -5,7 +5,7 @@ use std::process::Command;
 
 use burn::prelude::*;
 use tp06_model::backend::Cpu;
-use tp06_model::{Gpt2, HfConfig, ModelError};
+use tp06_model::{Gpt2, HfConfig, ModelError, Pass};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model").join(name)
@@ -20,7 +20,7 @@ fn load_dir(dir: &Path) -> Result<Gpt2<Cpu>, ModelError> {
 fn logits(model: &Gpt2<Cpu>) -> Vec<f32> {
     let ids =
         Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![5i64, 17, 42, 9, 3, 77], [2, 3]), &Default::default());
-    model.forward(ids).into_data().convert::<f32>().into_vec().unwrap()
+    model.forward(ids, &mut Pass::inference()).into_data().convert::<f32>().into_vec().unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {

@@ -7,7 +7,7 @@
 use burn::prelude::*;
 use burn::tensor::s;
 use serde::{Deserialize, Serialize};
-use tp06_model::{Gpt2, RowInit};
+use tp06_model::{Gpt2, Gpt2Ops, Pass, RowInit};
 use tp06_vocab::Tok;
 
 use crate::processors::{self, Processing};
@@ -36,7 +36,7 @@ pub struct Distribution {
 }
 
 /// Next-token logits of `prompt`.
-pub fn next_logits<B: Backend>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Result<Vec<f32>, SampleError> {
+pub fn next_logits<B: Gpt2Ops>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Result<Vec<f32>, SampleError> {
     let ids = tok.encode(prompt)?;
     if ids.is_empty() {
         return Err(SampleError::EmptyPrompt(prompt.into()));
@@ -47,7 +47,7 @@ pub fn next_logits<B: Backend>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Resu
         TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
         &device,
     );
-    let logits = model.forward(input).slice(s![.., n - 1..n, ..]).flatten::<1>(0, 2);
+    let logits = model.forward(input, &mut Pass::inference()).slice(s![.., n - 1..n, ..]).flatten::<1>(0, 2);
     Ok(logits.into_data().convert::<f32>().into_vec().expect("f32 logits"))
 }
 
@@ -62,7 +62,7 @@ pub fn top_tokens(tok: &Tok, probs: &[f64], n: usize) -> Vec<TopToken> {
         .collect()
 }
 
-fn distribution<B: Backend>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Result<(Distribution, Vec<f64>), SampleError> {
+fn distribution<B: Gpt2Ops>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Result<(Distribution, Vec<f64>), SampleError> {
     let probs = processors::softmax(&next_logits(model, tok, prompt)?);
     let pieces = tok.encode_pieces(prompt)?.1;
     Ok((Distribution { prompt: prompt.into(), pieces, top: top_tokens(tok, &probs, 8) }, probs))
@@ -99,7 +99,7 @@ const DEMO: Processing =
 
 /// Runs the smart-initialisation demo on a base model and its tokenizer, with
 /// the first of `references` that is a single token (the notebook uses `animal`).
-pub fn smart_init<B: Backend>(
+pub fn smart_init<B: Gpt2Ops>(
     model: Gpt2<B>,
     tok: &Tok,
     name: &str,
@@ -229,7 +229,7 @@ pub struct SamplingDemo {
 }
 
 /// Runs the sampling demo on `prompt`.
-pub fn sampling<B: Backend>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Result<SamplingDemo, SampleError> {
+pub fn sampling<B: Gpt2Ops>(model: &Gpt2<B>, tok: &Tok, prompt: &str) -> Result<SamplingDemo, SampleError> {
     let logits = next_logits(model, tok, prompt)?;
     let probs = processors::softmax(&logits);
     let raw =

@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use burn::tensor::s;
 use rand::{Rng, SeedableRng};
-use tp06_model::{Gpt2, KvCache};
+use tp06_model::{Gpt2, Gpt2Ops, KvCache, Pass};
 
 use crate::processors::{Processing, argmax, draw};
 
@@ -36,7 +36,7 @@ pub fn sample_seed(seed: u64, index: usize) -> u64 {
 /// Decodes `samples` continuations of `prompt`. Sample `i` draws from its own
 /// generator seeded with [`sample_seed`]`(seed, i)`, so a run is reproducible
 /// and sample `i` does not depend on how many are asked for.
-pub fn generate<B: Backend>(
+pub fn generate<B: Gpt2Ops>(
     model: &Gpt2<B>,
     prompt: &[u32],
     processing: &Processing,
@@ -66,7 +66,7 @@ pub fn generate<B: Backend>(
             TensorData::new(input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [samples, width]),
             &device,
         );
-        let logits = model.forward_cached(ids, &mut cache); // [samples, width, vocab]
+        let logits = model.forward_cached(ids, &mut cache, &mut Pass::inference()); // [samples, width, vocab]
         let vocab = logits.dims()[2];
         let last = logits.slice(s![.., width - 1..width, ..]).reshape([samples * vocab]); // [samples · vocab]
         let last: Vec<f32> = last.into_data().convert::<f32>().into_vec().expect("f32 logits");

@@ -65,7 +65,7 @@ pub struct Generator<B: burn::prelude::Backend> {
     pub dir: PathBuf,
 }
 
-impl<B: burn::prelude::Backend> Generator<B> {
+impl<B: tp06_model::Gpt2Ops> Generator<B> {
     /// Loads an HF model directory (config, weights, tokenizer files).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, SampleError> {
         let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;

@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::{Begin, Progress, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
 
@@ -97,7 +96,7 @@ fn markdown(records: &[SampleRecord]) -> String {
 }
 
 /// Runs the sample stage into `run`.
-pub fn run<B: Backend>(
+pub fn run<B: tp06_model::Gpt2Ops>(
     run: &RunDir,
     config: &Config,
     device: &B::Device,

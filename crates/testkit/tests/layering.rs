@@ -37,3 +37,47 @@ fn the_model_links_burn() {
     // fresh machine has not downloaded before the CUDA check.)
     assert!(dependencies("tp06-model", false).iter().any(|d| d == "burn"));
 }
+
+/// The model's source, file by file, without its comments.
+fn model_sources() -> Vec<(std::path::PathBuf, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).expect("a source folder").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                let code: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+                out.push((path, code.join("\n")));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/src"), &mut out);
+    out
+}
+
+/// What a forward pass computes is decided by its arguments (the weights, the
+/// inputs, its `Pass`) and by the backend's type through `Gpt2Ops`: nothing in
+/// the model reads hidden per-thread state, the environment, or tests the
+/// backend's type or name at run time.
+#[test]
+fn nothing_hidden_decides_what_the_model_computes() {
+    let sources = model_sources();
+    assert!(sources.iter().any(|(p, _)| p.ends_with("pass.rs")), "the model's sources were found");
+    for (path, code) in &sources {
+        for pattern in ["thread_local!", "TypeId", "dyn Any", "downcast", "env::var", "B::name("] {
+            let allowed = pattern == "B::name(" && path.ends_with("stage.rs"); // recorded in the manifest only
+            assert!(allowed || !code.contains(pattern), "{}: `{pattern}`", path.display());
+        }
+    }
+}
+
+/// The kernels folder has no file over 500 lines.
+#[test]
+fn kernel_files_stay_small() {
+    for (path, _) in model_sources().iter().filter(|(p, _)| p.components().any(|c| c.as_os_str() == "kernels")) {
+        let lines = std::fs::read_to_string(path).expect("a source file").lines().count();
+        assert!(lines <= 500, "{}: {lines} lines", path.display());
+    }
+}

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::{Begin, Progress, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
+use tp06_model::TrainBackend;
 use tp06_vocab::{Tok, VocabInfo};
 
 use crate::TrainError;
@@ -176,7 +176,7 @@ pub struct LoopOptions {
 }
 
 /// Runs the train stage into `run`.
-pub fn run<B: AutodiffBackend>(
+pub fn run<B: TrainBackend>(
     run: &RunDir,
     config: &Config,
     device: &B::Device,
@@ -432,7 +432,7 @@ type EvalFn<'a, B> = dyn FnMut(&Trainer<B>, &mut LoopState) -> Result<Option<(f6
 
 /// The loop: from `state.step` to `total`. Returns the last evaluation.
 #[allow(clippy::too_many_arguments)]
-pub fn train_loop<B: AutodiffBackend>(
+pub fn train_loop<B: TrainBackend>(
     trainer: &mut Trainer<B>,
     train: &[Example],
     config: &Config,

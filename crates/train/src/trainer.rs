@@ -16,7 +16,8 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, s};
-use tp06_model::{FreezePlan, Gpt2, Precision, fused};
+use tp06_model::rng::{GAMMA, mix64};
+use tp06_model::{FreezePlan, Gpt2, Gpt2Ops, Kernels, Pass, Precision, TrainBackend};
 
 use crate::examples::{Example, IGNORE, hf_items_in_batch, label_tokens};
 use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
@@ -149,14 +150,14 @@ impl<B: Backend> Batch<B> {
 }
 
 /// Sum of the next-token negative log-likelihoods of `batch` (targets with
-/// weight 0 excluded), as a one-element tensor.
-pub fn nll_sum<B: Backend>(model: &Gpt2<B>, batch: &Batch<B>) -> Tensor<B, 1> {
+/// weight 0 excluded) in `pass`, as a one-element tensor.
+pub fn nll_sum<B: Gpt2Ops>(model: &Gpt2<B>, batch: &Batch<B>, pass: &mut Pass) -> Tensor<B, 1> {
     let [b, t] = batch.ids.dims();
-    let hidden = model.hidden(batch.ids.clone(), batch.pad.clone(), None); // [b, t, c]
+    let hidden = model.hidden(batch.ids.clone(), batch.pad.clone(), None, pass); // [b, t, c]
     let c = hidden.dims()[2];
     let hidden = hidden.slice(s![.., 0..t - 1, ..]).reshape([b * (t - 1), c]); // [n, c]
-    let logits = model.head_2d(hidden); // [n, vocab]
-    fused::nll_sum(logits, &batch.targets, &batch.weights)
+    let logits = model.head_2d(hidden, pass); // [n, vocab]
+    pass.nll_sum(logits, &batch.targets, &batch.weights)
 }
 
 /// What one optimiser step did.
@@ -182,11 +183,7 @@ pub enum StepError {
 /// Seed of the dropout masks of one micro-batch: a pure function of the run's
 /// seed and the position in training, so a resumed run draws the same masks.
 pub fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
-    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(step + 1) ^ (micro as u64).rotate_left(32);
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+    mix64(seed ^ GAMMA.wrapping_mul(step + 1) ^ (micro as u64).rotate_left(32))
 }
 
 /// The model, its freeze plan and the optimiser state.
@@ -206,8 +203,10 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Seed of the dropout masks.
     pub seed: u64,
     /// The precision of the matrix products in the forward passes
-    /// ([`fused::autocast`]); the weights and the optimiser stay f32.
+    /// ([`Pass::autocast`]); the weights and the optimiser stay f32.
     pub autocast: Precision,
+    /// The operations' implementation in the forward passes ([`Pass::kernels`]).
+    pub kernels: Kernels,
     device: B::Device,
     /// When only `wte`'s new rows train: their span in the flattened `wte`.
     /// Its gradient and moments cover that span only; the pretrained rows
@@ -215,7 +214,7 @@ pub struct Trainer<B: AutodiffBackend> {
     wte_trained: Option<Range<usize>>,
 }
 
-impl<B: AutodiffBackend> Trainer<B> {
+impl<B: TrainBackend> Trainer<B> {
     /// A trainer for `model` (freeze plan applied here).
     pub fn new(
         model: Gpt2<B>,
@@ -239,6 +238,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             step: 0,
             seed,
             autocast: Precision::F32,
+            kernels: Kernels::Backend,
             device,
             wte_trained,
         }
@@ -269,11 +269,13 @@ impl<B: AutodiffBackend> Trainer<B> {
         for (micro, examples) in micro_batches.iter().enumerate().filter(|(_, examples)| !examples.is_empty()) {
             let seed = dropout_seed(self.seed, self.step, micro);
             B::seed(&self.device, seed);
-            tp06_model::seed_dropout(seed);
+            let mut pass = Pass::training(seed)
+                .with_kernels(self.kernels)
+                .with_autocast(self.autocast)
+                .with_wte_trained_from(self.plan.wte_trainable_from);
             let batch = Batch::<B>::new(examples, &self.device);
             positions += batch.positions;
-            let forward = || fused::wte_trained_from(self.plan.wte_trainable_from, || nll_sum(&self.model, &batch));
-            let micro_loss = fused::autocast(self.autocast, forward) / items;
+            let micro_loss = nll_sum(&self.model, &batch, &mut pass) / items;
             losses.push(micro_loss.clone().inner());
             let gradients = micro_loss.backward();
             self.model.visit(&mut Grads::<B> { path: Vec::new(), gradients: &gradients, out: &mut grads });
@@ -331,24 +333,26 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Mean next-token loss over `examples` (token-weighted) and the summed NLL,
     /// without dropout; batches of `batch_size`.
     pub fn evaluate(&self, examples: &[Example], batch_size: usize) -> (f64, f64, usize) {
-        let model = self.model.valid();
-        fused::autocast(self.autocast, || evaluate(&model, examples, batch_size, &self.device))
+        let pass = Pass::inference().with_kernels(self.kernels).with_autocast(self.autocast);
+        evaluate(&self.model.valid(), examples, batch_size, &self.device, &pass)
     }
 }
 
-/// `(mean loss, total NLL, label tokens)` of `model` on `examples`.
-pub fn evaluate<B: Backend>(
+/// `(mean loss, total NLL, label tokens)` of `model` on `examples`, in `pass`
+/// (an inference pass: no dropout).
+pub fn evaluate<B: Gpt2Ops>(
     model: &Gpt2<B>,
     examples: &[Example],
     batch_size: usize,
     device: &B::Device,
+    pass: &Pass,
 ) -> (f64, f64, usize) {
     let (mut total, mut tokens) = (0.0f64, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
         tokens += label_tokens(&refs);
         let batch = Batch::<B>::new(&refs, device);
-        total += nll_sum(model, &batch).into_scalar().elem::<f64>();
+        total += nll_sum(model, &batch, &mut pass.clone()).into_scalar().elem::<f64>();
     }
     (total / tokens.max(1) as f64, total, tokens)
 }

@@ -14,6 +14,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use tp06_model::Kernels;
 use tp06_train::examples::Example;
 use tp06_train::metrics;
 use tp06_train::trainer::Trainer;
@@ -156,7 +157,7 @@ fn pretrained_rows_stay_and_new_rows_learn() {
 }
 
 /// With only the new rows of `wte` training, the tied head's backward skips the
-/// pretrained rows (`fused::wte_trained_from`); a step must equal the step of
+/// pretrained rows (`Pass::wte_trained_from`); a step must equal the step of
 /// the composed ops, which compute the whole gradient and mask it.
 #[test]
 fn new_rows_only_head_gradient_equals_the_masked_full_gradient() {
@@ -165,9 +166,10 @@ fn new_rows_only_head_gradient_equals_the_masked_full_gradient() {
     let micro: Vec<Vec<&Example>> = train.iter().take(8).collect::<Vec<_>>().chunks(2).map(|c| c.to_vec()).collect();
     let mut limited = Trainer::new(model.clone(), plan.clone(), adamw(&c), c.max_grad_norm, c.seed, Default::default());
     let mut full = Trainer::new(model, plan, adamw(&c), c.max_grad_norm, c.seed, Default::default());
+    full.kernels = Kernels::Composed;
     for step in 1..=3 {
         let a = limited.step(&micro, 1e-3).unwrap();
-        let b = tp06_model::fused::composed_only(|| full.step(&micro, 1e-3)).unwrap();
+        let b = full.step(&micro, 1e-3).unwrap();
         assert!(((a.loss - b.loss) / b.loss).abs() < 1e-5, "step {step}: loss {} vs {}", a.loss, b.loss);
         assert!(
             ((a.grad_norm - b.grad_norm) / b.grad_norm).abs() < 1e-4,

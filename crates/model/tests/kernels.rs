@@ -1,4 +1,4 @@
-//! The fused CPU kernels against the composed Burn ops they replace: values
+//! The CPU backend's kernels against the composed Burn ops they replace: values
 //! and gradients of every input, with padding, a cache offset and dropout;
 //! the same bits whatever the number of threads; NaN goes through.
 //!
@@ -10,8 +10,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::prelude::*;
 use burn::tensor::{Bool, Distribution};
 use tp06_model::backend::{Cpu, CpuAutodiff};
-use tp06_model::fused::{self, composed_only};
-use tp06_model::{Dropout, seed_dropout};
+use tp06_model::kernels::FEW_ROWS;
+use tp06_model::{Dropout, Kernels, Pass};
 
 type Ad = CpuAutodiff;
 
@@ -36,14 +36,23 @@ fn assert_close(what: &str, ours: &[f32], reference: &[f32], tolerance: f32) {
     }
 }
 
-/// Runs `f` twice, fused then composed, and returns (value, gradients of `inputs`) of each.
-fn both<const D: usize>(inputs: &[Tensor<Ad, D>], f: impl Fn() -> Tensor<Ad, 1>) -> [(Vec<f32>, Vec<Vec<f32>>); 2] {
-    let run = || {
-        let out = f();
+/// A training pass (dropout seeded with `seed`) on `kernels`.
+fn pass(kernels: Kernels, seed: u64) -> Pass {
+    Pass::training(seed).with_kernels(kernels)
+}
+
+/// Runs `f` twice, on the backend's kernels then on the composed ops, and
+/// returns (value, gradients of `inputs`) of each.
+fn both<const D: usize>(
+    inputs: &[Tensor<Ad, D>],
+    f: impl Fn(Kernels) -> Tensor<Ad, 1>,
+) -> [(Vec<f32>, Vec<Vec<f32>>); 2] {
+    let run = |kernels| {
+        let out = f(kernels);
         let grads = out.backward();
         (values(out.inner()), inputs.iter().map(|t| grad(t, &grads)).collect::<Vec<_>>())
     };
-    [run(), composed_only(run)]
+    [run(Kernels::Backend), run(Kernels::Composed)]
 }
 
 fn compare(what: &str, [fused, composed]: [(Vec<f32>, Vec<Vec<f32>>); 2]) {
@@ -59,7 +68,7 @@ fn nll_sum_and_its_gradient_equal_log_softmax_and_gather() {
     let logits = random([n, vocab], 1, 4.0);
     let targets: Vec<u32> = (0..n as u32).map(|i| (i * 37 + 5) % vocab as u32).collect();
     let weights = vec![1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0];
-    let results = both(std::slice::from_ref(&logits), || fused::nll_sum(logits.clone(), &targets, &weights) * 0.5);
+    let results = both(std::slice::from_ref(&logits), |k| pass(k, 0).nll_sum(logits.clone(), &targets, &weights) * 0.5);
     // Rows of weight 0 get no gradient at all.
     let row2 = &results[0].1[0][2 * vocab..3 * vocab];
     assert!(row2.iter().all(|&g| g == 0.0));
@@ -80,17 +89,18 @@ fn attention_probs_equal_mask_softmax_dropout_with_padding_and_a_cache_offset() 
     pad[total + 1] = true;
     let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, total]), &device);
     for p in [0.0, 0.3] {
-        let results = both(std::slice::from_ref(&scores), || {
-            seed_dropout(11);
-            let probs = fused::attention_probs(scores.clone(), past, Some(pad.clone()), 8f32.sqrt(), Dropout { p });
+        let results = both(std::slice::from_ref(&scores), |k| {
+            let probs =
+                pass(k, 11).attention_probs(scores.clone(), past, Some(pad.clone()), 8f32.sqrt(), Dropout { p });
             (probs * upstream.clone()).sum()
         });
         compare(&format!("attention p={p}"), results);
     }
-    // Without gradients (inference, the Flex backend itself): no dropout, rows sum to 1.
+    // Inference on the Flex backend itself: no dropout, rows sum to 1.
     let plain = Tensor::<Cpu, 4>::from_data(scores.clone().inner().into_data(), &device);
-    let probs = fused::attention_probs(plain.clone(), past, None, 1.0, Dropout { p: 0.3 });
-    let reference = composed_only(|| fused::attention_probs(plain, past, None, 1.0, Dropout { p: 0.3 }));
+    let inference = |k| Pass::inference().with_kernels(k);
+    let probs = inference(Kernels::Backend).attention_probs(plain.clone(), past, None, 1.0, Dropout { p: 0.3 });
+    let reference = inference(Kernels::Composed).attention_probs(plain, past, None, 1.0, Dropout { p: 0.3 });
     let probs = values(probs);
     assert_close("attention inference", &probs, &values(reference), 1e-5);
     for (r, row) in probs.chunks(total).enumerate() {
@@ -109,8 +119,8 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     let mut pad = vec![false; b * t];
     pad[t..t + 2].fill(true);
     let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, t]), &device);
-    let [fused, composed] = both(std::slice::from_ref(&qkv), || {
-        (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p: 0.0 })
+    let [fused, composed] = both(std::slice::from_ref(&qkv), |k| {
+        (pass(k, 0).causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p: 0.0 })
             * upstream.clone())
         .sum()
     });
@@ -126,7 +136,7 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     compare("no key", [fused, composed]);
     // The blind queries' outputs are zeros, for every head.
     let out =
-        values(composed_only(|| fused::causal_attention(qkv.clone(), h, Some(pad.clone()), 1.0, Dropout { p: 0.0 })));
+        values(pass(Kernels::Composed, 0).causal_attention(qkv.clone(), h, Some(pad.clone()), 1.0, Dropout { p: 0.0 }));
     let row = h * hd;
     let batch1 = &out[t * row..];
     assert!(batch1[..2 * row].iter().all(|&v| v == 0.0), "{:?}", &batch1[..2 * row]);
@@ -134,9 +144,7 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     // The probabilities of a cached step whose keys are all padding: zeros too.
     let scores = random([1, h, 1, 3], 23, 1.0);
     let all_pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(vec![true; 3], [1, 3]), &device);
-    let probs = values(composed_only(|| {
-        fused::attention_probs(scores.clone(), 2, Some(all_pad.clone()), 1.0, Dropout { p: 0.0 })
-    }));
+    let probs = values(pass(Kernels::Composed, 0).attention_probs(scores, 2, Some(all_pad), 1.0, Dropout { p: 0.0 }));
     assert_eq!(probs, vec![0.0; h * 3]);
 }
 
@@ -144,7 +152,7 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
 fn gelu_new_and_its_gradient_equal_the_composed_formula() {
     let x = random([4, 37], 4, 6.0);
     let upstream = random([4, 37], 5, 1.0).detach();
-    compare("gelu_new", both(std::slice::from_ref(&x), || (fused::gelu_new(x.clone()) * upstream.clone()).sum()));
+    compare("gelu_new", both(std::slice::from_ref(&x), |k| (pass(k, 0).gelu_new(x.clone()) * upstream.clone()).sum()));
 }
 
 #[test]
@@ -153,15 +161,15 @@ fn layer_norm_and_the_gradients_of_input_scale_and_shift_equal_burns() {
     let weight = random([20], 7, 1.0);
     let bias = random([20], 8, 1.0);
     let upstream = random([5, 3, 20], 9, 1.0).detach();
-    let results = both(&[weight.clone(), bias.clone()], || {
-        (fused::layer_norm(x.clone(), weight.clone(), bias.clone(), 1e-5) * upstream.clone()).sum()
+    let results = both(&[weight.clone(), bias.clone()], |k| {
+        (pass(k, 0).layer_norm(x.clone(), weight.clone(), bias.clone(), 1e-5) * upstream.clone()).sum()
     });
     compare("layer_norm scale and shift", results);
-    let run = || {
-        let out = (fused::layer_norm(x.clone(), weight.clone(), bias.clone(), 1e-5) * upstream.clone()).sum();
+    let run = |k| {
+        let out = (pass(k, 0).layer_norm(x.clone(), weight.clone(), bias.clone(), 1e-5) * upstream.clone()).sum();
         grad(&x, &out.backward())
     };
-    assert_close("layer_norm input gradient", &run(), &composed_only(run), 1e-5);
+    assert_close("layer_norm input gradient", &run(Kernels::Backend), &run(Kernels::Composed), 1e-5);
 }
 
 #[test]
@@ -170,10 +178,9 @@ fn kernels_give_the_same_bits_on_one_thread_and_on_several() {
     let targets: Vec<u32> = (0..9).map(|i| i * 101).collect();
     let weights = vec![1.0; 9];
     let run = || {
-        seed_dropout(3);
-        let scores =
-            fused::attention_probs(logits.clone().reshape([1, 1, 9, 1000]), 991, None, 2.0, Dropout { p: 0.1 });
-        let loss = fused::nll_sum(scores.reshape([9, 1000]) * 100.0, &targets, &weights);
+        let mut pass = Pass::training(3);
+        let scores = pass.attention_probs(logits.clone().reshape([1, 1, 9, 1000]), 991, None, 2.0, Dropout { p: 0.1 });
+        let loss = pass.nll_sum(scores.reshape([9, 1000]) * 100.0, &targets, &weights);
         let grads = loss.backward();
         (values(loss.inner()), grad(&logits, &grads))
     };
@@ -187,7 +194,7 @@ fn a_nan_logit_makes_the_loss_nan() {
     let mut logits = vec![0.5f32; 2 * 50];
     logits[60] = f32::NAN;
     let logits = Tensor::<Ad, 2>::from_data(TensorData::new(logits, [2, 50]), &Default::default());
-    let loss = values(fused::nll_sum(logits, &[3, 4], &[1.0, 1.0]));
+    let loss = values(Pass::inference().nll_sum(logits, &[3, 4], &[1.0, 1.0]));
     assert!(loss[0].is_nan(), "{loss:?}");
 }
 
@@ -203,19 +210,22 @@ fn causal_attention_equals_the_composed_heads_with_padding_and_dropout() {
     pad[t + 3] = true; // batch 1: its fourth key hidden
     let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, t]), &device);
     for p in [0.0, 0.2] {
-        let results = both(std::slice::from_ref(&qkv), || {
-            seed_dropout(5);
-            (fused::causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p })
+        let results = both(std::slice::from_ref(&qkv), |k| {
+            (pass(k, 5).causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p })
                 * upstream.clone())
             .sum()
         });
         compare(&format!("causal attention p={p}"), results);
     }
-    // Inference on Flex itself.
+    // On Flex itself, with and without dropout.
     let plain = Tensor::<Cpu, 3>::from_data(qkv.clone().inner().into_data(), &device);
-    let ours = fused::causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
-    let reference = composed_only(|| fused::causal_attention(plain, h, None, 1.0, Dropout { p: 0.2 }));
+    let inference = |k| Pass::inference().with_kernels(k);
+    let ours = inference(Kernels::Backend).causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
+    let reference = inference(Kernels::Composed).causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
     assert_close("causal attention inference", &values(ours), &values(reference), 1e-5);
+    let ours = pass(Kernels::Backend, 9).causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
+    let reference = pass(Kernels::Composed, 9).causal_attention(plain, h, None, 1.0, Dropout { p: 0.2 });
+    assert_close("causal attention with dropout, no autodiff", &values(ours), &values(reference), 1e-5);
 }
 
 #[test]
@@ -227,20 +237,21 @@ fn few_row_products_equal_the_general_product_and_do_not_depend_on_threads() {
     let weight = random([k, n], 30, 1.0).inner();
     let bias = random([n], 31, 1.0).inner();
     let wte = random([vocab, c], 32, 1.0).inner();
-    for m in 1..=fused::FEW_ROWS + 1 {
+    for m in 1..=FEW_ROWS + 1 {
         let x = random([m, k], 33 + m as u64, 1.0).inner();
         let hidden = random([m, c], 43 + m as u64, 1.0).inner();
-        let run = || {
-            let y = fused::linear::<Cpu>(x.clone(), weight.clone(), bias.clone());
-            let logits = fused::tied_head::<Cpu>(hidden.clone(), wte.clone());
+        let run = |kernels| {
+            let pass = Pass::inference().with_kernels(kernels);
+            let y = pass.linear::<Cpu>(x.clone(), weight.clone(), bias.clone());
+            let logits = pass.tied_head::<Cpu>(hidden.clone(), wte.clone());
             (values(y), values(logits))
         };
-        let (y, logits) = run();
-        let (y_ref, logits_ref) = composed_only(run);
+        let (y, logits) = run(Kernels::Backend);
+        let (y_ref, logits_ref) = run(Kernels::Composed);
         assert_close(&format!("linear, {m} rows"), &y, &y_ref, 1e-5);
         assert_close(&format!("tied head, {m} rows"), &logits, &logits_ref, 1e-5);
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
-        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run(Kernels::Backend));
+        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| run(Kernels::Backend));
         assert_eq!(one, three, "{m} rows: 1 vs 3 threads");
     }
 }
@@ -254,7 +265,7 @@ fn tied_head_with_only_the_last_rows_trained_gives_their_gradient_and_zeros_abov
     let wte = random([vocab, c], 51, 1.0);
     let weights = random([m, vocab], 52, 1.0).detach(); // a loss with a gradient everywhere
     let run = |trained_from: Option<usize>| {
-        let logits = fused::wte_trained_from(trained_from, || fused::tied_head(hidden.clone(), wte.clone()));
+        let logits = Pass::inference().with_wte_trained_from(trained_from).tied_head(hidden.clone(), wte.clone());
         let grads = (logits.clone() * weights.clone()).sum().backward();
         (values(logits.inner()), grad(&hidden, &grads), grad(&wte, &grads))
     };
@@ -268,7 +279,7 @@ fn tied_head_with_only_the_last_rows_trained_gives_their_gradient_and_zeros_abov
 
     // `wte` frozen altogether: no gradient for it, the hidden one unchanged.
     let frozen = wte.clone().detach().set_require_grad(false);
-    let logits = fused::wte_trained_from(Some(from), || fused::tied_head(hidden.clone(), frozen.clone()));
+    let logits = Pass::inference().with_wte_trained_from(Some(from)).tied_head(hidden.clone(), frozen.clone());
     let grads = (logits * weights.clone()).sum().backward();
     assert!(frozen.grad(&grads).is_none());
     assert_close("hidden gradient, wte frozen", &grad(&hidden, &grads), &d_hidden_ref, 1e-5);
@@ -282,7 +293,7 @@ fn the_trained_rows_gradient_is_the_same_bits_on_one_thread_and_on_several() {
     let wte = random([vocab, c], 61, 1.0);
     let weights = random([m, vocab], 62, 1.0).detach();
     let run = || {
-        let logits = fused::wte_trained_from(Some(from), || fused::tied_head(hidden.clone(), wte.clone()));
+        let logits = Pass::inference().with_wte_trained_from(Some(from)).tied_head(hidden.clone(), wte.clone());
         let grads = (logits * weights.clone()).sum().backward();
         (grad(&hidden, &grads), grad(&wte, &grads))
     };

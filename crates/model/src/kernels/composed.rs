@@ -1,0 +1,106 @@
+//! GPT-2's operations composed of Burn ops: the default of every
+//! [`super::Gpt2Ops`] method (what runs on CUDA and NdArray), and the reference
+//! the tests hold the kernels to.
+
+use burn::prelude::*;
+use burn::tensor::{Bool, TensorPrimitive, activation};
+
+use super::dropout::Mask;
+
+/// See [`super::Gpt2Ops::nll_sum`].
+pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32]) -> Tensor<B, 1> {
+    let [n, _] = logits.dims();
+    let device = logits.device();
+    let targets: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [n]), &device);
+    let picked = activation::log_softmax(logits, 1).gather(1, targets).reshape([n]);
+    (picked * weights).sum().neg()
+}
+
+/// See [`super::Gpt2Ops::linear`].
+pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
+    burn::tensor::module::linear(x, weight, Some(bias))
+}
+
+/// See [`super::Gpt2Ops::tied_head`]. The transposed `wte` is a strided view
+/// multiplied as is: no copy of the vocabulary-sized matrix per call.
+pub fn tied_head<B: Backend>(hidden: Tensor<B, 2>, wte: Tensor<B, 2>) -> Tensor<B, 2> {
+    hidden.matmul(wte.transpose())
+}
+
+/// See [`super::Gpt2Ops::attention_probs`].
+pub fn attention_probs<B: Backend>(
+    scores: Tensor<B, 4>,
+    past: usize,
+    pad: Option<Tensor<B, 2, Bool>>,
+    divisor: f32,
+    mask: Mask,
+) -> Tensor<B, 4> {
+    let [b, h, t, total] = scores.dims();
+    let scores = if divisor == 1.0 { scores } else { scores / divisor as f64 };
+    // Query i (absolute position past + i) sees keys 0 ..= past + i.
+    let causal = Tensor::<B, 2, Bool>::tril_mask([t, total], past as i64, &scores.device()); // true = hidden
+    let Some(pad) = pad else {
+        let scores = scores.mask_fill(causal.unsqueeze::<4>().expand([b, h, t, total]), f32::NEG_INFINITY);
+        return mask.apply(activation::softmax(scores, 3));
+    };
+    let hidden = causal.unsqueeze::<4>().bool_or(pad.reshape([b, 1, 1, total])); // [b, 1, t, total]
+    // Left padding can hide every key of a query: its softmax would be NaN,
+    // which the next layer's `probs · v` spreads to every row. Zeros, as the
+    // fused kernel gives.
+    let blind = hidden.clone().all_dim(3).expand([b, h, t, total]);
+    let scores = scores.mask_fill(hidden.expand([b, h, t, total]), f32::NEG_INFINITY);
+    mask.apply(activation::softmax(scores, 3).mask_fill(blind, 0.0))
+}
+
+/// See [`super::Gpt2Ops::causal_attention`].
+pub fn causal_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    n_head: usize,
+    pad: Option<Tensor<B, 2, Bool>>,
+    divisor: f32,
+    mask: Mask,
+) -> Tensor<B, 3> {
+    let [q, k, v] = split_heads(qkv, n_head);
+    let probs = attention_probs(q.matmul(k.swap_dims(2, 3)), 0, pad, divisor, mask);
+    merge_heads(probs.matmul(v))
+}
+
+/// `qkv [b, t, 3c]` → q, k, v, each `[b, h, t, c / h]`.
+pub fn split_heads<B: Backend>(qkv: Tensor<B, 3>, n_head: usize) -> [Tensor<B, 4>; 3] {
+    let [b, t, c3] = qkv.dims();
+    let hd = c3 / 3 / n_head;
+    let mut parts = qkv.chunk(3, 2).into_iter().map(|part| part.reshape([b, t, n_head, hd]).swap_dims(1, 2));
+    [(); 3].map(|_| parts.next().expect("three parts"))
+}
+
+/// `[b, h, t, hd]` → `[b, t, h·hd]`: the heads side by side.
+pub fn merge_heads<B: Backend>(y: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, h, t, hd] = y.dims();
+    y.swap_dims(1, 2).reshape([b, t, h * hd])
+}
+
+/// See [`super::Gpt2Ops::gelu_new`]; computed as the identical `x · σ(2√(2/π)(x +
+/// 0.044715x³))`: one sigmoid instead of a power, a tanh and three passes.
+pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+    x * activation::sigmoid(inner)
+}
+
+/// See [`super::Gpt2Ops::layer_norm`].
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        Some(bias.into_primitive().tensor()),
+        eps,
+    )))
+}

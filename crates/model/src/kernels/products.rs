@@ -1,0 +1,176 @@
+//! The products whose kernels are not general matrix products:
+//!
+//! - decoding's few rows times a weight matrix (HF's `Conv1D`
+//!   and the tied head), whose cost is reading the weights once; the general
+//!   product reads them at about two thirds of the memory bandwidth here,
+//!   these stream them at nearly all of it;
+//! - the tied head under autodiff when only `wte`'s last rows train (the added
+//!   names under `wte = "pretrained-rows"`): its backward multiplies only those
+//!   rows' columns of the logits' gradient into `wte`'s gradient (on
+//!   gpt-fr-cased-small, 1,000 rows of 50,000 instead of a product as large as
+//!   the head's own) and leaves the pretrained rows' share zero.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::prelude::*;
+use burn::tensor::TensorMetadata;
+use burn::tensor::ops::FloatTensor;
+use rayon::prelude::*;
+
+use super::composed;
+use super::host::{Ad, contiguous, float, host, is_f32, new_tensor, record, tensor, values};
+use super::simd::{accumulate_rows, add_into, dots};
+
+/// Rows up to which [`flex_linear`] and [`flex_head`] take the streaming kernels;
+/// more rows go to the general product (training, prompts, batched passes).
+pub const FEW_ROWS: usize = 4;
+
+/// Weight rows per task of [`flex_linear`]: each task sums its rows into its own
+/// partial output, and the partials are added in task order, so that the
+/// result does not depend on the number of threads.
+const WEIGHT_ROWS_PER_TASK: usize = 64;
+
+/// Vocabulary rows per task of [`flex_head`].
+const VOCAB_ROWS_PER_TASK: usize = 256;
+
+/// [`super::Gpt2Ops::linear`] on Flex: the streaming kernel on up to [`FEW_ROWS`] rows.
+pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Tensor<Flex, 1>) -> Tensor<Flex, 2> {
+    if !is_f32(&x) || x.dims()[0] > FEW_ROWS {
+        return composed::linear(x, weight, bias);
+    }
+    tensor(few_rows_linear(&host(x), &host(weight), &host(bias)))
+}
+
+/// [`super::Gpt2Ops::tied_head`] on Flex: the streaming kernel on up to [`FEW_ROWS`] rows.
+pub(super) fn flex_head(hidden: Tensor<Flex, 2>, wte: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+    if !is_f32(&hidden) || hidden.dims()[0] > FEW_ROWS {
+        return composed::tied_head(hidden, wte);
+    }
+    tensor(few_rows_head(&host(hidden), &host(wte)))
+}
+
+/// [`super::Gpt2Ops::tied_head`] on Flex under autodiff: when `wte`'s rows
+/// from `trained_from` on are the only ones that train, their gradient alone.
+/// The values are the same as without it.
+pub(super) fn autodiff_head(hidden: Tensor<Ad, 2>, wte: Tensor<Ad, 2>, trained_from: Option<usize>) -> Tensor<Ad, 2> {
+    match trained_from {
+        Some(from) if from > 0 && is_f32(&hidden) => tensor(head_trained_from(float(hidden), float(wte), from)),
+        _ => composed::tied_head(hidden, wte),
+    }
+}
+
+/// The tied head under autodiff when only `wte`'s rows from `from` on train:
+/// the forward product as [`composed::tied_head`]'s, a backward that skips the
+/// pretrained rows' share of `wte`'s gradient.
+fn head_trained_from(hidden: FloatTensor<Ad>, wte: FloatTensor<Ad>, from: usize) -> FloatTensor<Ad> {
+    let state = HeadState { hidden: hidden.primitive.clone(), wte: wte.primitive.clone(), from };
+    let logits = tensor::<Flex, 2>(state.hidden.clone()).matmul(tensor::<Flex, 2>(state.wte.clone()).transpose());
+    let op =
+        HeadBackward.prepare::<NoCheckpointing>([hidden.node.clone(), wte.node.clone()]).compute_bound().stateful();
+    record(op, state, float(logits))
+}
+
+#[derive(Debug, Clone)]
+struct HeadState {
+    hidden: FlexTensor,
+    wte: FlexTensor,
+    /// The first `wte` row whose gradient is computed.
+    from: usize,
+}
+
+#[derive(Debug)]
+struct HeadBackward;
+
+impl Backward<Flex, 2> for HeadBackward {
+    type State = HeadState;
+
+    fn backward(self, ops: Ops<HeadState, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [p_hidden, p_wte] = ops.parents;
+        let grad = tensor::<Flex, 2>(grads.consume::<Flex>(&ops.node)); // [m, vocab]
+        let state = ops.state;
+        if let Some(node) = p_wte {
+            let (m, vocab, c) = (grad.dims()[0], state.wte.shape()[0], state.wte.shape()[1]);
+            let from = state.from.min(vocab);
+            let g = contiguous(float(grad.clone()));
+            let hidden = contiguous(state.hidden);
+            // One zeroed buffer (fresh pages), the trained rows written in place:
+            // d wte[v] = Σᵢ g[i, v] · hidden[i] for v ≥ from.
+            let mut d_wte = vec![0.0f32; vocab * c];
+            if from < vocab {
+                // SAFETY: `d_wte` holds `vocab·c` values, rows `from..` are
+                // written as a `[vocab − from, c]` matrix; `g` is `[m, vocab]`
+                // read as its columns `from..` transposed, `hidden` is `[m, c]`;
+                // all contiguous.
+                unsafe {
+                    gemm::gemm(
+                        vocab - from,
+                        c,
+                        m,
+                        d_wte.as_mut_ptr().add(from * c),
+                        1,
+                        c as isize,
+                        false,
+                        values(&g).as_ptr().add(from),
+                        vocab as isize,
+                        1,
+                        values(&hidden).as_ptr(),
+                        1,
+                        c as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                    );
+                }
+            }
+            grads.register::<Flex>(node.id, new_tensor(d_wte, [vocab, c].into()));
+        }
+        if let Some(node) = p_hidden {
+            grads.register::<Flex>(node.id, float(grad.matmul(tensor::<Flex, 2>(state.wte))));
+        }
+    }
+}
+
+fn few_rows_linear(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let (m, k, n) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
+    let (x, w) = (values(x), values(weight));
+    let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
+    partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
+        let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
+        for (r, acc) in partial.chunks_exact_mut(n).enumerate() {
+            accumulate_rows(&x[r * k..][rows.clone()], &w[rows.start * n..rows.end * n], acc);
+        }
+    });
+    let mut y: Vec<f32> = values(bias).repeat(m);
+    for partial in partials.chunks_exact(m * n) {
+        add_into(partial, &mut y);
+    }
+    new_tensor(y, [m, n].into())
+}
+
+fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
+    let (m, c, vocab) = (hidden.shape()[0], hidden.shape()[1], wte.shape()[0]);
+    let (x, w) = (values(hidden), values(wte));
+    let mut y = vec![0.0f32; m * vocab];
+    // Task j: vocabulary rows j·R .. (j+1)·R for every hidden row, so that each
+    // block of `wte` is read from memory once.
+    let mut tasks: Vec<Vec<&mut [f32]>> =
+        (0..vocab.div_ceil(VOCAB_ROWS_PER_TASK)).map(|_| Vec::with_capacity(m)).collect();
+    for row in y.chunks_exact_mut(vocab) {
+        for (task, out) in tasks.iter_mut().zip(row.chunks_mut(VOCAB_ROWS_PER_TASK)) {
+            task.push(out);
+        }
+    }
+    tasks.into_par_iter().enumerate().for_each(|(task, outs)| {
+        let block = &w[task * VOCAB_ROWS_PER_TASK * c..];
+        for (r, out) in outs.into_iter().enumerate() {
+            dots(&x[r * c..(r + 1) * c], &block[..out.len() * c], out);
+        }
+    });
+    new_tensor(y, [m, vocab].into())
+}

@@ -1,0 +1,382 @@
+//! The kernels' row loops: softmax, its backward, `gelu_new`, layer norm and
+//! the streamed products, on slices. Written as plain loops with 8
+//! accumulators so that the compiler vectorises them; compiled twice (AVX2 +
+//! FMA when the CPU has them, else the baseline) with the same operation
+//! order, so both give the same bits.
+
+#[cfg(test)]
+/// Tests run the kernels' baseline build on a CPU with AVX2 through this.
+static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the kernels must skip their AVX2 build (tests only).
+#[inline]
+fn baseline_only() -> bool {
+    #[cfg(test)]
+    return BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(test))]
+    false
+}
+
+macro_rules! simd_kernel {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                if !baseline_only() && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// `eˣ` to about 1 ulp (Cephes' `expf`: `2ⁿ · p(r)`, `|r| ≤ ln 2 / 2`), written
+/// without branches or library calls so that loops over it vectorise; 0 below
+/// −87.3 (where f32 underflows), NaN for NaN.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
+    let clamped = x.clamp(-87.336_54, 88.376_26);
+    let t = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = clamped - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let two_n = f32::from_bits(
+        (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32).wrapping_add(127).wrapping_shl(23) as u32,
+    );
+    let y = e * two_n;
+    if x < -87.336_54 {
+        0.0
+    } else if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+#[inline(always)]
+fn max8(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &v in acc.iter().chain(tail) {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+/// Σ xᵢ·yᵢ in a fixed order, `LANES` products in flight (a multiple of 8).
+#[inline(always)]
+fn dot<const LANES: usize>(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for k in 0..LANES {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    let mut s = sum8(&acc);
+    for (a, b) in xt.iter().zip(yt) {
+        s += a * b;
+    }
+    s
+}
+
+/// Σ xᵢ in a fixed order.
+#[inline(always)]
+fn sum8(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let mut s = 0.0;
+    for a in acc {
+        s += a;
+    }
+    for &v in tail {
+        s += v;
+    }
+    s
+}
+
+/// `x ← e^(x − m)` and returns the sum, in a fixed order. The exponentials are
+/// one plain loop (so that it vectorises), the sum another.
+#[inline(always)]
+fn exp_shift_sum(x: &mut [f32], m: f32) -> f32 {
+    for v in x.iter_mut() {
+        *v = exp(*v - m);
+    }
+    sum8(x)
+}
+
+simd_kernel! {
+    /// log Σ e^x of one row of logits.
+    pub(super) fn log_sum_exp(x: &[f32]) -> f32 {
+        let m = max8(x);
+        if m.is_infinite() {
+            return m;
+        }
+        let mut buffer = [0.0f32; 512];
+        let mut s = 0.0;
+        for block in x.chunks(buffer.len()) {
+            let e = &mut buffer[..block.len()];
+            e.copy_from_slice(block);
+            s += exp_shift_sum(e, m);
+        }
+        m + s.ln()
+    }
+}
+
+simd_kernel! {
+    /// `x ← scale · e^(x − lse)`: the softmax of a row of logits, scaled.
+    pub(super) fn scaled_softmax(x: &mut [f32], lse: f32, scale: f32) {
+        for v in x.iter_mut() {
+            *v = scale * exp(*v - lse);
+        }
+    }
+}
+
+simd_kernel! {
+    /// One row of attention scores, in place: `s ← softmax(s / divisor)` over
+    /// the keys `j < visible` not hidden by `pad`, 0 elsewhere (and everywhere
+    /// if none is visible).
+    pub(super) fn masked_softmax(s: &mut [f32], divisor: f32, visible: usize, pad: Option<&[u8]>) {
+        let (seen, unseen) = s.split_at_mut(visible);
+        unseen.fill(0.0);
+        match pad {
+            None => {
+                for o in seen.iter_mut() {
+                    *o /= divisor;
+                }
+            }
+            Some(pad) => {
+                for (o, &hidden) in seen.iter_mut().zip(pad) {
+                    *o = if hidden != 0 { f32::NEG_INFINITY } else { *o / divisor };
+                }
+            }
+        }
+        let m = max8(seen);
+        if m == f32::NEG_INFINITY {
+            seen.fill(0.0);
+            return;
+        }
+        let sum = exp_shift_sum(seen, m);
+        let inv = 1.0 / sum;
+        for o in seen.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+simd_kernel! {
+    /// The softmax backward of one row, in place: `g ← (p ⊙ (g − ⟨g, p⟩)) / divisor`.
+    pub(super) fn softmax_backward(p: &[f32], divisor: f32, g: &mut [f32]) {
+        let dot = dot::<8>(g, p);
+        for (gj, &pj) in g.iter_mut().zip(p) {
+            *gj = pj * (*gj - dot) / divisor;
+        }
+    }
+}
+
+/// `2·√(2/π)`: `½(1 + tanh u) = σ(2u)`.
+const GELU_K: f32 = 2.0 * 0.797_884_6;
+const GELU_C: f32 = 0.044_715;
+
+simd_kernel! {
+    /// `gelu_new(x) = x · σ(2√(2/π)(x + 0.044715x³))`.
+    pub(super) fn gelu_forward(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            let z = GELU_K * (v + GELU_C * v * v * v);
+            *o = v / (1.0 + exp(-z));
+        }
+    }
+}
+
+simd_kernel! {
+    /// `g ← g · gelu_new'(x)`, `gelu_new' = σ + x σ(1 − σ) k (1 + 3c x²)`.
+    pub(super) fn gelu_backward(x: &[f32], g: &mut [f32]) {
+        for (gi, &v) in g.iter_mut().zip(x) {
+            let z = GELU_K * (v + GELU_C * v * v * v);
+            let s = 1.0 / (1.0 + exp(-z));
+            *gi *= s + v * s * (1.0 - s) * GELU_K * (1.0 + 3.0 * GELU_C * v * v);
+        }
+    }
+}
+
+simd_kernel! {
+    /// One row of layer norm: returns (mean, 1/σ) and writes `y`.
+    pub(super) fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) -> (f32, f32) {
+        let n = x.len() as f32;
+        let mean = sum8(x) / n;
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v - mean;
+        }
+        let var = dot::<8>(y, y) / n;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for ((o, &wi), &bi) in y.iter_mut().zip(w).zip(b) {
+            *o = *o * rstd * wi + bi;
+        }
+        (mean, rstd)
+    }
+}
+
+simd_kernel! {
+    /// Layer norm backward of one row: `dx` in place of `g` (= dy on entry);
+    /// adds this row's terms to `dw` and `db`.
+    pub(super) fn layer_norm_row_backward(x: &[f32], w: &[f32], mean: f32, rstd: f32, g: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
+        let n = x.len() as f32;
+        let (mut sum_gw, mut sum_gw_xhat) = (0.0f32, 0.0f32);
+        for i in 0..x.len() {
+            let xhat = (x[i] - mean) * rstd;
+            let dy = g[i];
+            dw[i] += dy * xhat;
+            db[i] += dy;
+            let gw = dy * w[i];
+            sum_gw += gw;
+            sum_gw_xhat += gw * xhat;
+        }
+        let (mean_gw, mean_gw_xhat) = (sum_gw / n, sum_gw_xhat / n);
+        for i in 0..x.len() {
+            let xhat = (x[i] - mean) * rstd;
+            g[i] = rstd * (g[i] * w[i] - mean_gw - xhat * mean_gw_xhat);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `acc[j] += Σᵢ x[i]·w[i·n + j]` over the rows of `w` (`n = acc.len()`),
+    /// four rows per pass over `acc`, in a fixed order.
+    pub(super) fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32]) {
+        let n = acc.len();
+        let (quads, rest) = x.split_at(x.len() / 4 * 4);
+        for (i, q) in quads.chunks_exact(4).enumerate() {
+            let rows = &w[4 * i * n..4 * (i + 1) * n];
+            let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
+            for j in 0..n {
+                acc[j] += q[0] * r0[j] + q[1] * r1[j] + q[2] * r2[j] + q[3] * r3[j];
+            }
+        }
+        for (i, &a) in rest.iter().enumerate() {
+            let row = &w[(quads.len() + i) * n..][..n];
+            for j in 0..n {
+                acc[j] += a * row[j];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// `out[v] = x · w[v·c .. (v+1)·c]`, each a dot product in a fixed order.
+    pub(super) fn dots(x: &[f32], w: &[f32], out: &mut [f32]) {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
+            *o = dot::<32>(x, row);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `y += x`, element by element.
+    pub(super) fn add_into(x: &[f32], y: &mut [f32]) {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += x;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_avx2_and_baseline_builds_of_the_kernels_give_the_same_bits() {
+        // Inputs of unit scale with a spread, some exactly at the softmax's edge cases.
+        let x: Vec<f32> =
+            (0..1003).map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 5.0) * if i % 3 == 0 { 3.0 } else { 1.0 }).collect();
+        let w: Vec<f32> = (0..1003).map(|i| 0.5 + (i % 17) as f32 / 16.0).collect();
+        let pad: Vec<u8> = (0..1003).map(|i| (i % 11 == 0) as u8).collect();
+        let run = || {
+            let mut out = vec![log_sum_exp(&x)];
+            let mut row = x.clone();
+            masked_softmax(&mut row, 8.0, 900, Some(&pad));
+            out.extend(&row);
+            let mut g = x.clone();
+            softmax_backward(&row, 8.0, &mut g);
+            out.extend(&g);
+            let mut y = vec![0.0; x.len()];
+            gelu_forward(&x, &mut y);
+            out.extend(&y);
+            gelu_backward(&x, &mut y);
+            out.extend(&y);
+            let (mean, rstd) = layer_norm_row(&x, &w, &w, 1e-5, &mut y);
+            out.extend([mean, rstd]);
+            out.extend(&y);
+            let (mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            layer_norm_row_backward(&x, &w, mean, rstd, &mut y, &mut dw, &mut db);
+            out.extend(&y);
+            out.extend(&dw);
+            let mut s = x.clone();
+            scaled_softmax(&mut s, out[0], 0.5);
+            out.extend(&s);
+            let mut acc = vec![0.25; 59];
+            accumulate_rows(&x[..17], &x[..17 * 59], &mut acc);
+            add_into(&w[..59], &mut acc);
+            out.extend(&acc);
+            let mut logits = vec![0.0; 13];
+            dots(&x[..75], &w[..13 * 75], &mut logits);
+            out.extend(&logits);
+            out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        let simd = run();
+        #[cfg(target_arch = "x86_64")]
+        let both = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let both = false;
+        if !both {
+            tp06_testkit::note("this CPU has no AVX2 + FMA: the kernels' baseline build was compared with itself");
+        }
+        BASELINE_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+        let baseline = run();
+        BASELINE_ONLY.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(simd, baseline);
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm_and_saturates_like_it() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (ours, libm) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((ours - libm) / libm).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+}
