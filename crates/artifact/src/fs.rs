@@ -87,6 +87,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     write_atomic_with(path, |w| w.write_all(bytes).map_err(|e| FsError::new("cannot write", path, e)))
 }
 
+/// Copies the file `from` to `to` atomically.
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<(), FsError> {
+    let bytes = std::fs::read(from).map_err(|e| FsError::new("cannot read", from, e))?;
+    write_atomic(to, &bytes)
+}
+
 /// Writes `value` as pretty JSON to `path` atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FsError> {
     let mut bytes =

@@ -32,7 +32,8 @@ pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_stage_model, outputs, run};
 pub use weights::{
-    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_tensors,
+    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_hf_dir,
+    write_tensors,
 };
 
 /// Everything that can go wrong with a model directory or its files.

@@ -3,7 +3,7 @@
 //! directory (`RUN_DIR/model/`: `config.json`, `model.safetensors`, the
 //! tokenizer files, `freeze.json`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -176,21 +176,12 @@ pub fn run<B: Backend>(
         }
     }
     tp06_artifact::fs::write_atomic(&writer.path(outputs::CONFIG), hf_out.to_json_pretty().as_bytes())?;
-    weights::save_safetensors(&model, &writer.path(outputs::WEIGHTS))?;
     tp06_artifact::fs::write_json_atomic(&writer.path(outputs::FREEZE), &plan)?;
-    let mut files = vec![outputs::CONFIG.to_string(), outputs::WEIGHTS.to_string(), outputs::FREEZE.to_string()];
-    for file in
-        [tp06_vocab::outputs::TOKENIZER, tp06_vocab::outputs::TOKENIZER_CONFIG, tp06_vocab::outputs::SPECIAL_TOKENS_MAP]
-    {
-        let from = vocab_stage.manifest.output_path(run, file);
-        let bytes = std::fs::read(&from).map_err(|e| ModelError::Io {
-            path: from.clone(),
-            action: "cannot read",
-            source: e,
-        })?;
-        tp06_artifact::fs::write_atomic(&writer.path(file), &bytes)?;
-        files.push(file.to_string());
-    }
+    let tokenizer: Vec<PathBuf> =
+        tp06_vocab::outputs::HF_FILES.iter().map(|file| vocab_stage.manifest.output_path(run, file)).collect();
+    let mut files = weights::write_hf_dir(&model, &writer.dir(), &tokenizer)?; // weights, then the tokenizer's
+    files.insert(0, outputs::CONFIG.to_string());
+    files.insert(2, outputs::FREEZE.to_string());
 
     let init = match vocab.init {
         InitStrategy::Reference => format!("reference + N(0, {}²)", vocab.noise_std),

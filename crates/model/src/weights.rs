@@ -235,6 +235,21 @@ impl<B: Backend> ModuleVisitor<B> for NamedParams<B> {
     }
 }
 
+/// Writes `model` as an HF model directory `dir`: its weights as
+/// `model.safetensors`, and the `files` (config.json, the tokenizer's) copied
+/// beside them under their own names. Returns the names written, weights first.
+pub fn write_hf_dir<B: Backend>(model: &Gpt2<B>, dir: &Path, files: &[PathBuf]) -> Result<Vec<String>, ModelError> {
+    tp06_artifact::fs::create_dir_all(dir)?;
+    save_safetensors(model, &dir.join(SAFETENSORS))?;
+    let mut names = vec![SAFETENSORS.to_string()];
+    for from in files {
+        let name = from.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        tp06_artifact::fs::copy_atomic(from, &dir.join(&name))?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
 /// Writes `model` as `model.safetensors` with HF's keys (`transformer.…`, no
 /// `lm_head.weight`) and metadata `format=pt`, atomically.
 pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), ModelError> {

@@ -31,6 +31,10 @@ pub struct LoopState {
     pub seconds: f64,
     /// Token positions processed before this checkpoint.
     pub positions: u64,
+    /// The train stage's settings the run was made with (what a resume with
+    /// other settings is told apart by).
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
 
 /// A checkpoint on disk.

@@ -14,13 +14,15 @@ pub mod examples;
 pub mod metrics;
 pub mod optim;
 mod stage;
+mod train_loop;
 pub mod trainer;
 
 use std::path::PathBuf;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, LoopState};
 pub use config::Config;
-pub use stage::{LoopOptions, Resume, TrainContext, TrainStats, outputs, run, steps_per_epoch, train_loop};
+pub use stage::{Resume, TrainContext, TrainStats, outputs, run};
+pub use train_loop::{Evaluation, KeepBest, Loop, Validation, steps_per_epoch, train_loop};
 
 /// `" (or `COMMAND`)"`, or nothing without a command.
 fn or_command(command: &Option<String>) -> String {
@@ -54,6 +56,11 @@ pub enum TrainError {
         "--resume: no checkpoint of this run in `{dir}` (the configuration or inputs changed, or training never started); drop --resume to train from the start"
     )]
     NothingToResume { dir: PathBuf },
+    /// `--resume` when the last checkpoint was made with other settings or inputs.
+    #[error(
+        "--resume: the last checkpoint, `{dir}` (step {step}), was made otherwise: {differences}; run with its settings to continue it, or drop --resume to train from the start"
+    )]
+    ResumeMismatch { dir: PathBuf, step: u64, differences: String },
     /// A checkpoint or metrics file is unreadable.
     #[error("`{path}`: {reason}")]
     Checkpoint { path: PathBuf, reason: String },

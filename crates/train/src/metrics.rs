@@ -35,6 +35,13 @@ pub struct Record {
     pub eval_perplexity: Option<f64>,
 }
 
+impl Record {
+    /// The record of an evaluation alone, at `step`.
+    pub fn evaluation(step: u64, epoch: f64, eval_loss: f64) -> Self {
+        Self { step, epoch, eval_loss: Some(eval_loss), eval_perplexity: Some(eval_loss.exp()), ..Default::default() }
+    }
+}
+
 /// Reads `metrics.jsonl` (missing file: no records).
 pub fn read(path: &Path) -> Result<Vec<Record>, TrainError> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };

@@ -1,24 +1,25 @@
-//! The train stage: data → examples → the loop → export.
+//! The train stage, in named steps: its upstream stages → the datasets
+//! (tokens, examples, validation) → the trainer, resumed from a checkpoint of
+//! this very run or fresh (with the base model's evaluation) → the loop →
+//! the export and the manifest.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
-use burn::prelude::*;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tp06_artifact::{Begin, Progress, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
-use tp06_model::TrainBackend;
+use tp06_model::{FreezePlan, Gpt2, Gpt2Config, TrainBackend};
 use tp06_vocab::{Tok, VocabInfo};
 
 use crate::TrainError;
-use crate::checkpoint::{self, LoopState};
+use crate::checkpoint::{self, Checkpoint, LoopState};
 use crate::config::Config;
 use crate::examples::{self, Example, ExampleOptions};
 use crate::metrics::{self, Record};
-use crate::optim::{AdamW, linear_schedule};
-use crate::trainer::{StepError, Trainer};
+use crate::optim::AdamW;
+use crate::train_loop::{Evaluation, KeepBest, Loop, Validation, steps_per_epoch, train_loop};
+use crate::trainer::Trainer;
 
 /// The train stage's outputs.
 pub mod outputs {
@@ -138,115 +139,75 @@ fn tokenize(tok: &Tok, articles: &[tp06_data::Article]) -> Result<Vec<Vec<u32>>,
     articles.iter().map(|a| tok.encode(&a.content).map_err(TrainError::from)).collect()
 }
 
-/// A seeded permutation per epoch (HF shuffles every epoch with a seeded sampler).
-fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    if shuffle {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (epoch + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-        order.shuffle(&mut rng);
+/// The train stage's upstream stages, checked.
+struct Upstreams {
+    data: UpstreamCheck,
+    vocab: UpstreamCheck,
+    model: UpstreamCheck,
+}
+
+impl Upstreams {
+    fn require(run: &RunDir) -> Result<Self, TrainError> {
+        Ok(Self {
+            data: UpstreamCheck::require(run, Stage::Data)?,
+            vocab: UpstreamCheck::require(run, Stage::Vocab)?,
+            model: UpstreamCheck::require(run, Stage::Model)?,
+        })
     }
-    order
 }
 
-/// Steps per epoch as HF counts them: `ceil(ceil(n / batch) / accumulation)`.
-pub fn steps_per_epoch(examples: usize, batch_size: usize, grad_accum: usize) -> u64 {
-    (examples.div_ceil(batch_size).div_ceil(grad_accum)) as u64
+/// What the loop trains on and is evaluated on.
+struct Datasets {
+    train: Vec<Example>,
+    validation: Validation,
 }
 
-/// The micro-batches of optimiser step `step_in_epoch` of an epoch in `order`.
-fn micro_batches<'a>(
-    examples: &'a [Example],
-    order: &[usize],
-    step_in_epoch: u64,
-    batch: usize,
-    accum: usize,
-) -> Vec<Vec<&'a Example>> {
-    let micro_count = order.len().div_ceil(batch);
-    let first = step_in_epoch as usize * accum;
-    (first..(first + accum).min(micro_count))
-        .map(|m| order[m * batch..((m + 1) * batch).min(order.len())].iter().map(|&i| &examples[i]).collect())
-        .collect()
-}
-
-/// The settings of the loop proper (the stage derives them from [`Config`]).
-#[derive(Debug, Clone)]
-pub struct LoopOptions {
-    /// Shuffle each epoch (off only for parity tests with a fixed order).
-    pub shuffle: bool,
-}
-
-/// Runs the train stage into `run`.
-pub fn run<B: TrainBackend>(
+/// Tokenises the articles (or reuses the cache of this very data and
+/// tokenizer) and builds the examples: the training ones as configured, the
+/// validation ones always without padding in the loss and without packing,
+/// so that their loss compares across presets.
+fn prepare_datasets(
     run: &RunDir,
+    upstream: &Upstreams,
     config: &Config,
-    device: &B::Device,
-    ctx: &TrainContext,
-) -> Result<StageReport, TrainError> {
-    config.validate().map_err(TrainError::Config)?;
-    let data = UpstreamCheck::require(run, Stage::Data)?;
-    let vocab = UpstreamCheck::require(run, Stage::Vocab)?;
-    let model_stage = UpstreamCheck::require(run, Stage::Model)?;
-    let inputs = vec![data.input.clone(), vocab.input.clone(), model_stage.input.clone()];
-    let config_json = serde_json::to_value(config).expect("the train config serialises");
-    let writer = match StageWriter::begin_unless_up_to_date(run, Stage::Train, config_json, inputs, ctx.force)? {
-        Begin::UpToDate(manifest) => {
-            let stats: TrainStats = serde_json::from_value(manifest.stats.clone()).unwrap_or_default();
-            return Ok(StageReport { summary: stats.summary(), manifest, up_to_date: true });
-        }
-        Begin::Run(writer) => writer,
-    };
-    let fingerprint = writer.fingerprint().0.clone();
-    let checkpoints = writer.path(outputs::CHECKPOINTS);
-    if ctx.force {
-        let _ = std::fs::remove_dir_all(&checkpoints);
+    model: &Gpt2Config,
+    cache_path: &Path,
+) -> Result<Datasets, TrainError> {
+    if config.max_length > model.n_positions {
+        return Err(TrainError::Config(format!(
+            "train.max_length: {} is longer than the model's context (n_positions = {}); use at most {}",
+            config.max_length, model.n_positions, model.n_positions
+        )));
     }
-    let resume_from = checkpoint::list(&checkpoints)?.into_iter().rfind(|c| c.state.fingerprint == fingerprint);
-    if ctx.resume == Resume::Require && resume_from.is_none() {
-        return Err(TrainError::NothingToResume { dir: checkpoints });
-    }
-
-    // Tokenise (or reuse the cache of this very data and tokenizer).
-    let vocab_dir = run.stage_dir(Stage::Vocab);
-    let tok = Tok::from_dir(&vocab_dir)?;
+    let (data, vocab) = (&upstream.data, &upstream.vocab);
+    let tok = Tok::from_dir(&run.stage_dir(Stage::Vocab))?;
     let info = VocabInfo::read(&vocab.manifest.output_path(run, tp06_vocab::outputs::VOCAB_INFO))?;
     let cache_key = format!("{}/{}", data.input.sha256, vocab.input.sha256);
-    let cache_path = writer.path(outputs::TOKENS);
-    let cached: Option<TokenCache> = std::fs::read_to_string(&cache_path)
+    let cached: Option<TokenCache> = std::fs::read_to_string(cache_path)
         .ok()
         .and_then(|t| serde_json::from_str::<TokenCache>(&t).ok())
         .filter(|c| c.version == TOKEN_CACHE_VERSION && c.key == cache_key);
-    let valid_articles = match data.manifest.outputs.iter().any(|o| o.path == tp06_data::outputs::VALID) {
-        true => tp06_data::read_articles_artifact(&data.manifest.output_path(run, tp06_data::outputs::VALID))?,
-        false => Vec::new(),
-    };
     let cache = match cached {
         Some(cache) => cache,
         None => {
-            let train_articles =
-                tp06_data::read_articles_artifact(&data.manifest.output_path(run, tp06_data::outputs::TRAIN))?;
+            let read = |file| tp06_data::read_articles_artifact(&data.manifest.output_path(run, file));
+            let has_valid = data.manifest.outputs.iter().any(|o| o.path == tp06_data::outputs::VALID);
+            let valid = if has_valid { read(tp06_data::outputs::VALID)? } else { Vec::new() };
             let cache = TokenCache {
                 version: TOKEN_CACHE_VERSION,
                 key: cache_key,
-                train: tokenize(&tok, &train_articles)?,
-                valid: tokenize(&tok, &valid_articles)?,
+                train: tokenize(&tok, &read(tp06_data::outputs::TRAIN)?)?,
+                valid: tokenize(&tok, &valid)?,
             };
-            tp06_artifact::fs::write_json_atomic(&cache_path, &cache)?;
+            tp06_artifact::fs::write_json_atomic(cache_path, &cache)?;
             cache
         }
     };
 
-    let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
-    if config.max_length > model_config.n_positions {
-        return Err(TrainError::Config(format!(
-            "train.max_length: {} is longer than the model's context (n_positions = {}); use at most {}",
-            config.max_length, model_config.n_positions, model_config.n_positions
-        )));
-    }
-    let eos = info.eos_id.unwrap_or(info.pad_id);
     let options = ExampleOptions {
         max_length: config.max_length,
         pad_id: info.pad_id,
-        eos_id: eos,
+        eos_id: info.eos_id.unwrap_or(info.pad_id),
         pad_in_loss: config.pad_in_loss,
         packing: config.packing,
     };
@@ -256,8 +217,6 @@ pub fn run<B: TrainBackend>(
             "no training example: the articles are empty or shorter than one block (train.packing)".into(),
         ));
     }
-    // Validation always leaves padding out and adds nothing, so that its loss
-    // compares across presets.
     let eval_options = ExampleOptions { pad_in_loss: false, packing: false, ..options };
     let valid: Vec<Example> = examples::build(&cache.valid, eval_options)
         .into_iter()
@@ -268,7 +227,7 @@ pub fn run<B: TrainBackend>(
             e
         })
         .collect();
-    let valid_chars: usize = valid
+    let chars = valid
         .iter()
         .map(|e| {
             let real: Vec<u32> =
@@ -276,31 +235,117 @@ pub fn run<B: TrainBackend>(
             tok.decode(&real, true).map(|s| s.chars().count()).unwrap_or(0)
         })
         .sum();
+    Ok(Datasets { train, validation: Validation { examples: valid, chars } })
+}
 
-    let adamw = AdamW {
-        beta1: config.adam_beta1,
-        beta2: config.adam_beta2,
-        epsilon: config.adam_epsilon,
-        weight_decay: config.weight_decay,
+/// The checkpoint to resume from: the last one of this very run (same
+/// settings, same inputs). When there is none but others, `--resume` is
+/// refused with what differs from the latest; without it, training starts over.
+fn checkpoint_to_resume(
+    checkpoints: &Path,
+    fingerprint: &str,
+    config: &Value,
+    resume: Resume,
+) -> Result<Option<Checkpoint>, TrainError> {
+    let all = checkpoint::list(checkpoints)?;
+    let Some(latest) = all.last() else {
+        return match resume {
+            Resume::Require => Err(TrainError::NothingToResume { dir: checkpoints.to_path_buf() }),
+            Resume::Auto => Ok(None),
+        };
     };
-    let mut trainer = Trainer::<B>::new(model, plan, adamw, config.max_grad_norm, config.seed, device.clone());
-    trainer.autocast = config.precision;
-    let metrics_path = writer.path(outputs::METRICS);
+    if let Some(ours) = all.iter().rfind(|c| c.state.fingerprint == fingerprint) {
+        return Ok(Some(ours.clone()));
+    }
+    let differences = config_differences(&latest.state.config, config);
+    match resume {
+        Resume::Require => Err(TrainError::ResumeMismatch {
+            dir: latest.dir.clone(),
+            step: latest.state.step,
+            differences: if differences.is_empty() {
+                "the same train settings, but an upstream stage's output changed".into()
+            } else {
+                differences.join(", ")
+            },
+        }),
+        Resume::Auto => {
+            tracing::warn!(
+                "not resuming from `{}`: it was made with other settings or inputs; training starts over",
+                latest.dir.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `train.KEY: OLD → NEW` for every setting that differs between two train configurations.
+fn config_differences(old: &Value, new: &Value) -> Vec<String> {
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+        return vec!["the checkpoint does not record its settings (an older version wrote it)".into()];
+    };
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&Value>| v.map_or("(unset)".to_string(), Value::to_string);
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| format!("train.{k}: {} → {}", show(old.get(k)), show(new.get(k))))
+        .collect()
+}
+
+/// Runs the train stage into `run`.
+pub fn run<B: TrainBackend>(
+    run: &RunDir,
+    config: &Config,
+    device: &B::Device,
+    ctx: &TrainContext,
+) -> Result<StageReport, TrainError> {
+    config.validate().map_err(TrainError::Config)?;
+    let upstream = Upstreams::require(run)?;
+    let inputs = vec![upstream.data.input.clone(), upstream.vocab.input.clone(), upstream.model.input.clone()];
+    let config_json = serde_json::to_value(config).expect("the train config serialises");
+    let writer = match StageWriter::begin_unless_up_to_date(run, Stage::Train, config_json.clone(), inputs, ctx.force)?
+    {
+        Begin::UpToDate(manifest) => {
+            let stats: TrainStats = serde_json::from_value(manifest.stats.clone()).unwrap_or_default();
+            return Ok(StageReport { summary: stats.summary(), manifest, up_to_date: true });
+        }
+        Begin::Run(writer) => writer,
+    };
+    let fingerprint = writer.fingerprint().0.clone();
+    let (checkpoints, metrics_path) = (writer.path(outputs::CHECKPOINTS), writer.path(outputs::METRICS));
+    if ctx.force {
+        let _ = std::fs::remove_dir_all(&checkpoints);
+    }
+    let resume_from = checkpoint_to_resume(&checkpoints, &fingerprint, &config_json, ctx.resume)?;
+
+    // The datasets.
+    let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
+    let data = prepare_datasets(run, &upstream, config, &model_config, &writer.path(outputs::TOKENS))?;
+    let (train, validation) = (&data.train, (!data.validation.examples.is_empty()).then_some(&data.validation));
+    let per_epoch = steps_per_epoch(train.len(), config.batch_size, config.grad_accum);
+    let total_steps = config.max_steps.unwrap_or(config.epochs as u64 * per_epoch);
+    let mut stats = TrainStats {
+        train_examples: train.len(),
+        valid_examples: data.validation.examples.len(),
+        effective_batch: config.batch_size * config.grad_accum,
+        steps_per_epoch: per_epoch,
+        total_steps,
+        padding_fraction: train.iter().map(|e| e.attention.iter().filter(|a| !**a).count()).sum::<usize>() as f64
+            / (train.len() * config.max_length) as f64,
+        ..Default::default()
+    };
+
+    // The trainer: resumed from this run's checkpoint, or fresh and evaluated once.
+    let mut trainer = new_trainer(model, plan, config, device);
     let mut state = LoopState {
         version: checkpoint::CHECKPOINT_VERSION,
-        fingerprint: fingerprint.clone(),
+        fingerprint,
         step: 0,
         best: None,
         seconds: 0.0,
         positions: 0,
-    };
-    let mut stats = TrainStats {
-        train_examples: train.len(),
-        valid_examples: valid.len(),
-        effective_batch: config.batch_size * config.grad_accum,
-        padding_fraction: train.iter().map(|e| e.attention.iter().filter(|a| !**a).count()).sum::<usize>() as f64
-            / (train.len() * config.max_length) as f64,
-        ..Default::default()
+        config: config_json,
     };
     match &resume_from {
         Some(ckpt) => {
@@ -316,61 +361,33 @@ pub fn run<B: TrainBackend>(
         None => {
             tp06_artifact::fs::remove_file_if_exists(&metrics_path)?;
             let _ = std::fs::remove_dir_all(writer.path(outputs::BEST));
+            if let Some(validation) = validation {
+                let eval = validation.evaluate(&trainer, config.batch_size);
+                metrics::append(&metrics_path, &Record::evaluation(0, 0.0, eval.loss))?;
+                state.best = Some((0, eval.loss));
+                stats.base_eval_nats_per_char = Some(eval.nats_per_char);
+            }
         }
     }
-    let eval = |trainer: &Trainer<B>| -> Option<(f64, f64)> {
-        (!valid.is_empty()).then(|| {
-            let (loss, total, _) = trainer.evaluate(&valid, config.batch_size);
-            (loss, total / valid_chars.max(1) as f64)
-        })
-    };
-    if resume_from.is_none()
-        && let Some((loss, per_char)) = eval(&trainer)
-    {
-        metrics::append(
-            &metrics_path,
-            &Record {
-                step: 0,
-                epoch: 0.0,
-                eval_loss: Some(loss),
-                eval_perplexity: Some(loss.exp()),
-                ..Default::default()
-            },
-        )?;
-        state.best = Some((0, loss));
-        stats.base_eval_loss = Some(loss);
-        stats.base_eval_nats_per_char = Some(per_char);
-    }
-    if let Some(before) = metrics::read(&metrics_path)?.iter().find(|r| r.step == 0).and_then(|r| r.eval_loss) {
-        stats.base_eval_loss = Some(before);
-    }
+    stats.base_eval_loss = metrics::read(&metrics_path)?.iter().find(|r| r.step == 0).and_then(|r| r.eval_loss);
 
-    let spe = steps_per_epoch(train.len(), config.batch_size, config.grad_accum);
-    let total = config.max_steps.unwrap_or(config.epochs as u64 * spe);
-    stats.steps_per_epoch = spe;
-    stats.total_steps = total;
-    let loop_options = LoopOptions { shuffle: true };
-    let result = train_loop(
-        &mut trainer,
-        &train,
+    // The loop.
+    let hf_files = hf_files(run);
+    let best_dir = writer.path(outputs::BEST);
+    let the_loop = Loop {
         config,
-        &loop_options,
-        total,
-        spe,
-        &mut state,
-        &metrics_path,
-        &checkpoints,
-        ctx,
-        &mut |trainer, state| {
-            let Some((loss, per_char)) = eval(trainer) else { return Ok(None) };
-            if state.best.is_none_or(|(_, best)| loss < best) {
-                state.best = Some((trainer.step, loss));
-                export(&trainer.model, &writer.path(outputs::BEST), run)?;
-            }
-            Ok(Some((loss, per_char)))
-        },
-    );
-    let final_eval = result.map_err(|e| match e {
+        train,
+        shuffle: true,
+        total_steps,
+        steps_per_epoch: per_epoch,
+        validation,
+        keep_best: Some(KeepBest { dir: &best_dir, files: &hf_files }),
+        metrics: &metrics_path,
+        checkpoints: &checkpoints,
+        progress: ctx.progress,
+        stop: ctx.stop,
+    };
+    let final_eval = train_loop(&mut trainer, &mut state, &the_loop).map_err(|e| match e {
         TrainError::Interrupted { step, path, .. } => TrainError::Interrupted {
             step,
             path,
@@ -379,16 +396,60 @@ pub fn run<B: TrainBackend>(
         other => other,
     })?;
 
-    export(&trainer.model, &writer.path(outputs::EXPORT), run)?;
+    // The export and the manifest.
+    tp06_model::write_hf_dir(&trainer.model, &writer.path(outputs::EXPORT), &hf_files)?;
     let records = metrics::read(&metrics_path)?;
     metrics::plot_loss(&records, &writer.path(outputs::PLOT), "TP 06 — loss")?;
+    finish_stats(&mut stats, &records, final_eval, &state, validation.is_some());
+    let files = output_files(&writer);
+    let environment = serde_json::json!({
+        "backend": ctx.backend,
+        "seed": config.seed,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
+    Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
+}
+
+/// A trainer for `model` with the stage's optimiser, clipping, seed and precision.
+fn new_trainer<B: TrainBackend>(model: Gpt2<B>, plan: FreezePlan, config: &Config, device: &B::Device) -> Trainer<B> {
+    let adamw = AdamW {
+        beta1: config.adam_beta1,
+        beta2: config.adam_beta2,
+        epsilon: config.adam_epsilon,
+        weight_decay: config.weight_decay,
+    };
+    let mut trainer = Trainer::<B>::new(model, plan, adamw, config.max_grad_norm, config.seed, device.clone());
+    trainer.autocast = config.precision;
+    trainer
+}
+
+/// What an exported HF directory holds beside the weights: the model stage's
+/// `config.json` and the vocab stage's tokenizer files.
+fn hf_files(run: &RunDir) -> Vec<PathBuf> {
+    let mut files = vec![run.file(Stage::Model, tp06_model::outputs::CONFIG)];
+    files.extend(tp06_vocab::outputs::HF_FILES.iter().map(|file| run.file(Stage::Vocab, file)));
+    files
+}
+
+/// The end-of-run figures.
+fn finish_stats(
+    stats: &mut TrainStats,
+    records: &[Record],
+    final_eval: Option<Evaluation>,
+    state: &LoopState,
+    validated: bool,
+) {
     stats.final_loss = records.iter().rev().find_map(|r| r.loss);
-    stats.final_eval_loss = final_eval.map(|e| e.0).or_else(|| records.iter().rev().find_map(|r| r.eval_loss));
-    stats.final_eval_nats_per_char = final_eval.map(|e| e.1);
-    stats.best = state.best.filter(|_| !valid.is_empty());
+    stats.final_eval_loss = final_eval.map(|e| e.loss).or_else(|| records.iter().rev().find_map(|r| r.eval_loss));
+    stats.final_eval_nats_per_char = final_eval.map(|e| e.nats_per_char);
+    stats.best = state.best.filter(|_| validated);
     stats.train_seconds = state.seconds;
     stats.tokens_per_second = state.positions as f64 / state.seconds.max(1e-9);
+}
 
+/// The stage's outputs, as the manifest lists them.
+fn output_files(writer: &StageWriter) -> Vec<String> {
     let mut files = vec![outputs::TOKENS.to_string(), outputs::METRICS.to_string()];
     if writer.path(outputs::PLOT).exists() {
         files.push(outputs::PLOT.to_string());
@@ -401,180 +462,62 @@ pub fn run<B: TrainBackend>(
             files.extend(names);
         }
     }
-    let environment = serde_json::json!({
-        "backend": ctx.backend,
-        "seed": config.seed,
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    });
-    let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
-    Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
-}
-
-/// Writes `model` as an HF directory: weights, config and tokenizer files.
-fn export<B: Backend>(model: &tp06_model::Gpt2<B>, dir: &Path, run: &RunDir) -> Result<(), TrainError> {
-    tp06_artifact::fs::create_dir_all(dir)?;
-    tp06_model::save_safetensors(model, &dir.join(tp06_model::outputs::WEIGHTS))?;
-    for (stage, file) in [
-        (Stage::Model, tp06_model::outputs::CONFIG),
-        (Stage::Vocab, tp06_vocab::outputs::TOKENIZER),
-        (Stage::Vocab, tp06_vocab::outputs::TOKENIZER_CONFIG),
-        (Stage::Vocab, tp06_vocab::outputs::SPECIAL_TOKENS_MAP),
-    ] {
-        let from = run.file(stage, file);
-        let bytes =
-            std::fs::read(&from).map_err(|e| TrainError::Checkpoint { path: from.clone(), reason: e.to_string() })?;
-        tp06_artifact::fs::write_atomic(&dir.join(file), &bytes)?;
-    }
-    Ok(())
-}
-
-type EvalFn<'a, B> = dyn FnMut(&Trainer<B>, &mut LoopState) -> Result<Option<(f64, f64)>, TrainError> + 'a;
-
-/// The loop: from `state.step` to `total`. Returns the last evaluation.
-#[allow(clippy::too_many_arguments)]
-pub fn train_loop<B: TrainBackend>(
-    trainer: &mut Trainer<B>,
-    train: &[Example],
-    config: &Config,
-    options: &LoopOptions,
-    total: u64,
-    steps_per_epoch: u64,
-    state: &mut LoopState,
-    metrics_path: &Path,
-    checkpoints: &Path,
-    ctx: &TrainContext,
-    evaluate: &mut EvalFn<'_, B>,
-) -> Result<Option<(f64, f64)>, TrainError> {
-    let mut task = ctx.progress.begin("train", total);
-    task.set_position(trainer.step);
-    let (mut window_loss, mut window_steps, mut window_positions) = (0.0f64, 0u64, 0usize);
-    let mut window_start = Instant::now();
-    let mut last_eval = None;
-    let mut order_epoch = u64::MAX;
-    let mut order = Vec::new();
-    while trainer.step < total {
-        let step = trainer.step;
-        let epoch = step / steps_per_epoch;
-        if epoch != order_epoch {
-            order = epoch_order(train.len(), config.seed, epoch, options.shuffle);
-            order_epoch = epoch;
-        }
-        let batches = micro_batches(train, &order, step % steps_per_epoch, config.batch_size, config.grad_accum);
-        let lr = linear_schedule(config.lr, step, config.warmup_steps, total);
-        let started = Instant::now();
-        let result = match trainer.step(&batches, lr) {
-            Ok(result) => result,
-            Err(StepError::NonFinite(loss)) => {
-                let last = checkpoint::list(checkpoints)?.into_iter().next_back();
-                let checkpoint = match last {
-                    Some(c) => format!("the last good checkpoint is `{}` (step {})", c.dir.display(), c.state.step),
-                    None => "no checkpoint had been written yet".into(),
-                };
-                return Err(TrainError::NonFinite { step: step + 1, loss, lr, checkpoint });
-            }
-            Err(StepError::NoExamples) => {
-                return Err(TrainError::Config(format!(
-                    "step {}: no training example to step on; check the data stage's output",
-                    step + 1
-                )));
-            }
-        };
-        state.step = trainer.step;
-        state.seconds += started.elapsed().as_secs_f64();
-        state.positions += result.positions as u64;
-        window_loss += result.loss;
-        window_steps += 1;
-        window_positions += result.positions;
-        let done = trainer.step;
-        let epoch_f = done as f64 / steps_per_epoch as f64;
-        let last = done == total;
-        if done.is_multiple_of(config.logging_every) || last {
-            let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
-            let tokens_per_second = window_positions as f64 / seconds;
-            let mut record = Record {
-                step: done,
-                epoch: epoch_f,
-                loss: Some(window_loss / window_steps as f64),
-                lr: Some(lr),
-                grad_norm: Some(result.grad_norm),
-                tokens_per_second: Some(tokens_per_second),
-                ..Default::default()
-            };
-            if ((config.eval_every > 0 && done.is_multiple_of(config.eval_every)) || last)
-                && let Some((loss, per_char)) = evaluate(trainer, state)?
-            {
-                record.eval_loss = Some(loss);
-                record.eval_perplexity = Some(loss.exp());
-                last_eval = Some((loss, per_char));
-            }
-            metrics::append(metrics_path, &record)?;
-            task.set_message(format!(
-                "epoch {epoch_f:.2} loss {:.4} lr {lr:.2e} {tokens_per_second:.0} tok/s",
-                window_loss / window_steps as f64
-            ));
-            (window_loss, window_steps, window_positions) = (0.0, 0, 0);
-            window_start = Instant::now();
-        } else if config.eval_every > 0
-            && done.is_multiple_of(config.eval_every)
-            && let Some((loss, per_char)) = evaluate(trainer, state)?
-        {
-            metrics::append(
-                metrics_path,
-                &Record {
-                    step: done,
-                    epoch: epoch_f,
-                    eval_loss: Some(loss),
-                    eval_perplexity: Some(loss.exp()),
-                    ..Default::default()
-                },
-            )?;
-            last_eval = Some((loss, per_char));
-        }
-        task.set_position(done);
-        let interrupted = ctx.stop.load(Ordering::SeqCst);
-        if (done.is_multiple_of(config.checkpoint_every) || interrupted) && !last {
-            let path = checkpoint::save(checkpoints, &trainer.model, &trainer.moments, state, config.keep_checkpoints)?;
-            if interrupted {
-                task.finish();
-                // (The stage, which knows the run directory, adds the command.)
-                return Err(TrainError::Interrupted { step: done, path, resume: None });
-            }
-        }
-    }
-    task.finish();
-    Ok(last_eval)
+    files
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn hf_step_counting() {
-        // The course with ~1,200 articles: 600 micro-batches → 75 steps per epoch.
-        assert_eq!(steps_per_epoch(1200, 2, 8), 75);
-        // 923 articles: 462 micro-batches (the last of 1) → 58 steps, the last of 6.
-        assert_eq!(steps_per_epoch(923, 2, 8), 58);
-        let examples: Vec<Example> =
-            (0..923).map(|i| Example { input_ids: vec![i], labels: vec![i as i64], attention: vec![true] }).collect();
-        let order: Vec<usize> = (0..923).collect();
-        let last = micro_batches(&examples, &order, 57, 2, 8);
-        assert_eq!(last.len(), 6);
-        assert_eq!(last[5].len(), 1);
-        assert_eq!(last[5][0].input_ids, [922]);
-        let first = micro_batches(&examples, &order, 0, 2, 8);
-        assert_eq!(first.len(), 8);
-        assert_eq!(first[1].iter().map(|e| e.input_ids[0]).collect::<Vec<_>>(), [2, 3]);
+    /// A checkpoint directory holding only its loop state (what `list` reads).
+    fn fake_checkpoint(root: &Path, step: u64, fingerprint: &str, config: Value) {
+        let dir = root.join(format!("step-{step:08}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = LoopState {
+            version: checkpoint::CHECKPOINT_VERSION,
+            fingerprint: fingerprint.into(),
+            step,
+            best: None,
+            seconds: 0.0,
+            positions: 0,
+            config,
+        };
+        std::fs::write(dir.join("state.json"), serde_json::to_string(&state).unwrap()).unwrap();
     }
 
     #[test]
-    fn epoch_orders_are_seeded_permutations() {
-        let a = epoch_order(50, 42, 0, true);
-        assert_eq!(a, epoch_order(50, 42, 0, true));
-        assert_ne!(a, epoch_order(50, 42, 1, true), "each epoch is shuffled anew");
-        let mut sorted = a.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-        assert_eq!(epoch_order(5, 42, 0, false), [0, 1, 2, 3, 4]);
+    fn a_resume_takes_this_runs_last_checkpoint_and_refuses_another_runs_with_what_differs() {
+        let root = tempfile::tempdir().unwrap();
+        let ours = serde_json::json!({ "lr": 5e-5, "epochs": 2 });
+        let other = serde_json::json!({ "lr": 3e-3, "epochs": 2 });
+        // Nothing yet.
+        assert!(checkpoint_to_resume(root.path(), "a", &ours, Resume::Auto).unwrap().is_none());
+        let err = checkpoint_to_resume(root.path(), "a", &ours, Resume::Require).unwrap_err();
+        assert!(matches!(err, TrainError::NothingToResume { .. }), "{err}");
+        // This run's checkpoints, and a later one made with another learning rate.
+        fake_checkpoint(root.path(), 2, "a", ours.clone());
+        fake_checkpoint(root.path(), 4, "a", ours.clone());
+        fake_checkpoint(root.path(), 6, "b", other.clone());
+        let found = checkpoint_to_resume(root.path(), "a", &ours, Resume::Require).unwrap().unwrap();
+        assert_eq!(found.state.step, 4, "the last checkpoint of this very run");
+        // A run with the third checkpoint's settings changed back: refused under --resume, with the difference.
+        let err = checkpoint_to_resume(root.path(), "c", &ours, Resume::Require).unwrap_err().to_string();
+        assert!(err.contains("step-00000006") && err.contains("train.lr: 0.003 → 0.00005"), "{err}");
+        assert!(err.contains("drop --resume"), "{err}");
+        assert!(checkpoint_to_resume(root.path(), "c", &ours, Resume::Auto).unwrap().is_none(), "starts over");
+        // Same settings, other inputs.
+        let err = checkpoint_to_resume(root.path(), "c", &other, Resume::Require).unwrap_err().to_string();
+        assert!(err.contains("upstream stage's output changed"), "{err}");
+    }
+
+    #[test]
+    fn config_differences_name_each_changed_added_or_removed_key() {
+        let old = serde_json::json!({ "lr": 1.0, "seed": 42, "gone": true });
+        let new = serde_json::json!({ "lr": 2.0, "seed": 42, "new": "x" });
+        assert_eq!(
+            config_differences(&old, &new),
+            ["train.gone: true → (unset)", "train.lr: 1.0 → 2.0", "train.new: (unset) → \"x\""]
+        );
+        assert!(config_differences(&Value::Null, &new)[0].contains("does not record"));
     }
 }

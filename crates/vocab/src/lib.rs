@@ -76,6 +76,8 @@ pub mod outputs {
     pub const ADDED_TOKENS: &str = "added_names.json";
     /// The ids later stages need ([`crate::VocabInfo`]).
     pub const VOCAB_INFO: &str = "vocab_info.json";
+    /// The files of an HF model directory that come from the tokenizer.
+    pub const HF_FILES: [&str; 3] = [TOKENIZER, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP];
 }
 
 /// Ids and sizes the model and train stages need.

@@ -14,7 +14,7 @@ use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2, Gpt2Config, HfConfi
 use tp06_train::examples::Example;
 use tp06_train::optim::AdamW;
 use tp06_train::trainer::{Trainer, parameters};
-use tp06_train::{Config, LoopOptions, LoopState, Resume, TrainContext, train_loop};
+use tp06_train::{Config, Loop, LoopState, train_loop};
 
 pub type B = Autodiff<Cpu>;
 
@@ -106,22 +106,20 @@ pub fn run_loop(
     state: &mut LoopState,
 ) -> Result<(), tp06_train::TrainError> {
     let stop = AtomicBool::new(stop);
-    let ctx = TrainContext { progress: &NoProgress, stop: &stop, resume: Resume::Auto, force: false, backend: "flex" };
-    let spe = tp06_train::steps_per_epoch(train.len(), c.batch_size, c.grad_accum);
-    train_loop(
-        trainer,
+    let the_loop = Loop {
+        config: c,
         train,
-        c,
-        &LoopOptions { shuffle: false },
-        total,
-        spe,
-        state,
-        &dir.join("metrics.jsonl"),
-        &dir.join("checkpoints"),
-        &ctx,
-        &mut |_, _| Ok(None),
-    )
-    .map(|_| ())
+        shuffle: false,
+        total_steps: total,
+        steps_per_epoch: tp06_train::steps_per_epoch(train.len(), c.batch_size, c.grad_accum),
+        validation: None,
+        keep_best: None,
+        metrics: &dir.join("metrics.jsonl"),
+        checkpoints: &dir.join("checkpoints"),
+        progress: &NoProgress,
+        stop: &stop,
+    };
+    train_loop(trainer, state, &the_loop).map(|_| ())
 }
 
 pub fn new_state() -> LoopState {
@@ -132,6 +130,7 @@ pub fn new_state() -> LoopState {
         best: None,
         seconds: 0.0,
         positions: 0,
+        config: serde_json::Value::Null,
     }
 }
 
