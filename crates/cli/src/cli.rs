@@ -355,7 +355,7 @@ pub enum Explore {
         #[arg(long, default_value = "Pikachu")]
         name: String,
         /// The reference word whose embedding the name gets [default: `animal`,
-        /// else the first of vocab.reference_words that is a single token].
+        /// else the first of model.reference_words that is a single token].
         #[arg(long)]
         reference: Option<String>,
     },

@@ -70,14 +70,7 @@ struct ModelStage<'a> {
 impl WithBackend for ModelStage<'_> {
     type Output = Result<StageReport, tp06_model::ModelError>;
     fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
-        tp06_model::run::<B::InnerBackend>(
-            self.run,
-            &self.config.model,
-            &self.config.vocab,
-            &hub(),
-            &device,
-            self.force,
-        )
+        tp06_model::run::<B::InnerBackend>(self.run, &self.config.model, &hub(), &device, self.force)
     }
 }
 
@@ -328,7 +321,7 @@ fn explore_command(demo: Explore) -> Result<()> {
             };
             let references = match reference {
                 Some(word) => vec![word],
-                None => reference_candidates(&config.vocab.reference_words),
+                None => reference_candidates(&config.model.reference_words),
             };
             let demo = ExploreDemo::SmartInit {
                 base: config.model.clone(),
@@ -369,7 +362,7 @@ fn reference_candidates(configured: &[String]) -> Vec<String> {
 /// that fails is reported and left out of the report, it does not fail the run.
 fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh: bool) {
     let out = tp06_report::explore_dir(run);
-    let references: Vec<String> = reference_candidates(&config.vocab.reference_words);
+    let references: Vec<String> = reference_candidates(&config.model.reference_words);
     let demos = [
         (
             "smart_init.json",

@@ -20,9 +20,9 @@ use tp06_artifact::Source;
 pub struct PipelineConfig {
     /// `[data]`: corpus, names, filter, split.
     pub data: tp06_data::Config,
-    /// `[vocab]`: names added to the vocabulary and their initialisation.
+    /// `[vocab]`: how the names are added to the vocabulary.
     pub vocab: tp06_vocab::Config,
-    /// `[model]`: base model and freeze plan.
+    /// `[model]`: base model, the added rows' initialisation, freeze plan.
     pub model: tp06_model::StageConfig,
     /// `[train]`: the fine-tuning hyper-parameters.
     pub train: tp06_train::Config,
@@ -299,7 +299,7 @@ fn absolute_sources(config: &mut PipelineConfig) -> Result<()> {
 /// Every stage's value checks.
 pub fn validate(config: &PipelineConfig) -> Result<()> {
     config.data.validate().map_err(|e| anyhow!("{e}"))?;
-    config.vocab.validate().map_err(|e| anyhow!("{e}"))?;
+    config.model.validate().map_err(|e| anyhow!("{e}"))?;
     config.train.validate().map_err(|e| anyhow!("{e}"))?;
     config.sample.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(())
@@ -332,8 +332,9 @@ mod tests {
         assert!(c.train.pad_in_loss && !c.train.packing);
         assert_eq!((c.train.checkpoint_every, c.train.keep_checkpoints, c.train.logging_every), (500, 2, 10));
         assert_eq!(c.data.valid_fraction, 0.0);
-        assert_eq!(c.vocab.reference_words, ["Pokémon", "Pokemon", "animal"]);
-        assert_eq!(c.vocab.noise_std, 0.01);
+        assert_eq!(c.model.init, tp06_model::InitStrategy::Reference);
+        assert_eq!(c.model.reference_words, ["Pokémon", "Pokemon", "animal"]);
+        assert_eq!(c.model.noise_std, 0.01);
         assert_eq!(c.model.freeze.wte, tp06_model::WteFreeze::All);
         assert_eq!(c.model.freeze.lower_blocks, tp06_model::BlockCount::Half);
         assert_eq!(

@@ -221,11 +221,36 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         on_data("top_p > 1", "sample.top_p=1.5", &["sample.top_p", "(0, 1]"]),
         on_data("temperature < 0", "sample.temperature=-1", &["sample.temperature", "≥ 0"]),
         on_data("wrong type", "train.epochs=many", &["train.epochs"]),
+        on_data("init noise < 0", "model.noise_std=-1", &["model.noise_std: -1", "≥ 0"]),
+        case(
+            "no reference word",
+            &["data", "--preset", "demo", "--set", "model.init=\"reference\"", "--set", "model.reference_words=[]"],
+            &["model.reference_words: empty"],
+            "data",
+        ),
         case("unknown preset", &["data", "--preset", "nope"], &["unknown preset `nope`"], "data"),
         case(
             "more frozen blocks than the model has",
             &["pipeline", "--preset", "demo", "--set", "model.freeze.lower_blocks=99"],
             &["model.freeze.lower_blocks: 99", "has 2 blocks", "use 0 to 2"],
+            "model",
+        ),
+        case(
+            "no single-token reference word",
+            &[
+                "pipeline",
+                "--preset",
+                "demo",
+                "--set",
+                "model.init=\"reference\"",
+                "--set",
+                "model.reference_words=[\"Pikachu\"]",
+            ],
+            &[
+                "model.init = \"reference\"",
+                "none of model.reference_words (Pikachu) is a single token",
+                "subword-mean",
+            ],
             "model",
         ),
         case(

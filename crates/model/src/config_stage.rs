@@ -75,6 +75,21 @@ pub struct FreezeConfig {
     pub ln_f: bool,
 }
 
+/// How the embedding rows of the added names are initialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitStrategy {
+    /// The course: the embedding of the first of `reference_words` that is a
+    /// single token, plus N(0, noise_std²) noise.
+    Reference,
+    /// The mean of all pretrained rows (Hewitt, 2021).
+    Mean,
+    /// The mean of the embeddings of the tokens the name used to be split into.
+    SubwordMean,
+    /// N(0, initializer_range²), as for a fresh model.
+    Random,
+}
+
 /// The model stage's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,8 +101,31 @@ pub struct StageConfig {
     /// instead of reading them; the directory then needs only `config.json` and
     /// the tokenizer. Used by the offline demo.
     pub from_scratch: bool,
-    /// Seed of the from-scratch initialisation.
+    /// Seed of the from-scratch initialisation and of the added rows' noise.
     pub seed: u64,
+    /// How the embedding rows of the names the vocab stage added are
+    /// initialised: `reference`, `mean`, `subword-mean` or `random`.
+    pub init: InitStrategy,
+    /// For `reference`: candidate words, the first one that encodes to a single
+    /// token (at text start, with the base tokenizer) is used (course:
+    /// `Pokémon`, `Pokemon`, `animal`).
+    pub reference_words: Vec<String>,
+    /// For `reference`: standard deviation of the Gaussian noise added to each
+    /// new row (course: 0.01; 0 for none).
+    pub noise_std: f64,
     /// The freeze plan.
     pub freeze: FreezeConfig,
+}
+
+impl StageConfig {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.noise_std >= 0.0 && self.noise_std.is_finite()) {
+            return Err(format!("model.noise_std: {} must be a finite value ≥ 0", self.noise_std));
+        }
+        if self.init == InitStrategy::Reference && self.reference_words.is_empty() {
+            return Err("model.reference_words: empty; the `reference` init needs at least one word".into());
+        }
+        Ok(())
+    }
 }

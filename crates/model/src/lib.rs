@@ -22,7 +22,7 @@ mod weights;
 use std::path::PathBuf;
 
 pub use config::{Activation, Gpt2Config, HfConfig};
-pub use config_stage::{BlockCount, FreezeConfig, StageConfig, WteFreeze};
+pub use config_stage::{BlockCount, FreezeConfig, InitStrategy, StageConfig, WteFreeze};
 pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
 pub use generate::greedy;
 pub use gpt2::{Attention, Block, Conv1D, Embedding, Gpt2, KvCache, LayerNorm, Mlp};

@@ -10,7 +10,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::Hub;
 use tp06_artifact::{Begin, InputRecord, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
-use tp06_vocab::{InitStrategy, VocabInfo};
+use tp06_vocab::VocabInfo;
+
+use crate::config_stage::InitStrategy;
 
 use crate::ModelError;
 use crate::config::{Gpt2Config, HfConfig};
@@ -79,11 +81,11 @@ const BASE_FILES: &[&[&str]] = &[&["config.json"], &[weights::SAFETENSORS, weigh
 pub fn run<B: Backend>(
     run: &RunDir,
     config: &StageConfig,
-    vocab: &tp06_vocab::Config,
     hub: &Hub,
     device: &B::Device,
     force: bool,
 ) -> Result<StageReport, ModelError> {
+    config.validate().map_err(ModelError::Plan)?;
     let vocab_stage = UpstreamCheck::require(run, Stage::Vocab)?;
     let wanted: &[&[&str]] = if config.from_scratch { &BASE_FILES[..1] } else { BASE_FILES };
     let dir = tp06_artifact::hub::model_dir(hub, &config.base, wanted).map_err(|source| ModelError::Hub { source })?;
@@ -100,8 +102,8 @@ pub fn run<B: Backend>(
     if let Some(file) = &weight_file {
         inputs.push(InputRecord::file("base_weights", file)?);
     }
-    let stage_config = serde_json::json!({ "model": config, "vocab": vocab });
-    let writer = match StageWriter::begin_unless_up_to_date(run, Stage::Model, stage_config, inputs, force)? {
+    let config_json = serde_json::to_value(config).expect("the model config serialises");
+    let writer = match StageWriter::begin_unless_up_to_date(run, Stage::Model, config_json, inputs, force)? {
         Begin::UpToDate(manifest) => {
             let stats: ModelStats = serde_json::from_value(manifest.stats.clone()).unwrap_or_default();
             return Ok(StageReport { summary: stats.summary(), manifest, up_to_date: true });
@@ -140,20 +142,16 @@ pub fn run<B: Backend>(
 
     // Resize `wte` as transformers' `resize_token_embeddings(len(tokenizer))` does,
     // then initialise the added rows.
-    let reference = info.reference.clone();
-    if vocab.init == InitStrategy::Reference && reference.is_none() && !added.is_empty() {
-        return Err(ModelError::Plan(format!(
-            "vocab.init = \"reference\" but none of vocab.reference_words ({}) is a single token; \
-             change vocab.reference_words or use vocab.init = \"subword-mean\"",
-            vocab.reference_words.join(", ")
-        )));
-    }
+    let reference = match config.init {
+        InitStrategy::Reference if !added.is_empty() => Some(reference_word(hub, config)?),
+        _ => None,
+    };
     let by_id: std::collections::HashMap<u32, &tp06_vocab::AddedName> = added.iter().map(|a| (a.id, a)).collect();
     let old = NamedParams::<B>::values(&model.wte.weight.val().reshape([base.vocab_size * base.n_embd]));
-    let new_rows = resized_embeddings(&old, base.n_embd, info.vocab_size, vocab.seed, |row| {
-        match (vocab.init, by_id.get(&(row as u32))) {
+    let new_rows = resized_embeddings(&old, base.n_embd, info.vocab_size, config.seed, |row| {
+        match (config.init, by_id.get(&(row as u32))) {
             (InitStrategy::Reference, _) => {
-                RowInit::Reference { id: reference.as_ref().map_or(0, |(_, id)| *id), noise_std: vocab.noise_std }
+                RowInit::Reference { id: reference.as_ref().map_or(0, |(_, id)| *id), noise_std: config.noise_std }
             }
             (InitStrategy::SubwordMean, Some(added)) => RowInit::SubwordMean(added.pieces.clone()),
             (InitStrategy::Random, _) => RowInit::Random { std: base.initializer_range },
@@ -183,8 +181,8 @@ pub fn run<B: Backend>(
     files.insert(0, outputs::CONFIG.to_string());
     files.insert(2, outputs::FREEZE.to_string());
 
-    let init = match vocab.init {
-        InitStrategy::Reference => format!("reference + N(0, {}²)", vocab.noise_std),
+    let init = match config.init {
+        InitStrategy::Reference => format!("reference + N(0, {}²)", config.noise_std),
         InitStrategy::Mean => "mean of the pretrained rows".into(),
         InitStrategy::SubwordMean => "mean of the name's former pieces".into(),
         InitStrategy::Random => format!("N(0, {}²)", base.initializer_range),
@@ -206,6 +204,22 @@ pub fn run<B: Backend>(
         serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": B::name(device) });
     let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
+}
+
+/// The reference word of the `reference` init and its id: the first of
+/// `model.reference_words` that the base model's tokenizer encodes to a single
+/// token at text start (the course looks before adding the names).
+fn reference_word(hub: &Hub, config: &StageConfig) -> Result<(String, u32), ModelError> {
+    let dir = tp06_artifact::hub::model_dir(hub, &config.base, tp06_vocab::TOKENIZER_FILES)
+        .map_err(|source| ModelError::Hub { source })?;
+    let tok = tp06_vocab::Tok::from_dir(&dir)?;
+    tp06_vocab::reference_word(&tok, &config.reference_words)?.ok_or_else(|| {
+        ModelError::Plan(format!(
+            "model.init = \"reference\" but none of model.reference_words ({}) is a single token; \
+             change model.reference_words or use model.init = \"subword-mean\"",
+            config.reference_words.join(", ")
+        ))
+    })
 }
 
 /// Loads the model stage's output (`RUN_DIR/model/`) and its freeze plan.

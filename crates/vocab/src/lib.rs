@@ -22,9 +22,9 @@ use tp06_artifact::{
     Begin, InputRecord, ManifestError, RunDir, Source, Stage, StageReport, StageWriter, UpstreamCheck,
 };
 
-pub use config::{AddNames, Config, InitStrategy};
+pub use config::{AddNames, Config};
 pub use extend::{AddedName, Form, byte_level, collateral, round_trip_failures};
-pub use stats::{NameStat, VocabStats};
+pub use stats::{NameStat, VocabStats, reference_word};
 pub use tokenizer::{Specials, Tok, files, tokenizer_files};
 
 /// Everything that can go wrong in the vocab stage.
@@ -93,8 +93,6 @@ pub struct VocabInfo {
     pub eos_id: Option<u32>,
     /// The id padding uses (the course: pad = eos).
     pub pad_id: u32,
-    /// For the `reference` init: the first reference word that is one token at text start.
-    pub reference: Option<(String, u32)>,
 }
 
 impl VocabInfo {
@@ -126,7 +124,6 @@ pub const TOKENIZER_FILES: &[&[&str]] = &[
 
 /// Runs the vocab stage into `run`.
 pub fn run(run: &RunDir, config: &Config, base: &Source, hub: &Hub, force: bool) -> Result<StageReport, VocabError> {
-    config.validate().map_err(VocabError::Config)?;
     let data = UpstreamCheck::require(run, Stage::Data)?;
     let dir = tp06_artifact::hub::model_dir(hub, base, TOKENIZER_FILES).map_err(|source| VocabError::Hub { source })?;
     let mut inputs = vec![data.input.clone()];
@@ -179,7 +176,6 @@ pub fn run(run: &RunDir, config: &Config, base: &Source, hub: &Hub, force: bool)
         eos_id,
         // The course sets `tokenizer.pad_token = tokenizer.eos_token`.
         pad_id: eos_id.or_else(|| tok.special_id(tok.specials.pad.as_ref())).unwrap_or(0),
-        reference: stats::reference_word(&base_tok, &config.reference_words)?,
     };
     let stats = VocabStats::compute(&base_tok, &tok, &names, &added, &texts, changed.len(), &info)?;
 

@@ -50,8 +50,6 @@ pub struct VocabStats {
     pub base_vocab_size: usize,
     /// Vocabulary size after.
     pub vocab_size: usize,
-    /// The reference word of the `reference` init and its id.
-    pub reference: Option<(String, u32)>,
     /// Other words whose tokens changed.
     pub collateral_words: usize,
     /// Mean tokens per training article, base tokenizer.
@@ -120,7 +118,6 @@ impl VocabStats {
         stats.added_space = added.iter().filter(|a| a.form == Form::Space).count();
         stats.base_vocab_size = info.base_vocab_size;
         stats.vocab_size = info.vocab_size;
-        stats.reference = info.reference.clone();
         stats.collateral_words = collateral_words;
         if !texts.is_empty() {
             let count = |tok: &Tok| -> Result<f64, VocabError> {
@@ -156,9 +153,6 @@ impl VocabStats {
             "\nAdded tokens: {} ({} at text start, {} after a space); vocabulary {} → {}\n",
             self.added, self.added_start, self.added_space, self.base_vocab_size, self.vocab_size
         );
-        if let Some((word, id)) = &self.reference {
-            out += &format!("Reference word for the course's init: {word:?} (id {id})\n");
-        }
         out += &format!(
             "Tokens per training article: {:.1} → {:.1}; other words whose tokens changed: {}\n",
             self.tokens_per_article_before, self.tokens_per_article_after, self.collateral_words

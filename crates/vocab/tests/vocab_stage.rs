@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 use tp06_artifact::hub::Hub;
 use tp06_artifact::{RunDir, Source, Stage, UpstreamCheck};
-use tp06_vocab::{AddNames, Config, InitStrategy, Tok, VocabStats};
+use tp06_vocab::{AddNames, Config, Tok, VocabStats};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
@@ -26,13 +26,7 @@ fn ids(value: &Value) -> Vec<u32> {
 }
 
 fn config(add_names: AddNames) -> Config {
-    Config {
-        add_names,
-        init: InitStrategy::SubwordMean,
-        reference_words: vec!["Pokémon".into(), "Pokemon".into(), "animal".into()],
-        noise_std: 0.01,
-        seed: 42,
-    }
+    Config { add_names }
 }
 
 /// Runs the data stage on the demo corpus, then the vocab stage.
