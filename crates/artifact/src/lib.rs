@@ -11,11 +11,13 @@
 //!   inputs with content hashes, outputs, timings, headline numbers);
 //! - [`Source`]: where an input comes from (`hf:OWNER/NAME[@REV]` or a local path)
 //!   and [`hub`], which resolves hub sources through the standard HF cache;
+//! - [`StageContext`]: what every stage's `run` takes besides its settings;
 //! - [`Progress`]: the seam through which libraries report long work to the binary;
 //! - [`fs`]: atomic writes and content hashes;
 //! - [`fault`]: the fault injection the reliability tests use;
 //! - [`environment`]: what every manifest records about where it ran.
 
+mod context;
 pub mod fault;
 pub mod fs;
 pub mod hub;
@@ -24,6 +26,7 @@ mod progress;
 mod source;
 mod stage;
 
+pub use context::{Resume, StageContext};
 pub use manifest::{
     Begin, Fingerprint, InputRecord, Manifest, ManifestError, OutputRecord, SCHEMA_VERSION, StageReport, StageWriter,
     UpstreamCheck,

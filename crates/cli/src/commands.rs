@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use tp06_artifact::hub::Hub;
-use tp06_artifact::{RunDir, Stage, StageReport};
+use tp06_artifact::{Resume, RunDir, Stage, StageContext, StageReport};
 use tp06_model::TrainBackend;
 
 use crate::backend::{self, WithBackend};
@@ -34,44 +34,28 @@ pub fn was_interrupted(err: &anyhow::Error) -> bool {
     matches!(err.downcast_ref::<tp06_train::TrainError>(), Some(tp06_train::TrainError::Interrupted { .. }))
 }
 
-/// The train stage, on the chosen backend.
-struct TrainStage<'a> {
-    run: &'a RunDir,
+/// One of the stages that compute on a device (model, train, sample), on the chosen backend.
+struct OnDevice<'a> {
+    stage: Stage,
+    ctx: &'a StageContext<'a>,
     config: &'a PipelineConfig,
-    force: bool,
-    resume: bool,
 }
 
-impl WithBackend for TrainStage<'_> {
-    type Output = Result<StageReport, tp06_train::TrainError>;
+impl WithBackend for OnDevice<'_> {
+    type Output = Result<StageReport>;
     fn run<B: TrainBackend>(self, device: B::Device, name: &'static str) -> Self::Output {
-        let ctx = tp06_train::TrainContext {
-            progress: &ui::Bars,
-            stop: &STOP,
-            resume: if self.resume { tp06_train::Resume::Require } else { tp06_train::Resume::Auto },
-            force: self.force,
-            backend: name,
-        };
-        tp06_train::run::<B>(self.run, &self.config.train, &device, &ctx)
+        let ctx = self.ctx.on(device, name);
+        Ok(match self.stage {
+            Stage::Model => tp06_model::run::<B::InnerBackend>(&ctx, &self.config.model)?,
+            Stage::Train => tp06_train::run::<B>(&ctx, &self.config.train)?,
+            Stage::Sample => tp06_sample::run::<B::InnerBackend>(&ctx, &self.config.sample)?,
+            Stage::Data | Stage::Vocab => unreachable!("the data and vocab stages run on no device"),
+        })
     }
 }
 
 fn hub() -> Hub {
     Hub::from_env().with_progress(true)
-}
-
-/// The model stage, on the chosen backend.
-struct ModelStage<'a> {
-    run: &'a RunDir,
-    config: &'a PipelineConfig,
-    force: bool,
-}
-
-impl WithBackend for ModelStage<'_> {
-    type Output = Result<StageReport, tp06_model::ModelError>;
-    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
-        tp06_model::run::<B::InnerBackend>(self.run, &self.config.model, &hub(), &device, self.force)
-    }
 }
 
 /// Runs one stage.
@@ -83,14 +67,24 @@ fn run_stage(
     force: bool,
     resume: bool,
 ) -> Result<StageReport> {
-    let report = match stage {
-        Stage::Data => tp06_data::run(run, &config.data, &hub(), force)?,
-        Stage::Vocab => tp06_vocab::run(run, &config.vocab, &config.model.base, &hub(), force)?,
-        Stage::Model => backend::dispatch(common.backend.as_deref(), ModelStage { run, config, force })??,
-        Stage::Train => backend::dispatch(common.backend.as_deref(), TrainStage { run, config, force, resume })??,
-        Stage::Sample => backend::dispatch(common.backend.as_deref(), SampleStage { run, config, force })??,
+    let hub = hub();
+    let ctx = StageContext {
+        run,
+        hub: &hub,
+        device: (),
+        backend: "",
+        progress: &ui::Bars,
+        stop: &STOP,
+        force,
+        resume: if resume { Resume::Require } else { Resume::Auto },
     };
-    Ok(report)
+    match stage {
+        Stage::Data => Ok(tp06_data::run(&ctx, &config.data)?),
+        Stage::Vocab => Ok(tp06_vocab::run(&ctx, &config.vocab, &config.model.base)?),
+        Stage::Model | Stage::Train | Stage::Sample => {
+            backend::dispatch(common.backend.as_deref(), OnDevice { stage, ctx: &ctx, config })?
+        }
+    }
 }
 
 /// The files a model directory needs to generate.
@@ -167,20 +161,6 @@ impl WithBackend for AdHoc {
             }
         }
         Ok(())
-    }
-}
-
-/// The sample stage, on the chosen backend.
-struct SampleStage<'a> {
-    run: &'a RunDir,
-    config: &'a PipelineConfig,
-    force: bool,
-}
-
-impl WithBackend for SampleStage<'_> {
-    type Output = Result<StageReport, tp06_sample::SampleError>;
-    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
-        tp06_sample::run::<B::InnerBackend>(self.run, &self.config.sample, &device, &ui::Bars, self.force)
     }
 }
 

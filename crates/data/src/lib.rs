@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use tp06_artifact::hub::{Hub, HubError};
-use tp06_artifact::{Begin, InputRecord, ManifestError, RunDir, Source, Stage, StageReport, StageWriter};
+use tp06_artifact::hub::HubError;
+use tp06_artifact::{Begin, InputRecord, ManifestError, Source, Stage, StageContext, StageReport, StageWriter};
 
 pub use filter::{FilterMode, NameMatcher};
 pub use read::{Article, read_articles, read_articles_artifact, read_names, write_articles, write_names};
@@ -154,7 +154,8 @@ pub mod outputs {
 }
 
 /// Runs the data stage into `run`, unless it is up to date (or `force`).
-pub fn run(run: &RunDir, config: &Config, hub: &Hub, force: bool) -> Result<StageReport, DataError> {
+pub fn run(ctx: &StageContext, config: &Config) -> Result<StageReport, DataError> {
+    let (run, hub, force) = (ctx.run, ctx.hub, ctx.force);
     config.validate()?;
     let article_files = sources::resolve(&config.articles, "data.articles", &config.split, hub)?;
     let name_files = sources::resolve(&config.names, "data.names", &config.split, hub)?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use tp06_artifact::hub::Hub;
-use tp06_artifact::{Manifest, RunDir, Stage};
+use tp06_artifact::{Manifest, RunDir, Stage, StageContext};
 use tp06_data::{Article, Config, DataError, DataStats, FilterMode};
 
 fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
@@ -51,7 +51,7 @@ fn stats(manifest: &Manifest) -> DataStats {
 }
 
 fn run(dir: &Path, config: &Config) -> Result<tp06_artifact::StageReport, DataError> {
-    tp06_data::run(&RunDir::new(dir.join("run")), config, &Hub::from_env(), false)
+    tp06_data::run(&StageContext::new(&RunDir::new(dir.join("run")), &Hub::from_env()), config)
 }
 
 #[test]
@@ -127,7 +127,8 @@ fn validation_split_and_up_to_date_detection() {
     assert_eq!(again.manifest, first.manifest);
 
     // Same seed, other run directory: identical artifacts.
-    let other = tp06_data::run(&RunDir::new(dir.path().join("run2")), &cfg, &Hub::from_env(), false).unwrap();
+    let other =
+        tp06_data::run(&StageContext::new(&RunDir::new(dir.path().join("run2")), &Hub::from_env()), &cfg).unwrap();
     assert_eq!(other.manifest.outputs, first.manifest.outputs);
 
     // A changed input file, a changed config value, or --force: the stage runs again.
@@ -138,7 +139,11 @@ fn validation_split_and_up_to_date_detection() {
     let no_split = run(dir.path(), &changed).unwrap();
     assert!(!no_split.up_to_date);
     assert!(!dir.path().join("run/data/valid.parquet").exists(), "no stale validation file is left");
-    let forced = tp06_data::run(&RunDir::new(dir.path().join("run")), &changed, &Hub::from_env(), true).unwrap();
+    let forced = tp06_data::run(
+        &StageContext { force: true, ..StageContext::new(&RunDir::new(dir.path().join("run")), &Hub::from_env()) },
+        &changed,
+    )
+    .unwrap();
     assert!(!forced.up_to_date);
 
     // A tampered output makes the stage stale for its readers.

@@ -1,8 +1,8 @@
 //! A hub source with no hub: the error says so and shows the way out. In its own
 //! test binary because it sets environment variables.
 
-use tp06_artifact::RunDir;
 use tp06_artifact::hub::Hub;
+use tp06_artifact::{RunDir, StageContext};
 use tp06_data::{Config, FilterMode};
 
 #[test]
@@ -24,14 +24,16 @@ fn hub_sources_fail_clearly_when_the_hub_is_unreachable() {
         valid_fraction: 0.0,
         seed: 0,
     };
-    let err =
-        tp06_data::run(&RunDir::new(dir.path().join("run")), &config, &Hub::from_env(), false).unwrap_err().to_string();
+    let err = tp06_data::run(&StageContext::new(&RunDir::new(dir.path().join("run")), &Hub::from_env()), &config)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("data.articles") && err.contains("unreachable"), "{err}");
     assert!(err.contains("--set data.articles=PATH"), "{err}");
 
     // Offline mode without a cache says that instead.
     unsafe { std::env::set_var("HF_HUB_OFFLINE", "1") };
-    let err =
-        tp06_data::run(&RunDir::new(dir.path().join("run")), &config, &Hub::from_env(), false).unwrap_err().to_string();
+    let err = tp06_data::run(&StageContext::new(&RunDir::new(dir.path().join("run")), &Hub::from_env()), &config)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("HF_HUB_OFFLINE") && err.contains("--set data.articles=PATH"), "{err}");
 }

@@ -9,7 +9,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::Hub;
-use tp06_artifact::{Begin, InputRecord, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{Begin, InputRecord, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
 use tp06_vocab::VocabInfo;
 
 use crate::config_stage::InitStrategy;
@@ -78,13 +78,8 @@ impl ModelStats {
 const BASE_FILES: &[&[&str]] = &[&["config.json"], &[weights::SAFETENSORS, weights::PYTORCH_BIN]];
 
 /// Runs the model stage into `run` on `device`.
-pub fn run<B: Backend>(
-    run: &RunDir,
-    config: &StageConfig,
-    hub: &Hub,
-    device: &B::Device,
-    force: bool,
-) -> Result<StageReport, ModelError> {
+pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> Result<StageReport, ModelError> {
+    let (run, hub, device, force) = (ctx.run, ctx.hub, &ctx.device, ctx.force);
     config.validate().map_err(ModelError::Plan)?;
     let vocab_stage = UpstreamCheck::require(run, Stage::Vocab)?;
     let wanted: &[&[&str]] = if config.from_scratch { &BASE_FILES[..1] } else { BASE_FILES };
@@ -201,7 +196,7 @@ pub fn run<B: Backend>(
         wte_trainable_from: plan.wte_trainable_from,
     };
     let environment =
-        serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": B::name(device) });
+        serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": ctx.backend });
     let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tp06_artifact::{Begin, Progress, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{Begin, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
 
 use crate::config::Config;
 use crate::{Generator, Length, Processing, SampleError};
@@ -96,13 +96,8 @@ fn markdown(records: &[SampleRecord]) -> String {
 }
 
 /// Runs the sample stage into `run`.
-pub fn run<B: tp06_model::Gpt2Ops>(
-    run: &RunDir,
-    config: &Config,
-    device: &B::Device,
-    progress: &dyn Progress,
-    force: bool,
-) -> Result<StageReport, SampleError> {
+pub fn run<B: tp06_model::Gpt2Ops>(ctx: &StageContext<B::Device>, config: &Config) -> Result<StageReport, SampleError> {
+    let (run, device, progress, force) = (ctx.run, &ctx.device, ctx.progress, ctx.force);
     config.validate().map_err(SampleError::Config)?;
     let train = UpstreamCheck::require(run, Stage::Train)?;
     let model = UpstreamCheck::require(run, Stage::Model)?;
@@ -164,7 +159,7 @@ pub fn run<B: tp06_model::Gpt2Ops>(
         SampleStats { samples: records.len(), new_tokens, tokens_per_second: new_tokens as f64 / seconds.max(1e-9) };
     let manifest = writer.finish(
         &[outputs::SAMPLES.to_string(), outputs::REPORT.to_string()],
-        serde_json::json!({ "seed": config.seed, "backend": B::name(device) }),
+        serde_json::json!({ "seed": config.seed, "backend": ctx.backend }),
         serde_json::to_value(&stats).expect("stats serialise"),
     )?;
     Ok(StageReport { summary: md, manifest, up_to_date: false })

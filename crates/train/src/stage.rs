@@ -4,11 +4,10 @@
 //! the export and the manifest.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tp06_artifact::{Begin, Progress, RunDir, Stage, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{Begin, Resume, RunDir, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
 use tp06_model::{FreezePlan, Gpt2, Gpt2Config, TrainBackend};
 use tp06_vocab::{Tok, VocabInfo};
 
@@ -35,29 +34,6 @@ pub mod outputs {
     pub const BEST: &str = "best";
     /// Resumable checkpoints.
     pub const CHECKPOINTS: &str = "checkpoints";
-}
-
-/// Whether to continue from a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resume {
-    /// Continue from the last checkpoint of this run when there is one.
-    Auto,
-    /// Continue from the last checkpoint of this run; fail when there is none.
-    Require,
-}
-
-/// What the caller provides besides the configuration.
-pub struct TrainContext<'a> {
-    /// Progress bars.
-    pub progress: &'a dyn Progress,
-    /// Set (by Ctrl-C) to stop after the current step with a checkpoint.
-    pub stop: &'a AtomicBool,
-    /// Checkpoint policy.
-    pub resume: Resume,
-    /// Start over even when up to date, deleting checkpoints.
-    pub force: bool,
-    /// The backend's name, for the manifest.
-    pub backend: &'a str,
 }
 
 /// The train stage's headline numbers (stored in the manifest's `stats`).
@@ -294,12 +270,8 @@ fn config_differences(old: &Value, new: &Value) -> Vec<String> {
 }
 
 /// Runs the train stage into `run`.
-pub fn run<B: TrainBackend>(
-    run: &RunDir,
-    config: &Config,
-    device: &B::Device,
-    ctx: &TrainContext,
-) -> Result<StageReport, TrainError> {
+pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> Result<StageReport, TrainError> {
+    let (run, device) = (ctx.run, &ctx.device);
     config.validate().map_err(TrainError::Config)?;
     let upstream = Upstreams::require(run)?;
     let inputs = vec![upstream.data.input.clone(), upstream.vocab.input.clone(), upstream.model.input.clone()];

@@ -17,9 +17,9 @@ mod tokenizer;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tp06_artifact::hub::{Hub, HubError};
+use tp06_artifact::hub::HubError;
 use tp06_artifact::{
-    Begin, InputRecord, ManifestError, RunDir, Source, Stage, StageReport, StageWriter, UpstreamCheck,
+    Begin, InputRecord, ManifestError, Source, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
 };
 
 pub use config::{AddNames, Config};
@@ -123,7 +123,9 @@ pub const TOKENIZER_FILES: &[&[&str]] = &[
 ];
 
 /// Runs the vocab stage into `run`.
-pub fn run(run: &RunDir, config: &Config, base: &Source, hub: &Hub, force: bool) -> Result<StageReport, VocabError> {
+/// `base` is the base model (`model.base`), whose tokenizer the names extend.
+pub fn run(ctx: &StageContext, config: &Config, base: &Source) -> Result<StageReport, VocabError> {
+    let (run, hub, force) = (ctx.run, ctx.hub, ctx.force);
     let data = UpstreamCheck::require(run, Stage::Data)?;
     let dir = tp06_artifact::hub::model_dir(hub, base, TOKENIZER_FILES).map_err(|source| VocabError::Hub { source })?;
     let mut inputs = vec![data.input.clone()];

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use tp06_artifact::hub::Hub;
-use tp06_artifact::{RunDir, Source, Stage, UpstreamCheck};
+use tp06_artifact::{RunDir, Source, Stage, StageContext, UpstreamCheck};
 use tp06_vocab::{AddNames, Config, Tok, VocabStats};
 
 fn repo(path: &str) -> PathBuf {
@@ -40,10 +40,13 @@ fn demo_run(dir: &Path, add_names: AddNames) -> (RunDir, tp06_artifact::StageRep
         valid_fraction: 0.0,
         seed: 1,
     };
-    tp06_data::run(&run, &data, &Hub::from_env(), false).unwrap();
-    let report =
-        tp06_vocab::run(&run, &config(add_names), &Source::Local(repo("data/demo/base")), &Hub::from_env(), false)
-            .unwrap();
+    tp06_data::run(&StageContext::new(&run, &Hub::from_env()), &data).unwrap();
+    let report = tp06_vocab::run(
+        &StageContext::new(&run, &Hub::from_env()),
+        &config(add_names),
+        &Source::Local(repo("data/demo/base")),
+    )
+    .unwrap();
     (run, report)
 }
 
@@ -177,7 +180,8 @@ fn stage_is_skipped_when_up_to_date_and_reruns_when_data_changes() {
     let dir = tempfile::tempdir().unwrap();
     let (run, _) = demo_run(dir.path(), AddNames::Recommended);
     let base = Source::Local(repo("data/demo/base"));
-    let again = tp06_vocab::run(&run, &config(AddNames::Recommended), &base, &Hub::from_env(), false).unwrap();
+    let again =
+        tp06_vocab::run(&StageContext::new(&run, &Hub::from_env()), &config(AddNames::Recommended), &base).unwrap();
     assert!(again.up_to_date);
     // Re-running data (another seed → another manifest) makes vocab stale, and it runs again.
     let data = tp06_data::Config {
@@ -188,9 +192,10 @@ fn stage_is_skipped_when_up_to_date_and_reruns_when_data_changes() {
         valid_fraction: 0.2,
         seed: 1,
     };
-    tp06_data::run(&run, &data, &Hub::from_env(), false).unwrap();
+    tp06_data::run(&StageContext::new(&run, &Hub::from_env()), &data).unwrap();
     assert!(UpstreamCheck::require(&run, Stage::Vocab).is_err());
-    let rerun = tp06_vocab::run(&run, &config(AddNames::Recommended), &base, &Hub::from_env(), false).unwrap();
+    let rerun =
+        tp06_vocab::run(&StageContext::new(&run, &Hub::from_env()), &config(AddNames::Recommended), &base).unwrap();
     assert!(!rerun.up_to_date);
 }
 

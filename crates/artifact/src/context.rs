@@ -1,0 +1,82 @@
+//! What every stage runs with besides its own settings.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::hub::Hub;
+use crate::{Progress, RunDir};
+
+/// Whether a stage continues interrupted work (training, from a checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Continue from this run's last checkpoint when there is one.
+    Auto,
+    /// Continue from this run's last checkpoint; fail when there is none.
+    Require,
+}
+
+/// The context of a stage: where it runs, where its sources come from, on
+/// which device, how it reports progress and learns that it must stop, and
+/// whether to redo work that is up to date. Every stage's entry point is
+/// `run(&StageContext, &Config)`; the stages before the model run on no
+/// device (`D = ()`).
+pub struct StageContext<'a, D = ()> {
+    /// The run directory.
+    pub run: &'a RunDir,
+    /// Where hub sources (`hf:…`) are fetched or found.
+    pub hub: &'a Hub,
+    /// The device the stage computes on.
+    pub device: D,
+    /// The name of the backend `device` belongs to, as the manifests record it
+    /// (empty for the stages that run on none).
+    pub backend: &'a str,
+    /// Progress of long work.
+    pub progress: &'a dyn Progress,
+    /// Set (by Ctrl-C or SIGTERM) when long work must stop at its next safe point.
+    pub stop: &'a AtomicBool,
+    /// Redo the stage even when it is up to date (training: from the start).
+    pub force: bool,
+    /// Whether training continues from a checkpoint.
+    pub resume: Resume,
+}
+
+/// Never set: the stop flag of a context nobody interrupts.
+static NEVER: AtomicBool = AtomicBool::new(false);
+
+impl<'a> StageContext<'a> {
+    /// A context in `run` with `hub`, on no device, that shows no progress, is
+    /// never stopped, redoes nothing up to date and resumes when it can (what
+    /// tests and other library callers start from; set the fields to change it).
+    pub fn new(run: &'a RunDir, hub: &'a Hub) -> Self {
+        Self {
+            run,
+            hub,
+            device: (),
+            backend: "",
+            progress: &crate::NoProgress,
+            stop: &NEVER,
+            force: false,
+            resume: Resume::Auto,
+        }
+    }
+}
+
+impl<'a, D> StageContext<'a, D> {
+    /// The same context on `device` of the backend named `backend`.
+    pub fn on<E>(&self, device: E, backend: &'a str) -> StageContext<'a, E> {
+        StageContext {
+            run: self.run,
+            hub: self.hub,
+            device,
+            backend,
+            progress: self.progress,
+            stop: self.stop,
+            force: self.force,
+            resume: self.resume,
+        }
+    }
+
+    /// Whether the stage was asked to stop.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
