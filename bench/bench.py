@@ -57,6 +57,18 @@ p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
 p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 p.add_argument("--freeze", choices=["course", "recommended"], default="course")
+# The training loop's values; `tp06 bench` passes those of the tp06 preset's [train]
+# (the defaults are the same: the course's).
+p.add_argument("--batch-size", type=int, default=2)
+p.add_argument("--grad-accum", type=int, default=8)
+p.add_argument("--max-length", type=int, default=256)
+p.add_argument("--lr", type=float, default=5e-5)
+p.add_argument("--warmup-steps", type=int, default=100)
+p.add_argument("--weight-decay", type=float, default=0.01)
+p.add_argument("--adam-beta1", type=float, default=0.9)
+p.add_argument("--adam-beta2", type=float, default=0.999)
+p.add_argument("--adam-epsilon", type=float, default=1e-8)
+p.add_argument("--max-grad-norm", type=float, default=1.0)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -101,10 +113,12 @@ if a.work == "train":
     params = [(n, p_) for n, p_ in model.named_parameters() if p_.requires_grad]
     decay = [p_ for n, p_ in params if not ("bias" in n or "ln_" in n)]
     no_decay = [p_ for n, p_ in params if "bias" in n or "ln_" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=5e-5, eps=1e-8)
-    schedule = get_linear_schedule_with_warmup(optimizer, 100, 1000)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": a.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=a.lr, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon)
+    schedule = get_linear_schedule_with_warmup(optimizer, a.warmup_steps, 1000)  # as our side: 1,000 steps in all
     model.train()
-    batch, accumulation, length = 2, 8, 256
+    batch, accumulation, length = a.batch_size, a.grad_accum, a.max_length
 
     def step():
         micro = [randint(batch, length) for _ in range(accumulation)]
@@ -113,7 +127,7 @@ if a.work == "train":
             with autocast:
                 loss = model(input_ids=ids, labels=ids).loss * (ids.numel() / items)
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), a.max_grad_norm)
         optimizer.step()
         restore()
         schedule.step()

@@ -218,10 +218,12 @@ pub enum Command {
         /// train: f32 weights, bf16 products, as torch.autocast).
         #[arg(long, default_value = "f32")]
         precision: tp06_model::Precision,
-        /// What trains in the train work: course (the lower half, `wte` and
-        /// `wpe` frozen) or recommended (the same, plus 1,000 new `wte` rows that train).
-        #[arg(long, value_enum, default_value = "course")]
-        freeze: crate::bench::Freeze,
+        /// What trains in the train work: course (the tp06 preset's freeze:
+        /// the lower half, `wte` and `wpe` frozen) or recommended (the
+        /// recommended preset's: the same, plus 1,000 new `wte` rows that
+        /// train). The loop's other values are the tp06 preset's [train].
+        #[arg(long, default_value = "course", value_parser = freeze)]
+        freeze: tp06_bench::Freeze,
         /// Our side's operations: backend (its fused CPU kernels) or composed
         /// (Burn's composed ops, the kernels' reference: what they bring);
         /// train and forward.
@@ -242,8 +244,8 @@ pub enum Command {
         backend: Option<String>,
         #[arg(long, default_value = "f32")]
         precision: tp06_model::Precision,
-        #[arg(long, value_enum, default_value = "course")]
-        freeze: crate::bench::Freeze,
+        #[arg(long, default_value = "course", value_parser = freeze)]
+        freeze: tp06_bench::Freeze,
         #[arg(long, default_value = "backend")]
         kernels: tp06_model::Kernels,
     },
@@ -252,6 +254,15 @@ pub enum Command {
         #[command(flatten)]
         setup: Setup,
     },
+}
+
+/// `course` or `recommended`.
+fn freeze(value: &str) -> Result<tp06_bench::Freeze, String> {
+    match value {
+        "course" => Ok(tp06_bench::Freeze::Course),
+        "recommended" => Ok(tp06_bench::Freeze::Recommended),
+        other => Err(format!("`{other}`: use course or recommended")),
+    }
 }
 
 /// What to generate and how (each flag overrides the `[sample]` settings).
@@ -351,9 +362,9 @@ pub enum Explore {
         /// The model [default: model.base of the configuration].
         #[arg(long, value_name = "DIR_OR_HUB_ID")]
         model: Option<String>,
-        /// The name to add.
-        #[arg(long, default_value = "Pikachu")]
-        name: String,
+        /// The name to add [default: the notebook's, `Pikachu`].
+        #[arg(long)]
+        name: Option<String>,
         /// The reference word whose embedding the name gets [default: `animal`,
         /// else the first of model.reference_words that is a single token].
         #[arg(long)]
@@ -367,8 +378,8 @@ pub enum Explore {
         /// The model [default: the run's fine-tuned model, else model.base].
         #[arg(long, value_name = "DIR_OR_HUB_ID")]
         model: Option<String>,
-        /// The prompt.
-        #[arg(long, default_value = "Pikachu est un Pokémon de type")]
-        prompt: String,
+        /// The prompt [default: the notebook's, "Pikachu est un Pokémon de type"].
+        #[arg(long)]
+        prompt: Option<String>,
     },
 }

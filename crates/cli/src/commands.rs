@@ -123,22 +123,19 @@ struct AdHoc {
     dir: PathBuf,
     prompts: Vec<String>,
     interactive: bool,
-    processing: tp06_sample::Processing,
-    length: tp06_sample::Length,
-    samples: usize,
-    seed: u64,
-    precision: tp06_model::Precision,
+    settings: tp06_sample::AdHoc,
 }
 
 impl WithBackend for AdHoc {
     type Output = Result<()>;
     fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
+        let s = &self.settings;
         let generator =
-            tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(self.precision);
+            tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(s.precision);
         let answer = |prompt: &str| -> Result<()> {
-            for (text, _) in generator.complete(prompt, &self.processing, self.length, self.samples, self.seed)? {
+            for (text, _) in generator.complete(prompt, &s.processing, s.length, s.samples, s.seed)? {
                 ui::print(&text);
-                if self.samples > 1 {
+                if s.samples > 1 {
                     ui::print("---");
                 }
             }
@@ -179,40 +176,21 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
     if prompts.is_empty() && !args.interactive {
         prompts = sample.prompts.iter().map(|p| p.text.clone()).collect();
     }
-    // --greedy is transformers' greedy `generate`: no penalty unless asked for.
-    let processing = tp06_sample::Processing {
-        do_sample: !args.greedy && sample.do_sample,
-        temperature: args.temperature.unwrap_or(sample.temperature),
-        top_k: args.top_k.unwrap_or(sample.top_k),
-        top_p: args.top_p.unwrap_or(sample.top_p),
-        repetition_penalty: args.repetition_penalty.unwrap_or(if args.greedy {
-            1.0
-        } else {
-            sample.repetition_penalty
-        }),
+    let overrides = tp06_sample::Overrides {
+        greedy: args.greedy,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        max_length: args.max_length,
+        max_new_tokens: args.max_new_tokens,
+        num_samples: args.num_samples,
+        seed: args.seed,
+        precision: args.precision,
     };
-    let mut check = sample.clone();
-    check.temperature = processing.temperature;
-    check.top_p = processing.top_p;
-    check.repetition_penalty = processing.repetition_penalty;
-    check.num_samples = args.num_samples.unwrap_or(sample.num_samples);
-    check.max_length = args.max_length.unwrap_or(sample.max_length);
-    check.validate().map_err(|e| anyhow::anyhow!("{}", e.replace("sample.", "--").replace('_', "-")))?;
-    let length = match (args.max_new_tokens, args.max_length) {
-        (Some(n), _) => tp06_sample::Length::New(n),
-        (None, Some(n)) => tp06_sample::Length::Total(n),
-        (None, None) => tp06_sample::stage::length(sample),
-    };
-    let work = AdHoc {
-        dir: model_dir(args.model.as_deref(), &run)?,
-        prompts,
-        interactive: args.interactive,
-        processing,
-        length,
-        samples: check.num_samples,
-        seed: args.seed.unwrap_or(sample.seed),
-        precision: args.precision.unwrap_or(sample.precision),
-    };
+    let settings =
+        overrides.apply(sample, &|key| format!("--{}", key.replace('_', "-"))).map_err(anyhow::Error::msg)?;
+    let work = AdHoc { dir: model_dir(args.model.as_deref(), &run)?, prompts, interactive: args.interactive, settings };
     backend::dispatch(common.backend.as_deref(), work)?
 }
 
@@ -250,27 +228,7 @@ impl WithBackend for ExploreWork {
                         let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
                         (g.model, g.tok)
                     }
-                    None => {
-                        let wanted: &[&[&str]] = if base.from_scratch {
-                            &[&["config.json"]]
-                        } else {
-                            &[&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]]
-                        };
-                        let mut files = wanted.to_vec();
-                        files.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
-                        let dir = tp06_artifact::hub::model_dir(&hub(), &base.base, &files)?;
-                        let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
-                        let model = if base.from_scratch {
-                            tp06_model::init_from_scratch::<I<B>>(
-                                &config,
-                                tp06_model::ScratchInit { seed: base.seed },
-                                &device,
-                            )
-                        } else {
-                            tp06_model::load::<I<B>>(&tp06_model::weight_file(&dir)?, &config, &device)?.0
-                        };
-                        (model, tp06_vocab::Tok::from_dir(&dir)?)
-                    }
+                    None => tp06_sample::explore::base_model::<I<B>>(&hub(), &base, &device)?,
                 };
                 let demo = tp06_sample::explore::smart_init(model, &tok, &name, &references, seed)?;
                 if self.show {
@@ -301,12 +259,12 @@ fn explore_command(demo: Explore) -> Result<()> {
             };
             let references = match reference {
                 Some(word) => vec![word],
-                None => reference_candidates(&config.model.reference_words),
+                None => tp06_sample::explore::reference_candidates(&config.model.reference_words),
             };
             let demo = ExploreDemo::SmartInit {
                 base: config.model.clone(),
                 model,
-                name,
+                name: name.unwrap_or_else(|| tp06_sample::explore::NOTEBOOK_NAME.into()),
                 references,
                 seed: config.sample.seed,
             };
@@ -322,18 +280,12 @@ fn explore_command(demo: Explore) -> Result<()> {
                     Err(e) => return Err(e.context("run the pipeline first (cargo xtask pipeline) or pass --model")),
                 },
             };
+            let prompt = prompt.unwrap_or_else(|| tp06_sample::explore::NOTEBOOK_PROMPT.into());
             (common, ExploreDemo::Sampling { dir, prompt })
         }
     };
     let out = tp06_report::explore_dir(&RunDir::new(common.setup.run_dir()));
     backend::dispatch(common.backend.as_deref(), ExploreWork { demo: work_demo, out, show: true })?
-}
-
-/// The notebook's reference word `animal` first, then the configured ones.
-fn reference_candidates(configured: &[String]) -> Vec<String> {
-    let mut words = vec!["animal".to_string()];
-    words.extend(configured.iter().filter(|w| *w != "animal").cloned());
-    words
 }
 
 /// The notebook's two demos for the report, with their default settings: the
@@ -342,14 +294,14 @@ fn reference_candidates(configured: &[String]) -> Vec<String> {
 /// that fails is reported and left out of the report, it does not fail the run.
 fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh: bool) {
     let out = tp06_report::explore_dir(run);
-    let references: Vec<String> = reference_candidates(&config.model.reference_words);
+    let references = tp06_sample::explore::reference_candidates(&config.model.reference_words);
     let demos = [
         (
             "smart_init.json",
             ExploreDemo::SmartInit {
                 base: config.model.clone(),
                 model: None,
-                name: "Pikachu".into(),
+                name: tp06_sample::explore::NOTEBOOK_NAME.into(),
                 references,
                 seed: config.sample.seed,
             },
@@ -358,7 +310,7 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
             "sampling.json",
             ExploreDemo::Sampling {
                 dir: run.stage_dir(Stage::Train).join(tp06_train::outputs::EXPORT),
-                prompt: "Pikachu est un Pokémon de type".into(),
+                prompt: tp06_sample::explore::NOTEBOOK_PROMPT.into(),
             },
         ),
     ];
@@ -461,14 +413,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
         Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze, kernels } => {
-            let options = crate::bench::BenchOptions {
+            let options = tp06_bench::BenchOptions {
                 shapes,
                 works,
                 repeats,
                 steps,
                 threads,
                 json,
-                backend,
+                backend: backend::resolve(backend.as_deref())?,
+                script: config::repo_root().join("bench/bench.py"),
+                exe: std::env::current_exe().context("cannot find the tp06 executable")?,
                 precision,
                 freeze,
                 kernels,
@@ -477,8 +431,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::BenchOne { work, shape, steps, threads, backend, precision, freeze, kernels } => {
-            let one = crate::bench::One { work, shape, steps, threads, precision, freeze, kernels };
-            let measurement = backend::dispatch(backend.as_deref(), one)??;
+            let one = tp06_bench::One { work, shape, steps, threads, precision, freeze, kernels };
+            let measure = crate::bench::Measure { one, workload: crate::bench::workload(freeze)? };
+            let measurement = backend::dispatch(backend.as_deref(), measure)??;
             ui::print(&serde_json::to_string(&measurement)?);
             Ok(())
         }

@@ -223,6 +223,18 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         on_data("wrong type", "train.epochs=many", &["train.epochs"]),
         on_data("init noise < 0", "model.noise_std=-1", &["model.noise_std: -1", "≥ 0"]),
         case(
+            "--top-p 0",
+            &["sample", "--prompt", "Pikachu", "--top-p", "0"],
+            &["--top-p: 0 must be in (0, 1]"],
+            "sample",
+        ),
+        case(
+            "--num-samples 0",
+            &["sample", "--prompt", "Pikachu", "--num-samples", "0"],
+            &["--num-samples: 0"],
+            "sample",
+        ),
+        case(
             "no reference word",
             &["data", "--preset", "demo", "--set", "model.init=\"reference\"", "--set", "model.reference_words=[]"],
             &["model.reference_words: empty"],

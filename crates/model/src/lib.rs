@@ -30,7 +30,7 @@ pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
 pub use kernels::{Dropout, Gpt2Ops, TrainBackend};
 pub use pass::{Kernels, Pass};
 pub use precision::Precision;
-pub use stage::{ModelStats, load_stage_model, outputs, run};
+pub use stage::{ModelStats, load_base, load_stage_model, outputs, run};
 pub use weights::{
     LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_hf_dir,
     write_tensors,

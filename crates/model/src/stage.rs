@@ -201,6 +201,28 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }
 
+/// The base model `config.base` names, as the model stage starts from it: its
+/// weights read, or initialised from scratch (`model.from_scratch`, seeded
+/// with `model.seed`). `with` names more files the directory must hold (the
+/// tokenizer's, for a caller that also needs it). Returns the model and its
+/// directory.
+pub fn load_base<B: Backend>(
+    hub: &Hub,
+    config: &StageConfig,
+    with: &[&[&str]],
+    device: &B::Device,
+) -> Result<(Gpt2<B>, PathBuf), ModelError> {
+    let mut wanted: Vec<&[&str]> = if config.from_scratch { BASE_FILES[..1].to_vec() } else { BASE_FILES.to_vec() };
+    wanted.extend_from_slice(with);
+    let dir = tp06_artifact::hub::model_dir(hub, &config.base, &wanted).map_err(|source| ModelError::Hub { source })?;
+    let shape = HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
+    let model = match config.from_scratch {
+        true => init_from_scratch::<B>(&shape, ScratchInit { seed: config.seed }, device),
+        false => weights::load::<B>(&weights::weight_file(&dir)?, &shape, device)?.0,
+    };
+    Ok((model, dir))
+}
+
 /// The reference word of the `reference` init and its id: the first of
 /// `model.reference_words` that the base model's tokenizer encodes to a single
 /// token at text start (the course looks before adding the names).

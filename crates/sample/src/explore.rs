@@ -97,6 +97,34 @@ pub struct SmartInit {
 const DEMO: Processing =
     Processing { do_sample: true, temperature: 0.7, top_k: 50, top_p: 1.0, repetition_penalty: 1.0 };
 
+/// The name the notebook's smart-initialisation demo adds.
+pub const NOTEBOOK_NAME: &str = "Pikachu";
+
+/// The reference word the notebook's demo initialises it to.
+pub const NOTEBOOK_REFERENCE: &str = "animal";
+
+/// The prompt of the notebook's sampling demo.
+pub const NOTEBOOK_PROMPT: &str = "Pikachu est un Pokémon de type";
+
+/// The notebook's reference word first, then the configured ones
+/// (`model.reference_words`), for a tokenizer that lacks it as one token.
+pub fn reference_candidates(configured: &[String]) -> Vec<String> {
+    let mut words = vec![NOTEBOOK_REFERENCE.to_string()];
+    words.extend(configured.iter().filter(|w| *w != NOTEBOOK_REFERENCE).cloned());
+    words
+}
+
+/// The base model of the model stage's settings and its tokenizer, as the
+/// smart-initialisation demo starts from them.
+pub fn base_model<B: Gpt2Ops>(
+    hub: &tp06_artifact::hub::Hub,
+    config: &tp06_model::StageConfig,
+    device: &B::Device,
+) -> Result<(Gpt2<B>, Tok), SampleError> {
+    let (model, dir) = tp06_model::load_base::<B>(hub, config, tp06_vocab::TOKENIZER_FILES, device)?;
+    Ok((model, Tok::from_dir(&dir)?))
+}
+
 /// Runs the smart-initialisation demo on a base model and its tokenizer, with
 /// the first of `references` that is a single token (the notebook uses `animal`).
 pub fn smart_init<B: Gpt2Ops>(
@@ -106,14 +134,7 @@ pub fn smart_init<B: Gpt2Ops>(
     references: &[String],
     seed: u64,
 ) -> Result<SmartInit, SampleError> {
-    let mut chosen = None;
-    for word in references {
-        if let [id] = tok.encode(word)?.as_slice() {
-            chosen = Some((word.clone(), *id));
-            break;
-        }
-    }
-    let Some((reference, reference_id)) = chosen else {
+    let Some((reference, reference_id)) = tp06_vocab::reference_word(tok, references)? else {
         return Err(SampleError::Config(format!(
             "none of the reference words ({}) is a single token in this tokenizer; pass one that is with --reference",
             references.join(", ")

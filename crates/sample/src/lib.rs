@@ -11,7 +11,7 @@ pub mod stage;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{Config, Prompt};
+pub use config::{AdHoc, Config, Overrides, Prompt};
 pub use generate::{Generated, Length, generate, sample_seed};
 pub use processors::Processing;
 pub use stage::{SampleRecord, SampleStats, outputs, run};

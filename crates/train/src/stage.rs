@@ -383,8 +383,14 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }
 
-/// A trainer for `model` with the stage's optimiser, clipping, seed and precision.
-fn new_trainer<B: TrainBackend>(model: Gpt2<B>, plan: FreezePlan, config: &Config, device: &B::Device) -> Trainer<B> {
+/// A trainer for `model` with the stage's optimiser, clipping, seed and
+/// precision (the stage's, and the benchmark's).
+pub fn new_trainer<B: TrainBackend>(
+    model: Gpt2<B>,
+    plan: FreezePlan,
+    config: &Config,
+    device: &B::Device,
+) -> Trainer<B> {
     let adamw = AdamW {
         beta1: config.adam_beta1,
         beta2: config.adam_beta2,
