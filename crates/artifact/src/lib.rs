@@ -23,6 +23,7 @@ pub mod fs;
 pub mod hub;
 mod manifest;
 mod progress;
+mod setting;
 mod source;
 mod stage;
 
@@ -31,6 +32,7 @@ pub use manifest::{
     Begin, Fingerprint, InputRecord, Manifest, ManifestError, OutputRecord, SCHEMA_VERSION, StageReport, StageWriter,
     UpstreamCheck,
 };
+pub use setting::SettingError;
 /// `1234567` → `1,234,567` with `separator` between groups of three digits.
 pub fn group_digits(n: usize, separator: char) -> String {
     let digits = n.to_string();

@@ -249,7 +249,7 @@ fn device_reserved_mb<D: 'static>(device: &D) -> Option<f64> {
 }
 
 fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut x = seed.wrapping_mul(tp06_model::rng::GAMMA) | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;

@@ -188,8 +188,7 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
         seed: args.seed,
         precision: args.precision,
     };
-    let settings =
-        overrides.apply(sample, &|key| format!("--{}", key.replace('_', "-"))).map_err(anyhow::Error::msg)?;
+    let settings = overrides.apply(sample, &|key| format!("--{}", key.replace('_', "-")))?;
     let work = AdHoc { dir: model_dir(args.model.as_deref(), &run)?, prompts, interactive: args.interactive, settings };
     backend::dispatch(common.backend.as_deref(), work)?
 }

@@ -259,8 +259,7 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
                 "model.reference_words=[\"Pikachu\"]",
             ],
             &[
-                "model.init = \"reference\"",
-                "none of model.reference_words (Pikachu) is a single token",
+                "model.init: \"reference\" but none of model.reference_words (Pikachu) is a single token",
                 "subword-mean",
             ],
             "model",

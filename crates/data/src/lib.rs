@@ -128,18 +128,15 @@ pub enum DataError {
     /// The manifest or an artifact file failed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    Fs(#[from] tp06_artifact::fs::FsError),
 }
 
 fn expected_columns(field: &str) -> &'static str {
     match field {
         "data.names" => "`name`",
         _ => "`title` and `content`",
-    }
-}
-
-impl From<tp06_artifact::fs::FsError> for DataError {
-    fn from(e: tp06_artifact::fs::FsError) -> Self {
-        DataError::Manifest(ManifestError::Fs(e))
     }
 }
 

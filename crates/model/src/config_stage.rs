@@ -1,7 +1,7 @@
 //! Configuration of the model stage (`[model]` in a preset).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tp06_artifact::Source;
+use tp06_artifact::{SettingError, Source};
 
 /// Which rows of the token embedding `wte` (and so of the tied LM head) train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,12 +119,15 @@ pub struct StageConfig {
 
 impl StageConfig {
     /// Checks the values serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if !(self.noise_std >= 0.0 && self.noise_std.is_finite()) {
-            return Err(format!("model.noise_std: {} must be a finite value ≥ 0", self.noise_std));
+            return Err(SettingError::new("model.noise_std", format!("{} must be a finite value ≥ 0", self.noise_std)));
         }
         if self.init == InitStrategy::Reference && self.reference_words.is_empty() {
-            return Err("model.reference_words: empty; the `reference` init needs at least one word".into());
+            return Err(SettingError::new(
+                "model.reference_words",
+                "empty; the `reference` init needs at least one word",
+            ));
         }
         Ok(())
     }

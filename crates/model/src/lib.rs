@@ -8,7 +8,6 @@ pub mod backend;
 mod config;
 mod config_stage;
 mod freeze;
-mod generate;
 mod gpt2;
 mod init;
 pub mod kernels;
@@ -24,7 +23,6 @@ use std::path::PathBuf;
 pub use config::{Activation, Gpt2Config, HfConfig};
 pub use config_stage::{BlockCount, FreezeConfig, InitStrategy, StageConfig, WteFreeze};
 pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
-pub use generate::greedy;
 pub use gpt2::{Attention, Block, Conv1D, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
 pub use kernels::{Dropout, Gpt2Ops, TrainBackend};
@@ -32,8 +30,8 @@ pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_base, load_stage_model, outputs, run};
 pub use weights::{
-    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensors, save_safetensors, weight_file, write_hf_dir,
-    write_tensors,
+    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensor, read_tensors, save_safetensors, weight_file,
+    write_hf_dir, write_tensors,
 };
 
 /// Everything that can go wrong with a model directory or its files.
@@ -80,7 +78,15 @@ pub enum ModelError {
         #[source]
         source: tp06_artifact::hub::HubError,
     },
-    /// The stage's settings do not fit the model.
-    #[error("{0}")]
-    Plan(String),
+    /// A setting's value does not fit (the model, its tokenizer).
+    #[error(transparent)]
+    Setting(#[from] tp06_artifact::SettingError),
+    /// The tokenizer is larger than the model's embedding.
+    #[error(
+        "the tokenizer has {tokens} tokens but the model only {rows} embedding rows (`{config}`): they do not belong together"
+    )]
+    TokenizerMismatch { tokens: usize, rows: usize, config: PathBuf },
+    /// An artifact of the model stage is unreadable.
+    #[error("`{path}`: {reason}; re-run the model stage")]
+    Artifact { path: PathBuf, reason: String },
 }

@@ -9,7 +9,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::Hub;
-use tp06_artifact::{Begin, InputRecord, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{Begin, InputRecord, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
 use tp06_vocab::VocabInfo;
 
 use crate::config_stage::InitStrategy;
@@ -80,7 +80,7 @@ const BASE_FILES: &[&[&str]] = &[&["config.json"], &[weights::SAFETENSORS, weigh
 /// Runs the model stage into `run` on `device`.
 pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> Result<StageReport, ModelError> {
     let (run, hub, device, force) = (ctx.run, ctx.hub, &ctx.device, ctx.force);
-    config.validate().map_err(ModelError::Plan)?;
+    config.validate()?;
     let vocab_stage = UpstreamCheck::require(run, Stage::Vocab)?;
     let wanted: &[&[&str]] = if config.from_scratch { &BASE_FILES[..1] } else { BASE_FILES };
     let dir = tp06_artifact::hub::model_dir(hub, &config.base, wanted).map_err(|source| ModelError::Hub { source })?;
@@ -111,20 +111,18 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
     if let crate::BlockCount::Count(n) = config.freeze.lower_blocks
         && n > base.n_layer
     {
-        return Err(ModelError::Plan(format!(
-            "model.freeze.lower_blocks: {n}, but the model has {layers} blocks; use 0 to {layers}, or \"half\"",
-            layers = base.n_layer
-        )));
+        let layers = base.n_layer;
+        let problem = format!("{n}, but the model has {layers} blocks; use 0 to {layers}, or \"half\"");
+        return Err(SettingError::new("model.freeze.lower_blocks", problem).into());
     }
     let info = VocabInfo::read(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::VOCAB_INFO))?;
     let added = tp06_vocab::read_added(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::ADDED_TOKENS))?;
     if info.base_vocab_size > base.vocab_size {
-        return Err(ModelError::Plan(format!(
-            "the tokenizer has {} tokens but the model only {} embedding rows ({}): they do not belong together",
-            info.base_vocab_size,
-            base.vocab_size,
-            config_path.display()
-        )));
+        return Err(ModelError::TokenizerMismatch {
+            tokens: info.base_vocab_size,
+            rows: base.vocab_size,
+            config: config_path.clone(),
+        });
     }
 
     let (model, load): (Gpt2<B>, Option<LoadReport>) = match &weight_file {
@@ -231,11 +229,12 @@ fn reference_word(hub: &Hub, config: &StageConfig) -> Result<(String, u32), Mode
         .map_err(|source| ModelError::Hub { source })?;
     let tok = tp06_vocab::Tok::from_dir(&dir)?;
     tp06_vocab::reference_word(&tok, &config.reference_words)?.ok_or_else(|| {
-        ModelError::Plan(format!(
-            "model.init = \"reference\" but none of model.reference_words ({}) is a single token; \
-             change model.reference_words or use model.init = \"subword-mean\"",
-            config.reference_words.join(", ")
-        ))
+        let words = config.reference_words.join(", ");
+        let problem = format!(
+            "\"reference\" but none of model.reference_words ({words}) is a single token; \
+             change model.reference_words or use model.init = \"subword-mean\""
+        );
+        SettingError::new("model.init", problem).into()
     })
 }
 
@@ -252,6 +251,7 @@ pub fn load_stage_model<B: Backend>(
         action: "cannot read",
         source: e,
     })?;
-    let plan = serde_json::from_str(&text).map_err(|e| ModelError::Plan(format!("{}: {e}", path.display())))?;
+    let plan =
+        serde_json::from_str(&text).map_err(|e| ModelError::Artifact { path: path.clone(), reason: e.to_string() })?;
     Ok((model, config, plan))
 }

@@ -39,9 +39,10 @@ pub struct LoadReport {
     pub dtypes: BTreeMap<String, usize>,
 }
 
-/// One checkpoint file, readable tensor by tensor.
+/// One checkpoint file, readable tensor by tensor. A safetensors file is
+/// mapped into memory, so that reading one tensor reads only its bytes.
 enum WeightFile {
-    Safetensors { bytes: Vec<u8> },
+    Safetensors { map: memmap2::Mmap },
     Torch(Box<TorchArchive>),
 }
 
@@ -57,9 +58,13 @@ impl WeightFile {
         if path.file_name().and_then(|n| n.to_str()) == Some(SAFETENSORS)
             || path.extension().is_some_and(|e| e == "safetensors")
         {
-            let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            // SAFETY: the map is read-only and lives as long as this value; the
+            // file is an artifact or model file that nothing writes in place
+            // (every artifact is written to a temporary sibling and renamed).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(format!("cannot read: {e}")))?;
             let entries = {
-                let st = SafeTensors::deserialize(&bytes)
+                let st = SafeTensors::deserialize(&map)
                     .map_err(|e| bad(format!("not a valid safetensors file ({e}); truncated or corrupt?")))?;
                 st.tensors()
                     .into_iter()
@@ -70,7 +75,7 @@ impl WeightFile {
                     })
                     .collect()
             };
-            Ok((WeightFile::Safetensors { bytes }, entries))
+            Ok((WeightFile::Safetensors { map }, entries))
         } else {
             let archive = TorchArchive::open(path).map_err(bad)?;
             let entries = archive
@@ -84,8 +89,8 @@ impl WeightFile {
 
     fn read_f32(&mut self, key: &str) -> Result<Vec<f32>, String> {
         match self {
-            WeightFile::Safetensors { bytes } => {
-                let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+            WeightFile::Safetensors { map } => {
+                let st = SafeTensors::deserialize(map).map_err(|e| e.to_string())?;
                 let view = st.tensor(key).map_err(|e| e.to_string())?;
                 let data = view.data();
                 use safetensors::Dtype;
@@ -302,6 +307,24 @@ pub fn write_tensors<B: Backend>(
 /// Tensors by name: shape and values.
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
+/// Reads one tensor of a weight file (safetensors or PyTorch), the first of
+/// `keys` it holds, as f32 (f16, bf16 and f64 widened or narrowed): `(key,
+/// shape, values)`. Of a safetensors file only the header and that tensor's
+/// bytes are read.
+pub fn read_tensor(path: &Path, keys: &[&str]) -> Result<(String, Vec<usize>, Vec<f32>), ModelError> {
+    let (mut file, entries) = WeightFile::open(path)?;
+    let bad = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
+    let entry = keys
+        .iter()
+        .find_map(|key| entries.iter().find(|e| e.key == *key))
+        .ok_or_else(|| bad(format!("no tensor `{}`", keys.join("` or `"))))?;
+    let values = file.read_f32(&entry.key).map_err(bad)?;
+    if values.len() != entry.shape.iter().product::<usize>() {
+        return Err(bad(format!("`{}` does not hold its shape {:?}", entry.key, entry.shape)));
+    }
+    Ok((entry.key.clone(), entry.shape.clone(), values))
+}
+
 /// Reads every f32 tensor of a safetensors file written by [`write_tensors`].
 pub fn read_tensors(path: &Path) -> Result<NamedTensors, ModelError> {
     let (mut file, entries) = WeightFile::open(path)?;
@@ -336,5 +359,26 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         assert_eq!((8 + header) % 8, 0, "data starts 8-byte aligned");
+        // One tensor: the first of the keys the file holds.
+        let (key, shape, values) = read_tensor(&path, &["m.c", "m.b", "m.a"]).unwrap();
+        assert_eq!((key.as_str(), shape, values), ("m.b", vec![2, 3], vec![0.5; 6]));
+        let absent = read_tensor(&path, &["m.c"]).unwrap_err().to_string();
+        assert!(absent.contains("optimizer.safetensors") && absent.contains("no tensor `m.c`"), "{absent}");
+    }
+
+    /// A PyTorch file's tensor reads as the same model's safetensors one.
+    #[test]
+    fn one_tensor_reads_alike_from_pytorch_and_safetensors_files() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model");
+        let bin = fixtures.join("tiny-bin/pytorch_model.bin");
+        let (key, shape, values) = read_tensor(&bin, &["transformer.wte.weight", "wte.weight"]).unwrap();
+        let config = crate::HfConfig::from_file(&fixtures.join("tiny-bin/config.json")).unwrap().resolve().unwrap();
+        assert_eq!(shape, [config.vocab_size, config.n_embd], "{key}");
+        let (model, _) = load::<Cpu>(&bin, &config, &Default::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let st = dir.path().join(SAFETENSORS);
+        save_safetensors(&model, &st).unwrap();
+        let (_, st_shape, st_values) = read_tensor(&st, &["transformer.wte.weight"]).unwrap();
+        assert_eq!((st_shape, st_values), (shape, values));
     }
 }

@@ -3,9 +3,6 @@
 //! measures each added row's distance to its initial vector and finds the
 //! nearest pretrained tokens.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// A `[rows, cols]` matrix, row-major.
@@ -26,74 +23,16 @@ impl Matrix {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: (u64, u64),
-}
-
 /// Reads the 2-D tensor `wte.weight` (with or without the `transformer.`
-/// prefix) from a safetensors file, converting f16/bf16 to f32.
+/// prefix) from a weight file, converting f16/bf16 to f32; of a safetensors
+/// file only that tensor is read.
 pub fn read_wte(path: &Path) -> Result<Matrix, String> {
-    let fail = |why: String| format!("{}: {why}", path.display());
-    let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| fail(format!("no safetensors header ({e})")))?;
-    let len = u64::from_le_bytes(len);
-    let size = file.metadata().map_err(|e| fail(e.to_string()))?.len();
-    if len > size.saturating_sub(8) || len > 100 << 20 {
-        return Err(fail(format!("header length {len} does not fit the file ({size} bytes)")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| fail(e.to_string()))?;
-    let entries: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| fail(format!("bad header: {e}")))?;
-    let (name, entry) = ["transformer.wte.weight", "wte.weight"]
-        .iter()
-        .find_map(|n| entries.get(*n).map(|v| (*n, v.clone())))
-        .ok_or_else(|| fail("no `wte.weight` tensor".into()))?;
-    let entry: Entry = serde_json::from_value(entry).map_err(|e| fail(format!("`{name}`: {e}")))?;
-    let [rows, cols] = entry.shape[..] else {
-        return Err(fail(format!("`{name}` has shape {:?}, expected 2-D", entry.shape)));
-    };
-    let width = match entry.dtype.as_str() {
-        "F32" => 4,
-        "F16" | "BF16" => 2,
-        other => return Err(fail(format!("`{name}` has dtype {other}"))),
-    };
-    let (start, end) = entry.data_offsets;
-    if end - start != (rows * cols * width) as u64 || 8 + len + end > size {
-        return Err(fail(format!("`{name}` data does not match its shape (truncated file?)")));
-    }
-    file.seek(SeekFrom::Start(8 + len + start)).map_err(|e| fail(e.to_string()))?;
-    let mut bytes = vec![0u8; (end - start) as usize];
-    file.read_exact(&mut bytes).map_err(|e| fail(e.to_string()))?;
-    let values = match width {
-        4 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        _ if entry.dtype == "BF16" => {
-            bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
-        }
-        _ => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+    let (name, shape, values) =
+        tp06_model::read_tensor(path, &["transformer.wte.weight", "wte.weight"]).map_err(|e| e.to_string())?;
+    let [rows, cols] = shape[..] else {
+        return Err(format!("{}: `{name}` has shape {shape:?}, expected 2-D", path.display()));
     };
     Ok(Matrix { rows, cols, values })
-}
-
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let frac = (h & 0x3ff) as f32;
-    sign * match exp {
-        0 => frac * 2f32.powi(-24),
-        31 => {
-            if frac == 0.0 {
-                f32::INFINITY
-            } else {
-                f32::NAN
-            }
-        }
-        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
-    }
 }
 
 fn norm(a: &[f32]) -> f64 {
@@ -168,9 +107,11 @@ mod tests {
         write_safetensors(&path, "wte.weight", "BF16", [3, 2], &bf16s);
         assert_eq!(read_wte(&path).unwrap().values, values);
         write_safetensors(&path, "wte.weight", "F32", [3, 2], &f32s[..20]);
-        assert!(read_wte(&path).unwrap_err().contains("does not match its shape"));
+        let truncated = read_wte(&path).unwrap_err();
+        assert!(truncated.contains("m.safetensors") && truncated.contains("truncated or corrupt"), "{truncated}");
         write_safetensors(&path, "wpe.weight", "F32", [3, 2], &f32s);
-        assert!(read_wte(&path).unwrap_err().contains("no `wte.weight`"));
+        let absent = read_wte(&path).unwrap_err();
+        assert!(absent.contains("no tensor `transformer.wte.weight` or `wte.weight`"), "{absent}");
     }
 
     #[test]

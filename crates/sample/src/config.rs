@@ -1,6 +1,7 @@
 //! Configuration of the sample stage (`[sample]` in a preset).
 
 use serde::{Deserialize, Serialize};
+use tp06_artifact::SettingError;
 use tp06_model::Precision;
 
 /// One prompt, with its own temperature if it differs from the default.
@@ -46,35 +47,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks the values serde cannot; errors name the settings `sample.KEY`.
-    pub fn validate(&self) -> Result<(), String> {
-        self.check(&|key| format!("sample.{key}"))
-    }
-
-    /// Checks the values serde cannot; errors name the setting `key` as
-    /// `name(key)` says (`sample.top_p` in a file, `--top-p` on a command line).
-    pub fn check(&self, name: &dyn Fn(&str) -> String) -> Result<(), String> {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let fail = |key: &str, problem: String| Err(SettingError::new(format!("sample.{key}"), problem));
         let temperatures = std::iter::once(self.temperature).chain(self.prompts.iter().filter_map(|p| p.temperature));
         for t in temperatures {
             if !(t >= 0.0 && t.is_finite()) {
-                return Err(format!("{}: {t} must be ≥ 0 (0 means greedy)", name("temperature")));
+                return fail("temperature", format!("{t} must be ≥ 0 (0 means greedy)"));
             }
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("{}: {} must be in (0, 1]", name("top_p"), self.top_p));
+            return fail("top_p", format!("{} must be in (0, 1]", self.top_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return Err(format!(
-                "{}: {} must be > 0 (1 disables)",
-                name("repetition_penalty"),
-                self.repetition_penalty
-            ));
+            return fail("repetition_penalty", format!("{} must be > 0 (1 disables)", self.repetition_penalty));
         }
         if self.max_length == 0 && self.max_new_tokens.is_none() {
-            return Err(format!("{}: 0; use at least 1 (course: 150)", name("max_length")));
+            return fail("max_length", "0; use at least 1 (course: 150)".into());
         }
         if self.num_samples == 0 {
-            return Err(format!("{}: 0; use at least 1", name("num_samples")));
+            return fail("num_samples", "0; use at least 1".into());
         }
         Ok(())
     }
@@ -123,9 +115,9 @@ pub struct AdHoc {
 }
 
 impl Overrides {
-    /// `config` with these overrides, checked; errors name the setting as
-    /// `name(key)` says (the command line's flag).
-    pub fn apply(&self, config: &Config, name: &dyn Fn(&str) -> String) -> Result<AdHoc, String> {
+    /// `config` with these overrides, checked; an error names the setting as
+    /// `name(key)` says (its flag), given the key without `sample.`.
+    pub fn apply(&self, config: &Config, name: &dyn Fn(&str) -> String) -> Result<AdHoc, SettingError> {
         let mut merged = config.clone();
         merged.do_sample = !self.greedy && config.do_sample;
         merged.temperature = self.temperature.unwrap_or(config.temperature);
@@ -140,7 +132,7 @@ impl Overrides {
         } else if self.max_length.is_some() {
             merged.max_new_tokens = None;
         }
-        merged.check(name)?;
+        merged.validate().map_err(|e| e.renamed(|key| name(key.trim_start_matches("sample."))))?;
         Ok(AdHoc {
             processing: crate::Processing {
                 do_sample: merged.do_sample,
@@ -231,11 +223,11 @@ mod tests {
         let total = Overrides { max_length: Some(60), ..Default::default() }.apply(&c, &flag).unwrap();
         assert_eq!(total.length, Length::Total(60));
         let zero = Overrides { max_length: Some(0), ..Default::default() }.apply(&c, &flag).unwrap_err();
-        assert!(zero.starts_with("--max-length: 0"), "{zero}");
+        assert!(zero.to_string().starts_with("--max-length: 0"), "{zero}");
         let top_p = Overrides { top_p: Some(2.0), ..Default::default() }.apply(&c, &flag).unwrap_err();
-        assert_eq!(top_p, "--top-p: 2 must be in (0, 1]");
+        assert_eq!(top_p, SettingError::new("--top-p", "2 must be in (0, 1]"));
         assert_eq!(
-            Config { top_p: 2.0, ..config() }.validate().unwrap_err(),
+            Config { top_p: 2.0, ..config() }.validate().unwrap_err().to_string(),
             "sample.top_p: 2 must be in (0, 1]",
             "the file's names"
         );

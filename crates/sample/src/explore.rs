@@ -135,10 +135,7 @@ pub fn smart_init<B: Gpt2Ops>(
     seed: u64,
 ) -> Result<SmartInit, SampleError> {
     let Some((reference, reference_id)) = tp06_vocab::reference_word(tok, references)? else {
-        return Err(SampleError::Config(format!(
-            "none of the reference words ({}) is a single token in this tokenizer; pass one that is with --reference",
-            references.join(", ")
-        )));
+        return Err(SampleError::NoReferenceWord { words: references.join(", ") });
     };
     let reference = reference.as_str();
     let device = model.wte.weight.device();
@@ -158,7 +155,7 @@ pub fn smart_init<B: Gpt2Ops>(
     let (extended, _) = tp06_vocab::extend::course(tok, &[name.to_string()])?;
     let new_id = match extended.encode(name)?.as_slice() {
         [id] => *id,
-        _ => return Err(SampleError::Config(format!("{name:?} did not become a single token"))),
+        _ => return Err(SampleError::NotOneToken { name: name.into() }),
     };
     let [rows, width] = base.model.wte.weight.dims();
     let old = tp06_model::NamedParams::<B>::values(&base.model.wte.weight.val().reshape([rows * width]));

@@ -30,7 +30,7 @@ pub struct Generated {
 
 /// The seed of sample `index` of a prompt decoded with `seed`.
 pub fn sample_seed(seed: u64, index: usize) -> u64 {
-    seed.wrapping_add((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    seed.wrapping_add((index as u64).wrapping_mul(tp06_model::rng::GAMMA))
 }
 
 /// Decodes `samples` continuations of `prompt`. Sample `i` draws from its own

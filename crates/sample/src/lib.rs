@@ -27,9 +27,22 @@ fn abridged(text: &str) -> String {
 /// Everything that can go wrong when sampling.
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
-    /// A setting does not fit.
-    #[error("{0}")]
-    Config(String),
+    /// A setting's value does not fit.
+    #[error(transparent)]
+    Setting(#[from] tp06_artifact::SettingError),
+    /// The tokenizer is larger than the model's embedding.
+    #[error(
+        "the tokenizer in `{dir}` has {tokens} tokens but the model only {rows} embedding rows: they do not belong together"
+    )]
+    TokenizerMismatch { dir: PathBuf, tokens: usize, rows: usize },
+    /// The smart-initialisation demo found no single-token reference word.
+    #[error(
+        "none of the reference words ({words}) is a single token in this tokenizer; pass one that is with --reference"
+    )]
+    NoReferenceWord { words: String },
+    /// The smart-initialisation demo's name did not become one token.
+    #[error("{name:?} did not become a single token")]
+    NotOneToken { name: String },
     /// A prompt is too long for the model.
     #[error("the prompt {:?} is {tokens} tokens but the model's context is {context}; shorten it", abridged(prompt))]
     PromptTooLong { prompt: String, tokens: usize, context: usize },
@@ -45,12 +58,9 @@ pub enum SampleError {
     /// A manifest or artifact failed.
     #[error(transparent)]
     Manifest(#[from] tp06_artifact::ManifestError),
-}
-
-impl From<tp06_artifact::fs::FsError> for SampleError {
-    fn from(e: tp06_artifact::fs::FsError) -> Self {
-        SampleError::Manifest(tp06_artifact::ManifestError::Fs(e))
-    }
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    Fs(#[from] tp06_artifact::fs::FsError),
 }
 
 /// A model with its tokenizer, ready to generate.
@@ -73,12 +83,11 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
         let (model, _) = tp06_model::load::<B>(&file, &config, device)?;
         let tok = tp06_vocab::Tok::from_dir(dir)?;
         if tok.vocab_size() > config.vocab_size {
-            return Err(SampleError::Config(format!(
-                "the tokenizer in `{}` has {} tokens but the model only {} embedding rows: they do not belong together",
-                dir.display(),
-                tok.vocab_size(),
-                config.vocab_size
-            )));
+            return Err(SampleError::TokenizerMismatch {
+                dir: dir.to_path_buf(),
+                tokens: tok.vocab_size(),
+                rows: config.vocab_size,
+            });
         }
         let eos = tok.special_id(tok.specials.eos.as_ref());
         Ok(Self { model, tok, eos, dir: dir.to_path_buf() })

@@ -98,7 +98,7 @@ fn markdown(records: &[SampleRecord]) -> String {
 /// Runs the sample stage into `run`.
 pub fn run<B: tp06_model::Gpt2Ops>(ctx: &StageContext<B::Device>, config: &Config) -> Result<StageReport, SampleError> {
     let (run, device, progress, force) = (ctx.run, &ctx.device, ctx.progress, ctx.force);
-    config.validate().map_err(SampleError::Config)?;
+    config.validate()?;
     let train = UpstreamCheck::require(run, Stage::Train)?;
     let model = UpstreamCheck::require(run, Stage::Model)?;
     let inputs = vec![train.input.clone(), model.input.clone()];

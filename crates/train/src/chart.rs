@@ -19,6 +19,17 @@ pub struct Series<'a> {
 pub const PALETTE: [RGBColor; 4] =
     [RGBColor(9, 105, 218), RGBColor(207, 34, 46), RGBColor(26, 127, 55), RGBColor(191, 135, 0)];
 
+/// Why a chart could not be drawn.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChartError {
+    /// No series has a point.
+    #[error("no points to draw")]
+    NoPoints,
+    /// The plotting library failed.
+    #[error("{0}")]
+    Draw(String),
+}
+
 /// A line chart of `series`, with an optional labelled point.
 pub fn line_chart(
     title: &str,
@@ -26,10 +37,10 @@ pub fn line_chart(
     y_desc: &str,
     series: &[Series],
     mark: Option<((f64, f64), String)>,
-) -> Result<String, String> {
+) -> Result<String, ChartError> {
     let points: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
     if points.is_empty() {
-        return Err("no points to draw".into());
+        return Err(ChartError::NoPoints);
     }
     let (x_lo, x_hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
     let (y_lo, y_hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
@@ -39,7 +50,7 @@ pub fn line_chart(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (760, 360)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let err = |e: &dyn std::fmt::Display| ChartError::Draw(e.to_string());
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))

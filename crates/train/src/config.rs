@@ -1,6 +1,7 @@
 //! Configuration of the train stage (`[train]` in a preset).
 
 use serde::{Deserialize, Serialize};
+use tp06_artifact::SettingError;
 use tp06_model::Precision;
 
 /// The train stage's settings; the course's values are in `presets/tp06.toml`.
@@ -55,46 +56,46 @@ pub struct Config {
 
 impl Config {
     /// Checks the values serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = |name: &str, v: f64| {
-            if v > 0.0 && v.is_finite() { Ok(()) } else { Err(format!("train.{name}: {v} must be > 0")) }
-        };
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let fail = |key: &str, problem: String| Err(SettingError::new(format!("train.{key}"), problem));
+        let positive =
+            |key: &str, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { fail(key, format!("{v} must be > 0")) };
         positive("lr", self.lr)?;
         if self.batch_size == 0 {
-            return Err("train.batch_size: 0; use at least 1 (course: 2)".into());
+            return fail("batch_size", "0; use at least 1 (course: 2)".into());
         }
         if self.grad_accum == 0 {
-            return Err("train.grad_accum: 0; use at least 1 (course: 8)".into());
+            return fail("grad_accum", "0; use at least 1 (course: 8)".into());
         }
         if self.max_length < 2 {
-            return Err(format!("train.max_length: {} is too short; use at least 2 (course: 256)", self.max_length));
+            return fail("max_length", format!("{} is too short; use at least 2 (course: 256)", self.max_length));
         }
         if self.epochs == 0 && self.max_steps.is_none() {
-            return Err("train.epochs: 0 and no train.max_steps; nothing to train".into());
+            return fail("epochs", "0 and no train.max_steps; nothing to train".into());
         }
         if self.max_steps == Some(0) {
-            return Err("train.max_steps: 0; use at least 1, or remove it to train by epochs".into());
+            return fail("max_steps", "0; use at least 1, or remove it to train by epochs".into());
         }
-        for (name, v) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+        for (key, v) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
             if !(0.0..1.0).contains(&v) {
-                return Err(format!("train.{name}: {v} must be in [0, 1)"));
+                return fail(key, format!("{v} must be in [0, 1)"));
             }
         }
         positive("adam_epsilon", self.adam_epsilon)?;
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(format!("train.weight_decay: {} must be ≥ 0", self.weight_decay));
+            return fail("weight_decay", format!("{} must be ≥ 0", self.weight_decay));
         }
         if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
-            return Err(format!("train.max_grad_norm: {} must be ≥ 0 (0 disables clipping)", self.max_grad_norm));
+            return fail("max_grad_norm", format!("{} must be ≥ 0 (0 disables clipping)", self.max_grad_norm));
         }
         if self.keep_checkpoints == 0 {
-            return Err("train.keep_checkpoints: 0; keep at least 1 so a run can resume".into());
+            return fail("keep_checkpoints", "0; keep at least 1 so a run can resume".into());
         }
         if self.logging_every == 0 {
-            return Err("train.logging_every: 0; use at least 1".into());
+            return fail("logging_every", "0; use at least 1".into());
         }
         if self.checkpoint_every == 0 {
-            return Err("train.checkpoint_every: 0; use at least 1 (a run is checkpointed every so many steps)".into());
+            return fail("checkpoint_every", "0; use at least 1 (a run is checkpointed every so many steps)".into());
         }
         Ok(())
     }

@@ -32,9 +32,15 @@ fn or_command(command: &Option<String>) -> String {
 /// Everything that can go wrong in the train stage.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// A configuration value does not fit the model or data.
-    #[error("{0}")]
-    Config(String),
+    /// A setting's value does not fit (the model, the data).
+    #[error(transparent)]
+    Setting(#[from] tp06_artifact::SettingError),
+    /// No example to train on.
+    #[error("no training example: the articles are empty or shorter than one block (train.packing)")]
+    NoExamples,
+    /// A step whose micro-batches hold no example.
+    #[error("step {step}: no training example to step on; check the data stage's output")]
+    EmptyStep { step: u64 },
     /// The loss became NaN or infinite.
     #[error(
         "the training loss became {loss} at step {step} (learning rate {lr:e}); training stopped, {checkpoint}; lower train.lr or check the data"
@@ -66,7 +72,7 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, reason: String },
     /// The loss plot could not be drawn.
     #[error("cannot draw the loss plot: {0}")]
-    Plot(String),
+    Plot(#[from] chart::ChartError),
     /// Reading or writing the model failed.
     #[error(transparent)]
     Model(#[from] tp06_model::ModelError),
@@ -79,10 +85,7 @@ pub enum TrainError {
     /// A manifest or artifact failed.
     #[error(transparent)]
     Manifest(#[from] tp06_artifact::ManifestError),
-}
-
-impl From<tp06_artifact::fs::FsError> for TrainError {
-    fn from(e: tp06_artifact::fs::FsError) -> Self {
-        TrainError::Manifest(tp06_artifact::ManifestError::Fs(e))
-    }
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    Fs(#[from] tp06_artifact::fs::FsError),
 }

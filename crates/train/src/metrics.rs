@@ -93,7 +93,7 @@ pub fn plot_loss(records: &[Record], path: &Path, title: &str) -> Result<(), Tra
     if series.is_empty() {
         return Ok(());
     }
-    let svg = line_chart(title, "step", "loss", &series, None).map_err(TrainError::Plot)?;
+    let svg = line_chart(title, "step", "loss", &series, None)?;
     tp06_artifact::fs::write_atomic(path, svg.as_bytes())?;
     Ok(())
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tp06_artifact::{Begin, Resume, RunDir, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{
+    Begin, Resume, RunDir, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
+};
 use tp06_model::{FreezePlan, Gpt2, Gpt2Config, TrainBackend};
 use tp06_vocab::{Tok, VocabInfo};
 
@@ -150,10 +152,14 @@ fn prepare_datasets(
     cache_path: &Path,
 ) -> Result<Datasets, TrainError> {
     if config.max_length > model.n_positions {
-        return Err(TrainError::Config(format!(
-            "train.max_length: {} is longer than the model's context (n_positions = {}); use at most {}",
-            config.max_length, model.n_positions, model.n_positions
-        )));
+        return Err(SettingError::new(
+            "train.max_length",
+            format!(
+                "{} is longer than the model's context (n_positions = {}); use at most {}",
+                config.max_length, model.n_positions, model.n_positions
+            ),
+        )
+        .into());
     }
     let (data, vocab) = (&upstream.data, &upstream.vocab);
     let tok = Tok::from_dir(&run.stage_dir(Stage::Vocab))?;
@@ -189,9 +195,7 @@ fn prepare_datasets(
     };
     let train = examples::build(&cache.train, options);
     if train.is_empty() {
-        return Err(TrainError::Config(
-            "no training example: the articles are empty or shorter than one block (train.packing)".into(),
-        ));
+        return Err(TrainError::NoExamples);
     }
     let eval_options = ExampleOptions { pad_in_loss: false, packing: false, ..options };
     let valid: Vec<Example> = examples::build(&cache.valid, eval_options)
@@ -272,7 +276,7 @@ fn config_differences(old: &Value, new: &Value) -> Vec<String> {
 /// Runs the train stage into `run`.
 pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> Result<StageReport, TrainError> {
     let (run, device) = (ctx.run, &ctx.device);
-    config.validate().map_err(TrainError::Config)?;
+    config.validate()?;
     let upstream = Upstreams::require(run)?;
     let inputs = vec![upstream.data.input.clone(), upstream.vocab.input.clone(), upstream.model.input.clone()];
     let config_json = serde_json::to_value(config).expect("the train config serialises");

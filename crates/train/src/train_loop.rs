@@ -183,10 +183,7 @@ fn step_failed(error: StepError, step: u64, lr: f64, checkpoints: &Path) -> Trai
             };
             TrainError::NonFinite { step: step + 1, loss, lr, checkpoint }
         }
-        StepError::NoExamples => TrainError::Config(format!(
-            "step {}: no training example to step on; check the data stage's output",
-            step + 1
-        )),
+        StepError::NoExamples => TrainError::EmptyStep { step: step + 1 },
     }
 }
 

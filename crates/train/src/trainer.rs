@@ -17,7 +17,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, s};
 use tp06_model::rng::{GAMMA, mix64};
-use tp06_model::{FreezePlan, Gpt2, Gpt2Ops, Kernels, Pass, Precision, TrainBackend};
+use tp06_model::{FreezePlan, Gpt2, Gpt2Ops, Kernels, NamedParams, Pass, Precision, TrainBackend};
 
 use crate::examples::{Example, IGNORE, hf_items_in_batch, label_tokens};
 use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
@@ -25,32 +25,9 @@ use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
 /// The flattened parameters (or gradients) of a model, by HF name.
 pub type Named<B> = BTreeMap<String, Tensor<B, 1>>;
 
-/// Collects the flattened parameter tensors of `model`, by name.
-struct Collect<B: Backend> {
-    path: Vec<String>,
-    out: Vec<(String, Vec<usize>, Tensor<B, 1>)>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for Collect<B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let t = param.val();
-        let dims = t.dims().to_vec();
-        let n = dims.iter().product::<usize>();
-        self.out.push((self.path.join("."), dims, t.reshape([n])));
-    }
-}
-
 /// `(name, shape, flattened value)` of every parameter, in module order.
 pub fn parameters<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
-    let mut visitor = Collect { path: Vec::new(), out: Vec::new() };
-    model.visit(&mut visitor);
-    visitor.out
+    NamedParams::of(model).params
 }
 
 /// Collects the flattened gradients of the trainable parameters.

@@ -41,9 +41,6 @@ pub enum VocabError {
     /// The extension did not make every name one token.
     #[error("the extended tokenizer does not round-trip {count} name sentence(s), e.g. {example}")]
     RoundTrip { count: usize, example: String },
-    /// A configuration value is invalid.
-    #[error("{0}")]
-    Config(String),
     /// The base model could not be fetched.
     #[error("model.base: {source}{}", source.offline_hint("--set model.base=DIR"))]
     Hub {
@@ -56,12 +53,9 @@ pub enum VocabError {
     /// The manifest or an artifact file failed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-}
-
-impl From<tp06_artifact::fs::FsError> for VocabError {
-    fn from(e: tp06_artifact::fs::FsError) -> Self {
-        VocabError::Manifest(ManifestError::Fs(e))
-    }
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    Fs(#[from] tp06_artifact::fs::FsError),
 }
 
 /// The vocab stage's outputs.
