@@ -276,9 +276,8 @@ fn train<B: TrainBackend>(
     use tp06_train::examples::Example;
     let t = &workload.train;
     let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
-    let mut trainer = tp06_train::new_trainer(model, workload.plan(config), t, device);
-    trainer.autocast = precision;
-    trainer.kernels = kernels;
+    let settings = tp06_train::TrainerSettings { autocast: precision, kernels, ..tp06_train::TrainerSettings::of(t) };
+    let mut trainer = tp06_train::Trainer::new(model, workload.plan(config), settings, device.clone());
     let (batch, accumulation, length) = (t.batch_size, t.grad_accum, t.max_length);
     let mut seed = 0;
     let mut step = |trainer: &mut tp06_train::trainer::Trainer<B>| {

@@ -21,8 +21,9 @@ use std::path::PathBuf;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, LoopState};
 pub use config::Config;
-pub use stage::{TrainStats, new_trainer, outputs, run};
+pub use stage::{TrainStats, outputs, run};
 pub use train_loop::{Evaluation, KeepBest, Loop, Validation, steps_per_epoch, train_loop};
+pub use trainer::{Trainer, TrainerSettings};
 
 /// `" (or `COMMAND`)"`, or nothing without a command.
 fn or_command(command: &Option<String>) -> String {

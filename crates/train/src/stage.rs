@@ -10,7 +10,7 @@ use serde_json::Value;
 use tp06_artifact::{
     Begin, Resume, RunDir, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
 };
-use tp06_model::{FreezePlan, Gpt2, Gpt2Config, TrainBackend};
+use tp06_model::{Gpt2Config, TrainBackend};
 use tp06_vocab::{Tok, VocabInfo};
 
 use crate::TrainError;
@@ -18,9 +18,8 @@ use crate::checkpoint::{self, Checkpoint, LoopState};
 use crate::config::Config;
 use crate::examples::{self, Example, ExampleOptions};
 use crate::metrics::{self, Record};
-use crate::optim::AdamW;
 use crate::train_loop::{Evaluation, KeepBest, Loop, Validation, steps_per_epoch, train_loop};
-use crate::trainer::Trainer;
+use crate::trainer::{Trainer, TrainerSettings};
 
 /// The train stage's outputs.
 pub mod outputs {
@@ -313,7 +312,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     };
 
     // The trainer: resumed from this run's checkpoint, or fresh and evaluated once.
-    let mut trainer = new_trainer(model, plan, config, device);
+    let mut trainer = Trainer::new(model, plan, TrainerSettings::of(config), device.clone());
     let mut state = LoopState {
         version: checkpoint::CHECKPOINT_VERSION,
         fingerprint,
@@ -327,9 +326,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
         Some(ckpt) => {
             tracing::info!("resuming from `{}` (step {})", ckpt.dir.display(), ckpt.state.step);
             let (model, moments) = checkpoint::load::<B>(ckpt, &model_config, device)?;
-            trainer.model = crate::trainer::apply_freeze(model, &trainer.plan);
-            trainer.moments = moments;
-            trainer.step = ckpt.state.step;
+            trainer.resume(model, moments, ckpt.state.step);
             state = ckpt.state.clone();
             stats.resumed_from = Some(ckpt.state.step);
             metrics::truncate_after(&metrics_path, ckpt.state.step)?;
@@ -385,25 +382,6 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     });
     let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
-}
-
-/// A trainer for `model` with the stage's optimiser, clipping, seed and
-/// precision (the stage's, and the benchmark's).
-pub fn new_trainer<B: TrainBackend>(
-    model: Gpt2<B>,
-    plan: FreezePlan,
-    config: &Config,
-    device: &B::Device,
-) -> Trainer<B> {
-    let adamw = AdamW {
-        beta1: config.adam_beta1,
-        beta2: config.adam_beta2,
-        epsilon: config.adam_epsilon,
-        weight_decay: config.weight_decay,
-    };
-    let mut trainer = Trainer::<B>::new(model, plan, adamw, config.max_grad_norm, config.seed, device.clone());
-    trainer.autocast = config.precision;
-    trainer
 }
 
 /// What an exported HF directory holds beside the weights: the model stage's

@@ -19,6 +19,7 @@ use burn::tensor::{Bool, s};
 use tp06_model::rng::{GAMMA, mix64};
 use tp06_model::{FreezePlan, Gpt2, Gpt2Ops, Kernels, NamedParams, Pass, Precision, TrainBackend};
 
+use crate::config::Config;
 use crate::examples::{Example, IGNORE, hf_items_in_batch, label_tokens};
 use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
 
@@ -163,20 +164,13 @@ pub fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
     mix64(seed ^ GAMMA.wrapping_mul(step + 1) ^ (micro as u64).rotate_left(32))
 }
 
-/// The model, its freeze plan and the optimiser state.
-pub struct Trainer<B: AutodiffBackend> {
-    /// The model being trained.
-    pub model: Gpt2<B>,
-    /// What trains.
-    pub plan: FreezePlan,
+/// How a trainer steps: everything besides the model, what trains and the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerSettings {
     /// The optimiser.
     pub adamw: AdamW,
-    /// Clip threshold (0: none).
+    /// Clip threshold of the global gradient norm (0: none).
     pub max_grad_norm: f64,
-    /// Moments by parameter name.
-    pub moments: BTreeMap<String, Moments<B::InnerBackend>>,
-    /// Optimiser steps taken.
-    pub step: u64,
     /// Seed of the dropout masks.
     pub seed: u64,
     /// The precision of the matrix products in the forward passes
@@ -184,6 +178,39 @@ pub struct Trainer<B: AutodiffBackend> {
     pub autocast: Precision,
     /// The operations' implementation in the forward passes ([`Pass::kernels`]).
     pub kernels: Kernels,
+}
+
+impl TrainerSettings {
+    /// The train stage's: its optimiser, clipping, seed and precision, on the
+    /// backend's kernels.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            adamw: AdamW {
+                beta1: config.adam_beta1,
+                beta2: config.adam_beta2,
+                epsilon: config.adam_epsilon,
+                weight_decay: config.weight_decay,
+            },
+            max_grad_norm: config.max_grad_norm,
+            seed: config.seed,
+            autocast: config.precision,
+            kernels: Kernels::Backend,
+        }
+    }
+}
+
+/// The model, its freeze plan and the optimiser state.
+pub struct Trainer<B: AutodiffBackend> {
+    /// The model being trained.
+    pub model: Gpt2<B>,
+    /// What trains.
+    pub plan: FreezePlan,
+    /// How it steps.
+    pub settings: TrainerSettings,
+    /// Moments by parameter name.
+    pub moments: BTreeMap<String, Moments<B::InnerBackend>>,
+    /// Optimiser steps taken.
+    pub step: u64,
     device: B::Device,
     /// When only `wte`'s new rows train: their span in the flattened `wte`.
     /// Its gradient and moments cover that span only; the pretrained rows
@@ -193,32 +220,21 @@ pub struct Trainer<B: AutodiffBackend> {
 
 impl<B: TrainBackend> Trainer<B> {
     /// A trainer for `model` (freeze plan applied here).
-    pub fn new(
-        model: Gpt2<B>,
-        plan: FreezePlan,
-        adamw: AdamW,
-        max_grad_norm: f64,
-        seed: u64,
-        device: B::Device,
-    ) -> Self {
+    pub fn new(model: Gpt2<B>, plan: FreezePlan, settings: TrainerSettings, device: B::Device) -> Self {
         let model = apply_freeze(model, &plan);
         let wte_trained = plan.wte_trainable_from.map(|from| {
             let [rows, cols] = model.wte.weight.dims();
             from.min(rows) * cols..rows * cols
         });
-        Self {
-            model,
-            plan,
-            adamw,
-            max_grad_norm,
-            moments: BTreeMap::new(),
-            step: 0,
-            seed,
-            autocast: Precision::F32,
-            kernels: Kernels::Backend,
-            device,
-            wte_trained,
-        }
+        Self { model, plan, settings, moments: BTreeMap::new(), step: 0, device, wte_trained }
+    }
+
+    /// Continues from a checkpoint: its model (freeze plan applied here), its
+    /// optimiser moments and its step count.
+    pub fn resume(&mut self, model: Gpt2<B>, moments: BTreeMap<String, Moments<B::InnerBackend>>, step: u64) {
+        self.model = apply_freeze(model, &self.plan);
+        self.moments = moments;
+        self.step = step;
     }
 
     /// The device.
@@ -244,11 +260,11 @@ impl<B: TrainBackend> Trainer<B> {
         // GPU, one read per optimiser step instead of a wait per micro-batch.
         let mut losses = Vec::with_capacity(micro_batches.len());
         for (micro, examples) in micro_batches.iter().enumerate().filter(|(_, examples)| !examples.is_empty()) {
-            let seed = dropout_seed(self.seed, self.step, micro);
+            let seed = dropout_seed(self.settings.seed, self.step, micro);
             B::seed(&self.device, seed);
             let mut pass = Pass::training(seed)
-                .with_kernels(self.kernels)
-                .with_autocast(self.autocast)
+                .with_kernels(self.settings.kernels)
+                .with_autocast(self.settings.autocast)
                 .with_wte_trained_from(self.plan.wte_trainable_from);
             let batch = Batch::<B>::new(examples, &self.device);
             positions += batch.positions;
@@ -268,7 +284,8 @@ impl<B: TrainBackend> Trainer<B> {
             grads.insert("wte.weight".into(), g.slice(s![span.start..span.end]));
         }
         let grad_norm = global_norm(&grads.values().cloned().collect::<Vec<_>>());
-        let coef = if self.max_grad_norm > 0.0 { clip_coefficient(grad_norm, self.max_grad_norm) } else { 1.0 };
+        let max_norm = self.settings.max_grad_norm;
+        let coef = if max_norm > 0.0 { clip_coefficient(grad_norm, max_norm) } else { 1.0 };
 
         self.step += 1;
         let mut updates: Named<B::InnerBackend> = BTreeMap::new();
@@ -295,7 +312,7 @@ impl<B: TrainBackend> Trainer<B> {
                 moments.m = moments.m.clone().slice(s![span.start..span.end]);
                 moments.v = moments.v.clone().slice(s![span.start..span.end]);
             }
-            let new = self.adamw.step(old, grad, moments, self.step, lr, decays(&name));
+            let new = self.settings.adamw.step(old, grad, moments, self.step, lr, decays(&name));
             let new = match span {
                 Some(span) => full.slice_assign(s![span.start..span.end], new),
                 None => new,
@@ -310,7 +327,7 @@ impl<B: TrainBackend> Trainer<B> {
     /// Mean next-token loss over `examples` (token-weighted) and the summed NLL,
     /// without dropout; batches of `batch_size`.
     pub fn evaluate(&self, examples: &[Example], batch_size: usize) -> (f64, f64, usize) {
-        let pass = Pass::inference().with_kernels(self.kernels).with_autocast(self.autocast);
+        let pass = Pass::inference().with_kernels(self.settings.kernels).with_autocast(self.settings.autocast);
         evaluate(&self.model.valid(), examples, batch_size, &self.device, &pass)
     }
 }

@@ -12,7 +12,7 @@ use burn::tensor::DType;
 use common::*;
 use tp06_model::Precision;
 use tp06_train::examples::Example;
-use tp06_train::trainer::{StepResult, Trainer};
+use tp06_train::trainer::{StepResult, Trainer, TrainerSettings};
 
 fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / a.len() as f64
@@ -27,8 +27,8 @@ fn bf16_products_train_like_f32_with_f32_weights() {
     let micro: Vec<Vec<&Example>> = train.iter().take(8).collect::<Vec<_>>().chunks(2).map(|c| c.to_vec()).collect();
     let run = |precision: Precision| -> (Vec<StepResult>, Trainer<B>) {
         let mut trainer =
-            Trainer::new(model.clone(), nothing_frozen(&gpt), adamw(&c), c.max_grad_norm, c.seed, Default::default());
-        trainer.autocast = precision;
+            Trainer::new(model.clone(), nothing_frozen(&gpt), TrainerSettings::of(&c), Default::default());
+        trainer.settings.autocast = precision;
         let steps = (0..3).map(|_| trainer.step(&micro, 1e-3).unwrap()).collect();
         (steps, trainer)
     };
@@ -58,9 +58,13 @@ fn bf16_products_train_like_f32_with_f32_weights() {
     // Evaluation runs under the same precision.
     let (f32_eval, _, _) = f32_trainer.evaluate(&train, 2);
     let (bf16_eval, _, _) = {
-        let mut t =
-            Trainer::new(f32_trainer.model.clone(), nothing_frozen(&gpt), adamw(&c), 1.0, 42, Default::default());
-        t.autocast = Precision::Bf16;
+        let mut t = Trainer::new(
+            f32_trainer.model.clone(),
+            nothing_frozen(&gpt),
+            TrainerSettings { max_grad_norm: 1.0, seed: 42, ..TrainerSettings::of(&c) },
+            Default::default(),
+        );
+        t.settings.autocast = Precision::Bf16;
         t.evaluate(&train, 2)
     };
     assert!((bf16_eval - f32_eval).abs() / f32_eval < 1e-2, "eval {bf16_eval} vs {f32_eval}");

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tp06_model::Kernels;
 use tp06_train::examples::Example;
 use tp06_train::metrics;
-use tp06_train::trainer::Trainer;
+use tp06_train::trainer::{Trainer, TrainerSettings};
 
 #[test]
 fn twenty_steps_equal_hf_trainer() {
@@ -28,7 +28,7 @@ fn twenty_steps_equal_hf_trainer() {
         let initial = values(&model);
         let c = config_of(&golden["args"]);
         let plan = if matches!(case, "full" | "clipped") { nothing_frozen(&gpt) } else { course_plan(&gpt) };
-        let mut trainer = Trainer::new(model, plan.clone(), adamw(&c), c.max_grad_norm, c.seed, Default::default());
+        let mut trainer = Trainer::new(model, plan.clone(), TrainerSettings::of(&c), Default::default());
         let dir = tempfile::tempdir().unwrap();
         run_loop(&mut trainer, &examples(case), &c, dir.path(), 20, false, &mut new_state()).unwrap();
 
@@ -93,7 +93,7 @@ fn evaluation_sums_what_hf_trainer_sums() {
         serde_json::from_str(&std::fs::read_to_string(fixture("masked").join("golden.json")).unwrap()).unwrap();
     let (model, gpt) = load("masked", false);
     let c = config();
-    let trainer = Trainer::new(model, course_plan(&gpt), adamw(&c), c.max_grad_norm, c.seed, Default::default());
+    let trainer = Trainer::new(model, course_plan(&gpt), TrainerSettings::of(&c), Default::default());
     let first: Vec<Example> = examples("masked").into_iter().take(c.batch_size * c.grad_accum).collect();
     let refs: Vec<&Example> = first.iter().collect();
     let (mean, total, tokens) = trainer.evaluate(&first, 3);
@@ -113,8 +113,18 @@ fn max_grad_norm_zero_means_no_clipping() {
     let c = config();
     let micro: Vec<Vec<Example>> = examples("full").chunks(2).take(4).map(|c| c.to_vec()).collect();
     let micro: Vec<Vec<&Example>> = micro.iter().map(|m| m.iter().collect()).collect();
-    let mut off = Trainer::new(model.clone(), nothing_frozen(&gpt), adamw(&c), 0.0, c.seed, Default::default());
-    let mut huge = Trainer::new(model, nothing_frozen(&gpt), adamw(&c), 1e9, c.seed, Default::default());
+    let mut off = Trainer::new(
+        model.clone(),
+        nothing_frozen(&gpt),
+        TrainerSettings { max_grad_norm: 0.0, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
+    let mut huge = Trainer::new(
+        model,
+        nothing_frozen(&gpt),
+        TrainerSettings { max_grad_norm: 1e9, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     assert_eq!(off.step(&micro, 1e-2).unwrap(), huge.step(&micro, 1e-2).unwrap());
     assert_eq!(values(&off.model), values(&huge.model));
 }
@@ -125,8 +135,18 @@ fn accumulating_2x8_equals_one_batch_of_16() {
     let c = config();
     let all = examples("masked");
     let sixteen: Vec<&Example> = all.iter().take(16).collect();
-    let mut accumulated = Trainer::new(model.clone(), course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
-    let mut whole = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
+    let mut accumulated = Trainer::new(
+        model.clone(),
+        course_plan(&gpt),
+        TrainerSettings { max_grad_norm: 1.0, seed: 42, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
+    let mut whole = Trainer::new(
+        model,
+        course_plan(&gpt),
+        TrainerSettings { max_grad_norm: 1.0, seed: 42, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     let micro: Vec<Vec<&Example>> = sixteen.chunks(2).map(|c| c.to_vec()).collect();
     let a = accumulated.step(&micro, 1e-3).unwrap();
     let b = whole.step(std::slice::from_ref(&sixteen), 1e-3).unwrap();
@@ -144,7 +164,7 @@ fn pretrained_rows_stay_and_new_rows_learn() {
     let (model, plan, train, gpt) = grown_with_new_rows();
     let before = values(&model)["wte.weight"].clone();
     let c = config();
-    let mut trainer = Trainer::new(model, plan, adamw(&c), c.max_grad_norm, c.seed, Default::default());
+    let mut trainer = Trainer::new(model, plan, TrainerSettings::of(&c), Default::default());
     let dir = tempfile::tempdir().unwrap();
     run_loop(&mut trainer, &train, &c, dir.path(), 6, false, &mut new_state()).unwrap();
     let after = values(&trainer.model)["wte.weight"].clone();
@@ -164,9 +184,9 @@ fn new_rows_only_head_gradient_equals_the_masked_full_gradient() {
     let (model, plan, train, _) = grown_with_new_rows();
     let c = config();
     let micro: Vec<Vec<&Example>> = train.iter().take(8).collect::<Vec<_>>().chunks(2).map(|c| c.to_vec()).collect();
-    let mut limited = Trainer::new(model.clone(), plan.clone(), adamw(&c), c.max_grad_norm, c.seed, Default::default());
-    let mut full = Trainer::new(model, plan, adamw(&c), c.max_grad_norm, c.seed, Default::default());
-    full.kernels = Kernels::Composed;
+    let mut limited = Trainer::new(model.clone(), plan.clone(), TrainerSettings::of(&c), Default::default());
+    let mut full = Trainer::new(model, plan, TrainerSettings::of(&c), Default::default());
+    full.settings.kernels = Kernels::Composed;
     for step in 1..=3 {
         let a = limited.step(&micro, 1e-3).unwrap();
         let b = full.step(&micro, 1e-3).unwrap();
@@ -190,11 +210,21 @@ fn a_step_without_examples_is_an_error_and_empty_micro_batches_are_skipped() {
     let (model, gpt) = load("masked", false);
     let c = config();
     let all = examples("masked");
-    let mut trainer = Trainer::new(model.clone(), course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
+    let mut trainer = Trainer::new(
+        model.clone(),
+        course_plan(&gpt),
+        TrainerSettings { max_grad_norm: 1.0, seed: 42, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     assert_eq!(trainer.step(&[], 1e-3).unwrap_err(), tp06_train::trainer::StepError::NoExamples);
     assert_eq!(trainer.step(&[vec![], vec![]], 1e-3).unwrap_err(), tp06_train::trainer::StepError::NoExamples);
     let with_gap = trainer.step(&[vec![&all[0], &all[1]], vec![], vec![&all[2], &all[3]]], 1e-3).unwrap();
-    let mut plain = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, 42, Default::default());
+    let mut plain = Trainer::new(
+        model,
+        course_plan(&gpt),
+        TrainerSettings { max_grad_norm: 1.0, seed: 42, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     let without = plain.step(&[vec![&all[0], &all[1]], vec![&all[2], &all[3]]], 1e-3).unwrap();
     assert_eq!(with_gap, without);
 }

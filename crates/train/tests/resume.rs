@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use tp06_train::trainer::Trainer;
+use tp06_train::trainer::{Trainer, TrainerSettings};
 use tp06_train::{Config, metrics};
 
 #[test]
@@ -14,13 +14,23 @@ fn an_interrupted_run_resumes_to_identical_weights() {
     let train = examples("masked");
     // Uninterrupted, with dropout on so that the masks must repeat too.
     let (model, gpt) = load("masked", true);
-    let mut straight = Trainer::new(model.clone(), course_plan(&gpt), adamw(&c), 1.0, c.seed, Default::default());
+    let mut straight = Trainer::new(
+        model.clone(),
+        course_plan(&gpt),
+        TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     let dir_a = tempfile::tempdir().unwrap();
     run_loop(&mut straight, &train, &c, dir_a.path(), 7, false, &mut new_state()).unwrap();
 
     // Interrupted after its first step (the stop flag is already set), then resumed.
     let dir_b = tempfile::tempdir().unwrap();
-    let mut first = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, c.seed, Default::default());
+    let mut first = Trainer::new(
+        model,
+        course_plan(&gpt),
+        TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     let err = run_loop(&mut first, &train, &c, dir_b.path(), 7, true, &mut new_state()).unwrap_err();
     assert!(matches!(err, tp06_train::TrainError::Interrupted { step: 1, .. }), "{err}");
     // Without the stage around it, the message names no command to resume with.
@@ -29,7 +39,12 @@ fn an_interrupted_run_resumes_to_identical_weights() {
     let last = checkpoints.last().unwrap();
     assert_eq!(last.state.step, 1);
     let (model, moments) = tp06_train::checkpoint::load::<B>(last, &gpt, &Default::default()).unwrap();
-    let mut resumed = Trainer::new(model, course_plan(&gpt), adamw(&c), 1.0, c.seed, Default::default());
+    let mut resumed = Trainer::new(
+        model,
+        course_plan(&gpt),
+        TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     resumed.moments = moments;
     resumed.step = last.state.step;
     let mut state = last.state.clone();
@@ -52,12 +67,22 @@ fn a_run_training_new_rows_resumes_to_identical_weights_from_either_moments_layo
     let c = Config { checkpoint_every: 3, max_steps: Some(5), ..config() };
     let (model, plan, train, gpt) = grown_with_new_rows();
     let grown = tp06_model::Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
-    let mut straight = Trainer::new(model.clone(), plan.clone(), adamw(&c), 1.0, c.seed, Default::default());
+    let mut straight = Trainer::new(
+        model.clone(),
+        plan.clone(),
+        TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     let dir_a = tempfile::tempdir().unwrap();
     run_loop(&mut straight, &train, &c, dir_a.path(), 5, false, &mut new_state()).unwrap();
 
     let dir_b = tempfile::tempdir().unwrap();
-    let mut first = Trainer::new(model, plan.clone(), adamw(&c), 1.0, c.seed, Default::default());
+    let mut first = Trainer::new(
+        model,
+        plan.clone(),
+        TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) },
+        Default::default(),
+    );
     run_loop(&mut first, &train, &c, dir_b.path(), 5, true, &mut new_state()).unwrap_err();
     let last = tp06_train::checkpoint::list(&dir_b.path().join("checkpoints")).unwrap().pop().unwrap();
     let (_, moments) = tp06_train::checkpoint::load::<B>(&last, &grown, &Default::default()).unwrap();
@@ -73,7 +98,12 @@ fn a_run_training_new_rows_resumes_to_identical_weights_from_either_moments_layo
                 *t = burn::tensor::Tensor::cat(vec![zeros, t.clone()], 0);
             }
         }
-        let mut resumed = Trainer::new(model, plan.clone(), adamw(&c), 1.0, c.seed, Default::default());
+        let mut resumed = Trainer::new(
+            model,
+            plan.clone(),
+            TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) },
+            Default::default(),
+        );
         resumed.moments = moments;
         resumed.step = last.state.step;
         let mut state = last.state.clone();
