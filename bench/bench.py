@@ -57,8 +57,8 @@ p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
 p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 p.add_argument("--freeze", choices=["course", "recommended"], default="course")
-# The training loop's values; `tp06 bench` passes those of the tp06 preset's [train]
-# (the defaults are the same: the course's).
+# The training loop's values (forward: one step's micro-batches); `tp06 bench`
+# passes those of the tp06 preset's [train] (the defaults are the same: the course's).
 p.add_argument("--batch-size", type=int, default=2)
 p.add_argument("--grad-accum", type=int, default=8)
 p.add_argument("--max-length", type=int, default=256)
@@ -143,7 +143,7 @@ if a.work == "train":
     tokens = a.steps * accumulation * batch * length
 elif a.work == "forward":
     model.eval()
-    batch, micro, length = 2, 8, 256
+    batch, micro, length = a.batch_size, a.grad_accum, a.max_length
     batches = [randint(batch, length) for _ in range(micro)]
     with torch.no_grad():
         model(input_ids=batches[0]).logits

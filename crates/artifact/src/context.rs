@@ -3,7 +3,20 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::hub::Hub;
-use crate::{Progress, RunDir};
+use crate::{Progress, RunDir, Stage};
+
+/// A stage stopped at a safe point because it was asked to (Ctrl-C, SIGTERM):
+/// it wrote no manifest, so nothing of it is taken as done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "interrupted: the {stage} stage stopped before it finished and kept nothing as done; run `{rerun}` to do it again"
+)]
+pub struct Interrupted {
+    /// The stage that stopped.
+    pub stage: Stage,
+    /// The command that runs it again.
+    pub rerun: String,
+}
 
 /// Whether a stage continues interrupted work (training, from a checkpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,5 +91,14 @@ impl<'a, D> StageContext<'a, D> {
     /// Whether the stage was asked to stop.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// `Err` when `stage` was asked to stop: what its long work calls between
+    /// two pieces (files, batches, generations).
+    pub fn check_stop(&self, stage: Stage) -> Result<(), Interrupted> {
+        match self.stopped() {
+            true => Err(Interrupted { stage, rerun: stage.rerun_hint(self.run.root()) }),
+            false => Ok(()),
+        }
     }
 }

@@ -4,8 +4,12 @@
 //!
 //! The points: `manifest` (a stage's outputs are written, its manifest is
 //! not), `checkpoint` (a checkpoint is half-written), `disk-full` (a file
-//! write fails with "no space left on device"). Unset, every point is one
-//! environment lookup.
+//! write fails with "no space left on device"); and where long work may be
+//! stopped (`interrupt`: the process is sent SIGTERM there, as a user would):
+//! `generation` (before each of the sample stage's generations),
+//! `eval-batch` (before each validation batch), `micro-batch` (before each
+//! micro-batch of a training step). Unset, every point is one environment
+//! lookup.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -33,6 +37,21 @@ pub fn crash(point: &str) {
     if hit(point) {
         eprintln!("{VAR}: crashing at `{point}`");
         std::process::abort();
+    }
+}
+
+/// Sends this process SIGTERM when the fault fires, and waits for its handler
+/// to have run (the stop flag is set by the time this returns).
+pub fn interrupt(point: &str) {
+    if hit(point) {
+        eprintln!("{VAR}: SIGTERM at `{point}`");
+        // SAFETY: a signal to this very process, which has a handler for it.
+        #[cfg(unix)]
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGTERM);
+        }
+        // The handler runs on a thread of its own: give it the time to set the flag.
+        std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
 

@@ -27,7 +27,7 @@ mod setting;
 mod source;
 mod stage;
 
-pub use context::{Resume, StageContext};
+pub use context::{Interrupted, Resume, StageContext};
 pub use manifest::{
     Begin, Fingerprint, InputRecord, Manifest, ManifestError, OutputRecord, SCHEMA_VERSION, StageReport, StageWriter,
     UpstreamCheck,

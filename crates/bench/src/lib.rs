@@ -97,10 +97,10 @@ impl Freeze {
     }
 }
 
-/// The training work's settings, read from presets: the loop's (batch,
-/// accumulation, length, optimiser, clipping, schedule, seed, precision) from
-/// `tp06`'s `[train]`, what trains from the `[model.freeze]` of
-/// [`Freeze::preset`].
+/// The work's settings, read from presets: the loop's (batch, accumulation,
+/// length, optimiser, clipping, schedule, seed, precision) from `tp06`'s
+/// `[train]`, what trains from the `[model.freeze]` of [`Freeze::preset`];
+/// the forward work runs one training step's micro-batches.
 #[derive(Debug, Clone)]
 pub struct Workload {
     /// The train stage's settings.
@@ -205,7 +205,7 @@ pub fn measure<B: TrainBackend>(one: One, workload: &Workload, device: B::Device
         "train" => train::<B>(&config, workload, precision, one.kernels, one.steps, &device),
         "forward" => {
             let config = config.clone().without_dropout();
-            forward::<B::InnerBackend>(&config, precision, one.kernels, one.steps, &device)
+            forward::<B::InnerBackend>(&config, workload, precision, one.kernels, one.steps, &device)
         }
         "generate" if one.kernels != Kernels::Backend => return Err(BenchError::KernelsForGeneration(one.kernels)),
         "generate" => generate::<B::InnerBackend>(&config.without_dropout(), precision, one.steps, &device),
@@ -304,10 +304,12 @@ fn train<B: TrainBackend>(
     (steps * batch * accumulation * length, start.elapsed().as_secs_f64())
 }
 
-/// Inference forward passes to the logits, 8 batches of 2 × 256 tokens per
-/// step (the micro-batches of one course step): (positions, seconds).
+/// Inference forward passes to the logits, per step the micro-batches of one
+/// training step of the workload (the course: 8 batches of 2 × 256 tokens):
+/// (positions, seconds).
 fn forward<B: Gpt2Ops>(
     config: &Gpt2Config,
+    workload: &Workload,
     precision: Precision,
     kernels: Kernels,
     steps: usize,
@@ -315,7 +317,8 @@ fn forward<B: Gpt2Ops>(
 ) -> (usize, f64) {
     let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device)
         .with_precision(precision);
-    let (batch, micro, length) = (2, 8, 256);
+    let t = &workload.train;
+    let (batch, micro, length) = (t.batch_size, t.grad_accum, t.max_length);
     let batches: Vec<Tensor<B, 2, Int>> = (0..micro)
         .map(|i| {
             let ids: Vec<i64> =

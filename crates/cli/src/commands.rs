@@ -25,13 +25,15 @@ pub fn install_ctrl_c() {
             eprintln!("\ninterrupted again: exiting without saving");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: stopping after the current step and saving a checkpoint (Ctrl-C again to abort)");
+        eprintln!("\ninterrupt: stopping at the next safe point (training saves a checkpoint); Ctrl-C again to abort");
     });
 }
 
-/// Whether `err` is the result of Ctrl-C.
+/// Whether `err` is the result of Ctrl-C or SIGTERM: the work was asked to
+/// stop (whatever error the stop surfaced as).
 pub fn was_interrupted(err: &anyhow::Error) -> bool {
-    matches!(err.downcast_ref::<tp06_train::TrainError>(), Some(tp06_train::TrainError::Interrupted { .. }))
+    STOP.load(Ordering::SeqCst)
+        || matches!(err.downcast_ref::<tp06_train::TrainError>(), Some(tp06_train::TrainError::Interrupted { .. }))
 }
 
 /// One of the stages that compute on a device (model, train, sample), on the chosen backend.
@@ -78,6 +80,7 @@ fn run_stage(
         force,
         resume: if resume { Resume::Require } else { Resume::Auto },
     };
+    ctx.check_stop(stage)?;
     match stage {
         Stage::Data => Ok(tp06_data::run(&ctx, &config.data)?),
         Stage::Vocab => Ok(tp06_vocab::run(&ctx, &config.vocab, &config.model.base)?),
@@ -87,19 +90,12 @@ fn run_stage(
     }
 }
 
-/// The files a model directory needs to generate.
-fn generation_files() -> Vec<&'static [&'static str]> {
-    let mut wanted: Vec<&[&str]> = vec![&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]];
-    wanted.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
-    wanted
-}
-
 /// A model directory from `--model`, or the run's fine-tuned model.
 fn model_dir(model: Option<&str>, run: &RunDir) -> Result<PathBuf> {
     match model {
         Some(spec) => {
             let source: tp06_artifact::Source = spec.parse().map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))?;
-            tp06_artifact::hub::model_dir(&hub(), &source, &generation_files()).map_err(|e| {
+            tp06_artifact::hub::model_dir(&hub(), &source, &tp06_sample::model_files()).map_err(|e| {
                 let hint = match e {
                     tp06_artifact::hub::HubError::Unreachable { .. }
                     | tp06_artifact::hub::HubError::NotCached { .. } => {
@@ -233,7 +229,7 @@ impl WithBackend for ExploreWork {
                 if self.show {
                     ui::print(&demo.summary());
                 }
-                tp06_artifact::fs::write_json_atomic(&self.out.join("smart_init.json"), &demo)?;
+                tp06_artifact::fs::write_json_atomic(&self.out.join(tp06_sample::explore::SMART_INIT_FILE), &demo)?;
             }
             ExploreDemo::Sampling { dir, prompt } => {
                 let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
@@ -241,7 +237,7 @@ impl WithBackend for ExploreWork {
                 if self.show {
                     ui::print(&demo.summary());
                 }
-                tp06_artifact::fs::write_json_atomic(&self.out.join("sampling.json"), &demo)?;
+                tp06_artifact::fs::write_json_atomic(&self.out.join(tp06_sample::explore::SAMPLING_FILE), &demo)?;
             }
         }
         Ok(())
@@ -296,7 +292,7 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
     let references = tp06_sample::explore::reference_candidates(&config.model.reference_words);
     let demos = [
         (
-            "smart_init.json",
+            tp06_sample::explore::SMART_INIT_FILE,
             ExploreDemo::SmartInit {
                 base: config.model.clone(),
                 model: None,
@@ -306,7 +302,7 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
             },
         ),
         (
-            "sampling.json",
+            tp06_sample::explore::SAMPLING_FILE,
             ExploreDemo::Sampling {
                 dir: run.stage_dir(Stage::Train).join(tp06_train::outputs::EXPORT),
                 prompt: tp06_sample::explore::NOTEBOOK_PROMPT.into(),
@@ -399,6 +395,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 show(stage, &run, &report);
             }
             if to == Stage::Sample {
+                if STOP.load(Ordering::SeqCst) {
+                    anyhow::bail!(
+                        "interrupted: every stage is done; the report was not written (`cargo xtask report --run-dir {}` writes it)",
+                        run.root().display()
+                    );
+                }
                 report_demos(&common, &config, &run, changed);
                 show_report(&tp06_report::write(&run, tp06_report::Lang::Fr)?);
             }

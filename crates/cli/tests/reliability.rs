@@ -477,3 +477,56 @@ fn ctrl_c_checkpoints_exits_130_and_names_the_command_that_resumes() {
     assert!(!dir.path().join("train/manifest.json").exists());
     assert!(latest_checkpoint(dir.path()) >= 2);
 }
+
+/// The eval losses of `metrics.jsonl`, by step.
+fn eval_losses(dir: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(dir.join("train/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| !r["eval_loss"].is_null())
+        .map(|r| (r["step"].as_u64().unwrap(), r["eval_loss"].to_string()))
+        .collect()
+}
+
+/// SIGTERM where long work stops between two pieces of it (a validation
+/// batch, a micro-batch, a generation; `TP06_FAULT=…` sends it there, as a
+/// user would): the stage stops, exits 130, writes no manifest and says how to
+/// go on. Training keeps its state: stopped mid-step, the state before the
+/// step; stopped mid-evaluation, the step, its evaluation pending. The run
+/// then goes on to the uninterrupted run's weights, samples and evaluations.
+#[test]
+fn sigterm_stops_long_work_between_pieces_and_the_run_goes_on_to_the_same_result() {
+    let reference = tempfile::tempdir().unwrap();
+    assert!(demo(reference.path(), SCHEDULE).status.success());
+    let batches = stats(reference.path(), "train")["valid_examples"].as_u64().unwrap().div_ceil(2);
+    assert!(batches >= 2, "the base evaluation has two batches to stop between");
+    let in_loop_eval = format!("eval-batch@{}", batches + 2);
+    // (fault, stage stopped, what it says, last checkpoint, the step the rerun resumes from)
+    let cases: [(&str, &str, &str, u64, Option<u64>); 4] = [
+        ("eval-batch@2", "train", "the train stage stopped before it finished", 0, None),
+        ("micro-batch@7", "train", "interrupted at step 3", 3, Some(3)),
+        (&in_loop_eval, "train", "interrupted at step 4", 4, Some(4)),
+        ("generation@2", "sample", "the sample stage stopped before it finished", 10, None),
+    ];
+    for (fault, stage, says, last_checkpoint, resumed) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let args = demo_args(dir.path(), SCHEDULE);
+        let out =
+            command(&args.iter().map(String::as_str).collect::<Vec<_>>()).env("TP06_FAULT", fault).output().unwrap();
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(130), "{fault}: {err}");
+        let again = format!("cargo xtask {stage} --run-dir {}", dir.path().display());
+        assert!(err.contains(says) && err.contains(&again), "{fault}: {err}");
+        assert!(!dir.path().join(stage).join("manifest.json").exists(), "{fault}: no manifest");
+        assert_consistent(dir.path(), fault);
+        assert_eq!(latest_checkpoint(dir.path()), last_checkpoint, "{fault}: the last checkpoint");
+        let out = command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+        assert!(out.status.success(), "{fault}: {:?}", text(&out));
+        if let Some(step) = resumed {
+            assert_eq!(stats(dir.path(), "train")["resumed_from"], step, "{fault}");
+        }
+        assert_eq!(weights_and_samples(dir.path()), weights_and_samples(reference.path()), "{fault}");
+        assert_eq!(eval_losses(dir.path()), eval_losses(reference.path()), "{fault}");
+    }
+}

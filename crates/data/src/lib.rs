@@ -131,6 +131,9 @@ pub enum DataError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Fs(#[from] tp06_artifact::fs::FsError),
+    /// Asked to stop (Ctrl-C, SIGTERM) before it finished.
+    #[error("{0}")]
+    Interrupted(#[from] tp06_artifact::Interrupted),
 }
 
 fn expected_columns(field: &str) -> &'static str {
@@ -189,6 +192,7 @@ pub fn run(ctx: &StageContext, config: &Config) -> Result<StageReport, DataError
 
     let stats = DataStats::compute(&articles, &selection, train.len(), valid.len());
     let environment = serde_json::json!({ "seed": config.seed });
+    ctx.check_stop(Stage::Data)?;
     let manifest = writer.finish(&outputs, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }

@@ -201,6 +201,31 @@ mod tests {
         .unwrap()
     }
 
+    /// The names listed from the shape alone are the model's own tree, in
+    /// its order and with its sizes (a non-square MLP, so that c_fc and
+    /// c_proj cannot be swapped unseen).
+    #[test]
+    fn the_names_from_the_shape_are_the_module_tree() {
+        let config = crate::HfConfig::from_json_str(
+            r#"{"model_type":"gpt2","n_embd":8,"n_head":2,"n_layer":3,"n_positions":16,"vocab_size":40,"n_inner":24}"#,
+            "tiny",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        let model = crate::init_from_scratch::<crate::backend::Cpu>(
+            &config,
+            crate::ScratchInit { seed: 1 },
+            &Default::default(),
+        );
+        let tree: Vec<(String, usize)> = crate::NamedParams::of(&model)
+            .params
+            .into_iter()
+            .map(|(name, shape, _)| (name, shape.iter().product()))
+            .collect();
+        assert_eq!(parameter_names(&config), tree);
+    }
+
     #[test]
     fn course_plan_freezes_embeddings_and_lower_half() {
         let config = gpt_fr_cased_base();

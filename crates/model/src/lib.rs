@@ -89,4 +89,7 @@ pub enum ModelError {
     /// An artifact of the model stage is unreadable.
     #[error("`{path}`: {reason}; re-run the model stage")]
     Artifact { path: PathBuf, reason: String },
+    /// Asked to stop (Ctrl-C, SIGTERM) before it finished.
+    #[error("{0}")]
+    Interrupted(#[from] tp06_artifact::Interrupted),
 }

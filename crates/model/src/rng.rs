@@ -6,7 +6,8 @@
 pub const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// splitmix64's finaliser: a bijection of `u64` whose output bits each depend
-/// on every input bit.
+/// on every input bit. (Inlined: the dropout masks call it once per element.)
+#[inline]
 pub fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -14,6 +15,7 @@ pub fn mix64(mut x: u64) -> u64 {
 }
 
 /// splitmix64's output from state `x`: the state advanced by [`GAMMA`], mixed.
+#[inline]
 pub fn splitmix64(x: u64) -> u64 {
     mix64(x.wrapping_add(GAMMA))
 }

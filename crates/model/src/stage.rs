@@ -125,6 +125,7 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         });
     }
 
+    ctx.check_stop(Stage::Model)?;
     let (model, load): (Gpt2<B>, Option<LoadReport>) = match &weight_file {
         Some(file) => {
             let (model, report) = weights::load::<B>(file, &base, device)?;
@@ -167,6 +168,7 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         }
     }
     tp06_artifact::fs::write_atomic(&writer.path(outputs::CONFIG), hf_out.to_json_pretty().as_bytes())?;
+    ctx.check_stop(Stage::Model)?;
     tp06_artifact::fs::write_json_atomic(&writer.path(outputs::FREEZE), &plan)?;
     let tokenizer: Vec<PathBuf> =
         tp06_vocab::outputs::HF_FILES.iter().map(|file| vocab_stage.manifest.output_path(run, file)).collect();

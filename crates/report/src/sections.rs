@@ -392,7 +392,7 @@ fn smart_init(c: &Ctx) -> Built {
         m.stats.init,
         m.stats.reference.as_ref().map(|(w, id)| format!(" (`{w}`, id {id})")).unwrap_or_default()
     ))];
-    match read_json::<SmartInit>(&explore_dir(c.run).join("smart_init.json")) {
+    match read_json::<SmartInit>(&explore_dir(c.run).join(tp06_sample::explore::SMART_INIT_FILE)) {
         Some(demo) => {
             b.push(Block::Para(format!(
                 "{} `{}` {} `{}` (id {}) {}",
@@ -824,7 +824,7 @@ fn generation(c: &Ctx) -> Built {
     }
     b.push(table(&["prompt", c.t("modèle", "model"), c.t("texte généré", "generated text")], rows));
     let mut missing = Vec::new();
-    match read_json::<SamplingDemo>(&explore_dir(c.run).join("sampling.json")) {
+    match read_json::<SamplingDemo>(&explore_dir(c.run).join(tp06_sample::explore::SAMPLING_FILE)) {
         Some(demo) => {
             b.push(Block::Para(format!(
                 "{} `{}` :",

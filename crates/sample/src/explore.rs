@@ -97,6 +97,12 @@ pub struct SmartInit {
 const DEMO: Processing =
     Processing { do_sample: true, temperature: 0.7, top_k: 50, top_p: 1.0, repetition_penalty: 1.0 };
 
+/// Where the smart-initialisation demo's result goes, in `RUN_DIR/explore/`.
+pub const SMART_INIT_FILE: &str = "smart_init.json";
+
+/// Where the sampling demo's result goes, in `RUN_DIR/explore/`.
+pub const SAMPLING_FILE: &str = "sampling.json";
+
 /// The name the notebook's smart-initialisation demo adds.
 pub const NOTEBOOK_NAME: &str = "Pikachu";
 

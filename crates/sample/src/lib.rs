@@ -61,6 +61,17 @@ pub enum SampleError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Fs(#[from] tp06_artifact::fs::FsError),
+    /// Asked to stop (Ctrl-C, SIGTERM) before it finished.
+    #[error("{0}")]
+    Interrupted(#[from] tp06_artifact::Interrupted),
+}
+
+/// The files a model directory needs to generate: `config.json`, weights,
+/// the tokenizer's.
+pub fn model_files() -> Vec<&'static [&'static str]> {
+    let mut wanted: Vec<&[&str]> = vec![&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]];
+    wanted.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
+    wanted
 }
 
 /// A model with its tokenizer, ready to generate.

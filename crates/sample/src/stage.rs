@@ -120,6 +120,8 @@ pub fn run<B: tp06_model::Gpt2Ops>(ctx: &StageContext<B::Device>, config: &Confi
     let (mut records, mut new_tokens, started) = (Vec::new(), 0usize, Instant::now());
     for (label, generator) in &models {
         for (index, prompt) in config.prompts.iter().enumerate() {
+            tp06_artifact::fault::interrupt("generation");
+            ctx.check_stop(Stage::Sample)?;
             let temperature = prompt.temperature.unwrap_or(config.temperature);
             let seed = config.seed + index as u64;
             let outs = generator.complete(

@@ -35,6 +35,10 @@ pub struct LoopState {
     /// other settings is told apart by).
     #[serde(default)]
     pub config: serde_json::Value,
+    /// The log record of the last step when the run was stopped during that
+    /// step's evaluation: a resumed run evaluates first and writes it then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::metrics::Record>,
 }
 
 /// A checkpoint on disk.

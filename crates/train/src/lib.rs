@@ -89,4 +89,7 @@ pub enum TrainError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Fs(#[from] tp06_artifact::fs::FsError),
+    /// Asked to stop (Ctrl-C, SIGTERM) before training started (nothing to resume).
+    #[error("{0}")]
+    Stopped(#[from] tp06_artifact::Interrupted),
 }

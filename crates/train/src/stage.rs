@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tp06_artifact::{
-    Begin, Resume, RunDir, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
+    Begin, Interrupted, Resume, RunDir, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
 };
 use tp06_model::{Gpt2Config, TrainBackend};
 use tp06_vocab::{Tok, VocabInfo};
@@ -297,6 +297,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     // The datasets.
     let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
     let data = prepare_datasets(run, &upstream, config, &model_config, &writer.path(outputs::TOKENS))?;
+    ctx.check_stop(Stage::Train)?;
     let (train, validation) = (&data.train, (!data.validation.examples.is_empty()).then_some(&data.validation));
     let per_epoch = steps_per_epoch(train.len(), config.batch_size, config.grad_accum);
     let total_steps = config.max_steps.unwrap_or(config.epochs as u64 * per_epoch);
@@ -321,6 +322,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
         seconds: 0.0,
         positions: 0,
         config: config_json,
+        pending: None,
     };
     match &resume_from {
         Some(ckpt) => {
@@ -335,7 +337,8 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
             tp06_artifact::fs::remove_file_if_exists(&metrics_path)?;
             let _ = std::fs::remove_dir_all(writer.path(outputs::BEST));
             if let Some(validation) = validation {
-                let eval = validation.evaluate(&trainer, config.batch_size);
+                let stopped = || Interrupted { stage: Stage::Train, rerun: Stage::Train.rerun_hint(run.root()) };
+                let eval = validation.evaluate(&trainer, config.batch_size, ctx.stop).ok_or_else(stopped)?;
                 metrics::append(&metrics_path, &Record::evaluation(0, 0.0, eval.loss))?;
                 state.best = Some((0, eval.loss));
                 stats.base_eval_nats_per_char = Some(eval.nats_per_char);
@@ -441,6 +444,7 @@ mod tests {
             seconds: 0.0,
             positions: 0,
             config,
+            pending: None,
         };
         std::fs::write(dir.join("state.json"), serde_json::to_string(&state).unwrap()).unwrap();
     }

@@ -41,10 +41,16 @@ pub struct Evaluation {
 }
 
 impl Validation {
-    /// Evaluates the trainer's model, without dropout, in batches of `batch_size`.
-    pub fn evaluate<B: TrainBackend>(&self, trainer: &Trainer<B>, batch_size: usize) -> Evaluation {
-        let (loss, total, _) = trainer.evaluate(&self.examples, batch_size);
-        Evaluation { loss, nats_per_char: total / self.chars.max(1) as f64 }
+    /// Evaluates the trainer's model, without dropout, in batches of
+    /// `batch_size`; `None` when `stop` is set between two batches.
+    pub fn evaluate<B: TrainBackend>(
+        &self,
+        trainer: &Trainer<B>,
+        batch_size: usize,
+        stop: &AtomicBool,
+    ) -> Option<Evaluation> {
+        let (loss, total, _) = trainer.evaluate_unless(&self.examples, batch_size, stop)?;
+        Some(Evaluation { loss, nats_per_char: total / self.chars.max(1) as f64 })
     }
 }
 
@@ -95,6 +101,20 @@ pub fn train_loop<B: TrainBackend>(
     let mut window = Window::start();
     let mut last_eval = None;
     let mut order = EpochOrder { epoch: None, order: Vec::new() };
+
+    // A run stopped during an evaluation does that evaluation first.
+    if let Some(mut record) = state.pending.take() {
+        if let Some(validation) = run.validation {
+            let Some(eval) = evaluate_and_keep_best(trainer, state, run, validation)? else {
+                state.pending = Some(record);
+                return Err(stop_here(trainer, state, run, &mut *task));
+            };
+            (record.eval_loss, record.eval_perplexity) = (Some(eval.loss), Some(eval.loss.exp()));
+            last_eval = Some(eval);
+        }
+        metrics::append(run.metrics, &record)?;
+    }
+
     while trainer.step < total {
         let step = trainer.step;
 
@@ -106,7 +126,13 @@ pub fn train_loop<B: TrainBackend>(
         let order = order.of(step / per_epoch, run.train.len(), config.seed, run.shuffle);
         let batches = micro_batches(run.train, order, step % per_epoch, config.batch_size, config.grad_accum);
         let started = Instant::now();
-        let result = trainer.step(&batches, lr).map_err(|e| step_failed(e, step, lr, run.checkpoints))?;
+        let result = match trainer.step_unless(&batches, lr, run.stop) {
+            Ok(result) => result,
+            // Stopped between two micro-batches: the state before the step is kept.
+            Err(StepError::Stopped) => return Err(stop_here(trainer, state, run, &mut *task)),
+            Err(StepError::NoExamples) => return Err(TrainError::EmptyStep { step: step + 1 }),
+            Err(StepError::NonFinite(loss)) => return Err(non_finite(loss, step, lr, run.checkpoints)),
+        };
         let done = trainer.step;
         state.step = done;
         state.seconds += started.elapsed().as_secs_f64();
@@ -131,13 +157,12 @@ pub fn train_loop<B: TrainBackend>(
         // The evaluation, and the best model so far.
         let due = (config.eval_every > 0 && done.is_multiple_of(config.eval_every)) || last;
         if let Some(validation) = run.validation.filter(|_| due) {
-            let eval = validation.evaluate(trainer, config.batch_size);
-            if state.best.is_none_or(|(_, best)| eval.loss < best) {
-                state.best = Some((done, eval.loss));
-                if let Some(best) = &run.keep_best {
-                    tp06_model::write_hf_dir(&trainer.model, best.dir, best.files)?;
-                }
-            }
+            let Some(eval) = evaluate_and_keep_best(trainer, state, run, validation)? else {
+                // Stopped during the evaluation: the step is kept, and its
+                // record waits in the checkpoint for the resumed run's evaluation.
+                state.pending = Some(record.unwrap_or_else(|| Record { step: done, epoch, ..Default::default() }));
+                return Err(stop_here(trainer, state, run, &mut *task));
+            };
             match &mut record {
                 Some(record) => (record.eval_loss, record.eval_perplexity) = (Some(eval.loss), Some(eval.loss.exp())),
                 None => record = Some(Record::evaluation(done, epoch, eval.loss)),
@@ -172,19 +197,48 @@ pub fn train_loop<B: TrainBackend>(
     Ok(last_eval)
 }
 
-/// The error of a step that could not be taken.
-fn step_failed(error: StepError, step: u64, lr: f64, checkpoints: &Path) -> TrainError {
-    match error {
-        StepError::NonFinite(loss) => {
-            let last = checkpoint::list(checkpoints).ok().and_then(|all| all.into_iter().next_back());
-            let checkpoint = match last {
-                Some(c) => format!("the last good checkpoint is `{}` (step {})", c.dir.display(), c.state.step),
-                None => "no checkpoint had been written yet".into(),
-            };
-            TrainError::NonFinite { step: step + 1, loss, lr, checkpoint }
+/// Evaluates the trainer's model and, when it is the best so far, records it
+/// and writes it to `best/`; `None` when stopped during the evaluation.
+fn evaluate_and_keep_best<B: TrainBackend>(
+    trainer: &Trainer<B>,
+    state: &mut LoopState,
+    run: &Loop<'_>,
+    validation: &Validation,
+) -> Result<Option<Evaluation>, TrainError> {
+    let Some(eval) = validation.evaluate(trainer, run.config.batch_size, run.stop) else { return Ok(None) };
+    if state.best.is_none_or(|(_, best)| eval.loss < best) {
+        state.best = Some((trainer.step, eval.loss));
+        if let Some(best) = &run.keep_best {
+            tp06_model::write_hf_dir(&trainer.model, best.dir, best.files)?;
         }
-        StepError::NoExamples => TrainError::EmptyStep { step: step + 1 },
     }
+    Ok(Some(eval))
+}
+
+/// Stops the loop after a checkpoint of the trainer and `state`: the error
+/// that says where it is (or why it could not be written).
+fn stop_here<B: TrainBackend>(
+    trainer: &Trainer<B>,
+    state: &LoopState,
+    run: &Loop<'_>,
+    task: &mut dyn tp06_artifact::ProgressTask,
+) -> TrainError {
+    task.finish();
+    match checkpoint::save(run.checkpoints, &trainer.model, &trainer.moments, state, run.config.keep_checkpoints) {
+        // (The stage, which knows the run directory, adds the command.)
+        Ok(path) => TrainError::Interrupted { step: trainer.step, path, resume: None },
+        Err(e) => e,
+    }
+}
+
+/// The error of a step whose loss was not finite, with the last good checkpoint.
+fn non_finite(loss: f64, step: u64, lr: f64, checkpoints: &Path) -> TrainError {
+    let last = checkpoint::list(checkpoints).ok().and_then(|all| all.into_iter().next_back());
+    let checkpoint = match last {
+        Some(c) => format!("the last good checkpoint is `{}` (step {})", c.dir.display(), c.state.step),
+        None => "no checkpoint had been written yet".into(),
+    };
+    TrainError::NonFinite { step: step + 1, loss, lr, checkpoint }
 }
 
 /// The steps since the last log record: their mean loss and throughput.

@@ -156,6 +156,8 @@ pub enum StepError {
     NonFinite(f64),
     /// No micro-batch had an example: nothing to step on.
     NoExamples,
+    /// Asked to stop between two micro-batches; nothing changed.
+    Stopped,
 }
 
 /// Seed of the dropout masks of one micro-batch: a pure function of the run's
@@ -244,6 +246,18 @@ impl<B: TrainBackend> Trainer<B> {
 
     /// One optimiser step over `micro_batches` at learning rate `lr`.
     pub fn step(&mut self, micro_batches: &[Vec<&Example>], lr: f64) -> Result<StepResult, StepError> {
+        self.step_unless(micro_batches, lr, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// The same, given up between two micro-batches when `stop` is set
+    /// ([`StepError::Stopped`]): the model, the moments and the step count are
+    /// then as before the step.
+    pub fn step_unless(
+        &mut self,
+        micro_batches: &[Vec<&Example>],
+        lr: f64,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<StepResult, StepError> {
         let all: Vec<&Example> = micro_batches.iter().flatten().copied().collect();
         if all.is_empty() {
             return Err(StepError::NoExamples);
@@ -260,6 +274,10 @@ impl<B: TrainBackend> Trainer<B> {
         // GPU, one read per optimiser step instead of a wait per micro-batch.
         let mut losses = Vec::with_capacity(micro_batches.len());
         for (micro, examples) in micro_batches.iter().enumerate().filter(|(_, examples)| !examples.is_empty()) {
+            tp06_artifact::fault::interrupt("micro-batch");
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StepError::Stopped);
+            }
             let seed = dropout_seed(self.settings.seed, self.step, micro);
             B::seed(&self.device, seed);
             let mut pass = Pass::training(seed)
@@ -327,28 +345,44 @@ impl<B: TrainBackend> Trainer<B> {
     /// Mean next-token loss over `examples` (token-weighted) and the summed NLL,
     /// without dropout; batches of `batch_size`.
     pub fn evaluate(&self, examples: &[Example], batch_size: usize) -> (f64, f64, usize) {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.evaluate_unless(examples, batch_size, &never).expect("never stopped")
+    }
+
+    /// The same, stopped between two batches when `stop` is set: `None` then.
+    pub fn evaluate_unless(
+        &self,
+        examples: &[Example],
+        batch_size: usize,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Option<(f64, f64, usize)> {
         let pass = Pass::inference().with_kernels(self.settings.kernels).with_autocast(self.settings.autocast);
-        evaluate(&self.model.valid(), examples, batch_size, &self.device, &pass)
+        evaluate(&self.model.valid(), examples, batch_size, &self.device, &pass, stop)
     }
 }
 
 /// `(mean loss, total NLL, label tokens)` of `model` on `examples`, in `pass`
-/// (an inference pass: no dropout).
+/// (an inference pass: no dropout); `None` when `stop` is set between two batches.
 pub fn evaluate<B: Gpt2Ops>(
     model: &Gpt2<B>,
     examples: &[Example],
     batch_size: usize,
     device: &B::Device,
     pass: &Pass,
-) -> (f64, f64, usize) {
+    stop: &std::sync::atomic::AtomicBool,
+) -> Option<(f64, f64, usize)> {
     let (mut total, mut tokens) = (0.0f64, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
+        tp06_artifact::fault::interrupt("eval-batch");
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
         let refs: Vec<&Example> = chunk.iter().collect();
         tokens += label_tokens(&refs);
         let batch = Batch::<B>::new(&refs, device);
         total += nll_sum(model, &batch, &mut pass.clone()).into_scalar().elem::<f64>();
     }
-    (total / tokens.max(1) as f64, total, tokens)
+    Some((total / tokens.max(1) as f64, total, tokens))
 }
 
 #[cfg(test)]

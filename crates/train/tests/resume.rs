@@ -116,3 +116,26 @@ fn a_run_training_new_rows_resumes_to_identical_weights_from_either_moments_layo
         );
     }
 }
+
+/// A step asked to stop between two micro-batches is given up whole: the
+/// model, the moments and the step count stay as they were, and the same
+/// step taken afterwards is the step an unstopped trainer takes.
+#[test]
+fn a_step_stopped_between_micro_batches_changes_nothing() {
+    let c = config();
+    let train = examples("masked");
+    let (model, gpt) = load("masked", false);
+    let micro: Vec<Vec<&tp06_train::examples::Example>> =
+        train.iter().take(4).collect::<Vec<_>>().chunks(2).map(|c| c.to_vec()).collect();
+    let mut stopped = Trainer::new(model.clone(), course_plan(&gpt), TrainerSettings::of(&c), Default::default());
+    let before = values(&stopped.model);
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let err = stopped.step_unless(&micro, 1e-3, &stop).unwrap_err();
+    assert_eq!(err, tp06_train::trainer::StepError::Stopped);
+    assert_eq!((stopped.step, stopped.moments.len()), (0, 0));
+    assert_eq!(values(&stopped.model), before, "no parameter moved");
+    let mut plain = Trainer::new(model, course_plan(&gpt), TrainerSettings::of(&c), Default::default());
+    let (a, b) = (stopped.step(&micro, 1e-3).unwrap(), plain.step(&micro, 1e-3).unwrap());
+    assert_eq!(a, b);
+    assert_eq!(values(&stopped.model), values(&plain.model));
+}

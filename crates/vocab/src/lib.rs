@@ -56,6 +56,9 @@ pub enum VocabError {
     /// Reading or writing a file failed.
     #[error(transparent)]
     Fs(#[from] tp06_artifact::fs::FsError),
+    /// Asked to stop (Ctrl-C, SIGTERM) before it finished.
+    #[error("{0}")]
+    Interrupted(#[from] tp06_artifact::Interrupted),
 }
 
 /// The vocab stage's outputs.
@@ -175,6 +178,7 @@ pub fn run(ctx: &StageContext, config: &Config, base: &Source) -> Result<StageRe
     };
     let stats = VocabStats::compute(&base_tok, &tok, &names, &added, &texts, changed.len(), &info)?;
 
+    ctx.check_stop(Stage::Vocab)?;
     tp06_artifact::fs::write_atomic(&writer.path(outputs::TOKENIZER), tok.to_json()?.as_bytes())?;
     let eos = tok.specials.eos.clone();
     let special_map = serde_json::json!({

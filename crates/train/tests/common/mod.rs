@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
-use tp06_artifact::NoProgress;
+use tp06_artifact::{NoProgress, Progress, ProgressTask};
 use tp06_model::backend::Cpu;
 use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2, Gpt2Config, HfConfig, WteFreeze};
 use tp06_train::examples::Example;
@@ -95,7 +96,31 @@ pub fn values(model: &Gpt2<B>) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
-/// Runs the loop to `total` steps in `dir`, returning the trainer.
+/// Progress whose task sets `stop` once `at` steps are done: a Ctrl-C right
+/// after that step.
+struct StopAt {
+    at: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl Progress for StopAt {
+    fn begin(&self, _name: &str, _total: u64) -> Box<dyn ProgressTask> {
+        Box::new(StopAt { at: self.at, stop: self.stop.clone() })
+    }
+}
+
+impl ProgressTask for StopAt {
+    fn set_position(&mut self, position: u64) {
+        if position >= self.at {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+    fn set_message(&mut self, _message: String) {}
+    fn finish(&mut self) {}
+}
+
+/// Runs the loop to `total` steps in `dir` (`stop`: stopped as by Ctrl-C
+/// after its first step).
 pub fn run_loop(
     trainer: &mut Trainer<B>,
     train: &[Example],
@@ -105,7 +130,11 @@ pub fn run_loop(
     stop: bool,
     state: &mut LoopState,
 ) -> Result<(), tp06_train::TrainError> {
-    let stop = AtomicBool::new(stop);
+    let flag = Arc::new(AtomicBool::new(false));
+    let progress: Box<dyn Progress> = match stop {
+        true => Box::new(StopAt { at: trainer.step + 1, stop: flag.clone() }),
+        false => Box::new(NoProgress),
+    };
     let the_loop = Loop {
         config: c,
         train,
@@ -116,8 +145,8 @@ pub fn run_loop(
         keep_best: None,
         metrics: &dir.join("metrics.jsonl"),
         checkpoints: &dir.join("checkpoints"),
-        progress: &NoProgress,
-        stop: &stop,
+        progress: &*progress,
+        stop: &flag,
     };
     train_loop(trainer, state, &the_loop).map(|_| ())
 }
@@ -131,6 +160,7 @@ pub fn new_state() -> LoopState {
         seconds: 0.0,
         positions: 0,
         config: serde_json::Value::Null,
+        pending: None,
     }
 }
 
