@@ -6,7 +6,7 @@
 //! not), `checkpoint` (a checkpoint is half-written), `disk-full` (a file
 //! write fails with "no space left on device"); and where long work may be
 //! stopped (`interrupt`: the process is sent SIGTERM there, as a user would):
-//! `generation` (before each of the sample stage's generations),
+//! `generation` (before each generation of the sample stage or of `tp06 sample --prompt`),
 //! `eval-batch` (before each validation batch), `micro-batch` (before each
 //! micro-batch of a training step). Unset, every point is one environment
 //! lookup.

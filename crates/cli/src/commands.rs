@@ -129,6 +129,11 @@ impl WithBackend for AdHoc {
         let generator =
             tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(s.precision);
         let answer = |prompt: &str| -> Result<()> {
+            // Ctrl-C or SIGTERM: stop before the next generation (nothing is written but the terminal).
+            tp06_artifact::fault::interrupt("generation");
+            if STOP.load(Ordering::SeqCst) {
+                anyhow::bail!("interrupted: generation stopped before {prompt:?}");
+            }
             for (text, _) in generator.complete(prompt, &s.processing, s.length, s.samples, s.seed)? {
                 ui::print(&text);
                 if s.samples > 1 {
@@ -149,6 +154,9 @@ impl WithBackend for AdHoc {
                     break;
                 }
                 if let Err(e) = answer(&line) {
+                    if STOP.load(Ordering::SeqCst) {
+                        return Err(e);
+                    }
                     ui::error(&e);
                 }
             }
@@ -310,7 +318,7 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
         ),
     ];
     for (file, demo) in demos {
-        if !refresh && out.join(file).is_file() {
+        if (!refresh && out.join(file).is_file()) || STOP.load(Ordering::SeqCst) {
             continue;
         }
         let work = ExploreWork { demo, out: out.clone(), show: false };

@@ -529,4 +529,14 @@ fn sigterm_stops_long_work_between_pieces_and_the_run_goes_on_to_the_same_result
         assert_eq!(weights_and_samples(dir.path()), weights_and_samples(reference.path()), "{fault}");
         assert_eq!(eval_losses(dir.path()), eval_losses(reference.path()), "{fault}");
     }
+
+    // Ad-hoc generation stops between two prompts too.
+    let run = reference.path().display().to_string();
+    let ad_hoc = ["sample", "--run-dir", &run, "--prompt", "Pikachu", "--prompt", "Salamèche", "--max-new-tokens", "4"];
+    let out = command(&ad_hoc).env("TP06_FAULT", "generation@2").output().unwrap();
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: generation stopped before \"Salamèche\""), "{err}");
+    assert!(stdout.starts_with("Pikachu"), "the first prompt's text: {stdout}");
+    assert!(!stdout.lines().any(|l| l.starts_with("Salamèche")), "no second generation: {stdout}");
 }
