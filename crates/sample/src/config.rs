@@ -47,6 +47,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// How long each continuation may grow: `max_new_tokens` new tokens when
+    /// set, else up to `max_length` in all.
+    pub fn length(&self) -> crate::Length {
+        match self.max_new_tokens {
+            Some(n) => crate::Length::New(n),
+            None => crate::Length::Total(self.max_length),
+        }
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SettingError> {
         let fail = |key: &str, problem: String| Err(SettingError::new(format!("sample.{key}"), problem));
@@ -141,7 +150,7 @@ impl Overrides {
                 top_p: merged.top_p,
                 repetition_penalty: merged.repetition_penalty,
             },
-            length: crate::stage::length(&merged),
+            length: merged.length(),
             samples: merged.num_samples,
             seed: self.seed.unwrap_or(config.seed),
             precision: self.precision.unwrap_or(config.precision),

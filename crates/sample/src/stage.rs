@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tp06_artifact::{Begin, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
 
 use crate::config::Config;
-use crate::{Generator, Length, Processing, SampleError};
+use crate::{Generator, Processing, SampleError};
 
 /// The sample stage's outputs.
 pub mod outputs {
@@ -58,14 +58,6 @@ pub fn processing(config: &Config, temperature: f64) -> Processing {
         top_k: config.top_k,
         top_p: config.top_p,
         repetition_penalty: config.repetition_penalty,
-    }
-}
-
-/// The decoding length of `config`.
-pub fn length(config: &Config) -> Length {
-    match config.max_new_tokens {
-        Some(n) => Length::New(n),
-        None => Length::Total(config.max_length),
     }
 }
 
@@ -127,7 +119,7 @@ pub fn run<B: tp06_model::Gpt2Ops>(ctx: &StageContext<B::Device>, config: &Confi
             let outs = generator.complete(
                 &prompt.text,
                 &processing(config, temperature),
-                length(config),
+                config.length(),
                 config.num_samples,
                 seed,
             )?;
