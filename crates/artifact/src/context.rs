@@ -18,6 +18,13 @@ pub struct Interrupted {
     pub rerun: String,
 }
 
+impl Interrupted {
+    /// `stage` of `run` stopped.
+    pub fn of(stage: Stage, run: &RunDir) -> Self {
+        Self { stage, rerun: stage.rerun_hint(run.root()) }
+    }
+}
+
 /// Whether a stage continues interrupted work (training, from a checkpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
@@ -97,7 +104,7 @@ impl<'a, D> StageContext<'a, D> {
     /// two pieces (files, batches, generations).
     pub fn check_stop(&self, stage: Stage) -> Result<(), Interrupted> {
         match self.stopped() {
-            true => Err(Interrupted { stage, rerun: stage.rerun_hint(self.run.root()) }),
+            true => Err(Interrupted::of(stage, self.run)),
             false => Ok(()),
         }
     }

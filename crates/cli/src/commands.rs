@@ -29,11 +29,10 @@ pub fn install_ctrl_c() {
     });
 }
 
-/// Whether `err` is the result of Ctrl-C or SIGTERM: the work was asked to
-/// stop (whatever error the stop surfaced as).
-pub fn was_interrupted(err: &anyhow::Error) -> bool {
+/// Whether Ctrl-C or SIGTERM asked the work to stop: an error then is how the
+/// stop surfaced (exit 130), whatever stage it came from.
+pub fn stop_was_asked() -> bool {
     STOP.load(Ordering::SeqCst)
-        || matches!(err.downcast_ref::<tp06_train::TrainError>(), Some(tp06_train::TrainError::Interrupted { .. }))
 }
 
 /// One of the stages that compute on a device (model, train, sample), on the chosen backend.

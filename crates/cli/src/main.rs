@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             ui::error(&err);
-            if commands::was_interrupted(&err) { ExitCode::from(130) } else { ExitCode::FAILURE }
+            if commands::stop_was_asked() { ExitCode::from(130) } else { ExitCode::FAILURE }
         }
     }
 }

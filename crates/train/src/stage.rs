@@ -337,7 +337,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
             tp06_artifact::fs::remove_file_if_exists(&metrics_path)?;
             let _ = std::fs::remove_dir_all(writer.path(outputs::BEST));
             if let Some(validation) = validation {
-                let stopped = || Interrupted { stage: Stage::Train, rerun: Stage::Train.rerun_hint(run.root()) };
+                let stopped = || Interrupted::of(Stage::Train, run);
                 let eval = validation.evaluate(&trainer, config.batch_size, ctx.stop).ok_or_else(stopped)?;
                 metrics::append(&metrics_path, &Record::evaluation(0, 0.0, eval.loss))?;
                 state.best = Some((0, eval.loss));

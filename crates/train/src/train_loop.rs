@@ -181,16 +181,12 @@ pub fn train_loop<B: TrainBackend>(
         }
         task.set_position(done);
 
-        // The checkpoint, and the stop on Ctrl-C.
-        let interrupted = run.stop.load(Ordering::SeqCst);
-        if (done.is_multiple_of(config.checkpoint_every) || interrupted) && !last {
-            let path =
-                checkpoint::save(run.checkpoints, &trainer.model, &trainer.moments, state, config.keep_checkpoints)?;
-            if interrupted {
-                task.finish();
-                // (The stage, which knows the run directory, adds the command.)
-                return Err(TrainError::Interrupted { step: done, path, resume: None });
-            }
+        // The stop on Ctrl-C (after a checkpoint), and the checkpoint.
+        if run.stop.load(Ordering::SeqCst) && !last {
+            return Err(stop_here(trainer, state, run, &mut *task));
+        }
+        if done.is_multiple_of(config.checkpoint_every) && !last {
+            checkpoint::save(run.checkpoints, &trainer.model, &trainer.moments, state, config.keep_checkpoints)?;
         }
     }
     task.finish();
