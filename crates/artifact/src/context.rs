@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::hub::Hub;
-use crate::{Progress, RunDir, Stage};
+use crate::progress::NEVER;
+use crate::{Progress, RunDir, Stage, Watch};
 
 /// A stage stopped at a safe point because it was asked to (Ctrl-C, SIGTERM):
 /// it wrote no manifest, so nothing of it is taken as done.
@@ -59,9 +60,6 @@ pub struct StageContext<'a, D = ()> {
     pub resume: Resume,
 }
 
-/// Never set: the stop flag of a context nobody interrupts.
-static NEVER: AtomicBool = AtomicBool::new(false);
-
 impl<'a> StageContext<'a> {
     /// A context in `run` with `hub`, on no device, that shows no progress, is
     /// never stopped, redoes nothing up to date and resumes when it can (what
@@ -93,6 +91,11 @@ impl<'a, D> StageContext<'a, D> {
             force: self.force,
             resume: self.resume,
         }
+    }
+
+    /// Its progress and stop flag, for the long work it hands them to.
+    pub fn watch(&self) -> Watch<'a> {
+        Watch { progress: self.progress, stop: self.stop }
     }
 
     /// Whether the stage was asked to stop.

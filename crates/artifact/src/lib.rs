@@ -65,7 +65,7 @@ pub fn environment(stage_specific: serde_json::Value) -> serde_json::Value {
     env
 }
 
-pub use progress::{NoProgress, Progress, ProgressTask};
+pub use progress::{NoProgress, Progress, ProgressTask, Watch};
 pub use source::{Source, SourceError};
 pub use stage::{RunDir, Stage, UnknownStage};
 

@@ -232,7 +232,8 @@ impl WithBackend for ExploreWork {
                     }
                     None => tp06_sample::explore::base_model::<I<B>>(&hub(), &base, &device)?,
                 };
-                let demo = tp06_sample::explore::smart_init(model, &tok, &name, &references, seed)?;
+                let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
+                let demo = tp06_sample::explore::smart_init(model, &tok, &name, &references, seed, watch)?;
                 if self.show {
                     ui::print(&demo.summary());
                 }
@@ -321,8 +322,11 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
             continue;
         }
         let work = ExploreWork { demo, out: out.clone(), show: false };
-        if let Err(e) = backend::dispatch(common.backend.as_deref(), work).and_then(|r| r) {
-            tracing::warn!("explore demo {file} not written: {e:#}");
+        match backend::dispatch(common.backend.as_deref(), work).and_then(|r| r) {
+            // Stopped: the pipeline says so and how to write the report.
+            Err(_) if STOP.load(Ordering::SeqCst) => return,
+            Err(e) => tracing::warn!("explore demo {file} not written: {e:#}"),
+            Ok(()) => {}
         }
     }
 }
@@ -402,13 +406,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 show(stage, &run, &report);
             }
             if to == Stage::Sample {
-                if STOP.load(Ordering::SeqCst) {
-                    anyhow::bail!(
+                let not_reported = || {
+                    anyhow::anyhow!(
                         "interrupted: every stage is done; the report was not written (`cargo xtask report --run-dir {}` writes it)",
                         run.root().display()
-                    );
+                    )
+                };
+                if STOP.load(Ordering::SeqCst) {
+                    return Err(not_reported());
                 }
                 report_demos(&common, &config, &run, changed);
+                if STOP.load(Ordering::SeqCst) {
+                    return Err(not_reported());
+                }
                 show_report(&tp06_report::write(&run, tp06_report::Lang::Fr)?);
             }
             Ok(())

@@ -478,6 +478,28 @@ fn ctrl_c_checkpoints_exits_130_and_names_the_command_that_resumes() {
     assert!(latest_checkpoint(dir.path()) >= 2);
 }
 
+/// With standard error redirected (a CI log, `nohup`), long work is logged as
+/// plain lines at a steady pace — what, how far, the ETA — and its end: no
+/// progress-bar escapes or carriage returns, which a file would keep.
+#[test]
+fn a_redirected_log_shows_long_work_alive_in_plain_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = demo_args(dir.path(), SCHEDULE).into_iter().filter(|a| a != "--quiet").collect();
+    let out = command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("TP06_PROGRESS_EVERY", "0.05")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "plain text only: {err:?}");
+    let line = |prefix: &str| err.lines().find(|l| l.contains(prefix)).map(str::to_string);
+    let progress = line("train: ").filter(|l| l.contains("/12 (") && l.contains("%)"));
+    assert!(progress.is_some(), "a `train: N/12 (x %)` line: {err}");
+    assert!(err.lines().any(|l| l.contains("train: done, 12/12 in")), "the end of training: {err}");
+    assert!(err.lines().any(|l| l.contains(", ETA ")), "an ETA: {err}");
+}
+
 /// The eval losses of `metrics.jsonl`, by step.
 fn eval_losses(dir: &Path) -> Vec<(u64, String)> {
     std::fs::read_to_string(dir.join("train/metrics.jsonl"))
@@ -489,8 +511,8 @@ fn eval_losses(dir: &Path) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// SIGTERM where long work stops between two pieces of it (a validation
-/// batch, a micro-batch, a generation; `TP06_FAULT=…` sends it there, as a
+/// SIGTERM where long work stops between two pieces of it (a tensor of the
+/// model stage's weights, a validation batch, a micro-batch, a generation; `TP06_FAULT=…` sends it there, as a
 /// user would): the stage stops, exits 130, writes no manifest and says how to
 /// go on. Training keeps its state: stopped mid-step, the state before the
 /// step; stopped mid-evaluation, the step, its evaluation pending. The run
@@ -503,7 +525,8 @@ fn sigterm_stops_long_work_between_pieces_and_the_run_goes_on_to_the_same_result
     assert!(batches >= 2, "the base evaluation has two batches to stop between");
     let in_loop_eval = format!("eval-batch@{}", batches + 2);
     // (fault, stage stopped, what it says, last checkpoint, the step the rerun resumes from)
-    let cases: [(&str, &str, &str, u64, Option<u64>); 4] = [
+    let cases: [(&str, &str, &str, u64, Option<u64>); 5] = [
+        ("tensor@3", "model", "the model stage stopped before it finished", 0, None),
         ("eval-batch@2", "train", "the train stage stopped before it finished", 0, None),
         ("micro-batch@7", "train", "interrupted at step 3", 3, Some(3)),
         (&in_loop_eval, "train", "interrupted at step 4", 4, Some(4)),
@@ -539,4 +562,14 @@ fn sigterm_stops_long_work_between_pieces_and_the_run_goes_on_to_the_same_result
     assert!(err.contains("interrupted: generation stopped before \"Salamèche\""), "{err}");
     assert!(stdout.starts_with("Pikachu"), "the first prompt's text: {stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("Salamèche")), "no second generation: {stdout}");
+
+    // So does the smart-initialisation demo, writing nothing.
+    let demo_file = reference.path().join("explore/smart_init.json");
+    std::fs::remove_file(&demo_file).unwrap();
+    let explore = ["explore", "smart-init", "--run-dir", &run, "--preset", "demo"];
+    let out = command(&explore).env("TP06_FAULT", "generation@2").output().unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: the smart-initialisation demo stopped before it finished"), "{err}");
+    assert!(!demo_file.exists(), "no demo written");
 }

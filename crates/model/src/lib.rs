@@ -30,8 +30,8 @@ pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_base, load_stage_model, outputs, run};
 pub use weights::{
-    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, read_tensor, read_tensors, save_safetensors, weight_file,
-    write_hf_dir, write_tensors,
+    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, load_watched, read_tensor, read_tensors, save_safetensors,
+    weight_file, write_hf_dir, write_tensors,
 };
 
 /// Everything that can go wrong with a model directory or its files.
@@ -92,4 +92,8 @@ pub enum ModelError {
     /// Asked to stop (Ctrl-C, SIGTERM) before it finished.
     #[error("{0}")]
     Interrupted(#[from] tp06_artifact::Interrupted),
+    /// Reading or writing a weight file stopped between two tensors, as asked
+    /// (a stage turns it into [`ModelError::Interrupted`]).
+    #[error("stopped before `{path}` was read or written whole")]
+    Stopped { path: PathBuf },
 }

@@ -9,7 +9,9 @@ use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::Hub;
-use tp06_artifact::{Begin, InputRecord, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{
+    Begin, InputRecord, Interrupted, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
+};
 use tp06_vocab::VocabInfo;
 
 use crate::config_stage::InitStrategy;
@@ -126,9 +128,13 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
     }
 
     ctx.check_stop(Stage::Model)?;
+    let stopped = |e| match e {
+        ModelError::Stopped { .. } => ModelError::Interrupted(Interrupted::of(Stage::Model, run)),
+        other => other,
+    };
     let (model, load): (Gpt2<B>, Option<LoadReport>) = match &weight_file {
         Some(file) => {
-            let (model, report) = weights::load::<B>(file, &base, device)?;
+            let (model, report) = weights::load_watched::<B>(file, &base, device, ctx.watch()).map_err(stopped)?;
             (model, Some(report))
         }
         None => (init_from_scratch::<B>(&base, ScratchInit { seed: config.seed }, device), None),
@@ -172,7 +178,7 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
     tp06_artifact::fs::write_json_atomic(&writer.path(outputs::FREEZE), &plan)?;
     let tokenizer: Vec<PathBuf> =
         tp06_vocab::outputs::HF_FILES.iter().map(|file| vocab_stage.manifest.output_path(run, file)).collect();
-    let mut files = weights::write_hf_dir(&model, &writer.dir(), &tokenizer)?; // weights, then the tokenizer's
+    let mut files = weights::write_hf_dir(&model, &writer.dir(), &tokenizer, ctx.watch()).map_err(stopped)?; // weights, then the tokenizer's
     files.insert(0, outputs::CONFIG.to_string());
     files.insert(2, outputs::FREEZE.to_string());
 

@@ -14,6 +14,8 @@ use burn::prelude::*;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
+use tp06_artifact::Watch;
+
 use crate::ModelError;
 use crate::config::Gpt2Config;
 use crate::gpt2::{Gpt2, assemble};
@@ -119,6 +121,11 @@ pub fn weight_file(dir: &Path) -> Result<PathBuf, ModelError> {
         .ok_or_else(|| ModelError::NoWeights { dir: dir.to_path_buf() })
 }
 
+/// Our name of a stored key: without transformers' `transformer.` prefix.
+fn name_of(key: &str) -> &str {
+    key.strip_prefix("transformer.").unwrap_or(key)
+}
+
 fn is_ignored(key: &str) -> bool {
     key == "lm_head.weight" || key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias")
 }
@@ -129,13 +136,25 @@ pub fn load<B: Backend>(
     config: &Gpt2Config,
     device: &B::Device,
 ) -> Result<(Gpt2<B>, LoadReport), ModelError> {
+    load_watched(path, config, device, Watch::none())
+}
+
+/// [`load`], its tensors shown by `watch` as the task `load`, stopped between
+/// two tensors when `watch` says so ([`ModelError::Stopped`]).
+pub fn load_watched<B: Backend>(
+    path: &Path,
+    config: &Gpt2Config,
+    device: &B::Device,
+    watch: Watch<'_>,
+) -> Result<(Gpt2<B>, LoadReport), ModelError> {
     let (mut file, entries) = WeightFile::open(path)?;
+    let mut task = watch.begin("load", entries.iter().filter(|e| !is_ignored(name_of(&e.key))).count() as u64);
     let mut report = LoadReport { file: path.display().to_string(), ..Default::default() };
     // Our name (without `transformer.`) → stored key.
     let mut by_name: BTreeMap<String, &Entry> = BTreeMap::new();
     for entry in &entries {
         *report.dtypes.entry(entry.dtype.clone()).or_default() += 1;
-        let name = entry.key.strip_prefix("transformer.").unwrap_or(&entry.key);
+        let name = name_of(&entry.key);
         if is_ignored(name) {
             report.ignored.push(entry.key.clone());
         } else {
@@ -160,7 +179,13 @@ pub fn load<B: Backend>(
             )));
             return None;
         }
+        tp06_artifact::fault::interrupt("tensor");
+        if watch.stopped() {
+            failure = Some(ModelError::Stopped { path: path.to_path_buf() });
+            return None;
+        }
         used.insert(name.to_string());
+        task.set_position(used.len() as u64);
         match file.read_f32(&entry.key) {
             Ok(values) if values.len() == shape.iter().product::<usize>() => Some(values),
             Ok(values) => {
@@ -192,6 +217,7 @@ pub fn load<B: Backend>(
             },
         )
     };
+    task.finish();
     if let Some(err) = failure {
         return Err(err);
     }
@@ -242,10 +268,16 @@ impl<B: Backend> ModuleVisitor<B> for NamedParams<B> {
 
 /// Writes `model` as an HF model directory `dir`: its weights as
 /// `model.safetensors`, and the `files` (config.json, the tokenizer's) copied
-/// beside them under their own names. Returns the names written, weights first.
-pub fn write_hf_dir<B: Backend>(model: &Gpt2<B>, dir: &Path, files: &[PathBuf]) -> Result<Vec<String>, ModelError> {
+/// beside them under their own names, its tensors shown and stopped by
+/// `watch` (see [`write_tensors`]). Returns the names written, weights first.
+pub fn write_hf_dir<B: Backend>(
+    model: &Gpt2<B>,
+    dir: &Path,
+    files: &[PathBuf],
+    watch: Watch<'_>,
+) -> Result<Vec<String>, ModelError> {
     tp06_artifact::fs::create_dir_all(dir)?;
-    save_safetensors(model, &dir.join(SAFETENSORS))?;
+    write_tensors(&dir.join(SAFETENSORS), hf_tensors(model), watch)?;
     let mut names = vec![SAFETENSORS.to_string()];
     for from in files {
         let name = from.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -258,20 +290,28 @@ pub fn write_hf_dir<B: Backend>(model: &Gpt2<B>, dir: &Path, files: &[PathBuf]) 
 /// Writes `model` as `model.safetensors` with HF's keys (`transformer.…`, no
 /// `lm_head.weight`) and metadata `format=pt`, atomically.
 pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), ModelError> {
-    let params = NamedParams::of(model)
+    write_tensors(path, hf_tensors(model), Watch::none())
+}
+
+/// `model`'s parameters under HF's keys.
+fn hf_tensors<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
+    NamedParams::of(model)
         .params
         .into_iter()
         .map(|(name, shape, tensor)| (format!("transformer.{name}"), shape, tensor))
-        .collect();
-    write_tensors(path, params)
+        .collect()
 }
 
 /// Writes f32 tensors to a safetensors file (metadata `format=pt`), sorted by
 /// name, atomically and one tensor at a time, so a large model is never copied
-/// whole on the host.
+/// whole on the host. The tensors are shown by `watch` as the task `write`;
+/// when it says stop, the writing stops between two tensors
+/// ([`ModelError::Stopped`]) and nothing is left at `path` (pass
+/// [`Watch::unstoppable`] for a file that must be written whole once begun).
 pub fn write_tensors<B: Backend>(
     path: &Path,
     mut tensors: Vec<(String, Vec<usize>, Tensor<B, 1>)>,
+    watch: Watch<'_>,
 ) -> Result<(), ModelError> {
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut header = serde_json::Map::new();
@@ -295,11 +335,18 @@ pub fn write_tensors<B: Backend>(
         use std::io::Write;
         writer.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
         writer.write_all(&header).map_err(io)?;
-        for (_, _, tensor) in &tensors {
+        let mut task = watch.begin("write", tensors.len() as u64);
+        for (done, (_, _, tensor)) in tensors.iter().enumerate() {
+            tp06_artifact::fault::interrupt("tensor");
+            if watch.stopped() {
+                return Err(ModelError::Stopped { path: path.to_path_buf() });
+            }
             let values = NamedParams::<B>::values(tensor);
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             writer.write_all(&bytes).map_err(io)?;
+            task.set_position(done as u64 + 1);
         }
+        task.finish();
         Ok(())
     })
 }
@@ -352,7 +399,7 @@ mod tests {
         let device = Default::default();
         let a = Tensor::<Cpu, 1>::from_floats([1.0, -2.5, 3.25], &device);
         let b = Tensor::<Cpu, 1>::from_floats([0.5; 6], &device);
-        write_tensors(&path, vec![("m.a".into(), vec![3], a), ("m.b".into(), vec![2, 3], b)]).unwrap();
+        write_tensors(&path, vec![("m.a".into(), vec![3], a), ("m.b".into(), vec![2, 3], b)], Watch::none()).unwrap();
         let read = read_tensors(&path).unwrap();
         assert_eq!(read["m.a"], (vec![3], vec![1.0, -2.5, 3.25]));
         assert_eq!(read["m.b"], (vec![2, 3], vec![0.5; 6]));
@@ -364,6 +411,60 @@ mod tests {
         assert_eq!((key.as_str(), shape, values), ("m.b", vec![2, 3], vec![0.5; 6]));
         let absent = read_tensor(&path, &["m.c"]).unwrap_err().to_string();
         assert!(absent.contains("optimizer.safetensors") && absent.contains("no tensor `m.c`"), "{absent}");
+    }
+
+    /// Sets the stop flag once a task reaches `at` units, and keeps the last position.
+    struct StopAt {
+        at: u64,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl tp06_artifact::Progress for StopAt {
+        fn begin(&self, _name: &str, _total: u64) -> Box<dyn tp06_artifact::ProgressTask> {
+            Box::new(StopAt { at: self.at, stop: self.stop.clone(), seen: self.seen.clone() })
+        }
+    }
+
+    impl tp06_artifact::ProgressTask for StopAt {
+        fn set_position(&mut self, position: u64) {
+            self.seen.store(position, std::sync::atomic::Ordering::SeqCst);
+            if position >= self.at {
+                self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn set_message(&mut self, _message: String) {}
+        fn finish(&mut self) {}
+    }
+
+    fn stop_at(at: u64) -> StopAt {
+        StopAt { at, stop: Default::default(), seen: Default::default() }
+    }
+
+    /// Asked to stop, loading ends before the next tensor and writing leaves
+    /// no file; each tensor counts as one unit of progress.
+    #[test]
+    fn loading_and_writing_stop_between_two_tensors() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model/tiny-bin");
+        let config = crate::HfConfig::from_file(&fixtures.join("config.json")).unwrap().resolve().unwrap();
+        let bin = fixtures.join(PYTORCH_BIN);
+        let progress = stop_at(3);
+        let watch = Watch { progress: &progress, stop: &progress.stop };
+        let err = load_watched::<Cpu>(&bin, &config, &Default::default(), watch).expect_err("stopped");
+        assert!(matches!(err, ModelError::Stopped { .. }), "{err}");
+        assert_eq!(progress.seen.load(std::sync::atomic::Ordering::SeqCst), 3, "three tensors read, then the stop");
+
+        let (model, _) = load::<Cpu>(&bin, &config, &Default::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let progress = stop_at(1);
+        let watch = Watch { progress: &progress, stop: &progress.stop };
+        let err = write_hf_dir(&model, dir.path(), &[], watch).unwrap_err();
+        assert!(matches!(err, ModelError::Stopped { .. }), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "nothing half-written: {left:?}");
+        // Unstoppable, the same watch writes the file whole.
+        write_hf_dir(&model, dir.path(), &[], watch.unstoppable()).unwrap();
+        assert_eq!(read_tensors(&dir.path().join(SAFETENSORS)).unwrap().len(), NamedParams::of(&model).params.len());
     }
 
     /// A PyTorch file's tensor reads as the same model's safetensors one.

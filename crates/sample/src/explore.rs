@@ -7,6 +7,7 @@
 use burn::prelude::*;
 use burn::tensor::s;
 use serde::{Deserialize, Serialize};
+use tp06_artifact::Watch;
 use tp06_model::{Gpt2, Gpt2Ops, Pass, RowInit};
 use tp06_vocab::Tok;
 
@@ -133,12 +134,15 @@ pub fn base_model<B: Gpt2Ops>(
 
 /// Runs the smart-initialisation demo on a base model and its tokenizer, with
 /// the first of `references` that is a single token (the notebook uses `animal`).
+/// Its nine generations are shown by `watch` and stopped between two of
+/// them when it says so ([`SampleError::Stopped`]).
 pub fn smart_init<B: Gpt2Ops>(
     model: Gpt2<B>,
     tok: &Tok,
     name: &str,
     references: &[String],
     seed: u64,
+    watch: Watch<'_>,
 ) -> Result<SmartInit, SampleError> {
     let Some((reference, reference_id)) = tp06_vocab::reference_word(tok, references)? else {
         return Err(SampleError::NoReferenceWord { words: references.join(", ") });
@@ -148,8 +152,19 @@ pub fn smart_init<B: Gpt2Ops>(
     let prompt = format!("{name} est un");
     let reference_prompt = format!("{reference} est un");
     let eos = tok.special_id(tok.specials.eos.as_ref());
-    let samples = |g: &Generator<B>, p: &str| -> Result<Vec<String>, SampleError> {
-        Ok(g.complete(p, &DEMO, Length::Total(50), 3, seed)?.into_iter().map(|(t, _)| t).collect())
+    // Three batched generations (before, after, the reference word's): the
+    // demo stops between two of them.
+    let mut task = watch.begin("smart-init demo", 3);
+    let mut done = 0;
+    let mut samples = |g: &Generator<B>, p: &str| -> Result<Vec<String>, SampleError> {
+        tp06_artifact::fault::interrupt("generation");
+        if watch.stopped() {
+            return Err(SampleError::Stopped { what: "the smart-initialisation demo".into() });
+        }
+        let texts = g.complete(p, &DEMO, Length::Total(50), 3, seed)?.into_iter().map(|(t, _)| t).collect();
+        done += 1;
+        task.set_position(done);
+        Ok(texts)
     };
 
     let base = Generator { model, tok: tok.clone(), eos, dir: Default::default() };
@@ -177,13 +192,15 @@ pub fn smart_init<B: Gpt2Ops>(
     let (after, after_probs) = distribution(&after_gen.model, &extended, &prompt)?;
     let (reference_dist, reference_probs) = distribution(&after_gen.model, &extended, &reference_prompt)?;
     let max_abs_diff = after_probs.iter().zip(&reference_probs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let (samples_after, samples_reference) = (samples(&after_gen, &prompt)?, samples(&after_gen, &reference_prompt)?);
+    task.finish();
     Ok(SmartInit {
         name: name.into(),
         reference: (reference.into(), reference_id),
         new_id,
         before,
-        samples_after: samples(&after_gen, &prompt)?,
-        samples_reference: samples(&after_gen, &reference_prompt)?,
+        samples_after,
+        samples_reference,
         after,
         reference_prompt: reference_dist,
         max_abs_diff,

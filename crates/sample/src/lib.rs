@@ -64,6 +64,9 @@ pub enum SampleError {
     /// Asked to stop (Ctrl-C, SIGTERM) before it finished.
     #[error("{0}")]
     Interrupted(#[from] tp06_artifact::Interrupted),
+    /// Work outside a stage (a demo) stopped, as asked, before it finished.
+    #[error("interrupted: {what} stopped before it finished and wrote nothing")]
+    Stopped { what: String },
 }
 
 /// The files a model directory needs to generate: `config.json`, weights,

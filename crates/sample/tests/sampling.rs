@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use serde_json::Value;
+use tp06_artifact::{NoProgress, Watch};
 use tp06_model::backend::Cpu;
 use tp06_sample::processors::{self, Processing};
 use tp06_sample::{Generator, Length, generate};
@@ -176,7 +177,7 @@ proptest! {
 fn smart_init_makes_the_name_read_as_the_reference_word() {
     let g = demo_generator();
     let references = vec!["animal".to_string(), "Pokémon".to_string(), "de".to_string()];
-    let demo = tp06_sample::explore::smart_init(g.model, &g.tok, "Pikachu", &references, 7).unwrap();
+    let demo = tp06_sample::explore::smart_init(g.model, &g.tok, "Pikachu", &references, 7, Watch::none()).unwrap();
     // `animal` and `Pokémon` are split in the demo tokenizer: the first single-token word is used.
     assert_eq!(demo.reference.0, "de");
     assert_eq!(demo.after.pieces, ["Pikachu", "Ġest", "Ġun"]);
@@ -185,7 +186,25 @@ fn smart_init_makes_the_name_read_as_the_reference_word() {
     assert_eq!(demo.after.top, demo.reference_prompt.top);
     assert_ne!(demo.before.top, demo.after.top);
     assert_eq!(demo.samples_after.len(), 3);
-    let none = tp06_sample::explore::smart_init(demo_generator().model, &g.tok, "Pikachu", &["animal".to_string()], 7)
-        .unwrap_err();
+    let none = tp06_sample::explore::smart_init(
+        demo_generator().model,
+        &g.tok,
+        "Pikachu",
+        &["animal".to_string()],
+        7,
+        Watch::none(),
+    )
+    .unwrap_err();
     assert!(none.to_string().contains("--reference"), "{none}");
+}
+
+/// Asked to stop, the demo stops before its next generation and says so.
+#[test]
+fn smart_init_stops_between_generations_when_asked() {
+    let g = demo_generator();
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let watch = Watch { progress: &NoProgress, stop: &stop };
+    let err = tp06_sample::explore::smart_init(g.model, &g.tok, "Pikachu", &["de".to_string()], 7, watch).unwrap_err();
+    assert!(matches!(err, tp06_sample::SampleError::Stopped { .. }), "{err}");
+    assert!(err.to_string().contains("smart-initialisation demo stopped"), "{err}");
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tp06_artifact::Watch;
 use tp06_model::{Gpt2, Gpt2Config};
 
 use crate::TrainError;
@@ -103,7 +104,7 @@ where
         tensors.push((format!("m.{param}"), vec![n], m.m.clone()));
         tensors.push((format!("v.{param}"), vec![n], m.v.clone()));
     }
-    tp06_model::write_tensors::<B::InnerBackend>(&tmp.join("optimizer.safetensors"), tensors)?;
+    tp06_model::write_tensors::<B::InnerBackend>(&tmp.join("optimizer.safetensors"), tensors, Watch::none())?;
     tp06_artifact::fs::write_json_atomic(&tmp.join("state.json"), state)?;
     discard(&dir);
     std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;

@@ -338,7 +338,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
             let _ = std::fs::remove_dir_all(writer.path(outputs::BEST));
             if let Some(validation) = validation {
                 let stopped = || Interrupted::of(Stage::Train, run);
-                let eval = validation.evaluate(&trainer, config.batch_size, ctx.stop).ok_or_else(stopped)?;
+                let eval = validation.evaluate(&trainer, config.batch_size, ctx.watch()).ok_or_else(stopped)?;
                 metrics::append(&metrics_path, &Record::evaluation(0, 0.0, eval.loss))?;
                 state.best = Some((0, eval.loss));
                 stats.base_eval_nats_per_char = Some(eval.nats_per_char);
@@ -360,8 +360,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
         keep_best: Some(KeepBest { dir: &best_dir, files: &hf_files }),
         metrics: &metrics_path,
         checkpoints: &checkpoints,
-        progress: ctx.progress,
-        stop: ctx.stop,
+        watch: ctx.watch(),
     };
     let final_eval = train_loop(&mut trainer, &mut state, &the_loop).map_err(|e| match e {
         TrainError::Interrupted { step, path, .. } => TrainError::Interrupted {
@@ -373,7 +372,8 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     })?;
 
     // The export and the manifest.
-    tp06_model::write_hf_dir(&trainer.model, &writer.path(outputs::EXPORT), &hf_files)?;
+    // Once training is done its export is written whole: no checkpoint holds the last step.
+    tp06_model::write_hf_dir(&trainer.model, &writer.path(outputs::EXPORT), &hf_files, ctx.watch().unstoppable())?;
     let records = metrics::read(&metrics_path)?;
     metrics::plot_loss(&records, &writer.path(outputs::PLOT), "TP 06 — loss")?;
     finish_stats(&mut stats, &records, final_eval, &state, validation.is_some());

@@ -5,12 +5,11 @@
 //! checkpoint, and the stop on Ctrl-C.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use tp06_artifact::Progress;
+use tp06_artifact::Watch;
 use tp06_model::TrainBackend;
 
 use crate::TrainError;
@@ -42,14 +41,14 @@ pub struct Evaluation {
 
 impl Validation {
     /// Evaluates the trainer's model, without dropout, in batches of
-    /// `batch_size`; `None` when `stop` is set between two batches.
+    /// `batch_size` shown by `watch`; `None` when it says stop between two batches.
     pub fn evaluate<B: TrainBackend>(
         &self,
         trainer: &Trainer<B>,
         batch_size: usize,
-        stop: &AtomicBool,
+        watch: Watch<'_>,
     ) -> Option<Evaluation> {
-        let (loss, total, _) = trainer.evaluate_unless(&self.examples, batch_size, stop)?;
+        let (loss, total, _) = trainer.evaluate_unless(&self.examples, batch_size, watch)?;
         Some(Evaluation { loss, nats_per_char: total / self.chars.max(1) as f64 })
     }
 }
@@ -83,10 +82,10 @@ pub struct Loop<'a> {
     pub metrics: &'a Path,
     /// Where the checkpoints go.
     pub checkpoints: &'a Path,
-    /// Progress bars.
-    pub progress: &'a dyn Progress,
-    /// Set (by Ctrl-C) to stop after the current step with a checkpoint.
-    pub stop: &'a AtomicBool,
+    /// Where progress goes, and the flag (Ctrl-C, SIGTERM) on which the loop
+    /// stops with a checkpoint: after the current step, or between two
+    /// micro-batches or validation batches.
+    pub watch: Watch<'a>,
 }
 
 /// Runs the loop from `state.step` to `run.total_steps`; returns the last evaluation.
@@ -96,7 +95,7 @@ pub fn train_loop<B: TrainBackend>(
     run: &Loop<'_>,
 ) -> Result<Option<Evaluation>, TrainError> {
     let (config, total, per_epoch) = (run.config, run.total_steps, run.steps_per_epoch);
-    let mut task = run.progress.begin("train", total);
+    let mut task = run.watch.begin("train", total);
     task.set_position(trainer.step);
     let mut window = Window::start();
     let mut last_eval = None;
@@ -126,7 +125,7 @@ pub fn train_loop<B: TrainBackend>(
         let order = order.of(step / per_epoch, run.train.len(), config.seed, run.shuffle);
         let batches = micro_batches(run.train, order, step % per_epoch, config.batch_size, config.grad_accum);
         let started = Instant::now();
-        let result = match trainer.step_unless(&batches, lr, run.stop) {
+        let result = match trainer.step_unless(&batches, lr, run.watch.stop) {
             Ok(result) => result,
             // Stopped between two micro-batches: the state before the step is kept.
             Err(StepError::Stopped) => return Err(stop_here(trainer, state, run, &mut *task)),
@@ -182,7 +181,7 @@ pub fn train_loop<B: TrainBackend>(
         task.set_position(done);
 
         // The stop on Ctrl-C (after a checkpoint), and the checkpoint.
-        if run.stop.load(Ordering::SeqCst) && !last {
+        if run.watch.stopped() && !last {
             return Err(stop_here(trainer, state, run, &mut *task));
         }
         if done.is_multiple_of(config.checkpoint_every) && !last {
@@ -201,11 +200,11 @@ fn evaluate_and_keep_best<B: TrainBackend>(
     run: &Loop<'_>,
     validation: &Validation,
 ) -> Result<Option<Evaluation>, TrainError> {
-    let Some(eval) = validation.evaluate(trainer, run.config.batch_size, run.stop) else { return Ok(None) };
+    let Some(eval) = validation.evaluate(trainer, run.config.batch_size, run.watch) else { return Ok(None) };
     if state.best.is_none_or(|(_, best)| eval.loss < best) {
         state.best = Some((trainer.step, eval.loss));
         if let Some(best) = &run.keep_best {
-            tp06_model::write_hf_dir(&trainer.model, best.dir, best.files)?;
+            tp06_model::write_hf_dir(&trainer.model, best.dir, best.files, run.watch.unstoppable())?;
         }
     }
     Ok(Some(eval))

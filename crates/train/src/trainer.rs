@@ -345,43 +345,49 @@ impl<B: TrainBackend> Trainer<B> {
     /// Mean next-token loss over `examples` (token-weighted) and the summed NLL,
     /// without dropout; batches of `batch_size`.
     pub fn evaluate(&self, examples: &[Example], batch_size: usize) -> (f64, f64, usize) {
-        let never = std::sync::atomic::AtomicBool::new(false);
-        self.evaluate_unless(examples, batch_size, &never).expect("never stopped")
+        self.evaluate_unless(examples, batch_size, tp06_artifact::Watch::none()).expect("never stopped")
     }
 
-    /// The same, stopped between two batches when `stop` is set: `None` then.
+    /// The same, its batches shown by `watch`, stopped between two of them
+    /// when `watch` says so: `None` then.
     pub fn evaluate_unless(
         &self,
         examples: &[Example],
         batch_size: usize,
-        stop: &std::sync::atomic::AtomicBool,
+        watch: tp06_artifact::Watch<'_>,
     ) -> Option<(f64, f64, usize)> {
         let pass = Pass::inference().with_kernels(self.settings.kernels).with_autocast(self.settings.autocast);
-        evaluate(&self.model.valid(), examples, batch_size, &self.device, &pass, stop)
+        evaluate(&self.model.valid(), examples, batch_size, &self.device, &pass, watch)
     }
 }
 
 /// `(mean loss, total NLL, label tokens)` of `model` on `examples`, in `pass`
-/// (an inference pass: no dropout); `None` when `stop` is set between two batches.
+/// (an inference pass: no dropout), its batches shown by `watch` as the task
+/// `validate`; `None` when `watch` says stop between two batches.
 pub fn evaluate<B: Gpt2Ops>(
     model: &Gpt2<B>,
     examples: &[Example],
     batch_size: usize,
     device: &B::Device,
     pass: &Pass,
-    stop: &std::sync::atomic::AtomicBool,
+    watch: tp06_artifact::Watch<'_>,
 ) -> Option<(f64, f64, usize)> {
     let (mut total, mut tokens) = (0.0f64, 0usize);
-    for chunk in examples.chunks(batch_size.max(1)) {
+    let chunks = examples.chunks(batch_size.max(1));
+    let mut task = watch.begin("validate", chunks.len() as u64);
+    for (done, chunk) in chunks.enumerate() {
         tp06_artifact::fault::interrupt("eval-batch");
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if watch.stopped() {
+            task.finish();
             return None;
         }
         let refs: Vec<&Example> = chunk.iter().collect();
         tokens += label_tokens(&refs);
         let batch = Batch::<B>::new(&refs, device);
         total += nll_sum(model, &batch, &mut pass.clone()).into_scalar().elem::<f64>();
+        task.set_position(done as u64 + 1);
     }
+    task.finish();
     Some((total / tokens.max(1) as f64, total, tokens))
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
-use tp06_artifact::{NoProgress, Progress, ProgressTask};
+use tp06_artifact::{NoProgress, Progress, ProgressTask, Watch};
 use tp06_model::backend::Cpu;
 use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2, Gpt2Config, HfConfig, WteFreeze};
 use tp06_train::examples::Example;
@@ -145,8 +145,7 @@ pub fn run_loop(
         keep_best: None,
         metrics: &dir.join("metrics.jsonl"),
         checkpoints: &dir.join("checkpoints"),
-        progress: &*progress,
-        stop: &flag,
+        watch: Watch { progress: &*progress, stop: &flag },
     };
     train_loop(trainer, state, &the_loop).map(|_| ())
 }
