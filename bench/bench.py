@@ -15,7 +15,7 @@ by default, or on a CUDA GPU, and in bf16.
   generate: greedy decoding with the KV cache, 16-token prompt, 128 new tokens;
             new tokens per second.
 
-    python bench/bench.py {train,forward,generate} --shape {mini,small} [--steps N] [--threads T]
+    python bench/bench.py {train,forward,generate} --shape {mini,small,base} [--steps N] [--threads T]
                           [--device {cpu,cuda}] [--dtype {f32,bf16}] [--freeze {course,recommended}]
 
 bf16: inference with the weights in bf16 (`model.to(torch.bfloat16)`, as
@@ -39,7 +39,11 @@ NEW_ROWS = 1000  # wte rows that train under --freeze recommended (as `tp06 benc
 SHAPES = {
     "mini": dict(n_layer=4, n_head=4, n_embd=256, n_positions=512, vocab_size=8000),
     "small": dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50000),
+    "base": dict(n_layer=24, n_head=14, n_embd=1792, n_positions=1024, vocab_size=50000),
 }
+# Too large for a whole warm-up step on a few cores: training warms up with one
+# micro-batch (as `tp06 bench-one`; `tp06 bench` also measures one step there).
+LARGE = {"base"}
 
 
 def peak_rss_mb():
@@ -120,7 +124,7 @@ if a.work == "train":
     model.train()
     batch, accumulation, length = a.batch_size, a.grad_accum, a.max_length
 
-    def step():
+    def step(accumulation):
         micro = [randint(batch, length) for _ in range(accumulation)]
         items = sum(m.numel() for m in micro)
         for ids in micro:
@@ -133,11 +137,11 @@ if a.work == "train":
         schedule.step()
         optimizer.zero_grad()
 
-    step()  # warm-up
+    step(1 if a.shape in LARGE else accumulation)  # warm-up
     sync()
     start = time.perf_counter()
     for _ in range(a.steps):
-        step()
+        step(accumulation)
     sync()
     seconds = time.perf_counter() - start
     tokens = a.steps * accumulation * batch * length

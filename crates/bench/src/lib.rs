@@ -22,7 +22,9 @@ use tp06_model::{Gpt2Ops, Kernels, Pass, TrainBackend};
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A shape that is not one of the benchmark's.
-    #[error("unknown shape `{0}`; the shapes are mini (gpt2-fr-mini) and small (gpt-fr-cased-small)")]
+    #[error(
+        "unknown shape `{0}`; the shapes are mini (gpt2-fr-mini), small (gpt-fr-cased-small) and base (gpt-fr-cased-base)"
+    )]
     UnknownShape(String),
     /// A work that is not one of the benchmark's.
     #[error("unknown work `{0}`; use train, forward or generate")]
@@ -49,16 +51,43 @@ pub enum BenchError {
     Fs(#[from] tp06_artifact::fs::FsError),
 }
 
-/// The shapes measured: gpt2-fr-mini's and gpt-fr-cased-small's, random weights.
+/// The shapes measured, random weights built in memory: gpt2-fr-mini's,
+/// gpt-fr-cased-small's (124 M parameters) and gpt-fr-cased-base's, the
+/// course's model (24 blocks of 1792, 14 heads of 128, vocabulary 50,000 as
+/// on the hub: 1.02 B parameters).
 pub fn shape(name: &str) -> Result<Gpt2Config, BenchError> {
     let json = match name {
         "mini" => r#"{"model_type":"gpt2","n_layer":4,"n_head":4,"n_embd":256,"n_positions":512,"vocab_size":8000}"#,
         "small" => {
             r#"{"model_type":"gpt2","n_layer":12,"n_head":12,"n_embd":768,"n_positions":1024,"vocab_size":50000}"#
         }
+        "base" => {
+            r#"{"model_type":"gpt2","n_layer":24,"n_head":14,"n_embd":1792,"n_positions":1024,"vocab_size":50000}"#
+        }
         other => return Err(BenchError::UnknownShape(other.into())),
     };
     Ok(HfConfig::from_json_str(json, name)?.resolve()?)
+}
+
+/// The shapes too large for the full protocol on a few CPU cores: one
+/// course step of `base` is 16 × 256 tokens through 1 B parameters
+/// (minutes on 2 threads).
+fn is_large(shape: &str) -> bool {
+    shape == "base"
+}
+
+/// The measured steps of `work` on `shape` when `asked` are asked: at most
+/// one on a large shape (both sides), where its training warms up with one
+/// micro-batch instead of a whole step ([`warm_up_micro_batches`]).
+pub fn measured_steps(shape: &str, asked: usize) -> usize {
+    if is_large(shape) { asked.min(1) } else { asked }
+}
+
+/// The micro-batches of the training work's warm-up step on `shape`: all of
+/// a step's (`accumulation`), or one on a large shape — it allocates what a
+/// step allocates (gradients, moments), and its optimiser step runs once.
+pub fn warm_up_micro_batches(shape: &str, accumulation: usize) -> usize {
+    if is_large(shape) { 1 } else { accumulation }
 }
 
 /// What trains in the `train` work: the freeze of a preset.
@@ -115,6 +144,15 @@ impl Workload {
     /// The freeze plan on `config`, whose last [`NEW_ROWS`] rows stand for the added names.
     pub fn plan(&self, config: &Gpt2Config) -> FreezePlan {
         FreezePlan::new(&self.freeze, config, config.vocab_size - NEW_ROWS)
+    }
+
+    /// The micro-batches' size as `tp06 bench-one` takes it.
+    fn size_args(&self) -> Vec<String> {
+        let t = &self.train;
+        [("--batch-size", t.batch_size), ("--grad-accum", t.grad_accum), ("--max-length", t.max_length)]
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .collect()
     }
 
     /// The loop's values as `bench/bench.py` takes them.
@@ -201,8 +239,9 @@ pub fn measure<B: TrainBackend>(one: One, workload: &Workload, device: B::Device
     // course and the PyTorch side do; inference has none.
     let config = shape(&one.shape)?;
     let precision = one.precision;
+    let warm_up = warm_up_micro_batches(&one.shape, workload.train.grad_accum);
     let (tokens, seconds) = match one.work.as_str() {
-        "train" => train::<B>(&config, workload, precision, one.kernels, one.steps, &device),
+        "train" => train::<B>(&config, workload, precision, one.kernels, (warm_up, one.steps), &device),
         "forward" => {
             let config = config.clone().without_dropout();
             forward::<B::InnerBackend>(&config, workload, precision, one.kernels, one.steps, &device)
@@ -261,16 +300,17 @@ fn random_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 }
 
 /// The train stage's steps on random tokens: (positions, seconds) over
-/// `steps` optimiser steps after one warm-up step. The trainer is the
-/// stage's own, built from the workload's `[train]`; the micro-batches are
-/// its batch size × accumulation of full-length sequences, at the learning
-/// rate its schedule gives the first steps.
+/// `steps` optimiser steps after one warm-up step of `warm_up`
+/// micro-batches. The trainer is the stage's own, built from the workload's
+/// `[train]`; the micro-batches are its batch size × accumulation of
+/// full-length sequences, at the learning rate its schedule gives the first
+/// steps.
 fn train<B: TrainBackend>(
     config: &Gpt2Config,
     workload: &Workload,
     precision: Precision,
     kernels: Kernels,
-    steps: usize,
+    (warm_up, steps): (usize, usize),
     device: &B::Device,
 ) -> (usize, f64) {
     use tp06_train::examples::Example;
@@ -280,7 +320,7 @@ fn train<B: TrainBackend>(
     let mut trainer = tp06_train::Trainer::new(model, workload.plan(config), settings, device.clone());
     let (batch, accumulation, length) = (t.batch_size, t.grad_accum, t.max_length);
     let mut seed = 0;
-    let mut step = |trainer: &mut tp06_train::trainer::Trainer<B>| {
+    let mut step = |trainer: &mut tp06_train::trainer::Trainer<B>, accumulation: usize| {
         let examples: Vec<Example> = (0..batch * accumulation)
             .map(|_| {
                 seed += 1;
@@ -296,10 +336,10 @@ fn train<B: TrainBackend>(
         let lr = tp06_train::optim::linear_schedule(t.lr, trainer.step, t.warmup_steps, 1000);
         trainer.step(&micro, lr).expect("a finite loss on random tokens");
     };
-    step(&mut trainer);
+    step(&mut trainer, warm_up);
     let start = Instant::now();
     for _ in 0..steps {
-        step(&mut trainer);
+        step(&mut trainer, accumulation);
     }
     (steps * batch * accumulation * length, start.elapsed().as_secs_f64())
 }
@@ -432,6 +472,7 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
     for work in &options.works {
         for shape in &options.shapes {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let steps = measured_steps(shape, options.steps).to_string();
             for i in 1..=options.repeats {
                 tracing::info!("bench: {work} {shape}, run {i}/{}: tp06 then PyTorch", options.repeats);
                 let mut a = Command::new(&options.exe);
@@ -441,12 +482,12 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
                     "--shape",
                     shape,
                     "--steps",
-                    &options.steps.to_string(),
+                    &steps,
                     "--threads",
                     &options.threads.to_string(),
                 ]);
                 a.args(["--precision", dtype, "--freeze", options.freeze.name(), "--kernels", options.kernels.name()]);
-                a.args(["--backend", backend]);
+                a.args(["--backend", backend]).args(workload.size_args());
                 a.env("RAYON_NUM_THREADS", options.threads.to_string());
                 ours.push(run_child(a, &format!("tp06 bench-one {work} {shape}"))?);
                 let mut b = Command::new("python3");
@@ -456,7 +497,7 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
                         "--shape",
                         shape,
                         "--steps",
-                        &options.steps.to_string(),
+                        &steps,
                         "--threads",
                         &options.threads.to_string(),
                     ])
@@ -518,22 +559,55 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
         "cuda" => "on the GPU (memory: the allocator's peak; not read on our side yet)".to_string(),
         _ => format!("{} thread(s) on CPU", options.threads),
     };
+    let t = &workload.train;
     let what_trains = if options.works.iter().any(|w| w == "train") {
         format!(", training with the {} freeze", options.freeze.name())
     } else {
         String::new()
     };
+    let what_trains = format!(
+        "{what_trains}, micro-batches of {} × {} tokens, {} per step",
+        t.batch_size, t.max_length, t.grad_accum
+    );
     table += &format!(
         "medians of {} alternating runs each, {dtype} {place}{what_trains}; JSON in {}",
         options.repeats,
         options.json.display()
     );
+    if let Some(large) = options.shapes.iter().find(|s| is_large(s)) {
+        table += &format!(
+            "\n{large}: {} measured step(s) per run (asked: {}); training warms up with one micro-batch, not a whole step; both sides alike",
+            measured_steps(large, options.steps),
+            options.steps
+        );
+    }
     Ok(table)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The base shape is gpt-fr-cased-base's: by hand, wte 50,000 × 1792,
+    /// wpe 1024 × 1792, per block 4 · 1792 (two norms) + 1792 · 5376 + 5376
+    /// (c_attn) + 1792² + 1792 (c_proj) + 1792 · 7168 + 7168 (c_fc) + 7168 ·
+    /// 1792 + 1792 (mlp.c_proj) = 38,558,464, ln_f 2 · 1792.
+    #[test]
+    fn the_base_shape_is_the_course_models() {
+        let base = shape("base").unwrap();
+        assert_eq!((base.n_layer, base.n_embd / base.n_head, base.vocab_size), (24, 128, 50_000));
+        let total: usize = tp06_model::parameter_names(&base).iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 50_000 * 1792 + 1024 * 1792 + 24 * 38_558_464 + 2 * 1792);
+        assert_eq!(total, 1_016_841_728);
+    }
+
+    /// Only the large shape is cut short, and its warm-up alone is one micro-batch.
+    #[test]
+    fn the_large_shape_measures_one_step_after_one_micro_batch() {
+        assert_eq!((measured_steps("base", 3), warm_up_micro_batches("base", 8)), (1, 1));
+        assert_eq!((measured_steps("small", 3), warm_up_micro_batches("small", 8)), (3, 8));
+        assert!(shape("huge").unwrap_err().to_string().contains("base (gpt-fr-cased-base)"));
+    }
 
     #[test]
     fn medians_of_odd_and_even_counts() {

@@ -6,13 +6,18 @@ use tp06_bench::{BenchOptions, Freeze, Measurement, One, Workload};
 use tp06_model::TrainBackend;
 
 use crate::backend::WithBackend;
+use crate::cli::LoopSize;
 use crate::config::{self, ConfigArgs};
 
-/// The training work: the loop of the `tp06` preset's `[train]`, the freeze
-/// of `freeze`'s preset.
-pub fn workload(freeze: Freeze) -> Result<Workload> {
+/// The training work: the loop of the `tp06` preset's `[train]` (its
+/// micro-batches resized by `size`), the freeze of `freeze`'s preset.
+pub fn workload(freeze: Freeze, size: LoopSize) -> Result<Workload> {
     let preset = |name: &str| config::resolve(&ConfigArgs { preset: Some(name.into()), ..Default::default() });
-    Ok(Workload { train: preset("tp06")?.train, freeze: preset(freeze.preset())?.model.freeze, which: freeze })
+    let mut train = preset("tp06")?.train;
+    train.batch_size = size.batch_size.unwrap_or(train.batch_size);
+    train.grad_accum = size.grad_accum.unwrap_or(train.grad_accum);
+    train.max_length = size.max_length.unwrap_or(train.max_length);
+    Ok(Workload { train, freeze: preset(freeze.preset())?.model.freeze, which: freeze })
 }
 
 /// One measurement in this process, on the chosen backend.
@@ -29,8 +34,8 @@ impl WithBackend for Measure {
 }
 
 /// The comparison with PyTorch: its table.
-pub fn bench(options: &BenchOptions) -> Result<String> {
-    Ok(tp06_bench::bench(options, &workload(options.freeze)?)?)
+pub fn bench(options: &BenchOptions, size: LoopSize) -> Result<String> {
+    Ok(tp06_bench::bench(options, &workload(options.freeze, size)?)?)
 }
 
 #[cfg(test)]
@@ -42,11 +47,11 @@ mod tests {
     /// `NEW_ROWS` rows of `wte` train, as the added names would).
     #[test]
     fn the_bench_workloads_are_the_presets() {
-        let course = workload(Freeze::Course).unwrap();
+        let course = workload(Freeze::Course, LoopSize::default()).unwrap();
         let t = &course.train;
         assert_eq!((t.batch_size, t.grad_accum, t.max_length, t.lr, t.max_grad_norm), (2, 8, 256, 5e-5, 1.0));
-        let recommended = workload(Freeze::Recommended).unwrap();
-        for name in ["mini", "small"] {
+        let recommended = workload(Freeze::Recommended, LoopSize::default()).unwrap();
+        for name in ["mini", "small", "base"] {
             let config = tp06_bench::shape(name).unwrap();
             let course = course.plan(&config);
             assert!(!course.trains("wte.weight") && course.wte_trainable_from.is_none(), "{name}");

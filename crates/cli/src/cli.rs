@@ -193,8 +193,10 @@ pub enum Command {
     /// Training and generation speed and memory beside PyTorch/transformers
     /// (needs python3 with torch and transformers).
     Bench {
-        /// Shapes: mini (gpt2-fr-mini), small (gpt-fr-cased-small).
-        #[arg(long, value_delimiter = ',', default_value = "mini,small", value_parser = clap::builder::PossibleValuesParser::new(["mini", "small"]))]
+        /// Shapes: mini (gpt2-fr-mini), small (gpt-fr-cased-small), base
+        /// (gpt-fr-cased-base, the course's 1 B model: one measured step per
+        /// run, ~16 GB of memory per side for training).
+        #[arg(long, value_delimiter = ',', default_value = "mini,small", value_parser = clap::builder::PossibleValuesParser::new(["mini", "small", "base"]))]
         shapes: Vec<String>,
         /// Work: train, forward (inference to the logits), generate.
         #[arg(long, value_delimiter = ',', default_value = "train,forward,generate", value_parser = clap::builder::PossibleValuesParser::new(["train", "forward", "generate"]))]
@@ -229,6 +231,8 @@ pub enum Command {
         /// train and forward.
         #[arg(long, default_value = "backend")]
         kernels: tp06_model::Kernels,
+        #[command(flatten)]
+        size: LoopSize,
     },
     /// One measurement of `bench`, in its own process.
     #[command(hide = true)]
@@ -248,12 +252,29 @@ pub enum Command {
         freeze: tp06_bench::Freeze,
         #[arg(long, default_value = "backend")]
         kernels: tp06_model::Kernels,
+        #[command(flatten)]
+        size: LoopSize,
     },
     /// Print the resolved configuration as TOML.
     Config {
         #[command(flatten)]
         setup: Setup,
     },
+}
+
+/// The bench's micro-batches, when not the course's (the `tp06` preset's
+/// 2 × 256 tokens, accumulation 8): for a quick look or a small machine.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct LoopSize {
+    /// Sequences per micro-batch [default: the course's, 2].
+    #[arg(long, value_parser = positive)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimiser step (forward: per step) [default: the course's, 8].
+    #[arg(long, value_parser = positive)]
+    pub grad_accum: Option<usize>,
+    /// Tokens per sequence [default: the course's, 256].
+    #[arg(long, value_parser = positive)]
+    pub max_length: Option<usize>,
 }
 
 /// `course` or `recommended`.

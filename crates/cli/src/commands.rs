@@ -430,7 +430,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
-        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze, kernels } => {
+        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze, kernels, size } => {
             let options = tp06_bench::BenchOptions {
                 shapes,
                 works,
@@ -445,12 +445,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 freeze,
                 kernels,
             };
-            ui::print(&crate::bench::bench(&options)?);
+            ui::print(&crate::bench::bench(&options, size)?);
             Ok(())
         }
-        Command::BenchOne { work, shape, steps, threads, backend, precision, freeze, kernels } => {
+        Command::BenchOne { work, shape, steps, threads, backend, precision, freeze, kernels, size } => {
             let one = tp06_bench::One { work, shape, steps, threads, precision, freeze, kernels };
-            let measure = crate::bench::Measure { one, workload: crate::bench::workload(freeze)? };
+            let measure = crate::bench::Measure { one, workload: crate::bench::workload(freeze, size)? };
             let measurement = backend::dispatch(backend.as_deref(), measure)??;
             ui::print(&serde_json::to_string(&measurement)?);
             Ok(())
