@@ -13,18 +13,22 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Keeps freed tensor buffers in the process for the next pass instead of
-/// handing them back to the kernel. With glibc's defaults, buffers of a few
-/// MB are mapped afresh and freed pages returned after every op, so each
-/// pass pays page faults and the kernel's zeroing of the same memory again
-/// (≈ 10 % of a forward pass in `perf`). Buffers up to 32 MiB (glibc's
-/// ceiling) now come from the heap, and the heap's top is not trimmed: the
-/// peak resident memory grows a little (≈ 10–15 MB measured on the bench's
-/// forward passes) and is held until exit.
+/// handing them back to the kernel. With glibc's defaults, every buffer over
+/// a threshold (at most 32 MiB) is mapped afresh and unmapped when freed, so
+/// each step pays page faults and the kernel's zeroing of the same memory
+/// again. On the 124 M shape that was ≈ 10 % of a forward pass; on the 1 B
+/// shape every weight-sized tensor (gradients, moments, updates, the MLP's
+/// activations) is over the ceiling, and the kernel's side was most of a
+/// training step (`sys` 42 s of 62 s; the step 2.5× slower than with this
+/// policy, BENCHMARKS.md). So nothing is mapped on its own: every buffer
+/// comes from the heap, and the heap's top is not trimmed. Freed buffers are
+/// reused by the next step's buffers of the same sizes; the peak resident
+/// memory grows a little (+2 % on the 1 B step) and is held until exit.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }

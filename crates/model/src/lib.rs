@@ -25,7 +25,7 @@ pub use config_stage::{BlockCount, FreezeConfig, InitStrategy, StageConfig, WteF
 pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
 pub use gpt2::{Attention, Block, Conv1D, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
-pub use kernels::{Dropout, Gpt2Ops, TrainBackend};
+pub use kernels::{AdamWStep, Dropout, Gpt2Ops, TrainBackend};
 pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_base, load_stage_model, outputs, run};

@@ -5,6 +5,7 @@
 //! Parameters, gradients and moments are handled flattened, by HF name.
 
 use burn::prelude::*;
+use tp06_model::{AdamWStep, Gpt2Ops};
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,28 +38,28 @@ pub fn decays(name: &str) -> bool {
 }
 
 impl AdamW {
-    /// One `torch.optim.AdamW` step (single-tensor form) at step `t` (1-based):
+    /// One `torch.optim.AdamW` step (single-tensor form) at step `t` (1-based),
+    /// of the gradient times `grad_scale` (the clipping coefficient):
     /// `p ← p·(1 − lr·wd)`, `m ← lerp(m, g, 1 − β₁)`, `v ← β₂·v + (1 − β₂)·g²`,
-    /// `p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)`.
-    pub fn step<B: Backend>(
+    /// `p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)`. The moments are
+    /// taken and given back: the backend may update them in place
+    /// ([`Gpt2Ops::adamw`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step<B: Gpt2Ops>(
         &self,
         param: Tensor<B, 1>,
         grad: Tensor<B, 1>,
-        moments: &mut Moments<B>,
+        grad_scale: f64,
+        moments: Moments<B>,
         t: u64,
         lr: f64,
         decay: bool,
-    ) -> Tensor<B, 1> {
-        let param = if decay && self.weight_decay != 0.0 { param * (1.0 - lr * self.weight_decay) } else { param };
-        let m = moments.m.clone() + (grad.clone() - moments.m.clone()) * (1.0 - self.beta1);
-        let v = moments.v.clone() * self.beta2 + grad.clone() * grad * (1.0 - self.beta2);
-        let bias1 = 1.0 - self.beta1.powi(t as i32);
-        let bias2_sqrt = (1.0 - self.beta2.powi(t as i32)).sqrt();
-        let denom = v.clone().sqrt() / bias2_sqrt + self.epsilon;
-        let updated = param - m.clone() / denom * (lr / bias1);
-        moments.m = m;
-        moments.v = v;
-        updated
+    ) -> (Tensor<B, 1>, Moments<B>) {
+        let weight_decay = if decay { self.weight_decay } else { 0.0 };
+        let (beta1, beta2, epsilon) = (self.beta1, self.beta2, self.epsilon);
+        let step = AdamWStep { lr, beta1, beta2, epsilon, weight_decay, t, grad_scale };
+        let [param, m, v] = B::adamw(param, grad, moments.m, moments.v, &step);
+        (param, Moments { m, v })
     }
 }
 
@@ -120,15 +121,16 @@ mod tests {
         let opt = AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.01 };
         let dev = Default::default();
         let t = |v: f32| Tensor::<Flex, 1>::from_floats([v], &dev);
-        let mut moments = Moments { m: t(0.0), v: t(0.0) };
-        let p1 = opt.step(t(1.0), t(0.5), &mut moments, 1, 0.1, true);
+        let moments = Moments { m: t(0.0), v: t(0.0) };
+        let (p1, moments) = opt.step(t(1.0), t(0.5), 1.0, moments, 1, 0.1, true);
         // Step 1: p·(1 − 0.001) = 0.999; m = 0.05, v = 0.00025; m̂ = 0.5, v̂ = 0.25;
         // update = 0.1 · 0.5 / (0.5 + 1e-8) ≈ 0.1.
         let expected1 = 0.999 - 0.1 * 0.5 / (0.5 + 1e-8);
         let got1: f32 = p1.clone().into_scalar().elem();
         assert!((got1 as f64 - expected1).abs() < 1e-6, "{got1} vs {expected1}");
         // Step 2 with g = -0.25: m = 0.9·0.05 − 0.025 = 0.02, v = 0.999·0.00025 + 0.001·0.0625.
-        let p2 = opt.step(p1, t(-0.25), &mut moments, 2, 0.1, true);
+        // (Clipped: −0.5 times a scale of ½.)
+        let (p2, _) = opt.step(p1, t(-0.5), 0.5, moments, 2, 0.1, true);
         let (m, v): (f64, f64) = (0.02, 0.999 * 0.00025 + 0.001 * 0.0625);
         let expected2 = expected1 * 0.999 - 0.1 / (1.0 - 0.81) * m / ((v / (1.0 - 0.998001)).sqrt() + 1e-8);
         let got2: f32 = p2.into_scalar().elem();

@@ -309,8 +309,6 @@ impl<B: TrainBackend> Trainer<B> {
         let mut updates: Named<B::InnerBackend> = BTreeMap::new();
         for (name, value) in trainable {
             let Some(grad) = grads.remove(&name) else { continue };
-            // `coef` is 1 when clipping is off or the norm is under the threshold: no product then.
-            let grad = if coef < 1.0 { grad * coef } else { grad };
             let full = value.inner();
             // Only the new rows of `wte` step; the pretrained ones keep their exact values.
             let span = self.wte_trained.clone().filter(|_| name == "wte.weight");
@@ -318,19 +316,20 @@ impl<B: TrainBackend> Trainer<B> {
                 Some(span) => full.clone().slice(s![span.start..span.end]),
                 None => full.clone(),
             };
-            let moments = self
-                .moments
-                .entry(name.clone())
-                .or_insert_with(|| Moments { m: old.zeros_like(), v: old.zeros_like() });
+            // Taken out of the map, so that nothing else holds them and they are updated in place.
+            let mut moments =
+                self.moments.remove(&name).unwrap_or_else(|| Moments { m: old.zeros_like(), v: old.zeros_like() });
             if let Some(span) = &span
                 && moments.m.dims()[0] != span.len()
             {
                 // A checkpoint written when the moments covered every row
                 // (zero outside the span, which never had a gradient).
-                moments.m = moments.m.clone().slice(s![span.start..span.end]);
-                moments.v = moments.v.clone().slice(s![span.start..span.end]);
+                moments.m = moments.m.slice(s![span.start..span.end]);
+                moments.v = moments.v.slice(s![span.start..span.end]);
             }
-            let new = self.settings.adamw.step(old, grad, moments, self.step, lr, decays(&name));
+            // `coef` is 1 when clipping is off or the norm is under the threshold: no product then.
+            let (new, moments) = self.settings.adamw.step(old, grad, coef, moments, self.step, lr, decays(&name));
+            self.moments.insert(name.clone(), moments);
             let new = match span {
                 Some(span) => full.slice_assign(s![span.start..span.end], new),
                 None => new,

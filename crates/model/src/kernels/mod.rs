@@ -13,7 +13,8 @@
 //! - [`scores`]: the attention probabilities of the cached, generating path;
 //! - [`gelu`], [`layer_norm`];
 //! - [`products`]: decoding's few-row products, and the tied head's `wte`
-//!   gradient for the trained rows only.
+//!   gradient for the trained rows only;
+//! - [`adamw`]: the optimiser's step, parameter and moments in one pass.
 //!
 //! One parallel, vectorised pass per direction ([`simd`]) instead of several
 //! composed ops each. The kernels work row by row and sum in a fixed order, so
@@ -24,6 +25,7 @@
 //! [`crate::Pass`], which says whether the kernels or the composed ops run,
 //! the products' precision, `wte`'s trained rows and the dropout masks.
 
+pub mod adamw;
 pub mod composed;
 mod dropout;
 mod host;
@@ -42,6 +44,7 @@ use burn::prelude::*;
 use burn::tensor::Bool;
 use burn::tensor::backend::AutodiffBackend;
 
+pub use adamw::AdamWStep;
 pub use dropout::{Dropout, DropoutStream, HostMask, Mask};
 pub use products::FEW_ROWS;
 
@@ -118,6 +121,18 @@ pub trait Gpt2Ops: Backend {
         let _ = trained_from;
         composed::tied_head(hidden, wte)
     }
+
+    /// One AdamW step of a flattened parameter from its gradient and moments:
+    /// `[param, m, v]` after it (see [`AdamWStep`]; [`adamw::composed`]).
+    fn adamw(
+        param: Tensor<Self, 1>,
+        grad: Tensor<Self, 1>,
+        m: Tensor<Self, 1>,
+        v: Tensor<Self, 1>,
+        step: &AdamWStep,
+    ) -> [Tensor<Self, 1>; 3] {
+        adamw::composed(param, grad, m, v, step)
+    }
 }
 
 impl Gpt2Ops for Flex {
@@ -159,6 +174,16 @@ impl Gpt2Ops for Flex {
 
     fn tied_head(hidden: Tensor<Self, 2>, wte: Tensor<Self, 2>, _: Option<usize>) -> Tensor<Self, 2> {
         products::flex_head(hidden, wte)
+    }
+
+    fn adamw(
+        param: Tensor<Self, 1>,
+        grad: Tensor<Self, 1>,
+        m: Tensor<Self, 1>,
+        v: Tensor<Self, 1>,
+        step: &AdamWStep,
+    ) -> [Tensor<Self, 1>; 3] {
+        adamw::flex(param, grad, m, v, step)
     }
 }
 
