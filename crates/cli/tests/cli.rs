@@ -156,7 +156,7 @@ fn usage_errors_are_clap_s_with_exit_code_2() {
     // Values checked before any work starts, naming what is allowed.
     for (args, says) in [
         (&["data", "--backend", "bogus"][..], "[possible values: flex, ndarray, cuda]"),
-        (&["bench", "--shapes", "mini,bogus"][..], "[possible values: mini, small]"),
+        (&["bench", "--shapes", "mini,bogus"][..], "[possible values: mini, small, base]"),
         (&["bench", "--works", "trian"][..], "[possible values: train, forward, generate]"),
         (&["bench", "--threads", "0"][..], "must be at least 1"),
         (&["bench", "--repeats", "0"][..], "must be at least 1"),
