@@ -1,6 +1,6 @@
 //! What every stage runs with besides its own settings.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use crate::hub::Hub;
 use crate::progress::NEVER;
@@ -100,7 +100,7 @@ impl<'a, D> StageContext<'a, D> {
 
     /// Whether the stage was asked to stop.
     pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.watch().stopped()
     }
 
     /// `Err` when `stage` was asked to stop: what its long work calls between

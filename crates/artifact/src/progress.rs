@@ -71,6 +71,14 @@ impl<'a> Watch<'a> {
         self.stop.load(Ordering::SeqCst)
     }
 
+    /// Whether the work stops at its safe point `point` (between two
+    /// tensors, batches, generations): [`stopped`](Self::stopped), after
+    /// [`crate::fault::interrupt`] at `point` (the reliability tests' SIGTERM).
+    pub fn stops_at(&self, point: &str) -> bool {
+        crate::fault::interrupt(point);
+        self.stopped()
+    }
+
     /// Starts a progress task of `total` units (see [`Progress::begin`]).
     pub fn begin(&self, name: &str, total: u64) -> Box<dyn ProgressTask> {
         self.progress.begin(name, total)

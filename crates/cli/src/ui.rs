@@ -262,9 +262,9 @@ impl ProgressTask for LogLines {
         self.standing().message = message;
     }
     fn finish(&mut self) {
-        let Some((stop, ticker)) = self.ticker.take() else { return };
-        let _ = stop.send(());
-        let _ = ticker.join();
+        if !self.stop_ticker() {
+            return;
+        }
         let standing = self.standing();
         if standing.lines > 0 {
             tracing::info!("{}", standing.end());
@@ -272,12 +272,19 @@ impl ProgressTask for LogLines {
     }
 }
 
+impl LogLines {
+    /// Stops the ticker's thread; false when it was already stopped.
+    fn stop_ticker(&mut self) -> bool {
+        let Some((stop, ticker)) = self.ticker.take() else { return false };
+        let _ = stop.send(());
+        let _ = ticker.join();
+        true
+    }
+}
+
 impl Drop for LogLines {
     fn drop(&mut self) {
-        if let Some((stop, ticker)) = self.ticker.take() {
-            let _ = stop.send(());
-            let _ = ticker.join();
-        }
+        self.stop_ticker();
     }
 }
 

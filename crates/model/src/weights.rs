@@ -121,11 +121,6 @@ pub fn weight_file(dir: &Path) -> Result<PathBuf, ModelError> {
         .ok_or_else(|| ModelError::NoWeights { dir: dir.to_path_buf() })
 }
 
-/// Our name of a stored key: without transformers' `transformer.` prefix.
-fn name_of(key: &str) -> &str {
-    key.strip_prefix("transformer.").unwrap_or(key)
-}
-
 fn is_ignored(key: &str) -> bool {
     key == "lm_head.weight" || key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias")
 }
@@ -148,19 +143,19 @@ pub fn load_watched<B: Backend>(
     watch: Watch<'_>,
 ) -> Result<(Gpt2<B>, LoadReport), ModelError> {
     let (mut file, entries) = WeightFile::open(path)?;
-    let mut task = watch.begin("load", entries.iter().filter(|e| !is_ignored(name_of(&e.key))).count() as u64);
     let mut report = LoadReport { file: path.display().to_string(), ..Default::default() };
     // Our name (without `transformer.`) → stored key.
     let mut by_name: BTreeMap<String, &Entry> = BTreeMap::new();
     for entry in &entries {
         *report.dtypes.entry(entry.dtype.clone()).or_default() += 1;
-        let name = name_of(&entry.key);
+        let name = entry.key.strip_prefix("transformer.").unwrap_or(&entry.key);
         if is_ignored(name) {
             report.ignored.push(entry.key.clone());
         } else {
             by_name.insert(name.to_string(), entry);
         }
     }
+    let mut task = watch.begin("load", by_name.len() as u64);
     let mut used = BTreeSet::new();
     let mut failure: Option<ModelError> = None;
     let mut read = |name: &str, shape: &[usize]| -> Option<Vec<f32>> {
@@ -179,8 +174,7 @@ pub fn load_watched<B: Backend>(
             )));
             return None;
         }
-        tp06_artifact::fault::interrupt("tensor");
-        if watch.stopped() {
+        if watch.stops_at("tensor") {
             failure = Some(ModelError::Stopped { path: path.to_path_buf() });
             return None;
         }
@@ -337,8 +331,7 @@ pub fn write_tensors<B: Backend>(
         writer.write_all(&header).map_err(io)?;
         let mut task = watch.begin("write", tensors.len() as u64);
         for (done, (_, _, tensor)) in tensors.iter().enumerate() {
-            tp06_artifact::fault::interrupt("tensor");
-            if watch.stopped() {
+            if watch.stops_at("tensor") {
                 return Err(ModelError::Stopped { path: path.to_path_buf() });
             }
             let values = NamedParams::<B>::values(tensor);

@@ -157,8 +157,7 @@ pub fn smart_init<B: Gpt2Ops>(
     let mut task = watch.begin("smart-init demo", 3);
     let mut done = 0;
     let mut samples = |g: &Generator<B>, p: &str| -> Result<Vec<String>, SampleError> {
-        tp06_artifact::fault::interrupt("generation");
-        if watch.stopped() {
+        if watch.stops_at("generation") {
             return Err(SampleError::Stopped { what: "the smart-initialisation demo".into() });
         }
         let texts = g.complete(p, &DEMO, Length::Total(50), 3, seed)?.into_iter().map(|(t, _)| t).collect();
