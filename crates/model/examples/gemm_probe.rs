@@ -1,5 +1,5 @@
 //! The `gemm` crate (the matrix kernels under Burn's CPU backend and the fused
-//! attention) alone, on the products of a training step of the two bench
+//! attention) alone, on the products of a training step of the bench
 //! shapes, with and without transposed operands, 2 threads: GFLOP/s.
 //! `bench/gemm_probe.py` runs the same products in PyTorch, for the
 //! comparison in BENCHMARKS.md:
@@ -11,8 +11,25 @@ use std::time::Instant;
 
 fn main() {
     // (m, k, n, lhs transposed, rhs transposed)
-    let shapes =
-        [(512usize, 256usize, 8000usize), (512, 768, 2304), (512, 768, 50000), (256, 512, 768), (768, 512, 2304)];
+    let shapes = [
+        (512usize, 256usize, 8000usize),
+        (512, 768, 2304),
+        (512, 768, 50000),
+        (256, 512, 768),
+        (768, 512, 2304),
+        // The base shape's (gpt-fr-cased-base, n_embd 1792), m×k×n for one micro-batch of 2 × 256:
+        // the forward products (c_attn, c_fc, mlp.c_proj; the head, wte read transposed), the
+        // inputs' gradients (weights transposed), the weights' gradients (inputs transposed).
+        (512, 1792, 5376),
+        (512, 1792, 7168),
+        (512, 7168, 1792),
+        (510, 1792, 50000),
+        (512, 5376, 1792),
+        (510, 50000, 1792),
+        (1792, 512, 5376),
+        (1792, 512, 7168),
+        (7168, 512, 1792),
+    ];
     for (m, k, n) in shapes {
         for (lt, rt) in [(false, false), (false, true), (true, false)] {
             let a = vec![0.5f32; m * k];

@@ -1,20 +1,26 @@
 //! The kernels' row loops: softmax, its backward, `gelu_new`, layer norm and
 //! the streamed products, on slices. Written as plain loops with 8
-//! accumulators so that the compiler vectorises them; compiled twice (AVX2 +
-//! FMA when the CPU has them, else the baseline) with the same operation
-//! order, so both give the same bits.
+//! accumulators so that the compiler vectorises them; compiled three times
+//! (AVX-512, AVX2 + FMA, the baseline: the best the CPU has is taken) with
+//! the same operation order, so all give the same bits.
 
 #[cfg(test)]
-/// Tests run the kernels' baseline build on a CPU with AVX2 through this.
-static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Tests run a lower build of the kernels than the CPU has through this: 0
+/// the best, 1 at most AVX2 + FMA, 2 the baseline.
+static HIGHEST_TIER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Whether the kernels must skip their AVX2 build (tests only).
+/// Whether the kernels may take their build of `tier` (1: AVX2 + FMA, 0:
+/// AVX-512): always, but in tests that ask for a lower one.
 #[inline]
-fn baseline_only() -> bool {
+#[allow(dead_code)]
+fn allowed(tier: u8) -> bool {
     #[cfg(test)]
-    return BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed);
+    return HIGHEST_TIER.load(std::sync::atomic::Ordering::Relaxed) <= tier;
     #[cfg(not(test))]
-    false
+    {
+        let _ = tier;
+        true
+    }
 }
 
 macro_rules! simd_kernel {
@@ -25,9 +31,15 @@ macro_rules! simd_kernel {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-                if !baseline_only() && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                if allowed(0) && std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `avx512` was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if allowed(1) && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU has the features `avx2` was compiled for.
                     return unsafe { avx2($($arg),*) };
                 }
@@ -312,7 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_avx2_and_baseline_builds_of_the_kernels_give_the_same_bits() {
+    fn the_avx512_avx2_and_baseline_builds_of_the_kernels_give_the_same_bits() {
         // Inputs of unit scale with a spread, some exactly at the softmax's edge cases.
         let x: Vec<f32> =
             (0..1003).map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 5.0) * if i % 3 == 0 { 3.0 } else { 1.0 }).collect();
@@ -350,18 +362,27 @@ mod tests {
             out.extend(&logits);
             out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
         };
-        let simd = run();
+        let tier = |highest: u8| {
+            HIGHEST_TIER.store(highest, std::sync::atomic::Ordering::Relaxed);
+            let out = run();
+            HIGHEST_TIER.store(0, std::sync::atomic::Ordering::Relaxed);
+            out
+        };
+        let (best, avx2, baseline) = (tier(0), tier(1), tier(2));
         #[cfg(target_arch = "x86_64")]
-        let both = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let has = |feature: &str| match feature {
+            "avx512f" => std::is_x86_feature_detected!("avx512f"),
+            _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let both = false;
-        if !both {
-            tp06_testkit::note("this CPU has no AVX2 + FMA: the kernels' baseline build was compared with itself");
+        let has = |_: &str| false;
+        for (feature, build) in [("avx512f", "AVX-512"), ("avx2", "AVX2 + FMA")] {
+            if !has(feature) {
+                tp06_testkit::note(&format!("this CPU has no {build}: that build of the kernels was not compared"));
+            }
         }
-        BASELINE_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
-        let baseline = run();
-        BASELINE_ONLY.store(false, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(simd, baseline);
+        assert_eq!(avx2, baseline, "AVX2 + FMA against the baseline");
+        assert_eq!(best, baseline, "the best build (AVX-512 where the CPU has it) against the baseline");
     }
 
     #[test]
