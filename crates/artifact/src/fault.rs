@@ -7,10 +7,11 @@
 //! write fails with "no space left on device"); and where long work may be
 //! stopped (`interrupt`: the process is sent SIGTERM there, as a user would):
 //! `generation` (before each generation of the sample stage, of `tp06 sample
-//! --prompt` or of the smart-initialisation demo), `eval-batch` (before each
-//! validation batch), `micro-batch` (before each micro-batch of a training
-//! step), `tensor` (before each tensor a weight file is read or written with). Unset, every point is one environment
-//! lookup.
+//! --prompt` or of the smart-initialisation demo), `token` (before each token
+//! of a generation), `eval-batch` (before each validation batch),
+//! `micro-batch` (before each micro-batch of a training step), `tensor`
+//! (before each tensor a weight file is read or written with). Unset, every
+//! point is one environment lookup.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -133,7 +133,9 @@ impl WithBackend for AdHoc {
             if STOP.load(Ordering::SeqCst) {
                 anyhow::bail!("interrupted: generation stopped before {prompt:?}");
             }
-            for (text, _) in generator.complete(prompt, &s.processing, s.length, s.samples, s.seed)? {
+            let outs = generator.complete_unless(prompt, &s.processing, s.length, s.samples, s.seed, &STOP)?;
+            let Some(outs) = outs else { anyhow::bail!("interrupted: generation of {prompt:?} stopped") };
+            for (text, _) in outs {
                 ui::print(&text);
                 if s.samples > 1 {
                     ui::print("---");
@@ -225,14 +227,14 @@ impl WithBackend for ExploreWork {
         tp06_artifact::fs::create_dir_all(&self.out)?;
         match self.demo {
             ExploreDemo::SmartInit { base, model, name, references, seed } => {
+                let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
                 let (model, tok) = match model {
                     Some(dir) => {
-                        let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
+                        let g = tp06_sample::Generator::<I<B>>::load_watched(&dir, &device, watch)?;
                         (g.model, g.tok)
                     }
-                    None => tp06_sample::explore::base_model::<I<B>>(&hub(), &base, &device)?,
+                    None => tp06_sample::explore::base_model::<I<B>>(&hub(), &base, &device, watch)?,
                 };
-                let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
                 let demo = tp06_sample::explore::smart_init(model, &tok, &name, &references, seed, watch)?;
                 if self.show {
                     ui::print(&demo.summary());

@@ -512,7 +512,8 @@ fn eval_losses(dir: &Path) -> Vec<(u64, String)> {
 }
 
 /// SIGTERM where long work stops between two pieces of it (a tensor of the
-/// model stage's weights, a validation batch, a micro-batch, a generation; `TP06_FAULT=…` sends it there, as a
+/// model stage's weights, a validation batch, a micro-batch, a generation, a
+/// token of a generation; `TP06_FAULT=…` sends it there, as a
 /// user would): the stage stops, exits 130, writes no manifest and says how to
 /// go on. Training keeps its state: stopped mid-step, the state before the
 /// step; stopped mid-evaluation, the step, its evaluation pending. The run
@@ -525,12 +526,14 @@ fn sigterm_stops_long_work_between_pieces_and_the_run_goes_on_to_the_same_result
     assert!(batches >= 2, "the base evaluation has two batches to stop between");
     let in_loop_eval = format!("eval-batch@{}", batches + 2);
     // (fault, stage stopped, what it says, last checkpoint, the step the rerun resumes from)
-    let cases: [(&str, &str, &str, u64, Option<u64>); 5] = [
+    let cases: [(&str, &str, &str, u64, Option<u64>); 6] = [
         ("tensor@3", "model", "the model stage stopped before it finished", 0, None),
         ("eval-batch@2", "train", "the train stage stopped before it finished", 0, None),
         ("micro-batch@7", "train", "interrupted at step 3", 3, Some(3)),
         (&in_loop_eval, "train", "interrupted at step 4", 4, Some(4)),
         ("generation@2", "sample", "the sample stage stopped before it finished", 10, None),
+        // In the middle of the first generation: between two of its tokens.
+        ("token@5", "sample", "the sample stage stopped before it finished", 10, None),
     ];
     for (fault, stage, says, last_checkpoint, resumed) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -562,6 +565,12 @@ fn sigterm_stops_long_work_between_pieces_and_the_run_goes_on_to_the_same_result
     assert!(err.contains("interrupted: generation stopped before \"Salamèche\""), "{err}");
     assert!(stdout.starts_with("Pikachu"), "the first prompt's text: {stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("Salamèche")), "no second generation: {stdout}");
+    // And in the middle of a generation, between two tokens: nothing printed for it.
+    let out = command(&ad_hoc).env("TP06_FAULT", "token@3").output().unwrap();
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: generation of \"Pikachu\" stopped"), "{err}");
+    assert!(stdout.trim().is_empty(), "no text of a cut generation: {stdout}");
 
     // So does the smart-initialisation demo, writing nothing.
     let demo_file = reference.path().join("explore/smart_init.json");

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::Hub;
 use tp06_artifact::{
-    Begin, InputRecord, Interrupted, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
+    Begin, InputRecord, Interrupted, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck, Watch,
 };
 use tp06_vocab::VocabInfo;
 
@@ -210,13 +210,15 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
 /// The base model `config.base` names, as the model stage starts from it: its
 /// weights read, or initialised from scratch (`model.from_scratch`, seeded
 /// with `model.seed`). `with` names more files the directory must hold (the
-/// tokenizer's, for a caller that also needs it). Returns the model and its
-/// directory.
+/// tokenizer's, for a caller that also needs it). Its tensors are shown by
+/// `watch` and it stops between two of them when that says so. Returns the
+/// model and its directory.
 pub fn load_base<B: Backend>(
     hub: &Hub,
     config: &StageConfig,
     with: &[&[&str]],
     device: &B::Device,
+    watch: Watch<'_>,
 ) -> Result<(Gpt2<B>, PathBuf), ModelError> {
     let mut wanted: Vec<&[&str]> = if config.from_scratch { BASE_FILES[..1].to_vec() } else { BASE_FILES.to_vec() };
     wanted.extend_from_slice(with);
@@ -224,7 +226,7 @@ pub fn load_base<B: Backend>(
     let shape = HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
     let model = match config.from_scratch {
         true => init_from_scratch::<B>(&shape, ScratchInit { seed: config.seed }, device),
-        false => weights::load::<B>(&weights::weight_file(&dir)?, &shape, device)?.0,
+        false => weights::load_watched::<B>(&weights::weight_file(&dir)?, &shape, device, watch)?.0,
     };
     Ok((model, dir))
 }

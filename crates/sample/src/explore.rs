@@ -122,13 +122,15 @@ pub fn reference_candidates(configured: &[String]) -> Vec<String> {
 }
 
 /// The base model of the model stage's settings and its tokenizer, as the
-/// smart-initialisation demo starts from them.
+/// smart-initialisation demo starts from them; its weights' reading shown by
+/// `watch`, and stopped between two tensors when that says so.
 pub fn base_model<B: Gpt2Ops>(
     hub: &tp06_artifact::hub::Hub,
     config: &tp06_model::StageConfig,
     device: &B::Device,
+    watch: Watch<'_>,
 ) -> Result<(Gpt2<B>, Tok), SampleError> {
-    let (model, dir) = tp06_model::load_base::<B>(hub, config, tp06_vocab::TOKENIZER_FILES, device)?;
+    let (model, dir) = tp06_model::load_base::<B>(hub, config, tp06_vocab::TOKENIZER_FILES, device, watch)?;
     Ok((model, Tok::from_dir(&dir)?))
 }
 
@@ -160,7 +162,10 @@ pub fn smart_init<B: Gpt2Ops>(
         if watch.stops_at("generation") {
             return Err(SampleError::Stopped { what: "the smart-initialisation demo".into() });
         }
-        let texts = g.complete(p, &DEMO, Length::Total(50), 3, seed)?.into_iter().map(|(t, _)| t).collect();
+        let Some(outs) = g.complete_unless(p, &DEMO, Length::Total(50), 3, seed, watch.stop)? else {
+            return Err(SampleError::Stopped { what: "the smart-initialisation demo".into() });
+        };
+        let texts = outs.into_iter().map(|(t, _)| t).collect();
         done += 1;
         task.set_position(done);
         Ok(texts)

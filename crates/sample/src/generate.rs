@@ -1,6 +1,8 @@
 //! Decoding: the prompt is run once (prefill), then one token per step through
 //! the KV cache. Several samples of one prompt decode together as a batch.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::prelude::*;
 use burn::tensor::s;
 use rand::{Rng, SeedableRng};
@@ -45,6 +47,24 @@ pub fn generate<B: Gpt2Ops>(
     samples: usize,
     seed: u64,
 ) -> Vec<Generated> {
+    let never = AtomicBool::new(false);
+    generate_unless(model, prompt, processing, length, eos, samples, seed, &never).expect("never stopped")
+}
+
+/// [`generate`], given up between two tokens when `stop` is set (Ctrl-C,
+/// SIGTERM): `None` then. On the 1 B model a token takes a fraction of a
+/// second where a whole generation takes tens of seconds.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_unless<B: Gpt2Ops>(
+    model: &Gpt2<B>,
+    prompt: &[u32],
+    processing: &Processing,
+    length: Length,
+    eos: Option<u32>,
+    samples: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) -> Option<Vec<Generated>> {
     let device = model.wte.weight.device();
     let limit = model.n_positions();
     let new_max = match length {
@@ -61,6 +81,10 @@ pub fn generate<B: Gpt2Ops>(
     for _ in 0..new_max {
         if finished.iter().all(|f| *f) || width == 0 {
             break;
+        }
+        tp06_artifact::fault::interrupt("token");
+        if stop.load(Ordering::SeqCst) {
+            return None;
         }
         let ids = Tensor::<B, 2, Int>::from_data(
             TensorData::new(input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [samples, width]),
@@ -89,11 +113,12 @@ pub fn generate<B: Gpt2Ops>(
         input = next;
         width = 1;
     }
-    sequences
+    let generated = sequences
         .into_iter()
         .map(|ids| {
             let stopped = eos.is_some() && ids.len() > prompt.len() && ids.last().copied() == eos;
             Generated { new_tokens: ids.len() - prompt.len(), ids, stopped }
         })
-        .collect()
+        .collect();
+    Some(generated)
 }

@@ -10,9 +10,10 @@ pub mod processors;
 pub mod stage;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 pub use config::{AdHoc, Config, Overrides, Prompt};
-pub use generate::{Generated, Length, generate, sample_seed};
+pub use generate::{Generated, Length, generate, generate_unless, sample_seed};
 pub use processors::Processing;
 pub use stage::{SampleRecord, SampleStats, outputs, run};
 
@@ -92,9 +93,15 @@ pub struct Generator<B: burn::prelude::Backend> {
 impl<B: tp06_model::Gpt2Ops> Generator<B> {
     /// Loads an HF model directory (config, weights, tokenizer files).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, SampleError> {
+        Self::load_watched(dir, device, tp06_artifact::Watch::none())
+    }
+
+    /// [`load`](Self::load), the weights' reading shown by `watch` and
+    /// stopped between two tensors when that says so.
+    pub fn load_watched(dir: &Path, device: &B::Device, watch: tp06_artifact::Watch<'_>) -> Result<Self, SampleError> {
         let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
         let file = tp06_model::weight_file(dir)?;
-        let (model, _) = tp06_model::load::<B>(&file, &config, device)?;
+        let (model, _) = tp06_model::load_watched::<B>(&file, &config, device, watch)?;
         let tok = tp06_vocab::Tok::from_dir(dir)?;
         if tok.vocab_size() > config.vocab_size {
             return Err(SampleError::TokenizerMismatch {
@@ -138,10 +145,28 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
         samples: usize,
         seed: u64,
     ) -> Result<Vec<(String, Generated)>, SampleError> {
+        let never = AtomicBool::new(false);
+        Ok(self.complete_unless(prompt, processing, length, samples, seed, &never)?.expect("never stopped"))
+    }
+
+    /// [`complete`](Self::complete), given up between two tokens when `stop`
+    /// is set: `Ok(None)` then.
+    pub fn complete_unless(
+        &self,
+        prompt: &str,
+        processing: &Processing,
+        length: Length,
+        samples: usize,
+        seed: u64,
+        stop: &AtomicBool,
+    ) -> Result<Option<Vec<(String, Generated)>>, SampleError> {
         let ids = self.encode_prompt(prompt)?;
-        generate(&self.model, &ids, processing, length, self.eos, samples, seed)
-            .into_iter()
-            .map(|g| Ok((self.tok.decode(&g.ids, true)?, g)))
-            .collect()
+        let Some(generated) = generate_unless(&self.model, &ids, processing, length, self.eos, samples, seed, stop)
+        else {
+            return Ok(None);
+        };
+        let texts: Result<Vec<_>, SampleError> =
+            generated.into_iter().map(|g| Ok((self.tok.decode(&g.ids, true)?, g))).collect();
+        texts.map(Some)
     }
 }

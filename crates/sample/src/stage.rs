@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tp06_artifact::{Begin, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
+use tp06_artifact::{Begin, Interrupted, Stage, StageContext, StageReport, StageWriter, UpstreamCheck};
 
 use crate::config::Config;
 use crate::{Generator, Processing, SampleError};
@@ -102,7 +102,14 @@ pub fn run<B: tp06_model::Gpt2Ops>(ctx: &StageContext<B::Device>, config: &Confi
         }
         Begin::Run(writer) => writer,
     };
-    let load = |dir: &std::path::Path| Generator::<B>::load(dir, device).map(|g| g.with_precision(config.precision));
+    // Stopped between two tensors: the stage's interruption, with the command that goes on.
+    let load = |dir: &std::path::Path| match Generator::<B>::load_watched(dir, device, ctx.watch()) {
+        Ok(g) => Ok(g.with_precision(config.precision)),
+        Err(SampleError::Model(tp06_model::ModelError::Stopped { .. })) => {
+            Err(SampleError::from(Interrupted::of(Stage::Sample, run)))
+        }
+        Err(e) => Err(e),
+    };
     let mut models = vec![("fine-tuned", load(&train.manifest.output_path(run, "export"))?)];
     if config.compare_base {
         models.push(("base", load(&run.stage_dir(Stage::Model))?));
@@ -116,13 +123,16 @@ pub fn run<B: tp06_model::Gpt2Ops>(ctx: &StageContext<B::Device>, config: &Confi
             ctx.check_stop(Stage::Sample)?;
             let temperature = prompt.temperature.unwrap_or(config.temperature);
             let seed = config.seed + index as u64;
-            let outs = generator.complete(
+            let outs = generator.complete_unless(
                 &prompt.text,
                 &processing(config, temperature),
                 config.length(),
                 config.num_samples,
                 seed,
+                ctx.stop,
             )?;
+            // Stopped between two tokens.
+            let Some(outs) = outs else { return Err(Interrupted::of(Stage::Sample, run).into()) };
             for (sample, (text, generated)) in outs.into_iter().enumerate() {
                 new_tokens += generated.new_tokens;
                 records.push(SampleRecord {

@@ -208,3 +208,21 @@ fn smart_init_stops_between_generations_when_asked() {
     assert!(matches!(err, tp06_sample::SampleError::Stopped { .. }), "{err}");
     assert!(err.to_string().contains("smart-initialisation demo stopped"), "{err}");
 }
+
+/// Generation looks at its stop flag before every token: set, it gives up
+/// (`None`) before the first one; never set, it decodes what `generate` does.
+/// (Stopping in the middle of a generation, through SIGTERM at the `token`
+/// fault point, is tested on the real binary in `crates/cli/tests/reliability.rs`.)
+#[test]
+fn generation_gives_up_between_tokens_when_asked() {
+    use std::sync::atomic::AtomicBool;
+    let g = demo_generator();
+    let prompt = g.tok.encode("Pikachu est un Pokémon").unwrap();
+    let args = (&Processing::GREEDY, Length::New(6), None, 2, 0);
+    let stop = AtomicBool::new(true);
+    assert!(tp06_sample::generate_unless(&g.model, &prompt, args.0, args.1, args.2, args.3, args.4, &stop).is_none());
+    let go = AtomicBool::new(false);
+    let all = tp06_sample::generate_unless(&g.model, &prompt, args.0, args.1, args.2, args.3, args.4, &go).unwrap();
+    assert_eq!(all, generate(&g.model, &prompt, args.0, args.1, args.2, args.3, args.4));
+    assert!(g.complete_unless("Pikachu", args.0, args.1, 1, 0, &stop).unwrap().is_none());
+}
