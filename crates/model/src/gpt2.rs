@@ -181,8 +181,14 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Gpt2Ops> Block<B> {
-    /// `[b, t, c] → [b, t, c]`
-    fn forward(
+    /// `x [b, t, c] → [b, t, c]`, a whole sequence (no cache); `pad [b, t]`
+    /// (true = padding key).
+    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, pass: &mut Pass) -> Tensor<B, 3> {
+        self.forward_cached(x, pad, None, pass)
+    }
+
+    /// `[b, t, c] → [b, t, c]`, growing the block's cache when given one.
+    fn forward_cached(
         &self,
         x: Tensor<B, 3>,
         pad: Option<Tensor<B, 2, Bool>>,
@@ -236,20 +242,26 @@ impl<B: Gpt2Ops> Gpt2<B> {
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
         let [_, t] = ids.dims();
-        let device = ids.device();
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let positions = Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device);
-        let tok = burn::tensor::module::embedding(self.wte.weight.val(), ids); // [b, t, c]
-        let pos = self.wpe.weight.val().select(0, positions).unsqueeze::<3>(); // [1, t, c]
-        let mut x = pass.dropout(self.drop, tok + pos);
+        let mut x = self.embed(ids, past, pass);
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, pad.clone(), slot, pass);
+            x = block.forward_cached(x, pad.clone(), slot, pass);
         }
         if let Some(cache) = cache {
             cache.len += t;
         }
         self.ln_f.forward(x, pass)
+    }
+
+    /// The blocks' input: token plus position embeddings of `ids [b, t]` at
+    /// positions `past .. past + t`, after dropout → `[b, t, c]`.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>, past: usize, pass: &mut Pass) -> Tensor<B, 3> {
+        let [_, t] = ids.dims();
+        let positions = Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &ids.device());
+        let tok = burn::tensor::module::embedding(self.wte.weight.val(), ids); // [b, t, c]
+        let pos = self.wpe.weight.val().select(0, positions).unsqueeze::<3>(); // [1, t, c]
+        pass.dropout(self.drop, tok + pos)
     }
 
     /// Logits over the vocabulary: `[b, t, c] → [b, t, vocab]` through the tied head.

@@ -52,6 +52,13 @@ pub struct Config {
     /// `bf16=True`), for GPUs; `f32` (the default) everywhere else.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// Activation checkpointing per block: keep only each block's input
+    /// during the forward pass and run the block again in the backward pass,
+    /// so that one block's activations are alive at a time instead of all of
+    /// them, for one more forward pass of the trained blocks. The gradients
+    /// are the same. Off by default (false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 impl Config {

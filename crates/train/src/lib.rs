@@ -7,6 +7,7 @@
 //! final model as an HF directory), `best/` (the best validation step's model,
 //! when there is a validation split), `checkpoints/`, `manifest.json`.
 
+pub mod backprop;
 pub mod chart;
 pub mod checkpoint;
 mod config;

@@ -12,13 +12,14 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, s};
 use tp06_model::rng::{GAMMA, mix64};
 use tp06_model::{FreezePlan, Gpt2, Gpt2Ops, Kernels, NamedParams, Pass, Precision, TrainBackend};
 
+use crate::backprop::{self, Activations};
 use crate::config::Config;
 use crate::examples::{Example, IGNORE, hf_items_in_batch, label_tokens};
 use crate::optim::{AdamW, Moments, clip_coefficient, decays, global_norm};
@@ -29,33 +30,6 @@ pub type Named<B> = BTreeMap<String, Tensor<B, 1>>;
 /// `(name, shape, flattened value)` of every parameter, in module order.
 pub fn parameters<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
     NamedParams::of(model).params
-}
-
-/// Collects the flattened gradients of the trainable parameters.
-struct Grads<'a, B: AutodiffBackend> {
-    path: Vec<String>,
-    gradients: &'a B::Gradients,
-    out: &'a mut Named<B::InnerBackend>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let Some(g) = param.val().grad(self.gradients) else { return };
-        let n = g.dims().iter().product::<usize>();
-        let g = g.reshape([n]);
-        let name = self.path.join(".");
-        let sum = match self.out.remove(&name) {
-            Some(acc) => acc + g,
-            None => g,
-        };
-        self.out.insert(name, sum);
-    }
 }
 
 /// Sets each parameter's gradient requirement from the freeze plan, or replaces
@@ -180,6 +154,9 @@ pub struct TrainerSettings {
     pub autocast: Precision,
     /// The operations' implementation in the forward passes ([`Pass::kernels`]).
     pub kernels: Kernels,
+    /// Whether the blocks' activations are kept for the backward pass or
+    /// recomputed there (activation checkpointing).
+    pub activations: Activations,
 }
 
 impl TrainerSettings {
@@ -197,6 +174,7 @@ impl TrainerSettings {
             seed: config.seed,
             autocast: config.precision,
             kernels: Kernels::Backend,
+            activations: if config.gradient_checkpointing { Activations::Recomputed } else { Activations::Kept },
         }
     }
 }
@@ -280,16 +258,23 @@ impl<B: TrainBackend> Trainer<B> {
             }
             let seed = dropout_seed(self.settings.seed, self.step, micro);
             B::seed(&self.device, seed);
-            let mut pass = Pass::training(seed)
+            let pass = Pass::training(seed)
                 .with_kernels(self.settings.kernels)
                 .with_autocast(self.settings.autocast)
                 .with_wte_trained_from(self.plan.wte_trainable_from);
             let batch = Batch::<B>::new(examples, &self.device);
             positions += batch.positions;
-            let micro_loss = nll_sum(&self.model, &batch, &mut pass) / items;
-            losses.push(micro_loss.clone().inner());
-            let gradients = micro_loss.backward();
-            self.model.visit(&mut Grads::<B> { path: Vec::new(), gradients: &gradients, out: &mut grads });
+            let activations = self.settings.activations;
+            losses.push(backprop::micro_batch(
+                &self.model,
+                &self.plan,
+                &batch,
+                items,
+                pass,
+                seed,
+                activations,
+                &mut grads,
+            ));
         }
         let losses = Tensor::cat(losses, 0).into_data().convert::<f64>();
         let loss: f64 = losses.as_slice::<f64>().expect("f64 after convert").iter().sum();

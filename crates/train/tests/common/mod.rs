@@ -72,6 +72,7 @@ pub fn config() -> Config {
         checkpoint_every: 1000,
         keep_checkpoints: 2,
         precision: Default::default(),
+        gradient_checkpointing: false,
     }
 }
 
