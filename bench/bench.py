@@ -17,6 +17,7 @@ by default, or on a CUDA GPU, and in bf16.
 
     python bench/bench.py {train,forward,generate} --shape {mini,small,base} [--steps N] [--threads T]
                           [--device {cpu,cuda}] [--dtype {f32,bf16}] [--freeze {course,recommended}]
+                          [--gradient-checkpointing]
 
 bf16: inference with the weights in bf16 (`model.to(torch.bfloat16)`, as
 `from_pretrained(..., dtype=torch.bfloat16)`); training with f32 weights and
@@ -73,6 +74,8 @@ p.add_argument("--adam-beta1", type=float, default=0.9)
 p.add_argument("--adam-beta2", type=float, default=0.999)
 p.add_argument("--adam-epsilon", type=float, default=1e-8)
 p.add_argument("--max-grad-norm", type=float, default=1.0)
+# Activation checkpointing per block (train): transformers' own.
+p.add_argument("--gradient-checkpointing", action="store_true")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -121,6 +124,9 @@ if a.work == "train":
         [{"params": decay, "weight_decay": a.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=a.lr, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon)
     schedule = get_linear_schedule_with_warmup(optimizer, a.warmup_steps, 1000)  # as our side: 1,000 steps in all
+    if a.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     model.train()
     batch, accumulation, length = a.batch_size, a.grad_accum, a.max_length
 
@@ -176,4 +182,5 @@ device_peak_mb = torch.cuda.max_memory_reserved() / 2**20 if a.device == "cuda" 
 print(json.dumps({"side": "pytorch", "work": a.work, "shape": a.shape, "threads": a.threads, "tokens": tokens,
                   "seconds": seconds, "tokens_per_second": tokens / seconds, "peak_rss_mb": peak_rss_mb(),
                   "device": a.device, "dtype": a.dtype, "device_peak_mb": device_peak_mb,
-                  "torch": torch.__version__, **({"freeze": a.freeze} if a.work == "train" else {})}))
+                  "torch": torch.__version__,
+                  **({"freeze": a.freeze, "gradient_checkpointing": a.gradient_checkpointing} if a.work == "train" else {})}))

@@ -149,10 +149,13 @@ impl Workload {
     /// The micro-batches' size as `tp06 bench-one` takes it.
     fn size_args(&self) -> Vec<String> {
         let t = &self.train;
-        [("--batch-size", t.batch_size), ("--grad-accum", t.grad_accum), ("--max-length", t.max_length)]
-            .into_iter()
-            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
-            .collect()
+        let mut args: Vec<String> =
+            [("--batch-size", t.batch_size), ("--grad-accum", t.grad_accum), ("--max-length", t.max_length)]
+                .into_iter()
+                .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+                .collect();
+        args.extend(t.gradient_checkpointing.then(|| "--gradient-checkpointing".to_string()));
+        args
     }
 
     /// The loop's values as `bench/bench.py` takes them.
@@ -172,6 +175,7 @@ impl Workload {
         ]
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value])
+        .chain(t.gradient_checkpointing.then(|| "--gradient-checkpointing".to_string()))
         .collect()
     }
 }
@@ -512,8 +516,10 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
             // The memory compared: the GPU allocator's on a GPU, the process's on the CPU.
             let memory = |m: &[Measurement]| if device == "cuda" { gpu(m) } else { rss(m) };
             let freeze = (work == "train").then_some(options.freeze.name());
+            let checkpointing = (work == "train").then_some(workload.train.gradient_checkpointing);
             rows.push(serde_json::json!({
                 "work": work, "shape": shape, "threads": options.threads, "device": device, "dtype": dtype, "freeze": freeze,
+                "gradient_checkpointing": checkpointing,
                 "tp06_tokens_per_second": speed(&ours), "pytorch_tokens_per_second": speed(&theirs),
                 "speed_ratio": speed(&ours) / speed(&theirs),
                 "tp06_peak_rss_mb": rss(&ours), "pytorch_peak_rss_mb": rss(&theirs),
@@ -561,7 +567,8 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
     };
     let t = &workload.train;
     let what_trains = if options.works.iter().any(|w| w == "train") {
-        format!(", training with the {} freeze", options.freeze.name())
+        let checkpointing = if t.gradient_checkpointing { " and activation checkpointing" } else { "" };
+        format!(", training with the {} freeze{checkpointing}", options.freeze.name())
     } else {
         String::new()
     };

@@ -10,13 +10,15 @@ use crate::cli::LoopSize;
 use crate::config::{self, ConfigArgs};
 
 /// The training work: the loop of the `tp06` preset's `[train]` (its
-/// micro-batches resized by `size`), the freeze of `freeze`'s preset.
+/// micro-batches resized by `size`, with activation checkpointing when it
+/// says so), the freeze of `freeze`'s preset.
 pub fn workload(freeze: Freeze, size: LoopSize) -> Result<Workload> {
     let preset = |name: &str| config::resolve(&ConfigArgs { preset: Some(name.into()), ..Default::default() });
     let mut train = preset("tp06")?.train;
     train.batch_size = size.batch_size.unwrap_or(train.batch_size);
     train.grad_accum = size.grad_accum.unwrap_or(train.grad_accum);
     train.max_length = size.max_length.unwrap_or(train.max_length);
+    train.gradient_checkpointing = size.gradient_checkpointing;
     Ok(Workload { train, freeze: preset(freeze.preset())?.model.freeze, which: freeze })
 }
 

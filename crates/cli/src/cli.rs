@@ -263,7 +263,8 @@ pub enum Command {
 }
 
 /// The bench's micro-batches, when not the course's (the `tp06` preset's
-/// 2 × 256 tokens, accumulation 8): for a quick look or a small machine.
+/// 2 × 256 tokens, accumulation 8): for a quick look or a small machine;
+/// and whether training recomputes the blocks' activations.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct LoopSize {
     /// Sequences per micro-batch [default: the course's, 2].
@@ -275,6 +276,11 @@ pub struct LoopSize {
     /// Tokens per sequence [default: the course's, 256].
     #[arg(long, value_parser = positive)]
     pub max_length: Option<usize>,
+    /// Train with activation checkpointing per block on both sides (ours:
+    /// `train.gradient_checkpointing`; PyTorch: transformers'
+    /// `gradient_checkpointing_enable()`).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 /// `course` or `recommended`.
