@@ -10,11 +10,11 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::Bool;
 use burn::tensor::activation;
 
 use crate::config::{Activation, Gpt2Config};
 use crate::kernels::{Dropout, Gpt2Ops, composed};
+use crate::layout::{Documents, Layout};
 use crate::pass::Pass;
 
 /// `nn.LayerNorm` over the last dimension (biased variance, like torch).
@@ -105,12 +105,13 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Gpt2Ops> Attention<B> {
-    /// `x: [b, t, c]`, `pad: [b, past + t]` (true = padding key) → `[b, t, c]`.
-    /// With a cache, `x` holds only the new positions and the cache grows by `t`.
+    /// `x: [b, t, c]` → `[b, t, c]`, each query seeing what `layout` lets it.
+    /// With a cache, `x` holds only the new positions, the cache grows by `t`
+    /// and `layout` has no packed documents.
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        pad: Option<Tensor<B, 2, Bool>>,
+        layout: &Layout<B>,
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
@@ -120,10 +121,12 @@ impl<B: Gpt2Ops> Attention<B> {
         let qkv = self.c_attn.forward(x, pass); // [b, t, 3c]
         let Some(slot) = cache else {
             // Training and whole-sequence passes: the keys are the queries' positions.
-            let y = pass.causal_attention(qkv, h, pad, divisor, self.attn_dropout); // [b, t, c]
+            let (pad, documents) = (layout.pad.clone(), layout.documents.as_ref());
+            let y = pass.causal_attention(qkv, h, pad, documents, divisor, self.attn_dropout); // [b, t, c]
             let y = self.c_proj.forward(y, pass);
             return pass.dropout(self.resid_dropout, y);
         };
+        assert!(layout.documents.is_none(), "a cached pass runs one document per row");
         let [q, mut k, mut v] = composed::split_heads(qkv, h); // [b, h, t, hd] each
         if let Some((past_k, past_v)) = slot.take() {
             k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
@@ -132,7 +135,7 @@ impl<B: Gpt2Ops> Attention<B> {
         *slot = Some((k.clone(), v.clone()));
         let past = k.dims()[2] - t;
         let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, past + t]
-        let probs = pass.attention_probs(scores, past, pad, divisor, self.attn_dropout);
+        let probs = pass.attention_probs(scores, past, layout.pad.clone(), divisor, self.attn_dropout);
         let y = composed::merge_heads(probs.matmul(v)); // [b, t, c]
         let y = self.c_proj.forward(y, pass);
         pass.dropout(self.resid_dropout, y)
@@ -181,21 +184,20 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Gpt2Ops> Block<B> {
-    /// `x [b, t, c] → [b, t, c]`, a whole sequence (no cache); `pad [b, t]`
-    /// (true = padding key).
-    pub fn forward(&self, x: Tensor<B, 3>, pad: Option<Tensor<B, 2, Bool>>, pass: &mut Pass) -> Tensor<B, 3> {
-        self.forward_cached(x, pad, None, pass)
+    /// `x [b, t, c] → [b, t, c]`, a whole sequence (no cache) laid out as `layout`.
+    pub fn forward(&self, x: Tensor<B, 3>, layout: &Layout<B>, pass: &mut Pass) -> Tensor<B, 3> {
+        self.forward_cached(x, layout, None, pass)
     }
 
     /// `[b, t, c] → [b, t, c]`, growing the block's cache when given one.
     fn forward_cached(
         &self,
         x: Tensor<B, 3>,
-        pad: Option<Tensor<B, 2, Bool>>,
+        layout: &Layout<B>,
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
-        let a = self.attn.forward(self.ln_1.forward(x.clone(), pass), pad, cache, pass);
+        let a = self.attn.forward(self.ln_1.forward(x.clone(), pass), layout, cache, pass);
         let x = x + a;
         let m = self.mlp.forward(self.ln_2.forward(x.clone(), pass), pass);
         x + m
@@ -232,21 +234,23 @@ impl<B: Backend> Gpt2<B> {
 impl<B: Gpt2Ops> Gpt2<B> {
     /// Hidden states after `ln_f`: `ids [b, t]` → `[b, t, c]`.
     ///
-    /// `pad` (`[b, past + t]`, true = padding) hides padding keys, like HF's
-    /// `attention_mask`; positions count from the cache's length.
+    /// `layout` says what each query sees: its padding (`[b, past + t]`, true
+    /// = padding) hides keys like HF's `attention_mask`, its documents restart
+    /// the positions like HF's `position_ids` and keep each document to
+    /// itself; without documents, positions count from the cache's length.
     pub fn hidden(
         &self,
         ids: Tensor<B, 2, Int>,
-        pad: Option<Tensor<B, 2, Bool>>,
+        layout: &Layout<B>,
         mut cache: Option<&mut KvCache<B>>,
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
         let [_, t] = ids.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let mut x = self.embed(ids, past, pass);
+        let mut x = self.embed(ids, past, layout.documents.as_ref(), pass);
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward_cached(x, pad.clone(), slot, pass);
+            x = block.forward_cached(x, layout, slot, pass);
         }
         if let Some(cache) = cache {
             cache.len += t;
@@ -254,13 +258,25 @@ impl<B: Gpt2Ops> Gpt2<B> {
         self.ln_f.forward(x, pass)
     }
 
-    /// The blocks' input: token plus position embeddings of `ids [b, t]` at
-    /// positions `past .. past + t`, after dropout → `[b, t, c]`.
-    pub fn embed(&self, ids: Tensor<B, 2, Int>, past: usize, pass: &mut Pass) -> Tensor<B, 3> {
-        let [_, t] = ids.dims();
-        let positions = Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &ids.device());
+    /// The blocks' input: token plus position embeddings of `ids [b, t]`,
+    /// after dropout → `[b, t, c]`. The positions are `past .. past + t`, or
+    /// each token's index in its document when `documents` are packed.
+    pub fn embed(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        past: usize,
+        documents: Option<&Documents>,
+        pass: &mut Pass,
+    ) -> Tensor<B, 3> {
+        let (device, [_, t]) = (ids.device(), ids.dims());
+        let pos = match documents {
+            Some(documents) => burn::tensor::module::embedding(self.wpe.weight.val(), documents.tensor(&device)), // [b, t, c]
+            None => {
+                let positions = Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device);
+                self.wpe.weight.val().select(0, positions).unsqueeze::<3>() // [1, t, c]
+            }
+        };
         let tok = burn::tensor::module::embedding(self.wte.weight.val(), ids); // [b, t, c]
-        let pos = self.wpe.weight.val().select(0, positions).unsqueeze::<3>(); // [1, t, c]
         pass.dropout(self.drop, tok + pos)
     }
 
@@ -278,13 +294,20 @@ impl<B: Gpt2Ops> Gpt2<B> {
 
     /// `ids [b, t]` → logits `[b, t, vocab]` (no cache, no padding).
     pub fn forward(&self, ids: Tensor<B, 2, Int>, pass: &mut Pass) -> Tensor<B, 3> {
-        let hidden = self.hidden(ids, None, None, pass);
+        let hidden = self.hidden(ids, &Layout::plain(), None, pass);
+        self.head(hidden, pass)
+    }
+
+    /// `ids [b, t]` laid out as `layout` (padding, packed documents) →
+    /// logits `[b, t, vocab]` (no cache).
+    pub fn forward_with(&self, ids: Tensor<B, 2, Int>, layout: &Layout<B>, pass: &mut Pass) -> Tensor<B, 3> {
+        let hidden = self.hidden(ids, layout, None, pass);
         self.head(hidden, pass)
     }
 
     /// `ids [b, t]` (new positions only) → logits `[b, t, vocab]`, growing `cache`.
     pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>, pass: &mut Pass) -> Tensor<B, 3> {
-        let hidden = self.hidden(ids, None, Some(cache), pass);
+        let hidden = self.hidden(ids, &Layout::plain(), Some(cache), pass);
         self.head(hidden, pass)
     }
 }

@@ -11,6 +11,7 @@ mod freeze;
 mod gpt2;
 mod init;
 pub mod kernels;
+mod layout;
 mod pass;
 mod pickle;
 mod precision;
@@ -26,6 +27,7 @@ pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names
 pub use gpt2::{Attention, Block, Conv1D, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
 pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
 pub use kernels::{AdamWStep, Dropout, Gpt2Ops, TrainBackend};
+pub use layout::{Documents, Layout};
 pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_base, load_stage_model, outputs, run};

@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::{Bool, DType, FloatDType};
 
 use crate::kernels::{Dropout, DropoutStream, Gpt2Ops, Mask, composed};
+use crate::layout::Documents;
 use crate::precision::Precision;
 
 /// Which implementation of the operations runs.
@@ -161,13 +162,14 @@ impl Pass {
         qkv: Tensor<B, 3>,
         n_head: usize,
         pad: Option<Tensor<B, 2, Bool>>,
+        documents: Option<&Documents>,
         divisor: f32,
         dropout: Dropout,
     ) -> Tensor<B, 3> {
         let mask = self.mask::<B>(dropout);
         match self.kernels {
-            Kernels::Backend => <B as Gpt2Ops>::causal_attention(qkv, n_head, pad, divisor, mask),
-            Kernels::Composed => composed::causal_attention(qkv, n_head, pad, divisor, mask),
+            Kernels::Backend => <B as Gpt2Ops>::causal_attention(qkv, n_head, pad, documents, divisor, mask),
+            Kernels::Composed => composed::causal_attention(qkv, n_head, pad, documents, divisor, mask),
         }
     }
 

@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use safetensors::SafeTensors;
 use tp06_model::backend::Cpu;
-use tp06_model::{Activation, Gpt2, Gpt2Config, HfConfig, KvCache, Pass, Precision};
+use tp06_model::{Activation, Gpt2, Gpt2Config, HfConfig, KvCache, Layout, Pass, Precision};
 
 const FIXTURES: [&str; 4] = ["tiny-bin", "tiny-safetensors", "tiny-nonsquare", "tiny-sharp"];
 
@@ -122,7 +122,7 @@ fn padded_logits(model: &Gpt2<Cpu>, g: &Golden, masked: bool) -> Vec<f32> {
     let pad: Vec<bool> = g.padded_mask.iter().map(|&m| m == 0).collect();
     let pad = Tensor::<Cpu, 2, Bool>::from_data(TensorData::new(pad, shape), &Default::default());
     let mut pass = Pass::inference();
-    let hidden = model.hidden(ids(&g.padded_ids, shape), masked.then_some(pad), None, &mut pass);
+    let hidden = model.hidden(ids(&g.padded_ids, shape), &Layout::padded(masked.then_some(pad)), None, &mut pass);
     let logits = values(model.head(hidden, &pass));
     real_positions(&logits, g)
 }

@@ -120,7 +120,7 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     pad[t..t + 2].fill(true);
     let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, t]), &device);
     let [fused, composed] = both(std::slice::from_ref(&qkv), |k| {
-        (pass(k, 0).causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p: 0.0 })
+        (pass(k, 0).causal_attention(qkv.clone(), h, Some(pad.clone()), None, (hd as f32).sqrt(), Dropout { p: 0.0 })
             * upstream.clone())
         .sum()
     });
@@ -135,8 +135,14 @@ fn a_query_that_sees_no_key_gets_zeros_and_no_gradient_on_both_routes() {
     }
     compare("no key", [fused, composed]);
     // The blind queries' outputs are zeros, for every head.
-    let out =
-        values(pass(Kernels::Composed, 0).causal_attention(qkv.clone(), h, Some(pad.clone()), 1.0, Dropout { p: 0.0 }));
+    let out = values(pass(Kernels::Composed, 0).causal_attention(
+        qkv.clone(),
+        h,
+        Some(pad.clone()),
+        None,
+        1.0,
+        Dropout { p: 0.0 },
+    ));
     let row = h * hd;
     let batch1 = &out[t * row..];
     assert!(batch1[..2 * row].iter().all(|&v| v == 0.0), "{:?}", &batch1[..2 * row]);
@@ -211,7 +217,7 @@ fn causal_attention_equals_the_composed_heads_with_padding_and_dropout() {
     let pad = Tensor::<Ad, 2, Bool>::from_data(TensorData::new(pad, [b, t]), &device);
     for p in [0.0, 0.2] {
         let results = both(std::slice::from_ref(&qkv), |k| {
-            (pass(k, 5).causal_attention(qkv.clone(), h, Some(pad.clone()), (hd as f32).sqrt(), Dropout { p })
+            (pass(k, 5).causal_attention(qkv.clone(), h, Some(pad.clone()), None, (hd as f32).sqrt(), Dropout { p })
                 * upstream.clone())
             .sum()
         });
@@ -220,11 +226,12 @@ fn causal_attention_equals_the_composed_heads_with_padding_and_dropout() {
     // On Flex itself, with and without dropout.
     let plain = Tensor::<Cpu, 3>::from_data(qkv.clone().inner().into_data(), &device);
     let inference = |k| Pass::inference().with_kernels(k);
-    let ours = inference(Kernels::Backend).causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
-    let reference = inference(Kernels::Composed).causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
+    let ours = inference(Kernels::Backend).causal_attention(plain.clone(), h, None, None, 1.0, Dropout { p: 0.2 });
+    let reference =
+        inference(Kernels::Composed).causal_attention(plain.clone(), h, None, None, 1.0, Dropout { p: 0.2 });
     assert_close("causal attention inference", &values(ours), &values(reference), 1e-5);
-    let ours = pass(Kernels::Backend, 9).causal_attention(plain.clone(), h, None, 1.0, Dropout { p: 0.2 });
-    let reference = pass(Kernels::Composed, 9).causal_attention(plain, h, None, 1.0, Dropout { p: 0.2 });
+    let ours = pass(Kernels::Backend, 9).causal_attention(plain.clone(), h, None, None, 1.0, Dropout { p: 0.2 });
+    let reference = pass(Kernels::Composed, 9).causal_attention(plain, h, None, None, 1.0, Dropout { p: 0.2 });
     assert_close("causal attention with dropout, no autodiff", &values(ours), &values(reference), 1e-5);
 }
 

@@ -26,7 +26,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use safetensors::SafeTensors;
 use tp06_model::backend::{Cpu, CpuAutodiff};
-use tp06_model::{Gpt2, Gpt2Config, HfConfig, Kernels, KvCache, Pass};
+use tp06_model::{Gpt2, Gpt2Config, HfConfig, Kernels, KvCache, Layout, Pass};
 
 const LOGITS: f32 = 1e-5;
 const GRADS: f32 = 2e-5;
@@ -127,7 +127,7 @@ fn the_course_models_head_size_equals_transformers_forward_decoding_and_gradient
         let pad = mask.iter().map(|&m| m == 0).collect::<Vec<_>>();
         let pad = Tensor::<Cpu, 2, Bool>::from_data(TensorData::new(pad, shape), &Default::default());
         let mut pass = Pass::inference().with_kernels(kernels);
-        let hidden = model.hidden(ids(&padded), Some(pad), None, &mut pass);
+        let hidden = model.hidden(ids(&padded), &Layout::padded(Some(pad)), None, &mut pass);
         let logits = values(model.head(hidden, &pass));
         let vocab = config.vocab_size;
         let real = |l: &[f32]| -> Vec<f32> {

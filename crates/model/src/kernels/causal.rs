@@ -1,6 +1,7 @@
 //! The whole causal self-attention of a block from its fused `q, k, v`
 //! projections: heads in parallel, read and written in place (no head split or
-//! merge copies), the keys past each block of queries skipped, and its backward.
+//! merge copies), the keys past each block of queries skipped, packed
+//! documents kept apart (block-diagonal), and its backward.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -15,21 +16,23 @@ use super::composed;
 use super::dropout::{HostMask, Mask};
 use super::host::{Ad, contiguous, float, host, host_pad, is_f32, new_tensor, record, tensor, values};
 use super::simd::{masked_softmax, softmax_backward};
+use crate::layout::Documents;
 
 /// [`super::Gpt2Ops::causal_attention`] on Flex.
 pub(super) fn flex(
     qkv: Tensor<Flex, 3>,
     n_head: usize,
     pad: Option<Tensor<Flex, 2, Bool>>,
+    documents: Option<&Documents>,
     divisor: f32,
     mask: Mask,
 ) -> Tensor<Flex, 3> {
     if !is_f32(&qkv) || matches!(mask, Mask::Device(_)) {
-        return composed::causal_attention(qkv, n_head, pad, divisor, mask);
+        return composed::causal_attention(qkv, n_head, pad, documents, divisor, mask);
     }
     let heads = Heads::of(&qkv, n_head, divisor);
     let pad = host_pad(pad);
-    let (y, _) = heads.forward(&host(qkv), pad.as_deref(), mask.host());
+    let (y, _) = heads.forward(&host(qkv), pad.as_deref(), documents, mask.host());
     tensor(y)
 }
 
@@ -38,18 +41,19 @@ pub(super) fn autodiff(
     qkv: Tensor<Ad, 3>,
     n_head: usize,
     pad: Option<Tensor<Ad, 2, Bool>>,
+    documents: Option<&Documents>,
     divisor: f32,
     mask: Mask,
 ) -> Tensor<Ad, 3> {
     if !is_f32(&qkv) || matches!(mask, Mask::Device(_)) {
-        return composed::causal_attention(qkv, n_head, pad, divisor, mask);
+        return composed::causal_attention(qkv, n_head, pad, documents, divisor, mask);
     }
     let heads = Heads::of(&qkv, n_head, divisor);
     let pad = host_pad(pad);
     let qkv = float(qkv);
     let input = contiguous(qkv.primitive);
     let mask = mask.host();
-    let (y, probs) = heads.forward(&input, pad.as_deref(), mask);
+    let (y, probs) = heads.forward(&input, pad.as_deref(), documents, mask);
     let state = CausalState { qkv: input, probs, mask, heads };
     let op = CausalBackward.prepare::<NoCheckpointing>([qkv.node.clone()]).compute_bound().stateful();
     tensor(record(op, state, y))
@@ -136,7 +140,14 @@ impl Heads {
     }
 
     /// The output `[b, t, c]` and the probabilities before dropout `[b, h, t, t]`.
-    fn forward(&self, qkv: &FlexTensor, pad: Option<&[u8]>, mask: Option<HostMask>) -> (FlexTensor, FlexTensor) {
+    /// A query sees the keys of its own document only, when `documents` are packed.
+    fn forward(
+        &self,
+        qkv: &FlexTensor,
+        pad: Option<&[u8]>,
+        documents: Option<&Documents>,
+        mask: Option<HostMask>,
+    ) -> (FlexTensor, FlexTensor) {
         let Heads { b, t, h, c, hd, divisor } = *self;
         let x = values(qkv);
         let mut probs = vec![0.0f32; b * h * t * t];
@@ -163,7 +174,10 @@ impl Heads {
                 };
                 for i in r0..r1 {
                     let row = &mut p[i * t..(i + 1) * t];
-                    masked_softmax(row, divisor, i + 1, pad);
+                    // Keys from the start of the query's document on; none before it.
+                    let from = documents.map_or(0, |d| d.first_key(bi, i));
+                    row[..from].fill(0.0);
+                    masked_softmax(&mut row[from..], divisor, i + 1 - from, pad.map(|p| &p[from..]));
                     if let (Some(mask), Some(d)) = (mask, dropped.as_mut()) {
                         mask.apply(((pair * t + i) * t) as u64, &row[..=i], &mut d[i * t..=i * t + i]);
                     }

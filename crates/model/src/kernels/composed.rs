@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::{Bool, TensorPrimitive, activation};
 
 use super::dropout::Mask;
+use crate::layout::Documents;
 
 /// See [`super::Gpt2Ops::nll_sum`].
 pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32]) -> Tensor<B, 1> {
@@ -37,15 +38,33 @@ pub fn attention_probs<B: Backend>(
     divisor: f32,
     mask: Mask,
 ) -> Tensor<B, 4> {
+    probs_hiding(scores, past, pad, None, divisor, mask)
+}
+
+/// [`attention_probs`], the keys of `earlier [b, t, total]` (true = hidden) hidden too.
+fn probs_hiding<B: Backend>(
+    scores: Tensor<B, 4>,
+    past: usize,
+    pad: Option<Tensor<B, 2, Bool>>,
+    earlier: Option<Tensor<B, 3, Bool>>,
+    divisor: f32,
+    mask: Mask,
+) -> Tensor<B, 4> {
     let [b, h, t, total] = scores.dims();
     let scores = if divisor == 1.0 { scores } else { scores / divisor as f64 };
     // Query i (absolute position past + i) sees keys 0 ..= past + i.
     let causal = Tensor::<B, 2, Bool>::tril_mask([t, total], past as i64, &scores.device()); // true = hidden
-    let Some(pad) = pad else {
+    if pad.is_none() && earlier.is_none() {
         let scores = scores.mask_fill(causal.unsqueeze::<4>().expand([b, h, t, total]), f32::NEG_INFINITY);
         return mask.apply(activation::softmax(scores, 3));
-    };
-    let hidden = causal.unsqueeze::<4>().bool_or(pad.reshape([b, 1, 1, total])); // [b, 1, t, total]
+    }
+    let mut hidden = causal.unsqueeze::<4>().expand([b, 1, t, total]); // [b, 1, t, total]
+    if let Some(pad) = pad {
+        hidden = hidden.bool_or(pad.reshape([b, 1, 1, total]));
+    }
+    if let Some(earlier) = earlier {
+        hidden = hidden.bool_or(earlier.unsqueeze_dim::<4>(1));
+    }
     // Left padding can hide every key of a query: its softmax would be NaN,
     // which the next layer's `probs · v` spreads to every row. Zeros, as the
     // fused kernel gives.
@@ -59,11 +78,13 @@ pub fn causal_attention<B: Backend>(
     qkv: Tensor<B, 3>,
     n_head: usize,
     pad: Option<Tensor<B, 2, Bool>>,
+    documents: Option<&Documents>,
     divisor: f32,
     mask: Mask,
 ) -> Tensor<B, 3> {
+    let earlier = documents.map(|d| d.earlier_documents::<B>(&qkv.device())); // [b, t, t]
     let [q, k, v] = split_heads(qkv, n_head);
-    let probs = attention_probs(q.matmul(k.swap_dims(2, 3)), 0, pad, divisor, mask);
+    let probs = probs_hiding(q.matmul(k.swap_dims(2, 3)), 0, pad, earlier, divisor, mask);
     merge_heads(probs.matmul(v))
 }
 

@@ -48,6 +48,8 @@ pub use adamw::AdamWStep;
 pub use dropout::{Dropout, DropoutStream, HostMask, Mask};
 pub use products::FEW_ROWS;
 
+use crate::layout::Documents;
+
 /// The operations of GPT-2 that a backend may implement with its own kernels.
 /// Every method defaults to the composed Burn ops of [`composed`].
 ///
@@ -81,17 +83,18 @@ pub trait Gpt2Ops: Backend {
 
     /// Causal self-attention of `qkv [b, t, 3c]` (q, k, v along the last axis,
     /// `n_head` heads each): `softmax(q kᵀ / divisor)` over the keys at or
-    /// before each query not hidden by `pad [b, t]`, then `mask`, times `v`,
-    /// heads side by side → `[b, t, c]`. A query that sees no key at all (left
-    /// padding) gets zeros.
+    /// before each query, in its own document when `documents` are packed,
+    /// not hidden by `pad [b, t]`; then `mask`, times `v`, heads side by side
+    /// → `[b, t, c]`. A query that sees no key at all (left padding) gets zeros.
     fn causal_attention(
         qkv: Tensor<Self, 3>,
         n_head: usize,
         pad: Option<Tensor<Self, 2, Bool>>,
+        documents: Option<&Documents>,
         divisor: f32,
         mask: Mask,
     ) -> Tensor<Self, 3> {
-        composed::causal_attention(qkv, n_head, pad, divisor, mask)
+        composed::causal_attention(qkv, n_head, pad, documents, divisor, mask)
     }
 
     /// GPT-2's `gelu_new`, `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
@@ -156,10 +159,11 @@ impl Gpt2Ops for Flex {
         qkv: Tensor<Self, 3>,
         n_head: usize,
         pad: Option<Tensor<Self, 2, Bool>>,
+        documents: Option<&Documents>,
         divisor: f32,
         mask: Mask,
     ) -> Tensor<Self, 3> {
-        causal::flex(qkv, n_head, pad, divisor, mask)
+        causal::flex(qkv, n_head, pad, documents, divisor, mask)
     }
 
     fn gelu_new<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
@@ -208,10 +212,11 @@ impl Gpt2Ops for Autodiff<Flex> {
         qkv: Tensor<Self, 3>,
         n_head: usize,
         pad: Option<Tensor<Self, 2, Bool>>,
+        documents: Option<&Documents>,
         divisor: f32,
         mask: Mask,
     ) -> Tensor<Self, 3> {
-        causal::autodiff(qkv, n_head, pad, divisor, mask)
+        causal::autodiff(qkv, n_head, pad, documents, divisor, mask)
     }
 
     fn gelu_new<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
