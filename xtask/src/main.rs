@@ -20,6 +20,7 @@ usage: cargo xtask [--features LIST] [--debug] COMMAND [ARGS...]
 Builds the `tp06` binary (release profile) and runs COMMAND with it:
   pipeline   run every stage (cargo xtask pipeline --preset demo)
   data, vocab, model, train, sample   run one stage
+  lr-find    learning-rate range test of the train settings
   explore, report, bench, config      see `cargo xtask COMMAND --help`
 
 xtask options (before COMMAND):

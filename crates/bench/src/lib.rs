@@ -165,7 +165,7 @@ impl Workload {
             ("--batch-size", t.batch_size.to_string()),
             ("--grad-accum", t.grad_accum.to_string()),
             ("--max-length", t.max_length.to_string()),
-            ("--lr", t.lr.to_string()),
+            ("--lr", t.lr.fixed().unwrap_or(5e-5).to_string()),
             ("--warmup-steps", t.warmup_steps.to_string()),
             ("--weight-decay", t.weight_decay.to_string()),
             ("--adam-beta1", t.adam_beta1.to_string()),
@@ -333,11 +333,13 @@ fn train<B: TrainBackend>(
                     labels: ids.iter().map(|&i| i as i64).collect(),
                     attention: vec![true; length],
                     input_ids: ids,
+                    positions: None,
                 }
             })
             .collect();
         let micro: Vec<Vec<&Example>> = examples.chunks(batch).map(|c| c.iter().collect()).collect();
-        let lr = tp06_train::optim::linear_schedule(t.lr, trainer.step, t.warmup_steps, 1000);
+        let peak = t.lr.fixed().unwrap_or(5e-5);
+        let lr = tp06_train::optim::linear_schedule(peak, trainer.step, t.warmup_steps, 1000);
         trainer.step(&micro, lr).expect("a finite loss on random tokens");
     };
     step(&mut trainer, warm_up);

@@ -51,7 +51,10 @@ mod tests {
     fn the_bench_workloads_are_the_presets() {
         let course = workload(Freeze::Course, LoopSize::default()).unwrap();
         let t = &course.train;
-        assert_eq!((t.batch_size, t.grad_accum, t.max_length, t.lr, t.max_grad_norm), (2, 8, 256, 5e-5, 1.0));
+        assert_eq!(
+            (t.batch_size, t.grad_accum, t.max_length, t.lr.fixed(), t.max_grad_norm),
+            (2, 8, 256, Some(5e-5), 1.0)
+        );
         let recommended = workload(Freeze::Recommended, LoopSize::default()).unwrap();
         for name in ["mini", "small", "base"] {
             let config = tp06_bench::shape(name).unwrap();

@@ -170,6 +170,13 @@ pub enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Learning-rate range test of the train settings: a short sweep of rates
+    /// from the model stage's output (nothing of the run changes), written to
+    /// RUN_DIR/lr-find/ (lr_find.json, lr_find.svg) with the suggested rate.
+    LrFind {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Generate text with the run's fine-tuned model, or any model with --model.
     Sample {
         #[command(flatten)]

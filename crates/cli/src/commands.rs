@@ -429,6 +429,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vocab { common } => single(Stage::Vocab, &common, false),
         Command::Model { common } => single(Stage::Model, &common, false),
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
+        Command::LrFind { common } => lr_find_command(&common),
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
@@ -463,6 +464,53 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The range test on the chosen backend.
+struct LrFind<'a> {
+    ctx: &'a StageContext<'a>,
+    config: &'a tp06_train::Config,
+}
+
+impl WithBackend for LrFind<'_> {
+    type Output = Result<tp06_train::lr_find::RangeTest>;
+    fn run<B: TrainBackend>(self, device: B::Device, name: &'static str) -> Self::Output {
+        Ok(tp06_train::find_lr::<B>(&self.ctx.on(device, name), self.config)?)
+    }
+}
+
+fn lr_find_command(common: &Common) -> Result<()> {
+    let (config, run) = setup(common)?;
+    let hub = hub();
+    let ctx = StageContext {
+        run: &run,
+        hub: &hub,
+        device: (),
+        backend: "",
+        progress: &ui::Bars,
+        stop: &STOP,
+        force: common.force,
+        resume: Resume::Auto,
+    };
+    let test = backend::dispatch(common.backend.as_deref(), LrFind { ctx: &ctx, config: &config.train })??;
+    let dir = run.root().join(tp06_train::LR_FIND_DIR);
+    let last = test.points.last().map_or(0.0, |p| p.lr);
+    ui::print(&format!(
+        "Range test: {} steps from {:.0e} to {last:.1e}\nSuggested learning rate: {:.2e} — {}",
+        test.points.len(),
+        tp06_train::lr_find::START_LR,
+        test.suggestion,
+        test.rule
+    ));
+    for (rule, lr) in &test.others {
+        ui::print(&format!("  ({rule}: {lr:.2e})"));
+    }
+    ui::print(&format!(
+        "lr-find: done → {} (use it: --set train.lr={:.1e}, or train.lr = \"find\")",
+        dir.display(),
+        test.suggestion
+    ));
+    Ok(())
 }
 
 fn single(stage: Stage, common: &Common, resume: bool) -> Result<()> {

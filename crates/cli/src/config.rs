@@ -152,16 +152,24 @@ pub fn parse_set_value(raw: &str) -> Value {
 /// Settings written out only when they differ from their default, so that
 /// adding them changed no stage's fingerprint: named here so that `--set`
 /// knows them. (section, key, default)
-const QUIET_DEFAULTS: [(&str, &str, &str); 2] = [("train", "precision", "f32"), ("sample", "precision", "f32")];
+fn quiet_defaults() -> [(&'static str, &'static str, Value); 5] {
+    [
+        ("train", "precision", Value::from("f32")),
+        ("train", "gradient_checkpointing", Value::from(false)),
+        ("train", "warmup_ratio", Value::Null),
+        ("train", "window_overlap", Value::from(0)),
+        ("sample", "precision", Value::from("f32")),
+    ]
+}
 
 /// Applies one `--set section.key=value` to the resolved configuration.
 fn apply_set(config: &mut Value, assignment: &str) -> Result<()> {
     let Some((key, raw)) = assignment.split_once('=') else {
         bail!("--set {assignment}: expected section.key=value, e.g. --set train.epochs=2");
     };
-    for (section, name, default) in QUIET_DEFAULTS {
+    for (section, name, default) in quiet_defaults() {
         if let Some(Value::Object(table)) = config.get_mut(section) {
-            table.entry(name).or_insert_with(|| Value::String(default.into()));
+            table.entry(name).or_insert(default);
         }
     }
     let key = key.trim();
@@ -327,9 +335,9 @@ mod tests {
         assert_eq!(c.data.names.to_string(), "hf:chris-lmd/pokemon-names-fr");
         assert_eq!(c.model.base.to_string(), "hf:asi/gpt-fr-cased-base");
         assert_eq!((c.train.batch_size, c.train.grad_accum, c.train.epochs), (2, 8, 10));
-        assert_eq!((c.train.lr, c.train.warmup_steps, c.train.max_length), (5e-5, 100, 256));
+        assert_eq!((c.train.lr.fixed(), c.train.warmup_steps, c.train.max_length), (Some(5e-5), 100, 256));
         assert_eq!((c.train.weight_decay, c.train.max_grad_norm, c.train.seed), (0.01, 1.0, 42));
-        assert!(c.train.pad_in_loss && !c.train.packing);
+        assert!(c.train.pad_in_loss && c.train.packing == tp06_train::Packing::None);
         assert_eq!((c.train.checkpoint_every, c.train.keep_checkpoints, c.train.logging_every), (500, 2, 10));
         assert_eq!(c.data.valid_fraction, 0.0);
         assert_eq!(c.model.init, tp06_model::InitStrategy::Reference);
@@ -368,8 +376,8 @@ mod tests {
             Source::Local(std::env::current_dir().unwrap().join("../shared/data/pokedex-fr/articles.parquet"))
         );
         assert_eq!(c.model.base.to_string(), "hf:asi/gpt-fr-cased-small@main");
-        assert_eq!((c.train.epochs, c.train.lr, c.train.max_steps), (2, 1e-4, Some(30)));
-        assert!(c.train.packing);
+        assert_eq!((c.train.epochs, c.train.lr.fixed(), c.train.max_steps), (2, Some(1e-4), Some(30)));
+        assert_eq!(c.train.packing, tp06_train::Packing::Concatenated);
         assert_eq!(c.model.freeze.lower_blocks, tp06_model::BlockCount::Count(3));
         assert_eq!(c.sample.max_new_tokens, None);
     }
@@ -458,6 +466,25 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_can_be_left_to_a_range_test_and_packing_keep_articles_apart() {
+        let c =
+            resolve(&args("tp06", &["train.lr=find", "train.packing=documents", "train.window_overlap=16"])).unwrap();
+        assert_eq!(c.train.lr, tp06_train::LearningRate::Find);
+        assert_eq!((c.train.packing, c.train.window_overlap), (tp06_train::Packing::Documents, 16));
+        let err = resolve(&args("tp06", &["train.lr=fast"])).unwrap_err().to_string();
+        assert!(err.contains("train.lr") && err.contains("`fast`") && err.contains("\"find\""), "{err}");
+        let err = resolve(&args("tp06", &["train.packing=blocks"])).unwrap_err().to_string();
+        assert!(err.contains("train.packing") && err.contains("\"documents\""), "{err}");
+        // The course warms up for 100 steps: a ratio as well is one too many.
+        let err = resolve(&args("tp06", &["train.warmup_ratio=0.1"])).unwrap_err().to_string();
+        assert!(err.contains("train.warmup_ratio") && err.contains("warmup_steps = 0"), "{err}");
+        let c = resolve(&args("tp06", &["train.warmup_ratio=0.1", "train.warmup_steps=0"])).unwrap();
+        assert_eq!(c.train.warmup(750), 75);
+        let c = resolve(&args("tp06", &["train.gradient_checkpointing=true"])).unwrap();
+        assert!(c.train.gradient_checkpointing, "settings written only when set are known to --set");
+    }
+
+    #[test]
     fn set_values_parse_like_toml() {
         assert_eq!(parse_set_value("2"), Value::from(2));
         assert_eq!(parse_set_value("5e-5"), Value::from(5e-5));
@@ -500,7 +527,7 @@ mod tests {
             fn typed_values_round_trip(epochs in 1u32..1000, lr in 1e-9f64..1.0, top_p in 0.001f64..=1.0) {
                 let config = resolve(&args("demo", &[&format!("train.epochs={epochs}"), &format!("train.lr={lr:e}"), &format!("sample.top_p={top_p}")])).unwrap();
                 prop_assert_eq!(config.train.epochs, epochs);
-                prop_assert_eq!(config.train.lr, lr);
+                prop_assert_eq!(config.train.lr.fixed(), Some(lr));
                 prop_assert_eq!(config.sample.top_p, top_p);
             }
         }

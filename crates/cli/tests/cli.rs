@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{demo, stats, text, tp06};
+use common::{demo, manifest, sha, stats, text, tp06};
 use std::path::Path;
 
 /// A count as the report prints it: groups of three digits, narrow no-break spaces.
@@ -279,4 +279,80 @@ fn a_relative_path_is_remembered_as_the_file_it_named() {
     assert!(again.status.success() && out.contains("data: up to date"), "{out}{err}");
     let recorded = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
     assert!(recorded.contains(&format!("names = \"{}\"", demo_dir.join("names.txt").display())), "{recorded}");
+}
+
+#[test]
+fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().display().to_string();
+    let to_model = demo(dir.path(), &["--to", "model"]);
+    assert!(to_model.status.success(), "{:?}", text(&to_model));
+    let model_manifest = sha(&dir.path().join("model/manifest.json"));
+
+    // The range test: its curve and suggestion, the stages untouched.
+    let found = tp06(&["lr-find", "--run-dir", &run_dir]);
+    let (out, err) = text(&found);
+    assert!(found.status.success() && out.contains("Suggested learning rate"), "{out}{err}");
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("lr-find/lr_find.json")).unwrap()).unwrap();
+    let points = test["points"].as_array().unwrap();
+    let rates: Vec<f64> = points.iter().map(|p| p["lr"].as_f64().unwrap()).collect();
+    assert!(points.len() >= 10 && rates.windows(2).all(|w| w[1] > w[0]), "an increasing sweep: {rates:?}");
+    let suggestion = test["suggestion"].as_f64().unwrap();
+    // The rule: a tenth of the rate where the smoothed loss is lowest.
+    let lowest =
+        points.iter().min_by(|a, b| a["smoothed"].as_f64().unwrap().total_cmp(&b["smoothed"].as_f64().unwrap()));
+    assert_eq!(suggestion, lowest.unwrap()["lr"].as_f64().unwrap() / 10.0);
+    assert!(std::fs::read_to_string(dir.path().join("lr-find/lr_find.svg")).unwrap().contains("<svg"));
+    assert!(!dir.path().join("train").exists(), "the train stage is not run");
+    assert_eq!(sha(&dir.path().join("model/manifest.json")), model_manifest);
+
+    // train.lr = "find" runs the same test (same settings, same batches) and trains at its suggestion.
+    let trained = tp06(&[
+        "train",
+        "--run-dir",
+        &run_dir,
+        "--quiet",
+        "--set",
+        "train.lr=find",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.warmup_ratio=0.5",
+        "--set",
+        "train.logging_every=1",
+    ]);
+    let (out, err) = text(&trained);
+    assert!(trained.status.success() && out.contains("Learning rate:"), "{out}{err}");
+    let stats = stats(dir.path(), "train");
+    assert_eq!(stats["lr"].as_f64(), Some(suggestion), "the manifest records the rate used");
+    assert_eq!(stats["warmup_steps"].as_u64(), Some(3), "half of 6 steps");
+    let manifest = manifest(dir.path(), "train");
+    let outputs: Vec<&str> =
+        manifest["outputs"].as_array().unwrap().iter().map(|o| o["path"].as_str().unwrap()).collect();
+    assert!(outputs.contains(&"lr_find.json") && outputs.contains(&"lr_find.svg"), "{outputs:?}");
+    let metrics = std::fs::read_to_string(dir.path().join("train/metrics.jsonl")).unwrap();
+    let peak = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["lr"].as_f64())
+        .fold(0.0, f64::max);
+    assert!((peak - suggestion).abs() <= 1e-12 * suggestion, "the schedule peaks at the suggestion: {peak}");
+}
+
+#[test]
+fn documents_packing_trains_every_token_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = demo(dir.path(), &["--to", "train", "--set", "train.max_length=32"]);
+    assert!(truncated.status.success(), "{:?}", text(&truncated));
+    let cut = stats(dir.path(), "train")["coverage"].as_f64().unwrap();
+    let packed =
+        demo(dir.path(), &["--to", "train", "--set", "train.max_length=32", "--set", "train.packing=documents"]);
+    let (out, err) = text(&packed);
+    assert!(packed.status.success(), "{out}{err}");
+    let stats = stats(dir.path(), "train");
+    let every = stats["coverage"].as_f64().unwrap();
+    // Cut at 32 tokens the demo's articles lose most of their text; packed,
+    // only the first token of a part that starts a block is no target.
+    assert!(cut < 0.9 && every > 0.95, "coverage cut {cut}, packed {every}");
+    assert!(stats["padding_fraction"].as_f64().unwrap() < 0.02, "only the last block is padded");
 }

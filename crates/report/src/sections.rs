@@ -657,6 +657,90 @@ fn freezing(c: &Ctx) -> Built {
     Ok((b, vec![]))
 }
 
+/// The course's table of learning rates, and beside it the range test of
+/// this run (`train.lr = "find"`) or of `tp06 lr-find`, when there is one.
+fn learning_rate_choice(c: &Ctx, s: &TrainStats, b: &mut Vec<Block>, missing: &mut Vec<String>) {
+    b.push(table(
+        &[c.t("learning rate (cours, §6.1)", "learning rate (course, §6.1)"), c.t("effet", "effect")],
+        vec![
+            row(&[
+                &c.t("trop élevé (1e-3)", "too high (1e-3)"),
+                &c.t(
+                    "apprentissage instable, perte des connaissances pré-entraînées",
+                    "unstable training, pretrained knowledge lost",
+                ),
+            ]),
+            row(&[
+                &c.t("optimal (5e-5)", "optimal (5e-5)"),
+                &c.t("apprentissage progressif, préserve les acquis", "gradual learning, keeps what was learnt"),
+            ]),
+            row(&[&c.t("trop faible (1e-6)", "too low (1e-6)"), &c.t("apprentissage très lent", "very slow learning")]),
+        ],
+    ));
+    let in_train = c.run.stage_dir(Stage::Train).join(tp06_train::lr_find::outputs::JSON);
+    let alone = c.run.root().join(tp06_train::LR_FIND_DIR).join(tp06_train::lr_find::outputs::JSON);
+    let Some(test) = [in_train, alone].iter().find_map(|p| tp06_train::lr_find::RangeTest::read(p)) else {
+        b.push(Block::Note(
+            c.t(
+                "Ce tableau ne vaut que pour un modèle et une durée : `cargo xtask lr-find` mesure le bon ordre de grandeur pour ce run (test de plage du learning rate), et `train.lr = \"find\"` l'utilise.",
+                "That table holds for one model and run length only: `cargo xtask lr-find` measures the right order of magnitude for this run (a learning-rate range test), and `train.lr = \"find\"` uses it.",
+            )
+            .into(),
+        ));
+        return;
+    };
+    match test.svg() {
+        Ok(svg) => b.push(Block::Figure {
+            file: "lr_find.svg".into(),
+            svg,
+            caption: format!(
+                "{} {:.1e} ({}). {}",
+                c.t("Test de plage du learning rate : taux suggéré", "Learning-rate range test: suggested rate"),
+                test.suggestion,
+                test.rule,
+                match s.lr {
+                    Some(lr) => format!("{} {lr:.1e}.", c.t("Taux utilisé par ce run :", "Rate this run used:")),
+                    None => String::new(),
+                }
+            ),
+        }),
+        Err(e) => missing.push(format!("lr_find.json: {e}")),
+    }
+}
+
+/// The ablation of `bench/ablation.py`, when it wrote `RUN_DIR/ablation.json`:
+/// the held-out bits per character of each fix from the course's procedure to
+/// `recommended`, transformers' course procedure beside them.
+fn ablation(c: &Ctx, b: &mut Vec<Block>) {
+    let Ok(text) = std::fs::read_to_string(c.run.root().join("ablation.json")) else { return };
+    let Ok(result) = serde_json::from_str::<Value>(&text) else { return };
+    let rungs = result["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(result["reference"].as_object().map(|_| &result["reference"]));
+    let bars: Vec<(String, f64)> =
+        rungs.filter_map(|r| Some((r["rung"].as_str()?.to_string(), r["bits_per_char"].as_f64()?))).collect();
+    if bars.is_empty() {
+        return;
+    }
+    b.push(Block::Figure {
+        file: "ablation.svg".into(),
+        svg: charts::bar_chart(
+            c.t("Du cours à `recommended`, un correctif à la fois", "From the course to `recommended`, one fix at a time"),
+            "",
+            c.t("bits par caractère (validation)", "bits per character (validation)"),
+            &bars,
+        ),
+        caption: c
+            .t(
+                "Perte de validation par caractère de chaque run (bench/ablation.py, même découpage), la procédure du cours dans transformers en dernier.",
+                "Held-out loss per character of each run (bench/ablation.py, same split), transformers running the course's procedure last.",
+            )
+            .into(),
+    });
+}
+
 fn hyper_parameters(c: &Ctx) -> Built {
     let t: Stats<TrainStats> = c.stage(Stage::Train)?;
     let s = &t.stats;
@@ -677,8 +761,22 @@ fn hyper_parameters(c: &Ctx) -> Built {
             row(&[&c.t("steps par epoch", "steps per epoch"), &s.steps_per_epoch]),
             row(&[&"epochs", &get("epochs")]),
             row(&[&c.t("steps au total", "total steps"), &s.total_steps]),
-            row(&[&c.t("learning rate (pic)", "learning rate (peak)"), &get("lr")]),
-            row(&[&c.t("warmup (steps)", "warmup (steps)"), &get("warmup_steps")]),
+            row(&[
+                &c.t("learning rate (pic)", "learning rate (peak)"),
+                &match s.lr {
+                    Some(lr) if get("lr") == "find" => format!("{lr:.2e} (find)"),
+                    _ => get("lr"),
+                },
+            ]),
+            row(&[
+                &c.t("warmup (steps)", "warmup (steps)"),
+                &s.warmup_steps.map_or_else(|| get("warmup_steps"), |w| w.to_string()),
+            ]),
+            row(&[&"packing", &get("packing")]),
+            row(&[
+                &c.t("couverture du corpus", "corpus coverage"),
+                &s.coverage.map_or_else(|| "—".into(), |v| c.pct(v)),
+            ]),
             row(&[&"weight decay", &get("weight_decay")]),
             row(&[&c.t("clipping du gradient", "gradient clipping"), &get("max_grad_norm")]),
             row(&[&"max_length", &get("max_length")]),
@@ -713,12 +811,14 @@ fn hyper_parameters(c: &Ctx) -> Built {
             caption: format!(
                 "{} {} {}",
                 c.t("Warmup linéaire sur", "Linear warm-up over"),
-                get("warmup_steps"),
+                s.warmup_steps.map_or_else(|| get("warmup_steps"), |w| w.to_string()),
                 c.t("steps, puis décroissance linéaire jusqu'à 0.", "steps, then linear decay to 0.")
             ),
         }),
         Err(e) => missing.push(format!("metrics.jsonl: {e}")),
     }
+    learning_rate_choice(c, s, &mut b, &mut missing);
+    ablation(c, &mut b);
     let train: Vec<(f64, f64)> = records.iter().filter_map(|r: &Record| r.loss.map(|v| (r.step as f64, v))).collect();
     let valid: Vec<(f64, f64)> = records.iter().filter_map(|r| r.eval_loss.map(|v| (r.step as f64, v))).collect();
     let best = s.best.map(|(step, loss)| {

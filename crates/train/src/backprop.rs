@@ -145,12 +145,12 @@ pub fn micro_batch<B: TrainBackend>(
     let recompute = activations == Activations::Recomputed;
 
     // Forward: the embeddings, the blocks without a graph, then the segments.
-    let embedded = model.embed(batch.ids.clone(), 0, &mut pass); // [b, t, c]
+    let embedded = model.embed(batch.ids.clone(), 0, batch.layout.documents.as_ref(), &mut pass); // [b, t, c]
     let mut x = embedded.clone().inner();
     // Its graph, kept for the embeddings' backward when they train.
     let embedded = embeddings_train.then_some(embedded);
     for block in &model.h[..first] {
-        x = block.forward(Tensor::from_inner(x), batch.pad.clone(), &mut pass).inner();
+        x = block.forward(Tensor::from_inner(x), &batch.layout, &mut pass).inner();
     }
     // Recomputed blocks run their forward pass with parameters that record
     // nothing: the same backend and kernels as the recomputation (the inner
@@ -163,14 +163,14 @@ pub fn micro_batch<B: TrainBackend>(
         match &untracked {
             None => {
                 let input = leaf::<B, 3>(x, tracked);
-                let output = model.h[i].forward(input.clone(), batch.pad.clone(), &mut pass);
+                let output = model.h[i].forward(input.clone(), &batch.layout, &mut pass);
                 x = output.clone().inner();
                 segments.push(Segment::Kept { block: i, input, output });
             }
             Some(untracked) => {
                 B::seed(&device, block_seed(seed, i));
                 let replay = pass.clone();
-                let output = untracked.h[i].forward(Tensor::from_inner(x.clone()), batch.pad.clone(), &mut pass);
+                let output = untracked.h[i].forward(Tensor::from_inner(x.clone()), &batch.layout, &mut pass);
                 segments.push(Segment::Recomputed { block: i, input: x, pass: replay });
                 x = output.inner();
             }
@@ -207,7 +207,7 @@ pub fn micro_batch<B: TrainBackend>(
             Segment::Recomputed { block, input, pass: mut replay } => {
                 B::seed(&device, block_seed(seed, block));
                 let input = leaf::<B, 3>(input, embeddings_train || block > first);
-                let output = model.h[block].forward(input.clone(), batch.pad.clone(), &mut replay);
+                let output = model.h[block].forward(input.clone(), &batch.layout, &mut replay);
                 (block, input, output)
             }
         };

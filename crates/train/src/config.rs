@@ -4,6 +4,58 @@ use serde::{Deserialize, Serialize};
 use tp06_artifact::SettingError;
 use tp06_model::Precision;
 
+pub use crate::examples::Packing;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// `train.lr`: a rate, or the range test's suggestion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LearningRate {
+    /// This peak rate.
+    Fixed(f64),
+    /// The suggestion of a range test run first (`"find"`).
+    Find,
+}
+
+impl LearningRate {
+    /// The rate, when fixed.
+    pub fn fixed(self) -> Option<f64> {
+        match self {
+            LearningRate::Fixed(lr) => Some(lr),
+            LearningRate::Find => None,
+        }
+    }
+}
+
+impl Serialize for LearningRate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LearningRate::Fixed(lr) => serializer.serialize_f64(*lr),
+            LearningRate::Find => serializer.serialize_str("find"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LearningRate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spelling {
+            Rate(f64),
+            Name(String),
+        }
+        match Spelling::deserialize(deserializer)? {
+            Spelling::Rate(lr) => Ok(LearningRate::Fixed(lr)),
+            Spelling::Name(name) if name == "find" => Ok(LearningRate::Find),
+            Spelling::Name(name) => Err(serde::de::Error::custom(format!(
+                "`{name}`: use a rate (e.g. 5e-5) or \"find\" (a range test picks it)"
+            ))),
+        }
+    }
+}
+
 /// The train stage's settings; the course's values are in `presets/tp06.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,10 +68,16 @@ pub struct Config {
     pub batch_size: usize,
     /// Micro-batches accumulated per optimiser step (course: 8).
     pub grad_accum: usize,
-    /// Peak learning rate (course: 5e-5).
-    pub lr: f64,
+    /// Peak learning rate (course: 5e-5), or `"find"`: the suggestion of a
+    /// learning-rate range test run first from the same initial state
+    /// (`tp06 lr-find`); the rate used is in the stage's statistics.
+    pub lr: LearningRate,
     /// Linear warm-up steps from 0 to `lr` (course: 100), then linear decay to 0.
     pub warmup_steps: u64,
+    /// The warm-up as a fraction of all the run's steps instead (HF's
+    /// `warmup_ratio`); with it, `warmup_steps` must be 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ratio: Option<f64>,
     /// AdamW decoupled weight decay, not applied to biases and LayerNorm weights (0.01).
     pub weight_decay: f64,
     /// AdamW β₁ (0.9).
@@ -36,9 +94,16 @@ pub struct Config {
     pub seed: u64,
     /// Train on the padding positions too (the course's defect: `labels = input_ids`).
     pub pad_in_loss: bool,
-    /// Concatenate the articles, separated by `</s>`, into full `max_length`
-    /// blocks as HF `run_clm` does (no padding at all).
-    pub packing: bool,
+    /// How articles share examples: `false`, one per example, cut at
+    /// `max_length` (the course); `true`, concatenated with `</s>` into full
+    /// blocks as HF `run_clm` does (articles attend to each other, the
+    /// remainder dropped); `"documents"`, every token: long articles go on in
+    /// the next block, short ones share blocks, each attending to itself only.
+    pub packing: Packing,
+    /// With `packing = "documents"`: tokens of an article that goes on in a
+    /// new block repeated there as context (out of the loss). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub window_overlap: usize,
     /// Log the training loss every this many steps (course: 10).
     pub logging_every: u64,
     /// Evaluate on the validation split every this many steps (0: only at the end).
@@ -62,12 +127,39 @@ pub struct Config {
 }
 
 impl Config {
+    /// Warm-up steps of a run of `total_steps`.
+    pub fn warmup(&self, total_steps: u64) -> u64 {
+        match self.warmup_ratio {
+            Some(ratio) => (ratio * total_steps as f64).ceil() as u64,
+            None => self.warmup_steps,
+        }
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SettingError> {
         let fail = |key: &str, problem: String| Err(SettingError::new(format!("train.{key}"), problem));
         let positive =
             |key: &str, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { fail(key, format!("{v} must be > 0")) };
-        positive("lr", self.lr)?;
+        if let Some(lr) = self.lr.fixed() {
+            positive("lr", lr)?;
+        }
+        if let Some(ratio) = self.warmup_ratio {
+            if !(0.0..1.0).contains(&ratio) {
+                return fail("warmup_ratio", format!("{ratio} must be in [0, 1)"));
+            }
+            if self.warmup_steps != 0 {
+                return fail(
+                    "warmup_ratio",
+                    format!("set with train.warmup_steps = {}; keep one of them (warmup_steps = 0)", self.warmup_steps),
+                );
+            }
+        }
+        if self.packing == Packing::Documents && self.window_overlap * 2 > self.max_length {
+            return fail(
+                "window_overlap",
+                format!("{} is more than half of train.max_length ({})", self.window_overlap, self.max_length),
+            );
+        }
         if self.batch_size == 0 {
             return fail("batch_size", "0; use at least 1 (course: 2)".into());
         }

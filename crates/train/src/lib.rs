@@ -5,13 +5,15 @@
 //! stage (initialised model and freeze plan). Outputs in `RUN_DIR/train/`:
 //! `tokens.json` (the token cache), `metrics.jsonl`, `loss.svg`, `export/` (the
 //! final model as an HF directory), `best/` (the best validation step's model,
-//! when there is a validation split), `checkpoints/`, `manifest.json`.
+//! when there is a validation split), `checkpoints/`, `manifest.json`; with
+//! `train.lr = "find"`, the range test's `lr_find.json` and `lr_find.svg`.
 
 pub mod backprop;
 pub mod chart;
 pub mod checkpoint;
 mod config;
 pub mod examples;
+pub mod lr_find;
 pub mod metrics;
 pub mod optim;
 mod stage;
@@ -21,8 +23,8 @@ pub mod trainer;
 use std::path::PathBuf;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, LoopState};
-pub use config::Config;
-pub use stage::{TrainStats, outputs, run};
+pub use config::{Config, LearningRate, Packing};
+pub use stage::{LR_FIND_DIR, TrainStats, find_lr, outputs, run};
 pub use train_loop::{Evaluation, KeepBest, Loop, Validation, steps_per_epoch, train_loop};
 pub use trainer::{Trainer, TrainerSettings};
 
@@ -72,6 +74,9 @@ pub enum TrainError {
     /// A checkpoint or metrics file is unreadable.
     #[error("`{path}`: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// The learning-rate range test found no rate.
+    #[error("train.lr = \"find\": {reason}")]
+    RangeTest { reason: String },
     /// The loss plot could not be drawn.
     #[error("cannot draw the loss plot: {0}")]
     Plot(#[from] chart::ChartError),

@@ -16,7 +16,9 @@ use tp06_vocab::{Tok, VocabInfo};
 use crate::TrainError;
 use crate::checkpoint::{self, Checkpoint, LoopState};
 use crate::config::Config;
+use crate::config::{LearningRate, Packing};
 use crate::examples::{self, Example, ExampleOptions};
+use crate::lr_find::{self, RangeTest};
 use crate::metrics::{self, Record};
 use crate::train_loop::{Evaluation, KeepBest, Loop, Validation, steps_per_epoch, train_loop};
 use crate::trainer::{Trainer, TrainerSettings};
@@ -52,6 +54,16 @@ pub struct TrainStats {
     pub total_steps: u64,
     /// Fraction of token positions that are padding.
     pub padding_fraction: f64,
+    /// Article tokens trained as next-token targets / those that can be
+    /// (all but each article's first): what `train.packing` keeps of the corpus.
+    #[serde(default)]
+    pub coverage: Option<f64>,
+    /// The peak learning rate used: `train.lr`, or the range test's suggestion.
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// The warm-up steps used.
+    #[serde(default)]
+    pub warmup_steps: Option<u64>,
     /// Last logged training loss.
     pub final_loss: Option<f64>,
     /// Validation loss of the model before training.
@@ -84,6 +96,12 @@ impl TrainStats {
             self.total_steps,
             100.0 * self.padding_fraction
         );
+        if let Some(coverage) = self.coverage {
+            out += &format!("Corpus coverage: {:.1}% of the tokens trained\n", 100.0 * coverage);
+        }
+        if let (Some(lr), Some(warmup)) = (self.lr, self.warmup_steps) {
+            out += &format!("Learning rate: {lr:.2e} after {warmup} warm-up steps\n");
+        }
         if let Some(loss) = self.final_loss {
             out += &format!("Final training loss: {loss:.4}\n");
         }
@@ -136,6 +154,8 @@ impl Upstreams {
 /// What the loop trains on and is evaluated on.
 struct Datasets {
     train: Vec<Example>,
+    /// Of the training corpus, the share of tokens that train.
+    coverage: f64,
     validation: Validation,
 }
 
@@ -191,13 +211,15 @@ fn prepare_datasets(
         eos_id: info.eos_id.unwrap_or(info.pad_id),
         pad_in_loss: config.pad_in_loss,
         packing: config.packing,
+        window_overlap: config.window_overlap,
     };
-    let train = examples::build(&cache.train, options);
-    if train.is_empty() {
+    let built = examples::build(&cache.train, options);
+    if built.examples.is_empty() {
         return Err(TrainError::NoExamples);
     }
-    let eval_options = ExampleOptions { pad_in_loss: false, packing: false, ..options };
+    let eval_options = ExampleOptions { pad_in_loss: false, packing: Packing::None, ..options };
     let valid: Vec<Example> = examples::build(&cache.valid, eval_options)
+        .examples
         .into_iter()
         .map(|mut e| {
             if let Some(first_pad) = e.attention.iter().position(|a| !a) {
@@ -214,7 +236,8 @@ fn prepare_datasets(
             tok.decode(&real, true).map(|s| s.chars().count()).unwrap_or(0)
         })
         .sum();
-    Ok(Datasets { train, validation: Validation { examples: valid, chars } })
+    let coverage = built.coverage();
+    Ok(Datasets { train: built.examples, coverage, validation: Validation { examples: valid, chars } })
 }
 
 /// The checkpoint to resume from: the last one of this very run (same
@@ -309,8 +332,32 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
         total_steps,
         padding_fraction: train.iter().map(|e| e.attention.iter().filter(|a| !**a).count()).sum::<usize>() as f64
             / (train.len() * config.max_length) as f64,
+        coverage: Some(data.coverage),
+        warmup_steps: Some(config.warmup(total_steps)),
         ..Default::default()
     };
+
+    // The peak learning rate: set, or the range test's (run once per fingerprint).
+    let lr = match config.lr {
+        LearningRate::Fixed(lr) => lr,
+        LearningRate::Find => {
+            let dir = run.stage_dir(Stage::Train);
+            let done = RangeTest::read(&dir.join(lr_find::outputs::JSON)).filter(|t| t.fingerprint == fingerprint);
+            let test = match done {
+                Some(test) => test,
+                None => {
+                    let found =
+                        lr_find::run_test(&model, &plan, train, config, device, fingerprint.clone(), ctx.watch())?;
+                    let test = found.ok_or_else(|| Interrupted::of(Stage::Train, run))?;
+                    test.write(&dir)?;
+                    test
+                }
+            };
+            tracing::info!("range test: learning rate {:.2e} ({})", test.suggestion, test.rule);
+            test.suggestion
+        }
+    };
+    stats.lr = Some(lr);
 
     // The trainer: resumed from this run's checkpoint, or fresh and evaluated once.
     let mut trainer = Trainer::new(model, plan, TrainerSettings::of(config), device.clone());
@@ -352,6 +399,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     let best_dir = writer.path(outputs::BEST);
     let the_loop = Loop {
         config,
+        lr,
         train,
         shuffle: true,
         total_steps,
@@ -387,6 +435,34 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }
 
+/// Where `tp06 lr-find` writes, in the run directory: beside the stages, not in one.
+pub const LR_FIND_DIR: &str = "lr-find";
+
+/// The learning-rate range test of the train stage's settings (`tp06
+/// lr-find`): from the model stage's output, on the train stage's batches,
+/// written to `RUN_DIR/lr-find/` (`lr_find.json`, `lr_find.svg`, the token
+/// cache); the stages' outputs are left as they are.
+pub fn find_lr<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> Result<RangeTest, TrainError> {
+    let (run, device) = (ctx.run, &ctx.device);
+    config.validate()?;
+    let upstream = Upstreams::require(run)?;
+    let inputs = [upstream.data.input.clone(), upstream.vocab.input.clone(), upstream.model.input.clone()];
+    let config_json = serde_json::to_value(config).expect("the train config serialises");
+    let fingerprint = tp06_artifact::Fingerprint::compute(Stage::Train, &config_json, &inputs).0;
+    let dir = run.root().join(LR_FIND_DIR);
+    tp06_artifact::fs::create_dir_all(&dir)?;
+    let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
+    let data = prepare_datasets(run, &upstream, config, &model_config, &dir.join(outputs::TOKENS))?;
+    let stopped = || {
+        let rerun = format!("cargo xtask lr-find --run-dir {}", run.root().display());
+        TrainError::Stopped(Interrupted { stage: Stage::Train, rerun })
+    };
+    let test = lr_find::run_test(&model, &plan, &data.train, config, device, fingerprint, ctx.watch())?;
+    let test = test.ok_or_else(stopped)?;
+    test.write(&dir)?;
+    Ok(test)
+}
+
 /// What an exported HF directory holds beside the weights: the model stage's
 /// `config.json` and the vocab stage's tokenizer files.
 fn hf_files(run: &RunDir) -> Vec<PathBuf> {
@@ -414,8 +490,10 @@ fn finish_stats(
 /// The stage's outputs, as the manifest lists them.
 fn output_files(writer: &StageWriter) -> Vec<String> {
     let mut files = vec![outputs::TOKENS.to_string(), outputs::METRICS.to_string()];
-    if writer.path(outputs::PLOT).exists() {
-        files.push(outputs::PLOT.to_string());
+    for file in [outputs::PLOT, lr_find::outputs::JSON, lr_find::outputs::PLOT] {
+        if writer.path(file).exists() {
+            files.push(file.to_string());
+        }
     }
     for dir in [outputs::EXPORT, outputs::BEST] {
         if let Ok(entries) = std::fs::read_dir(writer.path(dir)) {

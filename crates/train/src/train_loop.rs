@@ -66,6 +66,8 @@ pub struct KeepBest<'a> {
 pub struct Loop<'a> {
     /// The train stage's settings (batch, accumulation, schedule, cadences).
     pub config: &'a Config,
+    /// The peak learning rate: `train.lr`, or the range test's suggestion.
+    pub lr: f64,
     /// The training examples.
     pub train: &'a [Example],
     /// Shuffle each epoch (off only for parity tests with a fixed order).
@@ -118,7 +120,7 @@ pub fn train_loop<B: TrainBackend>(
         let step = trainer.step;
 
         // The learning rate of this step.
-        let lr = linear_schedule(config.lr, step, config.warmup_steps, total);
+        let lr = linear_schedule(run.lr, step, config.warmup(total), total);
 
         // Its micro-batches in this epoch's order; their gradients accumulated,
         // clipped, and the AdamW step.
@@ -281,7 +283,7 @@ impl EpochOrder {
 }
 
 /// A seeded permutation per epoch (HF shuffles every epoch with a seeded sampler).
-fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+pub(crate) fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     if shuffle {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (epoch + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -296,7 +298,7 @@ pub fn steps_per_epoch(examples: usize, batch_size: usize, grad_accum: usize) ->
 }
 
 /// The micro-batches of optimiser step `step_in_epoch` of an epoch in `order`.
-fn micro_batches<'a>(
+pub(crate) fn micro_batches<'a>(
     examples: &'a [Example],
     order: &[usize],
     step_in_epoch: u64,
@@ -320,8 +322,9 @@ mod tests {
         assert_eq!(steps_per_epoch(1200, 2, 8), 75);
         // 923 articles: 462 micro-batches (the last of 1) → 58 steps, the last of 6.
         assert_eq!(steps_per_epoch(923, 2, 8), 58);
-        let examples: Vec<Example> =
-            (0..923).map(|i| Example { input_ids: vec![i], labels: vec![i as i64], attention: vec![true] }).collect();
+        let examples: Vec<Example> = (0..923)
+            .map(|i| Example { input_ids: vec![i], labels: vec![i as i64], attention: vec![true], positions: None })
+            .collect();
         let order: Vec<usize> = (0..923).collect();
         let last = micro_batches(&examples, &order, 57, 2, 8);
         assert_eq!(last.len(), 6);

@@ -15,9 +15,9 @@ use std::ops::Range;
 use burn::module::{AutodiffModule, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Bool, s};
+use burn::tensor::s;
 use tp06_model::rng::{GAMMA, mix64};
-use tp06_model::{FreezePlan, Gpt2, Gpt2Ops, Kernels, NamedParams, Pass, Precision, TrainBackend};
+use tp06_model::{Documents, FreezePlan, Gpt2, Gpt2Ops, Kernels, Layout, NamedParams, Pass, Precision, TrainBackend};
 
 use crate::backprop::{self, Activations};
 use crate::config::Config;
@@ -73,8 +73,8 @@ pub struct Batch<B: Backend> {
     pub targets: Vec<u32>,
     /// `b·(t−1)` weights: 1 where the target counts, else 0.
     pub weights: Vec<f32>,
-    /// `[b, t]` padding keys (true = padding), when the batch has any.
-    pub pad: Option<Tensor<B, 2, Bool>>,
+    /// Its padding keys and, when the examples pack several articles, their documents.
+    pub layout: Layout<B>,
     /// Token positions (padding included), for throughput.
     pub positions: usize,
 }
@@ -97,7 +97,16 @@ impl<B: Backend> Batch<B> {
             let mask: Vec<bool> = examples.iter().flat_map(|e| e.attention.iter().map(|a| !a)).collect();
             Tensor::from_data(TensorData::new(mask, [b, t]), device)
         });
-        Self { ids: Tensor::from_data(TensorData::new(ids, [b, t]), device), targets, weights, pad, positions: b * t }
+        // Packed examples keep their articles apart; the others run as one document each.
+        let documents = examples.iter().any(|e| e.positions.is_some()).then(|| {
+            let positions = examples.iter().flat_map(|e| match &e.positions {
+                Some(positions) => positions.clone(),
+                None => (0..t as u32).collect(),
+            });
+            Documents::new(positions.collect(), t)
+        });
+        let ids = Tensor::from_data(TensorData::new(ids, [b, t]), device);
+        Self { ids, targets, weights, layout: Layout { pad, documents }, positions: b * t }
     }
 }
 
@@ -105,7 +114,7 @@ impl<B: Backend> Batch<B> {
 /// weight 0 excluded) in `pass`, as a one-element tensor.
 pub fn nll_sum<B: Gpt2Ops>(model: &Gpt2<B>, batch: &Batch<B>, pass: &mut Pass) -> Tensor<B, 1> {
     let [b, t] = batch.ids.dims();
-    let hidden = model.hidden(batch.ids.clone(), batch.pad.clone(), None, pass); // [b, t, c]
+    let hidden = model.hidden(batch.ids.clone(), &batch.layout, None, pass); // [b, t, c]
     let c = hidden.dims()[2];
     let hidden = hidden.slice(s![.., 0..t - 1, ..]).reshape([b * (t - 1), c]); // [n, c]
     let logits = model.head_2d(hidden, pass); // [n, vocab]

@@ -76,7 +76,7 @@ fn twenty_steps_equal_hf_trainer() {
 fn config_of(args: &Value) -> tp06_train::Config {
     let arg = |key: &str| args[key].as_f64().unwrap_or_else(|| panic!("golden.json: args.{key}"));
     tp06_train::Config {
-        lr: arg("learning_rate"),
+        lr: tp06_train::LearningRate::Fixed(arg("learning_rate")),
         warmup_steps: arg("warmup_steps") as u64,
         weight_decay: arg("weight_decay"),
         max_grad_norm: arg("max_grad_norm"),

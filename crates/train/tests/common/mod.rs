@@ -15,7 +15,7 @@ use tp06_model::{BlockCount, FreezeConfig, FreezePlan, Gpt2, Gpt2Config, HfConfi
 use tp06_train::examples::Example;
 use tp06_train::optim::AdamW;
 use tp06_train::trainer::{Trainer, parameters};
-use tp06_train::{Config, Loop, LoopState, train_loop};
+use tp06_train::{Config, LearningRate, Loop, LoopState, Packing, train_loop};
 
 pub type B = Autodiff<Cpu>;
 
@@ -45,6 +45,7 @@ pub fn examples(case: &str) -> Vec<Example> {
                 input_ids: list("input_ids").into_iter().map(|i| i as u32).collect(),
                 labels: list("labels"),
                 attention: list("attention_mask").into_iter().map(|m| m == 1).collect(),
+                positions: None,
             }
         })
         .collect()
@@ -56,8 +57,9 @@ pub fn config() -> Config {
         max_steps: Some(20),
         batch_size: 2,
         grad_accum: 4,
-        lr: 1e-3,
+        lr: LearningRate::Fixed(1e-3),
         warmup_steps: 5,
+        warmup_ratio: None,
         weight_decay: 0.01,
         adam_beta1: 0.9,
         adam_beta2: 0.999,
@@ -66,7 +68,8 @@ pub fn config() -> Config {
         max_length: 16,
         seed: 42,
         pad_in_loss: true,
-        packing: false,
+        packing: Packing::None,
+        window_overlap: 0,
         logging_every: 1,
         eval_every: 0,
         checkpoint_every: 1000,
@@ -138,6 +141,7 @@ pub fn run_loop(
     };
     let the_loop = Loop {
         config: c,
+        lr: c.lr.fixed().expect("a set rate"),
         train,
         shuffle: false,
         total_steps: total,

@@ -1,0 +1,286 @@
+//! The learning-rate range test (L. Smith, "Cyclical Learning Rates for
+//! Training Neural Networks", 2017, §3.3; fastai's `lr_find`): from the run's
+//! initial state, optimiser steps of the run's own batches at a rate that
+//! grows exponentially from [`START_LR`] to [`END_LR`], ten steps a decade,
+//! the loss of each recorded, until the loss diverges. The model it trains
+//! is thrown away.
+//!
+//! The suggestion is the rate at the minimum of the smoothed loss divided by
+//! ten (fastai's `lr_min`; Smith's "the maximum where the loss still falls,
+//! a little below"): at the minimum the loss is about to blow up, an order of
+//! magnitude below it training is fast and stable. Measured on the shared
+//! corpus and mini model (QUALITY.md), full two-epoch trainings at rates
+//! around it end within 1 % of the best one found; fastai's `valley` rule
+//! (two thirds down the longest fall) and the steepest point are recorded
+//! beside it — `valley` sat an order of magnitude too low there, and the
+//! steepest point of a noisy curve moves with its noise.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tp06_artifact::Watch;
+use tp06_model::TrainBackend;
+
+use crate::TrainError;
+use crate::chart::{PALETTE, Series, line_chart};
+use crate::config::Config;
+use crate::examples::Example;
+use crate::train_loop::{epoch_order, micro_batches, steps_per_epoch};
+use crate::trainer::{StepError, Trainer};
+
+/// The first rate tried (below it, nothing moves in a fine-tune).
+pub const START_LR: f64 = 1e-6;
+/// The last rate tried, if the loss has not diverged before.
+pub const END_LR: f64 = 1.0;
+/// Optimiser steps from [`START_LR`] to [`END_LR`]: ten a decade.
+pub const STEPS: u64 = 61;
+/// Weight of the past in the loss's moving average: a memory of about ten
+/// steps, one decade of rates (fastai's 0.98 over its 100 steps lags by
+/// several decades, which moves the minimum).
+const SMOOTHING: f64 = 0.9;
+/// The sweep stops once the smoothed loss exceeds its minimum this many times.
+const DIVERGED: f64 = 4.0;
+
+/// Version of `lr_find.json`.
+pub const RANGE_TEST_VERSION: u32 = 1;
+
+/// One step of the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// The step's learning rate.
+    pub lr: f64,
+    /// The step's training loss.
+    pub loss: f64,
+    /// Its exponential moving average, bias-corrected.
+    pub smoothed: f64,
+}
+
+/// A range test's curve and suggestion (`lr_find.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangeTest {
+    /// [`RANGE_TEST_VERSION`].
+    pub version: u32,
+    /// The settings and inputs it ran from (the train stage's fingerprint).
+    pub fingerprint: String,
+    /// The sweep, in order.
+    pub points: Vec<Point>,
+    /// The suggested peak learning rate.
+    pub suggestion: f64,
+    /// The rule that gave it.
+    pub rule: String,
+    /// What the other rules would suggest, by name.
+    pub others: BTreeMap<String, f64>,
+}
+
+impl RangeTest {
+    /// The test of `points`, with its suggestion.
+    pub fn of(points: Vec<Point>, fingerprint: String) -> Result<Self, TrainError> {
+        let falls = valley(&points).is_some();
+        let suggestion = minimum(&points).filter(|_| falls).map(|lr| lr / 10.0).ok_or(TrainError::RangeTest {
+            reason: format!(
+                "the loss did not fall over the {} steps from {START_LR:e} (the sweep stops where it diverges); set train.lr to a rate instead",
+                points.len()
+            ),
+        })?;
+        let mut others = BTreeMap::new();
+        if let Some(lr) = valley(&points) {
+            others.insert("valley".into(), lr);
+        }
+        if let Some(lr) = steepest(&points) {
+            others.insert("steepest".into(), lr);
+        }
+        Ok(Self {
+            version: RANGE_TEST_VERSION,
+            fingerprint,
+            points,
+            suggestion,
+            rule: "minimum of the smoothed loss / 10".into(),
+            others,
+        })
+    }
+
+    /// Reads `lr_find.json`, when it is there and of this version.
+    pub fn read(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str::<Self>(&text).ok().filter(|t| t.version == RANGE_TEST_VERSION)
+    }
+
+    /// Writes `lr_find.json` and its curve `lr_find.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), TrainError> {
+        tp06_artifact::fs::write_json_atomic(&dir.join(outputs::JSON), self)?;
+        tp06_artifact::fs::write_atomic(&dir.join(outputs::PLOT), self.svg()?.as_bytes())?;
+        Ok(())
+    }
+
+    /// The curve: loss and smoothed loss against log₁₀ of the rate, the suggestion marked.
+    pub fn svg(&self) -> Result<String, TrainError> {
+        let log = |lr: f64| lr.log10();
+        let raw = self.points.iter().map(|p| (log(p.lr), p.loss)).collect();
+        let smooth: Vec<(f64, f64)> = self.points.iter().map(|p| (log(p.lr), p.smoothed)).collect();
+        let at = self
+            .points
+            .iter()
+            .min_by(|a, b| {
+                (log(a.lr) - log(self.suggestion)).abs().total_cmp(&(log(b.lr) - log(self.suggestion)).abs())
+            })
+            .map_or(0.0, |p| p.smoothed);
+        let series = [
+            Series { label: "loss", points: raw, color: PALETTE[0], markers: false },
+            Series { label: "smoothed", points: smooth, color: PALETTE[1], markers: false },
+        ];
+        let mark = ((log(self.suggestion), at), format!("suggested {:.1e}", self.suggestion));
+        Ok(line_chart("Learning-rate range test", "log10(learning rate)", "training loss", &series, Some(mark))?)
+    }
+}
+
+/// The range test's files.
+pub mod outputs {
+    /// The curve and the suggestion.
+    pub const JSON: &str = "lr_find.json";
+    /// The curve, drawn.
+    pub const PLOT: &str = "lr_find.svg";
+}
+
+/// The sweep: optimiser steps of `trainer` over `train`'s batches (in the
+/// loop's order) at growing rates, until the loss diverges, is not finite, or
+/// [`STEPS`] are done; shown by `watch`, `None` when it says stop.
+pub fn sweep<B: TrainBackend>(
+    trainer: &mut Trainer<B>,
+    train: &[Example],
+    config: &Config,
+    watch: Watch<'_>,
+) -> Result<Option<Vec<Point>>, TrainError> {
+    let per_epoch = steps_per_epoch(train.len(), config.batch_size, config.grad_accum).max(1);
+    let mut task = watch.begin("lr-find", STEPS);
+    let (mut average, mut best) = (0.0f64, f64::INFINITY);
+    let mut points = Vec::new();
+    for k in 0..STEPS {
+        let lr = START_LR * (END_LR / START_LR).powf(k as f64 / (STEPS - 1) as f64);
+        let order = epoch_order(train.len(), config.seed, k / per_epoch, true);
+        let batches = micro_batches(train, &order, k % per_epoch, config.batch_size, config.grad_accum);
+        let loss = match trainer.step_unless(&batches, lr, watch.stop) {
+            Ok(result) => result.loss,
+            Err(StepError::Stopped) => {
+                task.finish();
+                return Ok(None);
+            }
+            Err(StepError::NonFinite(_)) => break,
+            Err(StepError::NoExamples) => return Err(TrainError::EmptyStep { step: k + 1 }),
+        };
+        average = SMOOTHING * average + (1.0 - SMOOTHING) * loss;
+        let smoothed = average / (1.0 - SMOOTHING.powi(k as i32 + 1));
+        points.push(Point { lr, loss, smoothed });
+        best = best.min(smoothed);
+        task.set_position(k + 1);
+        task.set_message(format!("lr {lr:.1e} loss {smoothed:.4}"));
+        if smoothed > DIVERGED * best {
+            break;
+        }
+    }
+    task.finish();
+    Ok(Some(points))
+}
+
+/// fastai's `valley`: the longest decreasing subsequence of the smoothed loss,
+/// and the rate two thirds of the way along it.
+pub fn valley(points: &[Point]) -> Option<f64> {
+    let n = points.len();
+    if n < 3 {
+        return None;
+    }
+    let losses: Vec<f64> = points.iter().map(|p| p.smoothed).collect();
+    let mut longest = vec![1usize; n];
+    let (mut start, mut end) = (0, 0);
+    for i in 1..n {
+        for j in 0..i {
+            if losses[i] < losses[j] && longest[i] < longest[j] + 1 {
+                longest[i] = longest[j] + 1;
+            }
+        }
+        if longest[end] < longest[i] {
+            end = i;
+            start = end.saturating_sub(longest[end]); // (fastai's, one before the fall's first point)
+        }
+    }
+    if end == 0 {
+        return None; // the loss never fell
+    }
+    let third = (end - start) as f64 / 3.0;
+    Some(points[start + third as usize + (third / 2.0) as usize].lr)
+}
+
+/// The rate where the smoothed loss falls fastest against log(rate).
+pub fn steepest(points: &[Point]) -> Option<f64> {
+    (1..points.len().saturating_sub(1))
+        .map(|i| {
+            let slope =
+                (points[i + 1].smoothed - points[i - 1].smoothed) / (points[i + 1].lr.ln() - points[i - 1].lr.ln());
+            (i, slope)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| points[i].lr)
+}
+
+/// The rate of the smoothed loss's minimum.
+pub fn minimum(points: &[Point]) -> Option<f64> {
+    points.iter().min_by(|a, b| a.smoothed.total_cmp(&b.smoothed)).map(|p| p.lr)
+}
+
+/// Runs the range test of `config` from `model` (cloned: the caller's is
+/// untouched) on `train`; `None` when `watch` says stop.
+pub fn run_test<B: TrainBackend>(
+    model: &tp06_model::Gpt2<B>,
+    plan: &tp06_model::FreezePlan,
+    train: &[Example],
+    config: &Config,
+    device: &B::Device,
+    fingerprint: String,
+    watch: Watch<'_>,
+) -> Result<Option<RangeTest>, TrainError> {
+    let mut trainer =
+        Trainer::new(model.clone(), plan.clone(), crate::trainer::TrainerSettings::of(config), device.clone());
+    let Some(points) = sweep(&mut trainer, train, config, watch)? else { return Ok(None) };
+    RangeTest::of(points, fingerprint).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(losses: &[f64]) -> Vec<Point> {
+        losses.iter().enumerate().map(|(i, &l)| Point { lr: 10f64.powi(i as i32), loss: l, smoothed: l }).collect()
+    }
+
+    #[test]
+    fn the_valley_is_two_thirds_down_the_longest_fall() {
+        // Flat, a fall over indices 2..=8, then divergence.
+        let points = curve(&[5.0, 5.0, 4.9, 4.5, 4.0, 3.5, 3.1, 2.8, 2.7, 3.5, 9.0]);
+        // Longest decreasing run: 8 points ending at index 8, so fastai's start
+        // is 0; 8 / 3 = 2.67 → 0 + 2 + 1.
+        assert_eq!(valley(&points), Some(1e3));
+        assert_eq!(minimum(&points), Some(1e8));
+        // Central differences: the largest drop is at index 4 (3.5 − 4.5).
+        assert_eq!(steepest(&points), Some(1e4));
+        assert_eq!(valley(&curve(&[3.0, 3.0, 3.1])), None, "never falls");
+        assert_eq!(valley(&curve(&[5.0, 4.0, 3.0, 2.0, 9.0])), Some(1e1), "falls from the first point");
+    }
+
+    #[test]
+    fn the_suggestion_is_a_tenth_of_the_minimum_and_a_curve_that_never_falls_has_none() {
+        let test = RangeTest::of(curve(&[5.0, 5.0, 4.9, 4.5, 4.0, 3.5, 3.1, 2.8, 2.7, 3.5, 9.0]), "f".into()).unwrap();
+        assert_eq!(test.suggestion, 1e7, "minimum at 1e8");
+        assert_eq!((test.others["valley"], test.others["steepest"]), (1e3, 1e4));
+        let err = RangeTest::of(curve(&[3.0, 3.0, 3.1]), "f".into()).unwrap_err().to_string();
+        assert!(err.contains("did not fall") && err.contains("set train.lr to a rate"), "{err}");
+    }
+
+    #[test]
+    fn a_dip_of_a_few_steps_does_not_make_the_valley() {
+        // A steep one-step dip early, then a long steady fall.
+        let points = curve(&[5.0, 5.0, 2.0, 5.0, 4.8, 4.6, 4.4, 4.2, 4.0, 3.8, 3.6, 9.0]);
+        assert_eq!(steepest(&points), Some(1e1), "the steepest point is the dip");
+        // The fall 5.0 (index 3) … 3.6 (index 10): 8 points ending at 10, start 2 → 2 + 2 + 1.
+        assert_eq!(valley(&points), Some(1e5));
+    }
+}
