@@ -299,10 +299,11 @@ fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
     let rates: Vec<f64> = points.iter().map(|p| p["lr"].as_f64().unwrap()).collect();
     assert!(points.len() >= 10 && rates.windows(2).all(|w| w[1] > w[0]), "an increasing sweep: {rates:?}");
     let suggestion = test["suggestion"].as_f64().unwrap();
-    // The rule: a tenth of the rate where the smoothed loss is lowest.
-    let lowest =
-        points.iter().min_by(|a, b| a["smoothed"].as_f64().unwrap().total_cmp(&b["smoothed"].as_f64().unwrap()));
-    assert_eq!(suggestion, lowest.unwrap()["lr"].as_f64().unwrap() / 10.0);
+    // The rule: where the smoothed loss falls fastest against log(rate).
+    let smoothed: Vec<f64> = points.iter().map(|p| p["smoothed"].as_f64().unwrap()).collect();
+    let slope = |i: usize| (smoothed[i + 1] - smoothed[i - 1]) / (rates[i + 1].ln() - rates[i - 1].ln());
+    let steepest = (1..points.len() - 1).min_by(|&a, &b| slope(a).total_cmp(&slope(b))).unwrap();
+    assert_eq!(suggestion, rates[steepest]);
     assert!(std::fs::read_to_string(dir.path().join("lr-find/lr_find.svg")).unwrap().contains("<svg"));
     assert!(!dir.path().join("train").exists(), "the train stage is not run");
     assert_eq!(sha(&dir.path().join("model/manifest.json")), model_manifest);

@@ -24,7 +24,7 @@ impl Documents {
     /// When a row does not start a document, or a position neither starts
     /// one (0) nor follows its predecessor (+1): the ids of no packing.
     pub fn new(positions: Vec<u32>, t: usize) -> Self {
-        assert!(t > 0 && positions.len() % t == 0, "{} position ids in rows of {t}", positions.len());
+        assert!(t > 0 && positions.len().is_multiple_of(t), "{} position ids in rows of {t}", positions.len());
         for row in positions.chunks(t) {
             assert_eq!(row[0], 0, "a row starts a document");
             for pair in row.windows(2) {

@@ -54,13 +54,10 @@ fn weights(n: usize, vocab: usize, seed: u64) -> Vec<f32> {
 
 /// Logits `[n, vocab]` of the positions `rows × t`, and the gradient of
 /// `Σ logits · w` with respect to every parameter, by name.
-fn run(
-    model: &Gpt2<Ad>,
-    rows: &[Vec<u32>],
-    layout: &Layout<Ad>,
-    w: &[f32],
-    kernels: Kernels,
-) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+/// Logits, and gradients by parameter name.
+type Run = (Vec<f32>, Vec<(String, Vec<f32>)>);
+
+fn run(model: &Gpt2<Ad>, rows: &[Vec<u32>], layout: &Layout<Ad>, w: &[f32], kernels: Kernels) -> Run {
     let mut pass = Pass::inference().with_kernels(kernels);
     let logits = model.forward_with(ids(rows), layout, &mut pass); // [b, t, vocab]
     let [b, t, v] = logits.dims();
@@ -123,9 +120,9 @@ fn a_packed_block_computes_what_its_articles_compute_alone_on_both_routes() {
         let (packed, packed_grads) = run(&model, &[row0.clone(), row1.clone()], &layout, &w, kernels);
         // The articles one by one, each with its slice of the weights: the
         // packed loss is the sum of theirs, and so is its gradient.
-        let mut alone: Vec<(Vec<f32>, Vec<(String, Vec<f32>)>)> = Vec::new();
+        let mut alone: Vec<Run> = Vec::new();
         let mut start = 0;
-        for (article, row_start) in articles.iter().zip([0, lengths[0], lengths[0] + lengths[1]]).map(|(a, s)| (a, s)) {
+        for (article, row_start) in articles.iter().zip([0, lengths[0], lengths[0] + lengths[1]]) {
             let n = article.len();
             alone.push(run(
                 &model,

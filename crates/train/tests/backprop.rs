@@ -190,7 +190,7 @@ fn checkpointing_changes_no_bit_of_a_training() {
         let (kept, kept_weights) = run(false);
         let (recomputed, recomputed_weights) = run(true);
         assert_eq!(kept, recomputed, "{what}: losses and gradient norms");
-        let before = values(&model);
+        let before = values(model);
         let moved = kept_weights.iter().filter(|(name, w)| before[*name] != **w).count();
         assert!(kept[0].grad_norm > 0.0 && moved > 0, "{what}: it trains");
         assert_eq!(kept_weights, recomputed_weights, "{what}: weights");
