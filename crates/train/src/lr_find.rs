@@ -113,8 +113,10 @@ impl RangeTest {
     /// The curve: loss and smoothed loss against log₁₀ of the rate, the suggestion marked.
     pub fn svg(&self) -> Result<String, TrainError> {
         let log = |lr: f64| lr.log10();
-        let raw = self.points.iter().map(|p| (log(p.lr), p.loss)).collect();
-        let smooth: Vec<(f64, f64)> = self.points.iter().map(|p| (log(p.lr), p.smoothed)).collect();
+        // The diverging end would flatten the rest: losses above 1.5× the first are drawn at that height.
+        let top = 1.5 * self.points.first().map_or(f64::INFINITY, |p| p.smoothed);
+        let raw = self.points.iter().map(|p| (log(p.lr), p.loss.min(top))).collect();
+        let smooth: Vec<(f64, f64)> = self.points.iter().map(|p| (log(p.lr), p.smoothed.min(top))).collect();
         let at = self
             .points
             .iter()
