@@ -338,6 +338,22 @@ fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["lr"].as_f64())
         .fold(0.0, f64::max);
     assert!((peak - suggestion).abs() <= 1e-12 * suggestion, "the schedule peaks at the suggestion: {peak}");
+
+    // The report shows the range test beside the course's table, the coverage,
+    // and an ablation's figure when the run directory holds one.
+    let ablation = r#"{"rows": [{"rung": "course", "bits_per_char": 2.0}, {"rung": "documents apart", "bits_per_char": 1.25}],
+        "reference": {"rung": "transformers, course procedure", "bits_per_char": 2.0}}"#;
+    std::fs::write(dir.path().join("ablation.json"), ablation).unwrap();
+    let report = tp06(&["report", "--run-dir", &run_dir, "--lang", "en"]);
+    assert!(report.status.success(), "{:?}", text(&report));
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    for wanted in
+        ["learning rate (course, §6.1)", "(lr_find.svg)", "suggested rate", "corpus coverage", "(ablation.svg)"]
+    {
+        assert!(md.contains(wanted), "the report has {wanted:?}");
+    }
+    let bars = std::fs::read_to_string(dir.path().join("report/ablation.svg")).unwrap();
+    assert!(bars.contains("documents apart") && bars.contains("transformers, course procedure"), "{bars}");
 }
 
 #[test]
