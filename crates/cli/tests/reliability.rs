@@ -581,4 +581,12 @@ fn sigterm_stops_long_work_between_pieces_and_the_run_goes_on_to_the_same_result
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: the smart-initialisation demo stopped before it finished"), "{err}");
     assert!(!demo_file.exists(), "no demo written");
+
+    // And the learning-rate range test, between two micro-batches of its sweep, writing nothing.
+    let out = command(&["lr-find", "--run-dir", &run]).env("TP06_FAULT", "micro-batch@5").output().unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let again = format!("cargo xtask lr-find --run-dir {run}");
+    assert!(err.contains("the learning-rate range test stopped") && err.contains(&again), "{err}");
+    assert!(!reference.path().join("lr-find/lr_find.json").exists(), "no curve written");
 }

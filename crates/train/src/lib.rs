@@ -74,6 +74,11 @@ pub enum TrainError {
     /// A checkpoint or metrics file is unreadable.
     #[error("`{path}`: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// `tp06 lr-find` was asked to stop (Ctrl-C, SIGTERM) before it finished.
+    #[error(
+        "interrupted: the learning-rate range test stopped before it finished and wrote nothing; run `{rerun}` to do it again"
+    )]
+    RangeTestStopped { rerun: String },
     /// The learning-rate range test found no rate.
     #[error("train.lr = \"find\": {reason}")]
     RangeTest { reason: String },

@@ -453,10 +453,8 @@ pub fn find_lr<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) 
     tp06_artifact::fs::create_dir_all(&dir)?;
     let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
     let data = prepare_datasets(run, &upstream, config, &model_config, &dir.join(outputs::TOKENS))?;
-    let stopped = || {
-        let rerun = format!("cargo xtask lr-find --run-dir {}", run.root().display());
-        TrainError::Stopped(Interrupted { stage: Stage::Train, rerun })
-    };
+    let stopped =
+        || TrainError::RangeTestStopped { rerun: format!("cargo xtask lr-find --run-dir {}", run.root().display()) };
     let test = lr_find::run_test(&model, &plan, &data.train, config, device, fingerprint, ctx.watch())?;
     let test = test.ok_or_else(stopped)?;
     test.write(&dir)?;
