@@ -59,6 +59,12 @@ fn hub() -> Hub {
     Hub::from_env().with_progress(true)
 }
 
+/// What the stages (and the range test) run with: the run, the hub, the
+/// progress bars and the stop flag of this process.
+fn context<'a>(run: &'a RunDir, hub: &'a Hub, force: bool, resume: Resume) -> StageContext<'a> {
+    StageContext { run, hub, device: (), backend: "", progress: &ui::Bars, stop: &STOP, force, resume }
+}
+
 /// Runs one stage.
 fn run_stage(
     stage: Stage,
@@ -69,16 +75,7 @@ fn run_stage(
     resume: bool,
 ) -> Result<StageReport> {
     let hub = hub();
-    let ctx = StageContext {
-        run,
-        hub: &hub,
-        device: (),
-        backend: "",
-        progress: &ui::Bars,
-        stop: &STOP,
-        force,
-        resume: if resume { Resume::Require } else { Resume::Auto },
-    };
+    let ctx = context(run, &hub, force, if resume { Resume::Require } else { Resume::Auto });
     ctx.check_stop(stage)?;
     match stage {
         Stage::Data => Ok(tp06_data::run(&ctx, &config.data)?),
@@ -482,16 +479,7 @@ impl WithBackend for LrFind<'_> {
 fn lr_find_command(common: &Common) -> Result<()> {
     let (config, run) = setup(common)?;
     let hub = hub();
-    let ctx = StageContext {
-        run: &run,
-        hub: &hub,
-        device: (),
-        backend: "",
-        progress: &ui::Bars,
-        stop: &STOP,
-        force: common.force,
-        resume: Resume::Auto,
-    };
+    let ctx = context(&run, &hub, common.force, Resume::Auto);
     let test = backend::dispatch(common.backend.as_deref(), LrFind { ctx: &ctx, config: &config.train })??;
     let dir = run.root().join(tp06_train::LR_FIND_DIR);
     let last = test.points.last().map_or(0.0, |p| p.lr);

@@ -328,9 +328,8 @@ fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
     let stats = stats(dir.path(), "train");
     assert_eq!(stats["lr"].as_f64(), Some(suggestion), "the manifest records the rate used");
     assert_eq!(stats["warmup_steps"].as_u64(), Some(3), "half of 6 steps");
-    let manifest = manifest(dir.path(), "train");
-    let outputs: Vec<&str> =
-        manifest["outputs"].as_array().unwrap().iter().map(|o| o["path"].as_str().unwrap()).collect();
+    let first = manifest(dir.path(), "train");
+    let outputs: Vec<&str> = first["outputs"].as_array().unwrap().iter().map(|o| o["path"].as_str().unwrap()).collect();
     assert!(outputs.contains(&"lr_find.json") && outputs.contains(&"lr_find.svg"), "{outputs:?}");
     let metrics = std::fs::read_to_string(dir.path().join("train/metrics.jsonl")).unwrap();
     let peak = metrics
@@ -354,6 +353,13 @@ fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
     }
     let bars = std::fs::read_to_string(dir.path().join("report/ablation.svg")).unwrap();
     assert!(bars.contains("documents apart") && bars.contains("transformers, course procedure"), "{bars}");
+
+    // Trained again at a set rate, the stage no longer holds (or lists) a range test of its own.
+    let fixed = tp06(&["train", "--run-dir", &run_dir, "--quiet", "--set", "train.lr=1e-3"]);
+    assert!(fixed.status.success(), "{:?}", text(&fixed));
+    assert!(!dir.path().join("train/lr_find.json").exists() && !dir.path().join("train/lr_find.svg").exists());
+    let listed = manifest(dir.path(), "train")["outputs"].to_string();
+    assert!(!listed.contains("lr_find"), "{listed}");
 }
 
 #[test]

@@ -34,26 +34,6 @@ impl Documents {
         Self { positions, t }
     }
 
-    /// One document per row: positions `0 .. t` each.
-    pub fn single(b: usize, t: usize) -> Self {
-        Self::new((0..b).flat_map(|_| 0..t as u32).collect(), t)
-    }
-
-    /// The position ids, row after row (`b·t`).
-    pub fn positions(&self) -> &[u32] {
-        &self.positions
-    }
-
-    /// Positions per row.
-    pub fn len(&self) -> usize {
-        self.t
-    }
-
-    /// Whether the rows are empty (never: `t > 0`).
-    pub fn is_empty(&self) -> bool {
-        self.t == 0
-    }
-
     /// The first key that query `i` of row `row` sees: where its document starts.
     pub fn first_key(&self, row: usize, i: usize) -> usize {
         i - self.positions[row * self.t + i] as usize

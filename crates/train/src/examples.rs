@@ -173,8 +173,9 @@ fn concatenated(articles: &[Vec<u32>], options: ExampleOptions) -> (Vec<Example>
 fn documents(articles: &[Vec<u32>], options: ExampleOptions) -> (Vec<Example>, usize) {
     let n = options.max_length;
     let overlap = options.window_overlap.min(n.saturating_sub(2));
+    let empty = || Example { input_ids: vec![], labels: vec![], attention: vec![], positions: Some(vec![]) };
     let mut examples = Vec::new();
-    let mut block = Example { input_ids: vec![], labels: vec![], attention: vec![], positions: Some(vec![]) };
+    let mut block = empty();
     let mut trained = 0;
     for article in articles.iter().filter(|a| !a.is_empty()) {
         let tokens: Vec<u32> = article.iter().copied().chain([options.eos_id]).collect();
@@ -182,10 +183,7 @@ fn documents(articles: &[Vec<u32>], options: ExampleOptions) -> (Vec<Example>, u
         let mut next = 0;
         while next < tokens.len() {
             if block.input_ids.len() == n {
-                examples.push(std::mem::replace(
-                    &mut block,
-                    Example { input_ids: vec![], labels: vec![], attention: vec![], positions: Some(vec![]) },
-                ));
+                examples.push(std::mem::replace(&mut block, empty()));
             }
             // A part that goes on from an earlier block repeats some context first.
             let context = if next == 0 { 0 } else { overlap.min(next) };

@@ -15,8 +15,7 @@ use tp06_vocab::{Tok, VocabInfo};
 
 use crate::TrainError;
 use crate::checkpoint::{self, Checkpoint, LoopState};
-use crate::config::Config;
-use crate::config::{LearningRate, Packing};
+use crate::config::{Config, LearningRate, Packing};
 use crate::examples::{self, Example, ExampleOptions};
 use crate::lr_find::{self, RangeTest};
 use crate::metrics::{self, Record};
@@ -339,10 +338,16 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
 
     // The peak learning rate: set, or the range test's (run once per fingerprint).
     let lr = match config.lr {
-        LearningRate::Fixed(lr) => lr,
+        LearningRate::Fixed(lr) => {
+            // A range test of an earlier run of this stage is not this run's output.
+            for file in [lr_find::outputs::JSON, lr_find::outputs::PLOT] {
+                tp06_artifact::fs::remove_file_if_exists(&writer.path(file))?;
+            }
+            lr
+        }
         LearningRate::Find => {
-            let dir = run.stage_dir(Stage::Train);
-            let done = RangeTest::read(&dir.join(lr_find::outputs::JSON)).filter(|t| t.fingerprint == fingerprint);
+            let dir = writer.path("");
+            let done = RangeTest::read(&writer.path(lr_find::outputs::JSON)).filter(|t| t.fingerprint == fingerprint);
             let test = match done {
                 Some(test) => test,
                 None => {
