@@ -84,7 +84,7 @@ pub enum HubError {
 }
 
 /// What a local model path should be.
-const HUB_LAYOUT: &str = "point it at a model directory in hub layout (config.json, vocab.json, merges.txt, model.safetensors or pytorch_model.bin)";
+const HUB_LAYOUT: &str = "point it at a model directory in hub layout (config.json, vocab.json, merges.txt, model.safetensors or pytorch_model.bin, or a sharded checkpoint's index and shards)";
 
 impl HubError {
     /// `"; to work offline, point it at a local model directory: {setting}"`
@@ -250,6 +250,17 @@ pub fn model_dir(hub: &Hub, source: &crate::Source, wanted: &[&[&str]]) -> Resul
     for group in wanted {
         if let Some(file) = group.iter().find(|f| files.iter().any(|have| have == *f)) {
             let path = hub.get(&repo, file)?;
+            if crate::shards::ShardIndex::is_index(file) {
+                // A sharded checkpoint: every shard its index names.
+                let index = crate::shards::ShardIndex::read(&path).map_err(|detail| HubError::Other {
+                    repo: repo.to_string(),
+                    file: file.to_string(),
+                    detail,
+                })?;
+                for shard in index.files() {
+                    hub.get(&repo, shard)?;
+                }
+            }
             dir = path.parent().map(Path::to_path_buf);
         }
     }
@@ -329,6 +340,29 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, file).unwrap();
         }
+    }
+
+    /// A sharded checkpoint's index brings its shards; a shard the cache
+    /// lacks is named, offline.
+    #[test]
+    fn a_shard_index_fetches_every_shard_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = r#"{"weight_map": {"wte.weight": "model-1.safetensors", "wpe.weight": "model-2.safetensors"}}"#;
+        let files = ["config.json", "model.safetensors.index.json", "model-1.safetensors", "model-2.safetensors"];
+        fake_snapshot(dir.path(), "models--asi--big", "main", &files);
+        let snapshot = dir.path().join("models--asi--big/snapshots/abc123");
+        std::fs::write(snapshot.join("model.safetensors.index.json"), index).unwrap();
+        let hub = hub_in(dir.path(), true);
+        let source = crate::Source::Hub { repo: "asi/big".into(), revision: None };
+        let wanted: &[&[&str]] = &[&["config.json"], &["model.safetensors", "model.safetensors.index.json"]];
+        assert_eq!(model_dir(&hub, &source, wanted).unwrap(), snapshot);
+
+        std::fs::remove_file(snapshot.join("model-2.safetensors")).unwrap();
+        let err = model_dir(&hub, &source, wanted).unwrap_err();
+        assert!(matches!(&err, HubError::NotCached { file, .. } if file == "model-2.safetensors"), "{err}");
+        std::fs::write(snapshot.join("model.safetensors.index.json"), "{}").unwrap();
+        let err = model_dir(&hub, &source, wanted).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors.index.json") && err.contains("no `weight_map`"), "{err}");
     }
 
     #[test]

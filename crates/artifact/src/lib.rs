@@ -24,6 +24,7 @@ pub mod hub;
 mod manifest;
 mod progress;
 mod setting;
+pub mod shards;
 mod source;
 mod stage;
 

@@ -379,3 +379,97 @@ fn documents_packing_trains_every_token_and_says_so() {
     assert!(cut < 0.9 && every > 0.95, "coverage cut {cut}, packed {every}");
     assert!(stats["padding_fraction"].as_f64().unwrap() < 0.02, "only the last block is padded");
 }
+
+/// A base model stored sharded (an index and its shards, as larger hub
+/// models are) goes through the model stage as the same weights in one file
+/// do, and the stage's fingerprint covers every shard.
+#[test]
+fn a_sharded_base_model_loads_as_one_file_and_each_shard_counts() {
+    use burn::prelude::{Tensor, TensorData};
+    use tp06_model::backend::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, sharded, base) = (dir.path().join("whole"), dir.path().join("sharded"), dir.path().join("base"));
+    let run = demo(&whole, &["--to", "model"]);
+    assert!(run.status.success(), "{:?}", text(&run));
+    // The model stage's output, an HF directory, as a base model in two shards.
+    std::fs::create_dir_all(&base).unwrap();
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+        std::fs::copy(whole.join("model").join(file), base.join(file)).unwrap();
+    }
+    let tensors = tp06_model::read_tensors(&whole.join("model/model.safetensors")).unwrap();
+    let names: Vec<&String> = tensors.keys().collect();
+    let write_shard = |shard: &str, part: &[&String], bump: f32| {
+        let part = part
+            .iter()
+            .map(|name| {
+                let (shape, values) = &tensors[*name];
+                let values: Vec<f32> = values.iter().map(|v| v + bump).collect();
+                let n = values.len();
+                (
+                    name.to_string(),
+                    shape.clone(),
+                    Tensor::<Cpu, 1>::from_data(TensorData::new(values, [n]), &Default::default()),
+                )
+            })
+            .collect();
+        tp06_model::write_tensors::<Cpu>(&base.join(shard), part, tp06_artifact::Watch::none()).unwrap();
+    };
+    let halves: Vec<&[&String]> = names.chunks(names.len().div_ceil(2)).collect();
+    let shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in shards.iter().zip(&halves) {
+        write_shard(shard, part, 0.0);
+        weight_map.extend(part.iter().map(|name| (name.to_string(), serde_json::json!(shard))));
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(base.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let from_base =
+        ["--to", "model", "--set", &format!("model.base={}", base.display()), "--set", "model.from_scratch=false"];
+    let run = demo(&sharded, &from_base);
+    assert!(run.status.success(), "{:?}", text(&run));
+    let weights = |run: &Path| sha(&run.join("model/model.safetensors"));
+    assert_eq!(weights(&sharded), weights(&whole), "the same weights as from one file");
+    let inputs: Vec<String> = manifest(&sharded, "model")["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    for shard in shards {
+        assert!(inputs.contains(&format!("base_weights/{shard}")), "{inputs:?}");
+    }
+    let again = demo(&sharded, &from_base);
+    assert!(
+        text(&again).0.contains("model: up to date") || text(&again).1.contains("model: up to date"),
+        "{:?}",
+        text(&again)
+    );
+
+    // Generation reads it too, token for token as the one file.
+    let greedy = |model: &Path| {
+        let model = model.display().to_string();
+        let out = tp06(&[
+            "sample",
+            "--quiet",
+            "--model",
+            &model,
+            "--prompt",
+            "Pikachu est",
+            "--greedy",
+            "--max-new-tokens",
+            "12",
+        ]);
+        let (out, err) = text(&out);
+        assert!(out.contains("Pikachu est"), "{out}{err}");
+        out
+    };
+    assert_eq!(greedy(&base), greedy(&whole.join("model")));
+
+    // The second shard changes: the stage runs again and reads it.
+    write_shard(shards[1], halves[1], 1.0);
+    let run = demo(&sharded, &from_base);
+    let (out, err) = text(&run);
+    assert!(run.status.success() && !format!("{out}{err}").contains("model: up to date"), "{out}{err}");
+    assert_ne!(weights(&sharded), weights(&whole));
+}

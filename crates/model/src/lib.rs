@@ -32,8 +32,8 @@ pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_base, load_stage_model, outputs, run};
 pub use weights::{
-    LoadReport, NamedParams, PYTORCH_BIN, SAFETENSORS, load, load_watched, read_tensor, read_tensors, save_safetensors,
-    weight_file, write_hf_dir, write_tensors,
+    LoadReport, NamedParams, PYTORCH_BIN, PYTORCH_BIN_INDEX, SAFETENSORS, SAFETENSORS_INDEX, WEIGHT_FILES, load,
+    load_watched, read_tensor, read_tensors, save_safetensors, weight_file, write_hf_dir, write_tensors,
 };
 
 /// Everything that can go wrong with a model directory or its files.
@@ -50,9 +50,9 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    /// The directory has neither weight file.
+    /// The directory has no weight file.
     #[error(
-        "`{dir}` has no weights (neither {} nor {}); point model.base at a model directory in hub layout",
+        "`{dir}` has no weights (no {}, {} or a sharded checkpoint's index); point model.base at a model directory in hub layout",
         weights::SAFETENSORS,
         weights::PYTORCH_BIN
     )]

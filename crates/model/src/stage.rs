@@ -9,6 +9,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::Hub;
+use tp06_artifact::shards::ShardIndex;
 use tp06_artifact::{
     Begin, InputRecord, Interrupted, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck, Watch,
 };
@@ -77,7 +78,7 @@ impl ModelStats {
     }
 }
 
-const BASE_FILES: &[&[&str]] = &[&["config.json"], &[weights::SAFETENSORS, weights::PYTORCH_BIN]];
+const BASE_FILES: &[&[&str]] = &[&["config.json"], weights::WEIGHT_FILES];
 
 /// Runs the model stage into `run` on `device`.
 pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> Result<StageReport, ModelError> {
@@ -98,6 +99,14 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
     let weight_file = if config.from_scratch { None } else { Some(weights::weight_file(&dir)?) };
     if let Some(file) = &weight_file {
         inputs.push(InputRecord::file("base_weights", file)?);
+        // A sharded checkpoint's index, then each of its shards.
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if ShardIndex::is_index(name) {
+            let index = ShardIndex::read(file).map_err(|reason| ModelError::Weights { path: file.clone(), reason })?;
+            for shard in index.files() {
+                inputs.push(InputRecord::file(&format!("base_weights/{shard}"), &dir.join(shard))?);
+            }
+        }
     }
     let config_json = serde_json::to_value(config).expect("the model config serialises");
     let writer = match StageWriter::begin_unless_up_to_date(run, Stage::Model, config_json, inputs, force)? {

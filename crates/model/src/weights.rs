@@ -1,6 +1,7 @@
 //! HF weights in and out.
 //!
-//! Import reads `model.safetensors` when present, else `pytorch_model.bin`; keys
+//! Import reads `model.safetensors` when present, else `pytorch_model.bin`, or
+//! either's sharded form (an index naming each tensor's shard file); keys
 //! may carry the `transformer.` prefix; `lm_head.weight` (tied) and the causal
 //! mask buffers `attn.bias`/`attn.masked_bias` are ignored; f16/bf16/f64 are
 //! converted to f32. Export writes `model.safetensors` (metadata `format=pt`) with
@@ -20,11 +21,18 @@ use crate::ModelError;
 use crate::config::Gpt2Config;
 use crate::gpt2::{Gpt2, assemble};
 use crate::pickle::TorchArchive;
+use tp06_artifact::shards::ShardIndex;
 
 /// The weight file names, in order of preference.
 pub const SAFETENSORS: &str = "model.safetensors";
 /// The PyTorch pickle checkpoint (all the asi/gpt-fr-cased repos have on `main`).
 pub const PYTORCH_BIN: &str = "pytorch_model.bin";
+/// A sharded safetensors checkpoint's index (`model-0000i-of-0000n.safetensors`).
+pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
+/// A sharded PyTorch checkpoint's index (`pytorch_model-0000i-of-0000n.bin`).
+pub const PYTORCH_BIN_INDEX: &str = "pytorch_model.bin.index.json";
+/// The weight files of a model directory, in transformers' order of preference.
+pub const WEIGHT_FILES: &[&str] = &[SAFETENSORS, SAFETENSORS_INDEX, PYTORCH_BIN, PYTORCH_BIN_INDEX];
 
 /// What an import applied, ignored and did not expect.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,8 +56,17 @@ pub struct LoadReport {
 /// multi-GB file is not resident twice (as the map's pages and as the
 /// model: 7.4 GB at the peak for the 942 M-parameter model, 4.0 GB now).
 enum WeightFile {
-    Safetensors { file: std::fs::File, data_start: u64, tensors: BTreeMap<String, safetensors::tensor::TensorInfo> },
+    Safetensors {
+        file: std::fs::File,
+        data_start: u64,
+        tensors: BTreeMap<String, safetensors::tensor::TensorInfo>,
+    },
     Torch(Box<TorchArchive>),
+    /// A sharded checkpoint: its shards (with their file names) and which holds each tensor.
+    Sharded {
+        shards: Vec<(String, WeightFile)>,
+        shard_of: BTreeMap<String, usize>,
+    },
 }
 
 struct Entry {
@@ -61,6 +78,10 @@ struct Entry {
 impl WeightFile {
     fn open(path: &Path) -> Result<(Self, Vec<Entry>), ModelError> {
         let bad = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if ShardIndex::is_index(name) {
+            return Self::open_sharded(path);
+        }
         if path.file_name().and_then(|n| n.to_str()) == Some(SAFETENSORS)
             || path.extension().is_some_and(|e| e == "safetensors")
         {
@@ -93,8 +114,49 @@ impl WeightFile {
         }
     }
 
+    /// Opens every shard an index names. Each tensor the index maps must be
+    /// in its shard; a shard's tensors the index does not list are kept, as
+    /// transformers loads whole shards.
+    fn open_sharded(path: &Path) -> Result<(Self, Vec<Entry>), ModelError> {
+        let bad = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
+        let index = ShardIndex::read(path).map_err(bad)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut shards: Vec<(String, WeightFile)> = Vec::new();
+        let (mut shard_of, mut all) = (BTreeMap::new(), Vec::new());
+        for name in index.files() {
+            let shard = dir.join(name);
+            if ShardIndex::is_index(name) {
+                return Err(bad(format!("its shard `{name}` is another index; shards are weight files")));
+            }
+            if !shard.is_file() {
+                return Err(bad(format!(
+                    "its shard `{name}` is missing; a sharded checkpoint needs every shard its index names (download them all)"
+                )));
+            }
+            let (file, entries) = Self::open(&shard)?;
+            for entry in entries {
+                if let Some(other) = shard_of.insert(entry.key.clone(), shards.len()) {
+                    let first = &shards[other].0;
+                    return Err(bad(format!("`{}` is in two shards, `{first}` and `{name}`", entry.key)));
+                }
+                all.push(entry);
+            }
+            shards.push((name.to_string(), file));
+        }
+        for (tensor, file) in &index.weight_map {
+            if shard_of.get(tensor).map(|&i| shards[i].0.as_str()) != Some(file.as_str()) {
+                return Err(bad(format!("`weight_map.{tensor}` says `{file}`, which does not hold it")));
+            }
+        }
+        Ok((WeightFile::Sharded { shards, shard_of }, all))
+    }
+
     fn read_f32(&mut self, key: &str) -> Result<Vec<f32>, String> {
         match self {
+            WeightFile::Sharded { shards, shard_of } => {
+                let (name, shard) = &mut shards[*shard_of.get(key).ok_or_else(|| format!("no tensor `{key}`"))?];
+                shard.read_f32(key).map_err(|reason| format!("shard `{name}`: {reason}"))
+            }
             WeightFile::Safetensors { file, data_start, tensors } => {
                 use safetensors::Dtype;
                 use std::io::{Read, Seek, SeekFrom};
@@ -133,9 +195,11 @@ impl WeightFile {
     }
 }
 
-/// The weight file of a model directory: `model.safetensors`, else `pytorch_model.bin`.
+/// The weight file of a model directory, the first of [`WEIGHT_FILES`] it
+/// has: `model.safetensors`, else `pytorch_model.bin`, or a sharded
+/// checkpoint's index (which [`load`] reads as one file).
 pub fn weight_file(dir: &Path) -> Result<PathBuf, ModelError> {
-    [SAFETENSORS, PYTORCH_BIN]
+    WEIGHT_FILES
         .iter()
         .map(|name| dir.join(name))
         .find(|p| p.is_file())
@@ -386,11 +450,13 @@ pub fn read_tensor(path: &Path, keys: &[&str]) -> Result<(String, Vec<usize>, Ve
     Ok((entry.key.clone(), entry.shape.clone(), values))
 }
 
-/// Reads every f32 tensor of a safetensors file written by [`write_tensors`].
+/// Reads every floating-point tensor of a weight file (a checkpoint's
+/// safetensors files written by [`write_tensors`], or an HF model's weights),
+/// as f32; integer and boolean buffers are left out.
 pub fn read_tensors(path: &Path) -> Result<NamedTensors, ModelError> {
     let (mut file, entries) = WeightFile::open(path)?;
     let mut out = BTreeMap::new();
-    for entry in entries {
+    for entry in entries.into_iter().filter(|e| matches!(e.dtype.as_str(), "F32" | "F16" | "BF16" | "F64")) {
         let values =
             file.read_f32(&entry.key).map_err(|reason| ModelError::Weights { path: path.to_path_buf(), reason })?;
         out.insert(entry.key, (entry.shape, values));

@@ -64,6 +64,21 @@ proptest! {
         check("pytorch_model.bin", &fixture("tiny-bin/pytorch_model.bin"), &d)?;
     }
 
+    /// A sharded checkpoint's index damaged, its shards whole.
+    #[test]
+    fn damaged_shard_indexes_never_panic(d in damage()) {
+        let dir = tempfile::tempdir().unwrap();
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model/tiny-sharded");
+        for entry in std::fs::read_dir(&from).unwrap().flatten() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        let index = dir.path().join("model.safetensors.index.json");
+        std::fs::write(&index, apply(std::fs::read(&index).unwrap(), &d)).unwrap();
+        if let Err(e) = tp06_model::read_tensors(&index) {
+            prop_assert!(e.to_string().contains("model.safetensors.index.json"), "{e}");
+        }
+    }
+
     #[test]
     fn damaged_safetensors_never_panic(d in damage()) {
         check("model.safetensors", &fixture("tiny-safetensors/model.safetensors"), &d)?;

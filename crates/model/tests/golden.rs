@@ -22,7 +22,10 @@ use safetensors::SafeTensors;
 use tp06_model::backend::Cpu;
 use tp06_model::{Activation, Gpt2, Gpt2Config, HfConfig, KvCache, Layout, Pass, Precision};
 
-const FIXTURES: [&str; 4] = ["tiny-bin", "tiny-safetensors", "tiny-nonsquare", "tiny-sharp"];
+/// Every checkpoint layout: a PyTorch pickle (also with views), safetensors
+/// (also bf16), sharded safetensors and sharded pickles.
+const FIXTURES: [&str; 7] =
+    ["tiny-bin", "tiny-views", "tiny-safetensors", "tiny-nonsquare", "tiny-sharded", "tiny-sharded-bin", "tiny-sharp"];
 
 /// The largest |Δlogit| allowed against transformers in f32.
 const TOLERANCE: f32 = 1e-4;

@@ -73,7 +73,7 @@ pub enum SampleError {
 /// The files a model directory needs to generate: `config.json`, weights,
 /// the tokenizer's.
 pub fn model_files() -> Vec<&'static [&'static str]> {
-    let mut wanted: Vec<&[&str]> = vec![&["config.json"], &[tp06_model::SAFETENSORS, tp06_model::PYTORCH_BIN]];
+    let mut wanted: Vec<&[&str]> = vec![&["config.json"], tp06_model::WEIGHT_FILES];
     wanted.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
     wanted
 }
