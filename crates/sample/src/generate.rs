@@ -65,6 +65,49 @@ pub fn generate_unless<B: Gpt2Ops>(
     seed: u64,
     stop: &AtomicBool,
 ) -> Option<Vec<Generated>> {
+    let mut observe = |_: Step<'_>| if stop.load(Ordering::SeqCst) { Flow::Stop } else { Flow::Continue };
+    if stop.load(Ordering::SeqCst) {
+        return None;
+    }
+    generate_observed(model, prompt, processing, length, eos, samples, seed, &mut observe)
+}
+
+/// One token chosen for one row, as [`generate_observed`] shows it.
+pub struct Step<'a> {
+    /// The row (the sample of the prompt).
+    pub row: usize,
+    /// The model's logits for this position, before any processor.
+    pub logits: &'a [f32],
+    /// The row's ids before this token: the prompt's, then the new ones.
+    pub seen: &'a [u32],
+    /// The token chosen.
+    pub token: u32,
+}
+
+/// What decoding does after a [`Step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// This row is complete (a stop sequence): it gets no more tokens.
+    EndRow,
+    /// Give up the whole generation: [`generate_observed`] returns `None`.
+    Stop,
+}
+
+/// The decoder itself: [`generate`] with `observe` shown each token of each
+/// row as it is chosen (a server streams it; a stop flag ends it).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_observed<B: Gpt2Ops>(
+    model: &Gpt2<B>,
+    prompt: &[u32],
+    processing: &Processing,
+    length: Length,
+    eos: Option<u32>,
+    samples: usize,
+    seed: u64,
+    observe: &mut dyn FnMut(Step<'_>) -> Flow,
+) -> Option<Vec<Generated>> {
     let device = model.wte.weight.device();
     let limit = model.n_positions();
     let new_max = match length {
@@ -83,9 +126,6 @@ pub fn generate_unless<B: Gpt2Ops>(
             break;
         }
         tp06_artifact::fault::interrupt("token");
-        if stop.load(Ordering::SeqCst) {
-            return None;
-        }
         let ids = Tensor::<B, 2, Int>::from_data(
             TensorData::new(input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [samples, width]),
             &device,
@@ -95,15 +135,20 @@ pub fn generate_unless<B: Gpt2Ops>(
         let last = logits.slice(s![.., width - 1..width, ..]).reshape([samples * vocab]); // [samples · vocab]
         let last: Vec<f32> = last.into_data().convert::<f32>().into_vec().expect("f32 logits");
         let mut next = Vec::with_capacity(samples);
-        for (row, scores) in last.chunks_exact(vocab).enumerate() {
+        for (row, raw) in last.chunks_exact(vocab).enumerate() {
             if finished[row] {
                 next.push(eos.unwrap_or(0)); // padding for a finished row, never kept
                 continue;
             }
-            let mut scores = scores.to_vec();
+            let mut scores = raw.to_vec();
             processing.apply(&mut scores, &sequences[row]);
             let token =
                 if processing.samples() { draw(&scores, rngs[row].random::<f64>()) } else { argmax(&scores) } as u32;
+            match observe(Step { row, logits: raw, seen: &sequences[row], token }) {
+                Flow::Stop => return None,
+                Flow::EndRow => finished[row] = true,
+                Flow::Continue => {}
+            }
             sequences[row].push(token);
             if Some(token) == eos {
                 finished[row] = true;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 pub use config::{AdHoc, Config, Overrides, Prompt};
-pub use generate::{Generated, Length, generate, generate_unless, sample_seed};
+pub use generate::{Flow, Generated, Length, Step, generate, generate_observed, generate_unless, sample_seed};
 pub use processors::Processing;
 pub use stage::{SampleRecord, SampleStats, outputs, run};
 
