@@ -197,6 +197,14 @@ pub enum Command {
         #[arg(long, default_value = "fr")]
         lang: String,
     },
+    /// Serve the run's fine-tuned model: a generation playground page and an
+    /// OpenAI-compatible API (POST /v1/completions), until Ctrl-C.
+    Serve {
+        #[command(flatten)]
+        setup: DemoSetup,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
     /// Training and generation speed and memory beside PyTorch/transformers
     /// (needs python3 with torch and transformers).
     Bench {
@@ -267,6 +275,33 @@ pub enum Command {
         #[command(flatten)]
         setup: Setup,
     },
+}
+
+/// What `serve` serves and where.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A model directory in hub layout or a hub id `hf:OWNER/NAME[@REV]` instead of the run's fine-tuned model.
+    #[arg(long, value_name = "DIR_OR_HUB_ID")]
+    pub model: Option<String>,
+    /// A second model to compare with (as `tp06-base`) [default: the run's base
+    /// model, when the run has a pretrained one and no --model is given; `none`: no second model].
+    #[arg(long, value_name = "DIR_OR_HUB_ID")]
+    pub base: Option<String>,
+    /// Where to listen (port 0: any free port); other addresses than loopback need --api-key.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// The key clients send as `Authorization: Bearer KEY` to /v1/ [env: TP06_API_KEY].
+    #[arg(long, value_name = "KEY", env = "TP06_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Requests that may wait while one generates; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 16, value_parser = positive)]
+    pub queue: usize,
+    /// Language of the playground page: fr (as the course) or en.
+    #[arg(long, default_value = "fr", value_parser = clap::builder::PossibleValuesParser::new(["fr", "en"]))]
+    pub lang: String,
+    /// The largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_parser = positive)]
+    pub max_body: usize,
 }
 
 /// The bench's micro-batches, when not the course's (the `tp06` preset's

@@ -10,7 +10,7 @@ use tp06_artifact::{Resume, RunDir, Stage, StageContext, StageReport};
 use tp06_model::TrainBackend;
 
 use crate::backend::{self, WithBackend};
-use crate::cli::{Cli, Command, Common, Explore, RunLocation, SampleArgs, Setup};
+use crate::cli::{Cli, Command, Common, DemoSetup, Explore, RunLocation, SampleArgs, ServeArgs, Setup};
 use crate::config::{self, PipelineConfig};
 use crate::ui;
 
@@ -455,6 +455,7 @@ pub fn run(cli: Cli) -> Result<()> {
             ui::print(&serde_json::to_string(&measurement)?);
             Ok(())
         }
+        Command::Serve { setup, args } => serve_command(&setup, &args),
         Command::Config { setup } => {
             let (config, _) = configure(&setup, false)?;
             ui::print(&toml::to_string_pretty(&config).context("cannot print the configuration")?);
@@ -506,4 +507,62 @@ fn single(stage: Stage, common: &Common, resume: bool) -> Result<()> {
     let report = run_stage(stage, &config, common, &run, common.force, resume)?;
     show(stage, &run, &report);
     Ok(())
+}
+
+/// The server, on the chosen backend.
+struct ServeWork {
+    models: Vec<tp06_serve::ModelSpec>,
+    options: tp06_serve::Options,
+}
+
+impl WithBackend for ServeWork {
+    type Output = Result<()>;
+    fn run<B: TrainBackend>(self, device: B::Device, name: &'static str) -> Result<()> {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let ids: Vec<String> = self.models.iter().map(|m| format!("{} ({})", m.id, m.dir.display())).collect();
+        tracing::info!("loading {} on {name}", ids.join(" and "));
+        tp06_serve::serve::<I<B>>(self.models, device, self.options, &STOP, |url| {
+            ui::print(&format!(
+                "serving {} at {url} — the playground; the API at {url}v1 (Ctrl-C to stop)",
+                ids.join(" and ")
+            ));
+        })?;
+        ui::print("serve: stopped");
+        Ok(())
+    }
+}
+
+fn serve_command(setup: &DemoSetup, args: &ServeArgs) -> Result<()> {
+    let (config, run) = configure(&setup.setup, false)?;
+    let dir = match &args.model {
+        Some(spec) => model_dir(Some(spec), &run)?,
+        None => model_dir(None, &run).context("run the pipeline first (cargo xtask pipeline), or pass --model")?,
+    };
+    let mut models = vec![tp06_serve::ModelSpec { id: "tp06".into(), dir, role: "fine-tuned" }];
+    let base = match args.base.as_deref() {
+        Some("none") => None,
+        Some(spec) => Some(model_dir(Some(spec), &run)?),
+        None if args.model.is_none() && !config.model.from_scratch => {
+            match model_dir(Some(&config.model.base.to_string()), &run) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    tracing::warn!("the run's base model is left out: {e:#}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(dir) = base {
+        models.push(tp06_serve::ModelSpec { id: "tp06-base".into(), dir, role: "base" });
+    }
+    let options = tp06_serve::Options {
+        addr: args.addr,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        queue: args.queue,
+        lang: args.lang.clone(),
+        prompts: config.sample.prompts.iter().map(|p| p.text.clone()).collect(),
+        max_body: args.max_body,
+    };
+    backend::dispatch(setup.backend.as_deref(), ServeWork { models, options })?
 }

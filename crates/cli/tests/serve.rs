@@ -1,0 +1,393 @@
+//! `tp06 serve` over loopback, as clients use it: the OpenAI completions API
+//! (plain HTTP here, the `openai` package and a headless browser in the
+//! Python scripts beside this file), its errors, its queue, its key, and a
+//! bounded load test.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::{command, demo, text, tp06};
+use serde_json::{Value, json};
+
+/// A running `tp06 serve`, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    _lines: Receiver<String>,
+}
+
+impl Server {
+    /// Starts `tp06 serve --run-dir RUN --addr 127.0.0.1:0 EXTRA…` and waits for its URL.
+    fn start(run: &Path, extra: &[&str]) -> Server {
+        let run = run.display().to_string();
+        let mut args = vec!["serve", "--run-dir", &run, "--addr", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child =
+            command(&args).env_remove("TP06_API_KEY").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let line = received.recv_timeout(Duration::from_secs(120)).expect("the server announces its URL");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").to_string();
+        Server { child, url, _lines: received }
+    }
+
+    /// `POST /v1/completions`: status, headers we look at, and the body.
+    fn complete(&self, body: &Value) -> (u16, Option<String>, String) {
+        self.post("v1/completions", &body.to_string(), &[])
+    }
+
+    fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
+        let mut request = ureq::post(&format!("{}{path}", self.url)).set("Content-Type", "application/json");
+        for (k, v) in headers {
+            request = request.set(k, v);
+        }
+        answer(request.send_string(body))
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = answer(ureq::get(&format!("{}{path}", self.url)).call());
+        (status, body)
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, Option<String>, String) {
+    match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+            let retry = r.header("Retry-After").map(String::from);
+            let status = r.status();
+            // Whole, however long (`into_string` stops at 10 MB).
+            let mut body = String::new();
+            r.into_reader().read_to_string(&mut body).expect("a whole UTF-8 body");
+            (status, retry, body)
+        }
+        Err(e) => panic!("no answer: {e}"),
+    }
+}
+
+/// The data lines of a server-sent-events body.
+fn events(body: &str) -> Vec<String> {
+    body.lines().filter_map(|l| l.strip_prefix("data: ")).map(String::from).collect()
+}
+
+/// A demo run trained for a few steps, with its exported model.
+fn trained_run(dir: &Path) {
+    let run = demo(dir, &["--to", "train"]);
+    assert!(run.status.success(), "{:?}", text(&run));
+}
+
+#[test]
+fn the_api_answers_as_openai_s_and_greedy_equals_tp06_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &[]);
+    let health = server.json("health");
+    assert_eq!((health["status"].as_str(), health["models"].clone()), (Some("ok"), json!(["tp06"])));
+    let models = server.json("v1/models");
+    assert_eq!(models["data"][0]["id"], "tp06");
+    assert_eq!(models["object"], "list");
+
+    // Greedy through the API is `tp06 sample --greedy`, token for token.
+    let prompt = "Pikachu est";
+    let greedy = json!({"model": "tp06", "prompt": prompt, "max_tokens": 20, "temperature": 0, "logprobs": 3});
+    let (status, _, body) = server.complete(&greedy);
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let completion = answer["choices"][0]["text"].as_str().unwrap().to_string();
+    let run = dir.path().display().to_string();
+    let sample =
+        tp06(&["sample", "--run-dir", &run, "--quiet", "--prompt", prompt, "--greedy", "--max-new-tokens", "20"]);
+    assert_eq!(text(&sample).0.trim_end(), format!("{prompt}{completion}").trim_end());
+    assert_eq!(answer["object"], "text_completion");
+    let usage = &answer["usage"];
+    let new_tokens = usage["completion_tokens"].as_u64().unwrap();
+    assert_eq!(usage["total_tokens"].as_u64(), Some(usage["prompt_tokens"].as_u64().unwrap() + new_tokens));
+    // Log-probabilities: one per token, ≤ 0, and greedy took the most likely.
+    let logprobs = &answer["choices"][0]["logprobs"];
+    let chosen: Vec<f64> = logprobs["token_logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(chosen.len() as u64, new_tokens);
+    for (lp, top) in chosen.iter().zip(logprobs["top_logprobs"].as_array().unwrap()) {
+        let top: Vec<f64> = top.as_object().unwrap().values().map(|v| v.as_f64().unwrap()).collect();
+        assert!(top.len() <= 3 && !top.is_empty());
+        let best = top.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert!(*lp <= 0.0 && (lp - best).abs() < 1e-9, "greedy takes the most likely: {lp} vs {best}");
+    }
+    let pieces: String = logprobs["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(pieces.starts_with(completion.trim_end()), "{pieces:?} vs {completion:?}");
+
+    // Streamed, the same text in chunks, then the usage, then [DONE].
+    let stream = json!({"model": "tp06", "prompt": prompt, "max_tokens": 20, "temperature": 0, "stream": true,
+                        "stream_options": {"include_usage": true}});
+    let (status, _, body) = server.complete(&stream);
+    assert_eq!(status, 200, "{body}");
+    let data = events(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let streamed: String =
+        chunks.iter().flat_map(|c| c["choices"].as_array().unwrap()).map(|c| c["text"].as_str().unwrap()).collect();
+    assert_eq!(streamed, completion);
+    assert!(chunks.len() > 3, "token by token: {} chunks", chunks.len());
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"].as_u64(), Some(new_tokens));
+
+    // Several prompts and several samples: prompt i's sample j is choice i·n + j; a seed repeats them.
+    let sampled = json!({"model": "tp06", "prompt": ["Bulbizarre", "Salamèche est"], "n": 2, "max_tokens": 8,
+                         "temperature": 0.9, "top_k": 40, "top_p": 0.95, "seed": 7});
+    let (status, _, first) = server.complete(&sampled);
+    assert_eq!(status, 200, "{first}");
+    let first: Value = serde_json::from_str(&first).unwrap();
+    let indices: Vec<u64> = first["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [0, 1, 2, 3]);
+    let (_, _, again) = server.complete(&sampled);
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(first["choices"], again["choices"], "the same seed, the same samples");
+
+    // A stop text ends the completion before it.
+    let cut = completion.char_indices().nth(4).map(|(i, _)| i).unwrap();
+    let stop: String = completion[cut..].chars().take(2).collect();
+    let stopped = json!({"model": "tp06", "prompt": prompt, "max_tokens": 20, "temperature": 0, "stop": [stop]});
+    let (_, _, body) = server.complete(&stopped);
+    let stopped: Value = serde_json::from_str(&body).unwrap();
+    let text = stopped["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(text, &completion[..completion.find(&stop).unwrap()], "stop {stop:?}");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+
+    // The playground's extension: each token's candidates through the processor chain.
+    let explained = json!({"model": "tp06", "prompt": prompt, "max_tokens": 3, "temperature": 0.8, "top_k": 5,
+                           "repetition_penalty": 1.3, "seed": 1, "candidates": 8});
+    let (_, _, body) = server.complete(&explained);
+    let explained: Value = serde_json::from_str(&body).unwrap();
+    let tokens = explained["choices"][0]["tp06"]["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 3);
+    for token in tokens {
+        let chain = &token["chain"];
+        assert_eq!(chain["applied"], json!([true, true, true, true, true]));
+        let candidates = chain["candidates"].as_array().unwrap();
+        assert!(candidates.iter().any(|c| c["id"] == chain["chosen"]), "the chosen token is listed");
+        for c in candidates {
+            let probs: Vec<f64> = c["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+            assert!(probs.iter().all(|p| (0.0..=1.0).contains(p)), "{probs:?}");
+            // Cut by top-k (5 of 8 candidates stay at most): no probability from that stage on.
+            if c["cut_by"] == "top_k" {
+                assert_eq!((probs[3], probs[4]), (0.0, 0.0));
+            }
+        }
+        assert!(candidates.iter().filter(|c| c["cut_by"] == "top_k").count() >= 3, "8 candidates, top-k 5");
+    }
+
+    // The page: every asset inline, French by default, English on request.
+    let (status, page) = server.get("");
+    assert_eq!(status, 200);
+    assert!(page.contains("<html lang=\"fr\">") && !page.contains("src=\"http") && !page.contains("href=\"http"));
+    assert!(server.get("?lang=en").1.contains("<html lang=\"en\">"));
+}
+
+#[test]
+fn bad_requests_get_openai_shaped_4xx_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &["--max-body", "4096"]);
+    let long_prompt = "Pikachu est un Pokémon. ".repeat(60);
+    let cases: Vec<(&str, String, u16, Option<&str>, &str)> = vec![
+        ("malformed JSON", "{\"model\": ".into(), 400, None, "not valid JSON"),
+        ("not an object", "[1, 2]".into(), 400, None, "JSON object"),
+        (
+            "wrong type",
+            json!({"model": "tp06", "prompt": "a", "max_tokens": "ten"}).to_string(),
+            400,
+            Some("max_tokens"),
+            "positive integer",
+        ),
+        (
+            "temperature < 0",
+            json!({"model": "tp06", "prompt": "a", "temperature": -0.5}).to_string(),
+            400,
+            Some("temperature"),
+            "or more",
+        ),
+        (
+            "top_p out of (0, 1]",
+            json!({"model": "tp06", "prompt": "a", "top_p": 1.5}).to_string(),
+            400,
+            Some("top_p"),
+            "(0, 1]",
+        ),
+        ("empty prompt", json!({"model": "tp06", "prompt": ""}).to_string(), 400, Some("prompt"), "empty"),
+        (
+            "over-long prompt",
+            json!({"model": "tp06", "prompt": long_prompt}).to_string(),
+            400,
+            Some("prompt"),
+            "context",
+        ),
+        (
+            "max_tokens beyond the context",
+            json!({"model": "tp06", "prompt": "a", "max_tokens": 5000}).to_string(),
+            400,
+            Some("max_tokens"),
+            "context",
+        ),
+        ("unknown model", json!({"model": "gpt-4", "prompt": "a"}).to_string(), 404, Some("model"), "does not exist"),
+        (
+            "unknown field",
+            json!({"model": "tp06", "prompt": "a", "temprature": 1}).to_string(),
+            400,
+            Some("temprature"),
+            "unrecognized",
+        ),
+        ("oversized body", json!({"model": "tp06", "prompt": "x".repeat(10_000)}).to_string(), 413, None, "too large"),
+    ];
+    for (what, body, status, param, says) in cases {
+        let (got, _, answer) = server.post("v1/completions", &body, &[]);
+        let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{what}: not JSON: {answer}"));
+        assert_eq!(got, status, "{what}: {answer}");
+        let error = &answer["error"];
+        assert!(error["message"].as_str().unwrap().contains(says), "{what}: {error}");
+        assert_eq!(error["param"].as_str(), param, "{what}");
+        assert!(error["type"].is_string(), "{what}");
+    }
+    // Not UTF-8.
+    let raw = ureq::post(&format!("{}v1/completions", server.url))
+        .set("Content-Type", "application/json")
+        .send_bytes(b"{\"model\": \"\xff\xfe\"}");
+    let (status, _, body) = answer(raw);
+    assert!(status == 400 && body.contains("not UTF-8"), "{status} {body}");
+    let (status, body) = server.get("v2/chat");
+    assert!(status == 404 && body.contains("no such endpoint"), "{body}");
+    // Still serving.
+    let (status, _, body) = server.complete(&json!({"model": "tp06", "prompt": "Pikachu", "max_tokens": 2}));
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A client that goes away cancels its generation; a full queue answers 503
+/// with Retry-After at once; every other request is answered.
+#[test]
+fn a_full_queue_answers_503_and_a_gone_client_cancels_its_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &["--queue", "1"]);
+    let long = json!({"model": "tp06", "prompt": "Pikachu", "max_tokens": 250, "n": 16, "temperature": 1.0,
+                      "stream": true, "candidates": 20});
+
+    // Read one chunk, hang up.
+    let response = ureq::post(&format!("{}v1/completions", server.url)).send_string(&long.to_string()).unwrap();
+    let mut reader = response.into_reader();
+    let mut first = [0u8; 64];
+    reader.read_exact(&mut first).unwrap();
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.json("health")["cancelled"].as_u64() != Some(1) {
+        assert!(Instant::now() < deadline, "the generation was not cancelled: {}", server.json("health"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Twelve at once against one generating and one waiting.
+    let url = server.url.clone();
+    let statuses: Vec<(u16, Option<String>, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                let url = url.clone();
+                let body = long.to_string();
+                s.spawn(move || answer(ureq::post(&format!("{url}v1/completions")).send_string(&body)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let busy: Vec<_> = statuses.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert!(!busy.is_empty(), "some were refused: {:?}", statuses.iter().map(|s| s.0).collect::<Vec<_>>());
+    for (_, retry, body) in &busy {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(body.contains("busy") && body.contains("\"error\""), "{body}");
+    }
+    for (status, _, body) in statuses.iter().filter(|(s, _, _)| *s != 503) {
+        assert_eq!(*status, 200, "{body}");
+        let data = events(body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{:?}", &data[data.len().saturating_sub(2)..]);
+    }
+    assert_eq!(server.json("health")["queued"], 0);
+}
+
+#[test]
+fn another_address_than_loopback_needs_a_key_and_the_key_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let run = dir.path().display().to_string();
+    let open =
+        command(&["serve", "--run-dir", &run, "--addr", "0.0.0.0:0"]).env_remove("TP06_API_KEY").output().unwrap();
+    let (_, err) = text(&open);
+    assert!(!open.status.success() && err.contains("--api-key") && err.contains("0.0.0.0"), "{err}");
+
+    let server = Server::start(dir.path(), &["--api-key", "s3cret"]);
+    let body = json!({"model": "tp06", "prompt": "Pikachu", "max_tokens": 2}).to_string();
+    let (status, _, answer) = server.post("v1/completions", &body, &[]);
+    assert!(status == 401 && answer.contains("authentication_error"), "{answer}");
+    let (status, _, answer) = server.post("v1/completions", &body, &[("Authorization", "Bearer wrong")]);
+    assert_eq!(status, 401, "{answer}");
+    let (status, _, answer) = server.post("v1/completions", &body, &[("Authorization", "Bearer s3cret")]);
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// 64 requests from 8 concurrent clients: every one answered; the latencies
+/// and the server's peak memory are printed (README, "Serving").
+#[test]
+fn a_bounded_load_is_served_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &["--queue", "8"]);
+    let url = server.url.clone();
+    let started = Instant::now();
+    let mut latencies: Vec<f64> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..8)
+            .map(|client| {
+                let url = url.clone();
+                s.spawn(move || {
+                    (0..8)
+                        .map(|i| {
+                            let body = json!({"model": "tp06", "prompt": "Pikachu est un", "max_tokens": 32,
+                                              "temperature": 0.8, "seed": client * 8 + i});
+                            let t = Instant::now();
+                            let (status, _, answer) =
+                                answer(ureq::post(&format!("{url}v1/completions")).send_string(&body.to_string()));
+                            assert_eq!(status, 200, "{answer}");
+                            t.elapsed().as_secs_f64()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(latencies.len(), 64);
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p95) = (latencies[31], latencies[60]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap_or_default();
+    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("?").trim().to_string();
+    tp06_testkit::note(&format!(
+        "load: 64 requests (8 clients × 8, 32 new tokens each) in {wall:.2} s; latency p50 {:.0} ms, p95 {:.0} ms; server peak memory {peak}",
+        p50 * 1e3,
+        p95 * 1e3
+    ));
+    assert_eq!(server.json("health")["served"].as_u64(), Some(64));
+}
