@@ -21,6 +21,7 @@ Builds the `tp06` binary (release profile) and runs COMMAND with it:
   pipeline   run every stage (cargo xtask pipeline --preset demo)
   data, vocab, model, train, sample   run one stage
   lr-find    learning-rate range test of the train settings
+  serve      the fine-tuned model: a playground page and an OpenAI-compatible API
   explore, report, bench, config      see `cargo xtask COMMAND --help`
 
 xtask options (before COMMAND):

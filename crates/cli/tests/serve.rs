@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 struct Server {
     child: Child,
     url: String,
-    _lines: Receiver<String>,
+    /// Its standard output's later lines.
+    lines: Receiver<String>,
 }
 
 impl Server {
@@ -38,7 +39,7 @@ impl Server {
         });
         let line = received.recv_timeout(Duration::from_secs(120)).expect("the server announces its URL");
         let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").to_string();
-        Server { child, url, _lines: received }
+        Server { child, url, lines: received }
     }
 
     /// `POST /v1/completions`: status, headers we look at, and the body.
@@ -256,7 +257,8 @@ fn bad_requests_get_openai_shaped_4xx_errors_and_the_server_keeps_serving() {
             Some("temprature"),
             "unrecognized",
         ),
-        ("oversized body", json!({"model": "tp06", "prompt": "x".repeat(10_000)}).to_string(), 413, None, "too large"),
+        // Just over the limit: the client's one write is done before the server answers.
+        ("oversized body", json!({"model": "tp06", "prompt": "x".repeat(4_500)}).to_string(), 413, None, "too large"),
     ];
     for (what, body, status, param, says) in cases {
         let (got, _, answer) = server.post("v1/completions", &body, &[]);
@@ -346,6 +348,22 @@ fn another_address_than_loopback_needs_a_key_and_the_key_is_checked() {
     assert_eq!(status, 401, "{answer}");
     let (status, _, answer) = server.post("v1/completions", &body, &[("Authorization", "Bearer s3cret")]);
     assert_eq!(status, 200, "{answer}");
+
+    // Ctrl-C: the server stops cleanly and says so.
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let said: Vec<String> = server.lines.try_iter().collect();
+    assert!(said.iter().any(|l| l.contains("serve: stopped")), "{said:?}");
 }
 
 /// 64 requests from 8 concurrent clients: every one answered; the latencies
@@ -390,4 +408,95 @@ fn a_bounded_load_is_served_whole() {
         p95 * 1e3
     ));
     assert_eq!(server.json("health")["served"].as_u64(), Some(64));
+}
+
+/// The `clients/` script `name`.
+fn script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name).display().to_string()
+}
+
+/// Runs a client script; its last line is a JSON object.
+fn run_script(python: &str, args: &[&str]) -> Value {
+    let out = std::process::Command::new(python).args(args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}: {stdout}{stderr}", args[0]);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The official `openai` Python package, unchanged, gets completions, a
+/// stream and an error it understands.
+#[test]
+fn the_openai_package_works_unchanged() {
+    let Some(python) = tp06_testkit::python_with(&["openai"], "the `openai` client test") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &[]);
+    let prompt = "Pikachu est";
+    let seen = run_script(python, &[&script("openai_client.py"), &server.url, prompt]);
+    let (_, _, ours) = server.complete(&json!({"model": "tp06", "prompt": prompt, "max_tokens": 20, "temperature": 0}));
+    let ours: Value = serde_json::from_str(&ours).unwrap();
+    assert_eq!(seen["models"], json!(["tp06"]));
+    assert_eq!(seen["text"], ours["choices"][0]["text"], "{seen}");
+    assert_eq!(seen["streamed"], seen["text"]);
+    assert!(seen["chunks"].as_u64().unwrap() > 3, "{seen}");
+    assert_eq!(seen["usage"], ours["usage"]["completion_tokens"]);
+    assert_eq!(seen["error"]["status"], 400, "{seen}");
+    assert_eq!(seen["error"]["param"], "temperature", "{seen}");
+}
+
+/// Chromium and its driver, from Debian (`.ci/run` installs them).
+fn chromium() -> bool {
+    let found = ["chromium", "chromedriver"].iter().all(|b| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
+        let message = "the playground's browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)";
+        assert!(!tp06_testkit::in_ci(), "{message} (CI is set: it may not be skipped)");
+        tp06_testkit::skip(message);
+    }
+    found
+}
+
+/// The page in headless Chromium: generate, both models side by side, a
+/// token's candidates opened with the keyboard (probabilities in [0, 1], cut
+/// candidates marked), a phone's width without sideways scrolling;
+/// screenshots in target/tmp/playground/.
+#[test]
+fn the_playground_works_in_a_browser() {
+    let Some(python) = tp06_testkit::python_with(&["selenium"], "the playground's browser test") else { return };
+    if !chromium() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    // The untrained model stage's output as the model to compare with.
+    let base = dir.path().join("model").display().to_string();
+    let server = Server::start(dir.path(), &["--base", &base]);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("playground");
+    let seen = run_script(python, &[&script("playground.py"), &server.url, &shots.display().to_string()]);
+    assert_eq!(seen["title"], "tp06 — terrain de jeu de la génération");
+    assert!(seen["prompt_buttons"].as_u64().unwrap() >= 1, "{seen}");
+    assert!(seen["status"].as_str().unwrap().contains("terminé"), "{seen}");
+    let outputs = seen["outputs"].as_array().unwrap();
+    assert_eq!(outputs.iter().map(|o| o["id"].as_str().unwrap()).collect::<Vec<_>>(), ["out-tp06", "out-tp06-base"]);
+    for output in outputs {
+        let text = output["text"].as_str().unwrap();
+        assert!(text.starts_with("Pikachu est") && text.len() > "Pikachu est".len() + 5, "{output}");
+        assert!(output["tokens"].as_u64().unwrap() >= 3, "{output}");
+    }
+    let candidates = seen["candidates"].as_array().unwrap();
+    assert!(candidates.len() >= 8, "{seen}");
+    assert_eq!(candidates.iter().filter(|c| c["chosen"] == true).count(), 1);
+    for c in candidates {
+        let probs: Vec<f64> = c["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+        assert!(probs.len() == 5 && probs.iter().all(|p| (0.0..=1.0).contains(p)), "{c}");
+        let cut = !c["cut"].as_str().unwrap().is_empty();
+        assert_eq!(cut, c["cut_cells"].as_u64().unwrap() > 0, "a cut candidate is marked, only it: {c}");
+    }
+    assert!(candidates.iter().filter(|c| c["cut"] == "top_k").count() >= 5, "top-k 3 of 8+ candidates: {seen}");
+    assert!(seen["phone_overflow"].as_i64().unwrap() <= 0, "no sideways scrolling at 390 px: {seen}");
+    assert!(shots.join("playground.png").is_file() && shots.join("playground-phone.png").is_file());
 }

@@ -167,17 +167,28 @@ impl Engine {
         Ok(Self { jobs, models, counters, capacity })
     }
 
-    /// Queues `job`; `false` when the queue is full (or the engine gone).
-    pub fn submit(&self, job: Job) -> bool {
+    /// Queues `job`.
+    pub fn submit(&self, job: Job) -> Submitted {
         self.counters.queued.fetch_add(1, Ordering::SeqCst);
-        match self.jobs.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.queued.fetch_sub(1, Ordering::SeqCst);
-                false
-            }
-        }
+        let refused = match self.jobs.try_send(job) {
+            Ok(()) => return Submitted::Queued,
+            Err(TrySendError::Full(_)) => Submitted::Full,
+            Err(TrySendError::Disconnected(_)) => Submitted::EngineGone,
+        };
+        self.counters.queued.fetch_sub(1, Ordering::SeqCst);
+        refused
     }
+}
+
+/// What became of a submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// It waits its turn.
+    Queued,
+    /// The queue is full: try again later.
+    Full,
+    /// The engine thread has ended (it failed): nothing will generate.
+    EngineGone,
 }
 
 /// One row's text so far.

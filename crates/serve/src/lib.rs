@@ -38,7 +38,7 @@ use tp06_model::Gpt2Ops;
 
 use crate::api::{ApiError, Completion};
 pub use crate::engine::ModelSpec;
-use crate::engine::{Engine, Event, Job};
+use crate::engine::{Engine, Event, Job, Submitted};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -274,13 +274,20 @@ async fn completions(
         candidates: request.candidates,
         events,
     };
-    if !state.engine.submit(job) {
-        let mut err = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the server is busy ({} requests waiting); retry in a moment", state.engine.capacity),
-        );
-        err.retry_after = Some(1);
-        return Err(err);
+    match state.engine.submit(job) {
+        Submitted::Queued => {}
+        Submitted::Full => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the server is busy ({} requests waiting); retry in a moment", state.engine.capacity),
+            );
+            err.retry_after = Some(1);
+            return Err(err);
+        }
+        Submitted::EngineGone => {
+            let why = "the generation engine has stopped (see the server's log); restart the server";
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why));
+        }
     }
     let id = format!("cmpl-{}-{number}", created());
     let choices = request.prompts.len() * request.n;
