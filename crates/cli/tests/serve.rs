@@ -173,6 +173,16 @@ fn the_api_answers_as_openai_s_and_greedy_equals_tp06_sample() {
     let text = stopped["choices"][0]["text"].as_str().unwrap();
     assert_eq!(text, &completion[..completion.find(&stop).unwrap()], "stop {stop:?}");
     assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    // Streamed, no piece of the stop text goes out before it is known not to be one.
+    let stream =
+        json!({"model": "tp06", "prompt": prompt, "max_tokens": 20, "temperature": 0, "stop": [stop], "stream": true});
+    let (_, _, body) = server.complete(&stream);
+    let streamed: String = events(&body)
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(streamed, text);
 
     // The playground's extension: each token's candidates through the processor chain.
     let explained = json!({"model": "tp06", "prompt": prompt, "max_tokens": 3, "temperature": 0.8, "top_k": 5,

@@ -200,6 +200,19 @@ struct Row {
     ended: bool,
 }
 
+/// `text` without its longest end that begins one of `stops`: that end is
+/// sent once the next tokens show it is not a stop text.
+fn held_back<'a>(text: &'a str, stops: &[String]) -> &'a str {
+    let hold = stops
+        .iter()
+        .flat_map(|stop| stop.char_indices().skip(1).map(|(i, _)| &stop[..i]))
+        .filter(|start| text.ends_with(start))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    &text[..text.len() - hold]
+}
+
 /// Generates `job` on `g`, sending its events; stops when the client is gone or `stop` is set.
 fn run<B: Gpt2Ops>(g: &Generator<B>, job: &Job, stop: &AtomicBool, counters: &Counters) {
     let (mut prompt_tokens, mut completion_tokens) = (0, 0);
@@ -224,9 +237,12 @@ fn run<B: Gpt2Ops>(g: &Generator<B>, job: &Job, stop: &AtomicBool, counters: &Co
             });
             if Some(step.token) == g.eos {
                 row.ended = true;
-                let token = Token { id: step.token, piece: String::new(), delta: String::new(), logprob, chain };
+                let token = Token { id: step.token, piece: text(step.token), delta: String::new(), logprob, chain };
                 let _ = job.events.blocking_send(Event::Token { choice, token });
-                let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail: String::new() });
+                // What was held back (the start of a stop text that did not come) goes out with the end.
+                let full = g.tok.decode(&row.ids, true).unwrap_or_default();
+                let text_tail = full.strip_prefix(row.sent.as_str()).unwrap_or_default().to_string();
+                let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail });
                 return Flow::Continue;
             }
             row.ids.push(step.token);
@@ -236,7 +252,7 @@ fn run<B: Gpt2Ops>(g: &Generator<B>, job: &Job, stop: &AtomicBool, counters: &Co
             let visible = match cut {
                 Some(at) => &full[..at],
                 // Hold back what may be half a character, or the start of a stop text.
-                None => full.trim_end_matches('\u{FFFD}'),
+                None => held_back(full.trim_end_matches('\u{FFFD}'), &job.stop),
             };
             let delta = visible.strip_prefix(row.sent.as_str()).unwrap_or_default().to_string();
             row.sent.push_str(&delta);
@@ -279,4 +295,19 @@ fn run<B: Gpt2Ops>(g: &Generator<B>, job: &Job, stop: &AtomicBool, counters: &Co
         }
     }
     let _ = job.events.blocking_send(Event::Done { prompt_tokens, completion_tokens });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn the_start_of_a_stop_text_is_held_back() {
+        let stops = ["\n\n".to_string(), "Pokémon".to_string()];
+        assert_eq!(held_back("Il est un Pok", &stops), "Il est un ");
+        assert_eq!(held_back("Il est un Poké", &stops), "Il est un ");
+        assert_eq!(held_back("fin\n", &stops), "fin");
+        assert_eq!(held_back("fin.", &stops), "fin.");
+        assert_eq!(held_back("fin", &[]), "fin");
+    }
 }
