@@ -13,7 +13,7 @@
 //!   if it were row-major: other numbers, without an error;
 //! - it reads a storage cut short as zeros, without an error;
 //! - on plain files both give the same bits, and ours is faster (a 3.8 GB
-//!   1 B-parameter pickle: 4.9–5.2 s against 6.7–12.7 s, warm cache) at the
+//!   1 B-parameter pickle: 4.9–5.2 s against 9.8–12.7 s in the same runs, warm cache) at the
 //!   same peak memory (3.65 against 3.71 GB, every tensor kept as f32).
 //!
 //! `tests/readers.rs` asserts the first two; it fails, and says so, once

@@ -82,9 +82,7 @@ impl WeightFile {
         if ShardIndex::is_index(name) {
             return Self::open_sharded(path);
         }
-        if path.file_name().and_then(|n| n.to_str()) == Some(SAFETENSORS)
-            || path.extension().is_some_and(|e| e == "safetensors")
-        {
+        if name == SAFETENSORS || path.extension().is_some_and(|e| e == "safetensors") {
             let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
             // SAFETY: the map is read-only and lives as long as this value; the
             // file is an artifact or model file that nothing writes in place

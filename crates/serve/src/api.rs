@@ -137,6 +137,21 @@ fn field<T: DeserializeOwned>(map: &Map<String, Value>, key: &str, expected: &st
     }
 }
 
+/// `map[key]` as a string or an array of strings (OpenAI's `prompt`, `stop`).
+fn strings(map: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Ok(Some(items.iter().filter_map(|v| v.as_str().map(String::from)).collect()))
+        }
+        Some(other) => Err(ApiError::invalid(
+            key,
+            format!("`{key}` must be a string or an array of strings, not {}", describe(other)),
+        )),
+    }
+}
+
 fn describe(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
@@ -168,19 +183,7 @@ impl Completion {
         }
         let model: String = field(&map, "model", "a string")?
             .ok_or_else(|| ApiError::invalid("model", "`model` is required; GET /v1/models lists them"))?;
-        let prompts = match map.get("prompt") {
-            None | Some(Value::Null) => return Err(ApiError::invalid("prompt", "`prompt` is required")),
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
-                items.iter().filter_map(|v| v.as_str().map(String::from)).collect()
-            }
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!("`prompt` must be a string or an array of strings, not {}", describe(other)),
-                ));
-            }
-        };
+        let prompts = strings(&map, "prompt")?.ok_or_else(|| ApiError::invalid("prompt", "`prompt` is required"))?;
         if prompts.is_empty() || prompts.len() > MAX_PROMPTS {
             return Err(ApiError::invalid("prompt", format!("`prompt` must hold 1 to {MAX_PROMPTS} prompts")));
         }
@@ -253,19 +256,7 @@ impl Completion {
                 return Err(ApiError::invalid("seed", format!("`seed` must be an integer, not {}", describe(other))));
             }
         };
-        let stop = match map.get("stop") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
-                items.iter().filter_map(|v| v.as_str().map(String::from)).collect()
-            }
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "stop",
-                    format!("`stop` must be a string or an array of strings, not {}", describe(other)),
-                ));
-            }
-        };
+        let stop = strings(&map, "stop")?.unwrap_or_default();
         if stop.len() > MAX_STOPS || stop.iter().any(String::is_empty) {
             return Err(ApiError::invalid("stop", format!("`stop` takes 1 to {MAX_STOPS} non-empty texts")));
         }

@@ -200,6 +200,14 @@ struct Row {
     ended: bool,
 }
 
+impl Row {
+    /// The row's text not sent yet (held back, or half a character).
+    fn unsent(&self, tok: &Tok) -> String {
+        let full = tok.decode(&self.ids, true).unwrap_or_default();
+        full.strip_prefix(self.sent.as_str()).unwrap_or_default().to_string()
+    }
+}
+
 /// `text` without its longest end that begins one of `stops`: that end is
 /// sent once the next tokens show it is not a stop text.
 fn held_back<'a>(text: &'a str, stops: &[String]) -> &'a str {
@@ -240,9 +248,7 @@ fn run<B: Gpt2Ops>(g: &Generator<B>, job: &Job, stop: &AtomicBool, counters: &Co
                 let token = Token { id: step.token, piece: text(step.token), delta: String::new(), logprob, chain };
                 let _ = job.events.blocking_send(Event::Token { choice, token });
                 // What was held back (the start of a stop text that did not come) goes out with the end.
-                let full = g.tok.decode(&row.ids, true).unwrap_or_default();
-                let text_tail = full.strip_prefix(row.sent.as_str()).unwrap_or_default().to_string();
-                let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail });
+                let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail: row.unsent(&g.tok) });
                 return Flow::Continue;
             }
             row.ids.push(step.token);
@@ -287,10 +293,8 @@ fn run<B: Gpt2Ops>(g: &Generator<B>, job: &Job, stop: &AtomicBool, counters: &Co
             completion_tokens += out.new_tokens;
             if !state.ended {
                 // What was held back (an unfinished character) goes out with the end.
-                let full = g.tok.decode(&state.ids, true).unwrap_or_default();
-                let tail = full.strip_prefix(state.sent.as_str()).unwrap_or_default().to_string();
-                let _ =
-                    job.events.blocking_send(Event::End { choice: p * job.n + row, reason: "length", text_tail: tail });
+                let text_tail = state.unsent(&g.tok);
+                let _ = job.events.blocking_send(Event::End { choice: p * job.n + row, reason: "length", text_tail });
             }
         }
     }

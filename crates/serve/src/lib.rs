@@ -310,6 +310,16 @@ async fn completions(
     collect(id, &request, choices, received).await
 }
 
+/// OpenAI's `usage` object.
+fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens})
+}
+
+/// The engine's channel closed without a `Done` (its thread failed).
+fn lost() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without an answer")
+}
+
 /// A choice of a complete (not streamed) answer.
 #[derive(Default)]
 struct Choice {
@@ -368,14 +378,14 @@ async fn collect(
                         choice
                     })
                     .collect();
-                let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+                let usage = usage(prompt_tokens, completion_tokens);
                 let body = json!({"id": id, "object": "text_completion", "created": created(), "model": request.model, "choices": choices, "usage": usage});
                 return Ok(axum::Json(body).into_response());
             }
             Event::Failed(why) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)),
         }
     }
-    Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without an answer"))
+    Err(lost())
 }
 
 /// The chunks of a streamed answer.
@@ -410,8 +420,7 @@ impl Chunks {
         }
         let Some(event) = self.received.recv().await else {
             self.done = true;
-            let lost = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without an answer");
-            return Some(SseEvent::default().data(lost.body().to_string()));
+            return Some(SseEvent::default().data(lost().body().to_string()));
         };
         Some(match event {
             Event::Token { choice, token } => {
@@ -437,7 +446,7 @@ impl Chunks {
                 if self.request.include_usage {
                     // The usage chunk now, `[DONE]` at the next call.
                     self.usage_sent = true;
-                    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+                    let usage = usage(prompt_tokens, completion_tokens);
                     return Some(self.chunk(json!([]), Some(usage)));
                 }
                 self.done = true;
