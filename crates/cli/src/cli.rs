@@ -342,6 +342,10 @@ pub struct SampleArgs {
     /// A model directory in hub layout or a hub id `hf:OWNER/NAME[@REV]` instead of the run's model.
     #[arg(long, value_name = "DIR_OR_HUB_ID")]
     pub model: Option<String>,
+    /// A peft LoRA adapter directory (ours, `RUN_DIR/train/adapter`, or one
+    /// peft wrote) to put on --model; without --model, on the base the adapter names.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// A prompt (repeatable); default: the preset's prompts.
     #[arg(long, value_name = "TEXT")]
     pub prompt: Vec<String>,
@@ -389,6 +393,7 @@ impl SampleArgs {
     pub fn ad_hoc(&self) -> bool {
         let Self {
             model,
+            adapter,
             prompt,
             prompts_file,
             greedy,
@@ -404,6 +409,7 @@ impl SampleArgs {
             precision,
         } = self;
         model.is_some()
+            || adapter.is_some()
             || !prompt.is_empty()
             || prompts_file.is_some()
             || *greedy

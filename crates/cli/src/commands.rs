@@ -1,6 +1,6 @@
 //! Runs what the command line asked for.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
@@ -113,6 +113,8 @@ fn model_dir(model: Option<&str>, run: &RunDir) -> Result<PathBuf> {
 /// Generation for people: prompts from the command line, a file or stdin.
 struct AdHoc {
     dir: PathBuf,
+    /// A peft LoRA adapter directory to put on `dir`.
+    adapter: Option<PathBuf>,
     prompts: Vec<String>,
     interactive: bool,
     settings: tp06_sample::AdHoc,
@@ -122,8 +124,11 @@ impl WithBackend for AdHoc {
     type Output = Result<()>;
     fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
         let s = &self.settings;
-        let generator =
-            tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?.with_precision(s.precision);
+        let generator = match &self.adapter {
+            Some(adapter) => tp06_sample::Generator::<B::InnerBackend>::load_with_adapter(&self.dir, adapter, &device)?,
+            None => tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?,
+        };
+        let generator = generator.with_precision(s.precision);
         let answer = |prompt: &str| -> Result<()> {
             // Ctrl-C or SIGTERM: stop before the next generation (nothing is written but the terminal).
             tp06_artifact::fault::interrupt("generation");
@@ -191,7 +196,21 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
         precision: args.precision,
     };
     let settings = overrides.apply(sample, &|key| format!("--{}", key.replace('_', "-")))?;
-    let work = AdHoc { dir: model_dir(args.model.as_deref(), &run)?, prompts, interactive: args.interactive, settings };
+    let dir = match (&args.model, &args.adapter) {
+        (None, Some(adapter)) => {
+            // The base the adapter names: a local directory, or a hub id.
+            let base = tp06_model::lora::read_adapter_info(adapter)?.base;
+            anyhow::ensure!(
+                !base.is_empty(),
+                "--adapter `{}`: its adapter_config.json names no base_model_name_or_path; pass the base with --model",
+                adapter.display()
+            );
+            let spec = if Path::new(&base).is_dir() { base } else { format!("hf:{base}") };
+            model_dir(Some(&spec), &run)?
+        }
+        (model, _) => model_dir(model.as_deref(), &run)?,
+    };
+    let work = AdHoc { dir, adapter: args.adapter.clone(), prompts, interactive: args.interactive, settings };
     backend::dispatch(common.backend.as_deref(), work)?
 }
 

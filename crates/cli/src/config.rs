@@ -34,10 +34,11 @@ pub struct PipelineConfig {
 pub const DEFAULT_PRESET: &str = "demo";
 
 /// The built-in presets: name, TOML text.
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("tp06", include_str!("../../../presets/tp06.toml")),
     ("recommended", include_str!("../../../presets/recommended.toml")),
     ("demo", include_str!("../../../presets/demo.toml")),
+    ("lora", include_str!("../../../presets/lora.toml")),
 ];
 
 /// The repository root, for the relative paths of the built-in presets.

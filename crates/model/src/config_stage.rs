@@ -115,6 +115,11 @@ pub struct StageConfig {
     pub noise_std: f64,
     /// The freeze plan.
     pub freeze: FreezeConfig,
+    /// LoRA adapters (`[model.lora]`); none when absent. Under LoRA the base
+    /// weights are frozen whatever `freeze` says of the blocks, `wpe` and
+    /// `ln_f`; `freeze.wte` still says whether the added names' rows train.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::lora::LoraConfig>,
 }
 
 impl StageConfig {
@@ -127,6 +132,13 @@ impl StageConfig {
             return Err(SettingError::new(
                 "model.reference_words",
                 "empty; the `reference` init needs at least one word",
+            ));
+        }
+        if self.lora.is_some() && self.freeze.wte == WteFreeze::None {
+            return Err(SettingError::new(
+                "model.freeze.wte",
+                "\"none\" trains every row of wte, which a LoRA adapter cannot carry; \
+                 use \"pretrained-rows\" (the added names train) or \"all\"",
             ));
         }
         Ok(())

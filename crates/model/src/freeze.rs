@@ -94,6 +94,17 @@ impl FreezePlan {
         Self { frozen, wte_trainable_from }
     }
 
+    /// The plan under LoRA: every base weight frozen but the rows of `wte`
+    /// this plan trains (the adapters, not listed here, train).
+    pub fn under_lora(mut self, config: &Gpt2Config) -> Self {
+        for (name, _) in parameter_names(config) {
+            if name != "wte.weight" {
+                self.frozen.insert(name);
+            }
+        }
+        self
+    }
+
     /// Whether `name` trains (wholly or in part).
     pub fn trains(&self, name: &str) -> bool {
         !self.frozen.contains(name)
@@ -159,6 +170,14 @@ impl ParamReport {
         report.frozen_blocks = groups.iter().filter(|g| g.group.starts_with("block ") && g.trainable == 0).count();
         report.groups = groups;
         report
+    }
+
+    /// The report with `n` LoRA adapter parameters, all trainable, as their own group.
+    pub fn with_lora(mut self, n: usize) -> Self {
+        self.total += n;
+        self.trainable += n;
+        self.groups.push(GroupReport { group: "LoRA adapters".into(), params: n, trainable: n });
+        self
     }
 
     /// The notebook's printout.

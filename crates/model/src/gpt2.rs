@@ -15,6 +15,7 @@ use burn::tensor::activation;
 use crate::config::{Activation, Gpt2Config};
 use crate::kernels::{Dropout, Gpt2Ops, composed};
 use crate::layout::{Documents, Layout};
+use crate::lora::Lora;
 use crate::pass::Pass;
 
 /// `nn.LayerNorm` over the last dimension (biased variance, like torch).
@@ -42,15 +43,22 @@ pub struct Conv1D<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     /// `[out]`.
     pub bias: Param<Tensor<B, 1>>,
+    /// A LoRA adapter beside the weight, if any (see [`crate::lora`]).
+    pub lora: Option<Lora<B>>,
 }
 
 impl<B: Gpt2Ops> Conv1D<B> {
     /// `[b, t, in] → [b, t, out]`, as one `[b·t, in]` product: the weight's
     /// gradient is then one matrix product over all positions, not one per
-    /// sequence summed afterwards.
-    pub fn forward(&self, x: Tensor<B, 3>, pass: &Pass) -> Tensor<B, 3> {
+    /// sequence summed afterwards. With an adapter, peft's
+    /// `x W + b + (dropout(x) Aᵀ) Bᵀ · s`.
+    pub fn forward(&self, x: Tensor<B, 3>, pass: &mut Pass) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
-        let y = pass.linear(x.reshape([b * t, i]), self.weight.val(), self.bias.val()); // [b·t, out]
+        let x = x.reshape([b * t, i]); // [b·t, in]
+        let mut y = pass.linear(x.clone(), self.weight.val(), self.bias.val()); // [b·t, out]
+        if let Some(lora) = &self.lora {
+            y = y + pass.lora(x, lora.a.val(), lora.b.val(), lora.scaling, lora.dropout);
+        }
         let out = y.dims()[1];
         y.reshape([b, t, out])
     }
@@ -181,6 +189,13 @@ pub struct Block<B: Backend> {
     pub ln_2: LayerNorm<B>,
     /// Feed-forward.
     pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// Whether a layer of the block carries an adapter.
+    pub fn has_lora(&self) -> bool {
+        [&self.attn.c_attn, &self.attn.c_proj, &self.mlp.c_fc, &self.mlp.c_proj].iter().any(|l| l.lora.is_some())
+    }
 }
 
 impl<B: Gpt2Ops> Block<B> {
@@ -330,6 +345,7 @@ pub(crate) fn assemble<B: Backend>(
     let mut conv = |prefix: &str, i: usize, o: usize| Conv1D {
         weight: Param::from_tensor(tensor2(&format!("{prefix}.weight"), [i, o])),
         bias: Param::from_tensor(tensor1(&format!("{prefix}.bias"), [o])),
+        lora: None,
     };
     let mut blocks = Vec::with_capacity(config.n_layer);
     for (i, (ln_1, ln_2)) in norms.into_iter().enumerate() {

@@ -18,14 +18,18 @@ pub struct ScratchInit {
 
 /// A stream of N(0, std²) values for the tensor `name`.
 pub(crate) fn normal_values(seed: u64, name: &str, std: f64, n: usize) -> Vec<f32> {
-    // FNV-1a of the name, mixed with the seed: a stable per-tensor stream.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ name_hash(name));
+    let normal = Normal::new(0.0f64, std).expect("a finite, non-negative std");
+    (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+}
+
+/// FNV-1a of a tensor's name, mixed with a seed for a stable per-tensor stream.
+pub(crate) fn name_hash(name: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in name.bytes() {
         hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ hash);
-    let normal = Normal::new(0.0f64, std).expect("a finite, non-negative std");
-    (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+    hash
 }
 
 /// A GPT-2 of shape `config` with HF's initialisation: weights and embeddings

@@ -12,6 +12,7 @@ mod gpt2;
 mod init;
 pub mod kernels;
 mod layout;
+pub mod lora;
 mod pass;
 mod pickle;
 mod precision;
@@ -91,6 +92,9 @@ pub enum ModelError {
     /// An artifact of the model stage is unreadable.
     #[error("`{path}`: {reason}; re-run the model stage")]
     Artifact { path: PathBuf, reason: String },
+    /// An adapter directory is unreadable or does not fit the model.
+    #[error("`{path}`: {reason}")]
+    Adapter { path: PathBuf, reason: String },
     /// Asked to stop (Ctrl-C, SIGTERM) before it finished.
     #[error("{0}")]
     Interrupted(#[from] tp06_artifact::Interrupted),

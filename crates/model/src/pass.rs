@@ -206,6 +206,25 @@ impl Pass {
         }
     }
 
+    /// A LoRA adapter's share of its layer's output: `x [n, in]` →
+    /// `(dropout(x) Aᵀ) Bᵀ · scaling [n, out]` with `a [r, in]`, `b [out, r]`,
+    /// the two thin products under autocast as the layer's own.
+    pub fn lora<B: Gpt2Ops>(
+        &mut self,
+        x: Tensor<B, 2>,
+        a: Tensor<B, 2>,
+        b: Tensor<B, 2>,
+        scaling: f64,
+        dropout: Dropout,
+    ) -> Tensor<B, 2> {
+        let x = self.dropout(dropout, x);
+        if let Some(low) = self.autocast_dtype(&x) {
+            let down = x.cast(low).matmul(a.cast(low).transpose()); // [n, r]
+            return (down.matmul(b.cast(low).transpose()).cast(FloatDType::F32)) * scaling; // [n, out]
+        }
+        x.matmul(a.transpose()).matmul(b.transpose()) * scaling // [n, r] → [n, out]
+    }
+
     /// See [`Gpt2Ops::tied_head`]; under autocast, the product in its precision.
     pub fn tied_head<B: Gpt2Ops>(&self, hidden: Tensor<B, 2>, wte: Tensor<B, 2>) -> Tensor<B, 2> {
         if let Some(low) = self.autocast_dtype(&hidden) {

@@ -33,6 +33,8 @@ pub mod outputs {
     pub const WEIGHTS: &str = "model.safetensors";
     /// The freeze plan ([`crate::FreezePlan`]).
     pub const FREEZE: &str = "freeze.json";
+    /// Under LoRA, the fresh adapter as a peft adapter directory ([`crate::lora`]).
+    pub const ADAPTER: &str = "adapter";
 }
 
 /// The model stage's headline numbers (stored in the manifest's `stats`).
@@ -56,6 +58,9 @@ pub struct ModelStats {
     pub params: ParamReport,
     /// The first trainable row of `wte` when only the added rows train.
     pub wte_trainable_from: Option<usize>,
+    /// The adapters, under LoRA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::lora::LoraConfig>,
 }
 
 impl ModelStats {
@@ -126,6 +131,9 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         let problem = format!("{n}, but the model has {layers} blocks; use 0 to {layers}, or \"half\"");
         return Err(SettingError::new("model.freeze.lower_blocks", problem).into());
     }
+    if let Some(lora) = &config.lora {
+        lora.validate(base.n_layer)?;
+    }
     let info = VocabInfo::read(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::VOCAB_INFO))?;
     let added = tp06_vocab::read_added(&vocab_stage.manifest.output_path(run, tp06_vocab::outputs::ADDED_TOKENS))?;
     if info.base_vocab_size > base.vocab_size {
@@ -172,8 +180,12 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         Param::from_tensor(Tensor::from_data(TensorData::new(new_rows, [info.vocab_size, base.n_embd]), device));
     let shape = Gpt2Config { vocab_size: info.vocab_size, ..base.clone() };
 
-    let plan = FreezePlan::new(&config.freeze, &shape, info.base_vocab_size);
-    let params = ParamReport::new(&shape, &plan);
+    let mut plan = FreezePlan::new(&config.freeze, &shape, info.base_vocab_size);
+    let mut params = ParamReport::new(&shape, &plan);
+    if let Some(lora) = &config.lora {
+        plan = plan.under_lora(&shape);
+        params = ParamReport::new(&shape, &plan).with_lora(lora.num_params(shape.n_layer, shape.n_embd, shape.n_inner));
+    }
 
     let mut hf_out = hf.with_vocab_size(info.vocab_size);
     for (key, id) in [("bos_token_id", info.bos_id), ("eos_token_id", info.eos_id), ("pad_token_id", Some(info.pad_id))]
@@ -190,6 +202,16 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
     let mut files = weights::write_hf_dir(&model, &writer.dir(), &tokenizer, ctx.watch()).map_err(stopped)?; // weights, then the tokenizer's
     files.insert(0, outputs::CONFIG.to_string());
     files.insert(2, outputs::FREEZE.to_string());
+    // An earlier run's adapter would be read as this one's.
+    let _ = std::fs::remove_dir_all(writer.path(outputs::ADAPTER));
+    if let Some(lora) = &config.lora {
+        // The fresh adapter, beside the base weights it goes on.
+        let model = crate::lora::attach(model, lora, config.seed, device);
+        let rows = plan.wte_trainable_from.map_or(0..0, |from| from..info.vocab_size);
+        let dir = writer.path(outputs::ADAPTER);
+        let written = crate::lora::write_adapter(&model, lora, &peft_base_name(&config.base), rows, &dir, &tokenizer)?;
+        files.extend(written.into_iter().map(|name| format!("{}/{name}", outputs::ADAPTER)));
+    }
 
     let init = match config.init {
         InitStrategy::Reference => format!("reference + N(0, {}²)", config.noise_std),
@@ -209,6 +231,7 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         reference,
         params,
         wte_trainable_from: plan.wte_trainable_from,
+        lora: config.lora.clone(),
     };
     let environment =
         serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": ctx.backend });
@@ -257,13 +280,26 @@ fn reference_word(hub: &Hub, config: &StageConfig) -> Result<(String, u32), Mode
     })
 }
 
-/// Loads the model stage's output (`RUN_DIR/model/`) and its freeze plan.
+/// What peft records as an adapter's base model: the hub id, or the local path.
+pub fn peft_base_name(base: &tp06_artifact::Source) -> String {
+    match base {
+        tp06_artifact::Source::Hub { repo, .. } => repo.clone(),
+        tp06_artifact::Source::Local(path) => path.display().to_string(),
+    }
+}
+
+/// Loads the model stage's output (`RUN_DIR/model/`) and its freeze plan;
+/// under LoRA, with its fresh adapters.
 pub fn load_stage_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(Gpt2<B>, Gpt2Config, FreezePlan), ModelError> {
     let config = HfConfig::from_file(&dir.join(outputs::CONFIG))?.resolve()?;
-    let (model, _) = weights::load::<B>(&dir.join(outputs::WEIGHTS), &config, device)?;
+    let (mut model, _) = weights::load::<B>(&dir.join(outputs::WEIGHTS), &config, device)?;
+    let adapter = dir.join(outputs::ADAPTER);
+    if adapter.join(crate::lora::ADAPTER_CONFIG).exists() {
+        model = crate::lora::load_adapter(model, &adapter, device)?.0;
+    }
     let path = dir.join(outputs::FREEZE);
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
         path: path.clone(),

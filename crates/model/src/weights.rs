@@ -344,7 +344,8 @@ impl<B: Backend> ModuleVisitor<B> for NamedParams<B> {
 }
 
 /// Writes `model` as an HF model directory `dir`: its weights as
-/// `model.safetensors`, and the `files` (config.json, the tokenizer's) copied
+/// `model.safetensors` (its adapters, if any, merged into them: what plain
+/// transformers loads), and the `files` (config.json, the tokenizer's) copied
 /// beside them under their own names, its tensors shown and stopped by
 /// `watch` (see [`write_tensors`]). Returns the names written, weights first.
 pub fn write_hf_dir<B: Backend>(
@@ -354,7 +355,8 @@ pub fn write_hf_dir<B: Backend>(
     watch: Watch<'_>,
 ) -> Result<Vec<String>, ModelError> {
     tp06_artifact::fs::create_dir_all(dir)?;
-    write_tensors(&dir.join(SAFETENSORS), hf_tensors(model), watch)?;
+    let merged = model.has_lora().then(|| crate::lora::merge(model.clone()));
+    write_tensors(&dir.join(SAFETENSORS), hf_tensors(merged.as_ref().unwrap_or(model)), watch)?;
     let mut names = vec![SAFETENSORS.to_string()];
     for from in files {
         let name = from.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -365,16 +367,19 @@ pub fn write_hf_dir<B: Backend>(
 }
 
 /// Writes `model` as `model.safetensors` with HF's keys (`transformer.…`, no
-/// `lm_head.weight`) and metadata `format=pt`, atomically.
+/// `lm_head.weight`) and metadata `format=pt`, atomically; its adapters, if
+/// any, are not merged nor written (a checkpoint writes them beside).
 pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), ModelError> {
     write_tensors(path, hf_tensors(model), Watch::none())
 }
 
-/// `model`'s parameters under HF's keys.
+/// `model`'s parameters under HF's keys; its adapters, if any, left out
+/// (see [`crate::lora::write_adapter`]).
 fn hf_tensors<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
     NamedParams::of(model)
         .params
         .into_iter()
+        .filter(|(name, _, _)| !crate::lora::is_lora(name))
         .map(|(name, shape, tensor)| (format!("transformer.{name}"), shape, tensor))
         .collect()
 }

@@ -53,12 +53,15 @@ enum Segment<B: AutodiffBackend> {
     Recomputed { block: usize, input: Tensor<B::InnerBackend, 3>, pass: Pass },
 }
 
-/// Whether the block named `prefix` (`h.3`) has a parameter that trains.
-fn block_trains(plan: &FreezePlan, prefix: &str) -> bool {
-    ["ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"]
-        .iter()
-        .flat_map(|m| ["weight", "bias"].map(move |p| format!("{prefix}.{m}.{p}")))
-        .any(|name| plan.trains(&name))
+/// Whether block `i` of `model` has a parameter that trains: one the plan
+/// trains, or an adapter.
+fn block_trains<B: Backend>(model: &Gpt2<B>, plan: &FreezePlan, i: usize) -> bool {
+    let prefix = format!("h.{i}");
+    model.h[i].has_lora()
+        || ["ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"]
+            .iter()
+            .flat_map(|m| ["weight", "bias"].map(|p| format!("{prefix}.{m}.{p}")))
+            .any(|name| plan.trains(&name))
 }
 
 /// `x` as the input of a graph of its own: a leaf, tracked when a gradient
@@ -137,11 +140,8 @@ pub fn micro_batch<B: TrainBackend>(
     let embeddings_train = plan.trains("wte.weight") || plan.trains("wpe.weight");
     // The first block with a segment: every block from the lowest one a
     // gradient must reach; those below it run without a graph.
-    let first = if embeddings_train {
-        0
-    } else {
-        (0..n_layer).find(|&i| block_trains(plan, &format!("h.{i}"))).unwrap_or(n_layer)
-    };
+    let first =
+        if embeddings_train { 0 } else { (0..n_layer).find(|&i| block_trains(model, plan, i)).unwrap_or(n_layer) };
     let recompute = activations == Activations::Recomputed;
 
     // Forward: the embeddings, the blocks without a graph, then the segments.

@@ -14,6 +14,9 @@ use tp06_model::{Gpt2, Gpt2Config};
 use crate::TrainError;
 use crate::optim::Moments;
 
+/// Under LoRA, the adapters' values by our names, beside the base's `model.safetensors`.
+const ADAPTER: &str = "adapter.safetensors";
+
 /// Bump when the checkpoint layout changes.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
@@ -97,6 +100,9 @@ where
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     tp06_model::save_safetensors(model, &tmp.join("model.safetensors"))?;
+    if model.has_lora() {
+        tp06_model::write_tensors::<B>(&tmp.join(ADAPTER), model.lora_params(), Watch::none())?;
+    }
     tp06_artifact::fault::crash("checkpoint");
     let mut tensors = Vec::new();
     for (param, m) in moments {
@@ -134,13 +140,21 @@ fn discard(dir: &Path) {
 pub type Restored<B> =
     (Gpt2<B>, BTreeMap<String, Moments<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>>);
 
-/// Reads a checkpoint's model and moments.
+/// Reads a checkpoint's model and moments; the model has the adapters of
+/// `like` (the model being trained), with the checkpoint's values.
 pub fn load<B: burn::tensor::backend::AutodiffBackend>(
     checkpoint: &Checkpoint,
     config: &Gpt2Config,
+    like: &Gpt2<B>,
     device: &B::Device,
 ) -> Result<Restored<B>, TrainError> {
-    let (model, _) = tp06_model::load::<B>(&checkpoint.dir.join("model.safetensors"), config, device)?;
+    let (mut model, _) = tp06_model::load::<B>(&checkpoint.dir.join("model.safetensors"), config, device)?;
+    if like.has_lora() {
+        let path = checkpoint.dir.join(ADAPTER);
+        let tensors = tp06_model::read_tensors(&path)?;
+        model = tp06_model::lora::with_adapter_values(model, like, &tensors, device)
+            .map_err(|reason| TrainError::Checkpoint { path, reason })?;
+    }
     let tensors = tp06_model::read_tensors(&checkpoint.dir.join("optimizer.safetensors"))?;
     let mut moments: BTreeMap<String, Moments<B::InnerBackend>> = BTreeMap::new();
     let tensor = |values: &Vec<f32>| {

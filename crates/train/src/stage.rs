@@ -36,6 +36,9 @@ pub mod outputs {
     pub const BEST: &str = "best";
     /// Resumable checkpoints.
     pub const CHECKPOINTS: &str = "checkpoints";
+    /// Under LoRA, the trained adapter as a peft adapter directory (`export`
+    /// holds it merged into the weights).
+    pub const ADAPTER: &str = "adapter";
 }
 
 /// The train stage's headline numbers (stored in the manifest's `stats`).
@@ -379,7 +382,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     match &resume_from {
         Some(ckpt) => {
             tracing::info!("resuming from `{}` (step {})", ckpt.dir.display(), ckpt.state.step);
-            let (model, moments) = checkpoint::load::<B>(ckpt, &model_config, device)?;
+            let (model, moments) = checkpoint::load::<B>(ckpt, &model_config, &trainer.model, device)?;
             trainer.resume(model, moments, ckpt.state.step);
             state = ckpt.state.clone();
             stats.resumed_from = Some(ckpt.state.step);
@@ -427,6 +430,12 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     // The export and the manifest.
     // Once training is done its export is written whole: no checkpoint holds the last step.
     tp06_model::write_hf_dir(&trainer.model, &writer.path(outputs::EXPORT), &hf_files, ctx.watch().unstoppable())?;
+    if trainer.model.has_lora() {
+        let fresh = run.file(Stage::Model, tp06_model::outputs::ADAPTER);
+        tp06_model::lora::write_adapter_like(&trainer.model, &fresh, &writer.path(outputs::ADAPTER), &hf_files[1..])?;
+    } else {
+        let _ = std::fs::remove_dir_all(writer.path(outputs::ADAPTER)); // an earlier run's
+    }
     let records = metrics::read(&metrics_path)?;
     metrics::plot_loss(&records, &writer.path(outputs::PLOT), "TP 06 — loss")?;
     finish_stats(&mut stats, &records, final_eval, &state, validation.is_some());
@@ -498,7 +507,7 @@ fn output_files(writer: &StageWriter) -> Vec<String> {
             files.push(file.to_string());
         }
     }
-    for dir in [outputs::EXPORT, outputs::BEST] {
+    for dir in [outputs::EXPORT, outputs::BEST, outputs::ADAPTER] {
         if let Ok(entries) = std::fs::read_dir(writer.path(dir)) {
             let mut names: Vec<String> =
                 entries.flatten().map(|e| format!("{dir}/{}", e.file_name().to_string_lossy())).collect();

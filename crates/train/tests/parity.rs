@@ -12,9 +12,11 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 use serde_json::Value;
-use tp06_model::Kernels;
+use tp06_model::{BlockCount, FreezeConfig, FreezePlan, HfConfig, Kernels, WteFreeze, lora};
 use tp06_train::examples::Example;
 use tp06_train::metrics;
 use tp06_train::trainer::{Trainer, TrainerSettings};
@@ -227,4 +229,78 @@ fn a_step_without_examples_is_an_error_and_empty_micro_batches_are_skipped() {
     );
     let without = plain.step(&[vec![&all[0], &all[1]], vec![&all[2], &all[3]]], 1e-3).unwrap();
     assert_eq!(with_gap, without);
+}
+
+/// LoRA against peft under HF `Trainer` (`fixtures/make_lora_fixtures.py`):
+/// from the same initial adapter (peft's own, saved before training), 20
+/// steps with the `masked` case's data and settings give HF's per-step loss
+/// and gradient norm, and the adapter peft saved after them; in
+/// `train-tokens` the added rows 96..99 of `wte` train too (peft's trainable
+/// tokens) and end as peft's. The base weights stay bit-identical.
+/// Tolerances as `twenty_steps_equal_hf_trainer`.
+#[test]
+fn lora_twenty_steps_equal_peft() {
+    for case in ["train-plain", "train-tokens"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/lora").join(case);
+        let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+        let gpt = HfConfig::from_file(&dir.join("config.json")).unwrap().resolve().unwrap();
+        let (base, _) = tp06_model::load::<B>(&dir.join("model.safetensors"), &gpt, &Default::default()).unwrap();
+        let (model, info) = lora::load_adapter(base, &dir.join("initial"), &Default::default()).unwrap();
+        let initial = values(&model);
+        let tokens = !info.token_rows.is_empty();
+        let freeze = FreezeConfig {
+            wte: if tokens { WteFreeze::PretrainedRows } else { WteFreeze::All },
+            wpe: true,
+            lower_blocks: BlockCount::Count(0),
+            ln_f: true,
+        };
+        let plan = FreezePlan::new(&freeze, &gpt, 96).under_lora(&gpt);
+        let c = config_of(&golden["args"]);
+        let mut trainer = Trainer::new(model, plan, TrainerSettings::of(&c), Default::default());
+        let out = tempfile::tempdir().unwrap();
+        let rows: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("examples.json")).unwrap()).unwrap();
+        let train: Vec<Example> = rows.iter().map(example_of).collect();
+        run_loop(&mut trainer, &train, &c, out.path(), 20, false, &mut new_state()).unwrap();
+
+        let records = metrics::read(&out.path().join("metrics.jsonl")).unwrap();
+        let expect =
+            |key: &str| golden[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
+        for (i, (record, (loss, norm))) in
+            records.iter().zip(expect("losses").into_iter().zip(expect("grad_norms"))).enumerate()
+        {
+            let ours = record.loss.unwrap();
+            assert!(((ours - loss) / loss).abs() < 1e-5, "{case} step {}: loss {ours} vs peft {loss}", i + 1);
+            let ours = record.grad_norm.unwrap();
+            assert!(((ours - norm) / norm).abs() < 1e-4, "{case} step {}: grad norm {ours} vs peft {norm}", i + 1);
+        }
+        assert_eq!(records.len(), 20);
+
+        // The adapter peft saved after training, read by the same reader.
+        let (expected, _) = lora::load_adapter(trainer.model.clone(), &dir.join("final"), &Default::default()).unwrap();
+        let (ours, theirs) = (values(&trainer.model), values(&expected));
+        for (name, value) in &ours {
+            let diff = value.iter().zip(&theirs[name]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(diff < 2e-5, "{case} {name}: max |Δ| against peft = {diff}");
+            if lora::is_lora(name) {
+                assert_ne!(value, &initial[name], "{case}: {name} trained");
+            } else if name != "wte.weight" {
+                assert_eq!(value, &initial[name], "{case}: the base's {name} is bit-identical");
+            }
+        }
+        let n = 96 * gpt.n_embd;
+        let wte = (&ours["wte.weight"], &initial["wte.weight"]);
+        assert_eq!(wte.0[..n], wte.1[..n], "{case}: the pretrained rows are bit-identical");
+        assert_eq!(wte.0[n..] != wte.1[n..], tokens, "{case}: the added rows train when peft trains them");
+    }
+}
+
+fn example_of(r: &Value) -> Example {
+    let list = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>();
+    Example {
+        input_ids: list("input_ids").into_iter().map(|i| i as u32).collect(),
+        labels: list("labels"),
+        attention: list("attention_mask").into_iter().map(|m| m == 1).collect(),
+        positions: None,
+    }
 }

@@ -38,7 +38,7 @@ fn an_interrupted_run_resumes_to_identical_weights() {
     let checkpoints = tp06_train::checkpoint::list(&dir_b.path().join("checkpoints")).unwrap();
     let last = checkpoints.last().unwrap();
     assert_eq!(last.state.step, 1);
-    let (model, moments) = tp06_train::checkpoint::load::<B>(last, &gpt, &Default::default()).unwrap();
+    let (model, moments) = tp06_train::checkpoint::load::<B>(last, &gpt, &first.model, &Default::default()).unwrap();
     let mut resumed = Trainer::new(
         model,
         course_plan(&gpt),
@@ -85,12 +85,13 @@ fn a_run_training_new_rows_resumes_to_identical_weights_from_either_moments_layo
     );
     run_loop(&mut first, &train, &c, dir_b.path(), 5, true, &mut new_state()).unwrap_err();
     let last = tp06_train::checkpoint::list(&dir_b.path().join("checkpoints")).unwrap().pop().unwrap();
-    let (_, moments) = tp06_train::checkpoint::load::<B>(&last, &grown, &Default::default()).unwrap();
+    let (_, moments) = tp06_train::checkpoint::load::<B>(&last, &grown, &first.model, &Default::default()).unwrap();
     let span = 4 * gpt.n_embd;
     assert_eq!(moments["wte.weight"].m.dims(), [span], "only the new rows' moments are kept");
 
     for full_width in [false, true] {
-        let (model, mut moments) = tp06_train::checkpoint::load::<B>(&last, &grown, &Default::default()).unwrap();
+        let (model, mut moments) =
+            tp06_train::checkpoint::load::<B>(&last, &grown, &first.model, &Default::default()).unwrap();
         if full_width {
             let wte = moments.get_mut("wte.weight").unwrap();
             for t in [&mut wte.m, &mut wte.v] {
