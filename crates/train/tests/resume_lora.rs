@@ -1,0 +1,61 @@
+//! Resuming an interrupted LoRA run ends with bit-identical adapters, added
+//! rows and moments, as a full fine-tune does (`resume.rs`): the checkpoint
+//! holds the adapters beside the base, and their dropout masks repeat. In its
+//! own test binary, as `resume.rs`, for the dropout.
+
+mod common;
+
+use common::*;
+use tp06_model::lora::{self, Blocks, LoraConfig, Target};
+use tp06_train::trainer::{Trainer, TrainerSettings};
+use tp06_train::{Config, metrics};
+
+#[test]
+fn an_interrupted_lora_run_resumes_to_identical_weights() {
+    let c = Config { checkpoint_every: 3, max_steps: Some(6), ..config() };
+    // New rows that train (pretrained-rows) and adapters with dropout on every layer.
+    let (model, plan, train, gpt) = grown_with_new_rows();
+    let grown = tp06_model::Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
+    let lora_config = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.1,
+        targets: Target::ALL.to_vec(),
+        blocks: Blocks::All,
+        rslora: false,
+    };
+    let model = lora::attach(model, &lora_config, 5, &Default::default());
+    let plan = plan.under_lora(&grown);
+    let settings = TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) };
+    let mut straight = Trainer::new(model.clone(), plan.clone(), settings.clone(), Default::default());
+    let dir_a = tempfile::tempdir().unwrap();
+    run_loop(&mut straight, &train, &c, dir_a.path(), 6, false, &mut new_state()).unwrap();
+
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut first = Trainer::new(model.clone(), plan.clone(), settings.clone(), Default::default());
+    let err = run_loop(&mut first, &train, &c, dir_b.path(), 6, true, &mut new_state()).unwrap_err();
+    assert!(matches!(err, tp06_train::TrainError::Interrupted { step: 1, .. }), "{err}");
+    let last = tp06_train::checkpoint::list(&dir_b.path().join("checkpoints")).unwrap().pop().unwrap();
+    assert!(last.dir.join("adapter.safetensors").exists(), "the adapters are checkpointed");
+    // A fresh trainer, as a new process would make it: its adapters are the fresh ones.
+    let mut resumed = Trainer::new(model.clone(), plan.clone(), settings, Default::default());
+    let (restored, moments) =
+        tp06_train::checkpoint::load::<B>(&last, &grown, &resumed.model, &Default::default()).unwrap();
+    assert_eq!(values(&restored), values(&first.model), "the checkpoint is the model as it was");
+    assert!(moments.keys().any(|k| lora::is_lora(k)) && moments.contains_key("wte.weight"));
+    assert!(moments.keys().all(|k| lora::is_lora(k) || k == "wte.weight"), "no moments for the frozen base");
+    resumed.resume(restored, moments, last.state.step);
+    let mut state = last.state.clone();
+    metrics::truncate_after(&dir_b.path().join("metrics.jsonl"), 1).unwrap();
+    run_loop(&mut resumed, &train, &c, dir_b.path(), 6, false, &mut state).unwrap();
+
+    let (a, b) = (values(&straight.model), values(&resumed.model));
+    assert_eq!(a, b, "bit-identical after resume");
+    assert!(a.keys().filter(|k| lora::is_lora(k)).count() == 2 * 4 * gpt.n_layer, "every adapter is compared");
+    let initial = values(&model);
+    assert!(a.iter().filter(|(k, _)| lora::is_lora(k)).all(|(k, v)| *v != initial[k]), "every adapter trained");
+    let metrics_of = |dir: &std::path::Path| {
+        metrics::read(&dir.join("metrics.jsonl")).unwrap().iter().map(|r| (r.step, r.loss)).collect::<Vec<_>>()
+    };
+    assert_eq!(metrics_of(dir_a.path()), metrics_of(dir_b.path()));
+}
