@@ -10,13 +10,16 @@ by default, or on a CUDA GPU, and in bf16.
             --freeze recommended: the same, but the last 1,000 rows of wte (the
             added names) train: a hook zeroes the other rows' gradient and they
             are put back after each step (AdamW's decay would move them).
+            --freeze lora: peft's LoRA (`get_peft_model`, the `lora` preset's
+            LoraConfig as --lora-* give it) on the base, frozen, with the last
+            1,000 rows of wte as peft's trainable tokens.
   forward:  inference forward passes to the logits, 8 batches of 2 × 256
             tokens per step, no gradient; token positions per second.
   generate: greedy decoding with the KV cache, 16-token prompt, 128 new tokens;
             new tokens per second.
 
     python bench/bench.py {train,forward,generate} --shape {mini,small,base} [--steps N] [--threads T]
-                          [--device {cpu,cuda}] [--dtype {f32,bf16}] [--freeze {course,recommended}]
+                          [--device {cpu,cuda}] [--dtype {f32,bf16}] [--freeze {course,recommended,lora}]
                           [--gradient-checkpointing]
 
 bf16: inference with the weights in bf16 (`model.to(torch.bfloat16)`, as
@@ -61,7 +64,12 @@ p.add_argument("--steps", type=int, default=2)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
 p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
-p.add_argument("--freeze", choices=["course", "recommended"], default="course")
+p.add_argument("--freeze", choices=["course", "recommended", "lora"], default="course")
+# --freeze lora: the adapters (`tp06 bench` passes the lora preset's [model.lora]).
+p.add_argument("--lora-r", type=int, default=16)
+p.add_argument("--lora-alpha", type=float, default=32.0)
+p.add_argument("--lora-dropout", type=float, default=0.05)
+p.add_argument("--lora-targets", default="c_attn,attn.c_proj,c_fc,mlp.c_proj")
 # The training loop's values (forward: one step's micro-batches); `tp06 bench`
 # passes those of the tp06 preset's [train] (the defaults are the same: the course's).
 p.add_argument("--batch-size", type=int, default=2)
@@ -100,7 +108,15 @@ def sync():
 def randint(*shape):
     return torch.randint(5, vocab, shape).to(device)
 
-if a.work == "train":
+if a.work == "train" and a.freeze == "lora":
+    from peft import LoraConfig, get_peft_model
+    # Names as peft matches them: the end of a module's path after a dot.
+    targets = ["mlp.c_fc" if t == "c_fc" else t for t in a.lora_targets.split(",")]
+    lora = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout, target_modules=targets,
+                      trainable_token_indices={"wte": list(range(vocab - NEW_ROWS, vocab))}, task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    restore = lambda: None
+elif a.work == "train":
     for p_ in list(model.transformer.wte.parameters()) + list(model.transformer.wpe.parameters()):
         p_.requires_grad = False
     for block in model.transformer.h[: config.n_layer // 2]:
@@ -117,6 +133,7 @@ if a.work == "train":
         def restore():
             with torch.no_grad():
                 wte[:base] = pretrained
+if a.work == "train":
     params = [(n, p_) for n, p_ in model.named_parameters() if p_.requires_grad]
     decay = [p_ for n, p_ in params if not ("bias" in n or "ln_" in n)]
     no_decay = [p_ for n, p_ in params if "bias" in n or "ln_" in n]

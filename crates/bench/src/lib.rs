@@ -102,6 +102,10 @@ pub enum Freeze {
     /// of `wte` (the added names) train, so the activations' gradients run
     /// down to the embeddings and the tied head has a weight gradient.
     Recommended,
+    /// The `lora` preset's: the base frozen, its LoRA adapters (every block)
+    /// and the last [`NEW_ROWS`] rows of `wte` train (PyTorch: peft's
+    /// `get_peft_model` with the same `LoraConfig` and trainable tokens).
+    Lora,
 }
 
 /// The rows of `wte` that train under [`Freeze::Recommended`]: about what the
@@ -114,14 +118,16 @@ impl Freeze {
         match self {
             Freeze::Course => "course",
             Freeze::Recommended => "recommended",
+            Freeze::Lora => "lora",
         }
     }
 
-    /// The preset whose `[model.freeze]` it is.
+    /// The preset whose `[model.freeze]` (and `[model.lora]`) it is.
     pub fn preset(self) -> &'static str {
         match self {
             Freeze::Course => "tp06",
             Freeze::Recommended => "recommended",
+            Freeze::Lora => "lora",
         }
     }
 }
@@ -138,12 +144,16 @@ pub struct Workload {
     pub freeze: FreezeConfig,
     /// Which preset's freeze it is.
     pub which: Freeze,
+    /// The preset's adapters, if any.
+    pub lora: Option<tp06_model::lora::LoraConfig>,
 }
 
 impl Workload {
-    /// The freeze plan on `config`, whose last [`NEW_ROWS`] rows stand for the added names.
+    /// The freeze plan on `config`, whose last [`NEW_ROWS`] rows stand for
+    /// the added names (under LoRA, the base frozen but those rows).
     pub fn plan(&self, config: &Gpt2Config) -> FreezePlan {
-        FreezePlan::new(&self.freeze, config, config.vocab_size - NEW_ROWS)
+        let plan = FreezePlan::new(&self.freeze, config, config.vocab_size - NEW_ROWS);
+        if self.lora.is_some() { plan.under_lora(config) } else { plan }
     }
 
     /// The micro-batches' size as `tp06 bench-one` takes it.
@@ -176,6 +186,19 @@ impl Workload {
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value])
         .chain(t.gradient_checkpointing.then(|| "--gradient-checkpointing".to_string()))
+        .chain(self.lora.iter().flat_map(|l| {
+            let targets: Vec<&str> = l.targets.iter().map(|t| t.name()).collect();
+            [
+                "--lora-r".to_string(),
+                l.r.to_string(),
+                "--lora-alpha".into(),
+                l.alpha.to_string(),
+                "--lora-dropout".into(),
+                l.dropout.to_string(),
+                "--lora-targets".into(),
+                targets.join(","),
+            ]
+        }))
         .collect()
     }
 }
@@ -319,7 +342,10 @@ fn train<B: TrainBackend>(
 ) -> (usize, f64) {
     use tp06_train::examples::Example;
     let t = &workload.train;
-    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
+    let mut model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device);
+    if let Some(lora) = &workload.lora {
+        model = tp06_model::lora::attach(model, lora, 1, device);
+    }
     let settings = tp06_train::TrainerSettings { autocast: precision, kernels, ..tp06_train::TrainerSettings::of(t) };
     let mut trainer = tp06_train::Trainer::new(model, workload.plan(config), settings, device.clone());
     let (batch, accumulation, length) = (t.batch_size, t.grad_accum, t.max_length);

@@ -19,7 +19,8 @@ pub fn workload(freeze: Freeze, size: LoopSize) -> Result<Workload> {
     train.grad_accum = size.grad_accum.unwrap_or(train.grad_accum);
     train.max_length = size.max_length.unwrap_or(train.max_length);
     train.gradient_checkpointing = size.gradient_checkpointing;
-    Ok(Workload { train, freeze: preset(freeze.preset())?.model.freeze, which: freeze })
+    let model = preset(freeze.preset())?.model;
+    Ok(Workload { train, freeze: model.freeze, which: freeze, lora: model.lora })
 }
 
 /// One measurement in this process, on the chosen backend.
@@ -70,5 +71,13 @@ mod tests {
                 assert!(!plan.trains("wpe.weight") && !plan.trains(&lower) && plan.trains(&upper), "{name}");
             }
         }
+        // LoRA: the base frozen but the added rows; the lora preset's adapters.
+        let lora = workload(Freeze::Lora, LoopSize::default()).unwrap();
+        let config = tp06_bench::shape("base").unwrap();
+        let plan = lora.plan(&config);
+        assert_eq!(plan.wte_trainable_from, Some(config.vocab_size - tp06_bench::NEW_ROWS));
+        assert!(!plan.trains("h.23.attn.c_attn.weight") && !plan.trains("ln_f.weight"));
+        let adapters = lora.lora.unwrap();
+        assert_eq!((adapters.r, adapters.targets.len()), (16, 4));
     }
 }

@@ -238,7 +238,9 @@ pub enum Command {
         /// What trains in the train work: course (the tp06 preset's freeze:
         /// the lower half, `wte` and `wpe` frozen) or recommended (the
         /// recommended preset's: the same, plus 1,000 new `wte` rows that
-        /// train). The loop's other values are the tp06 preset's [train].
+        /// train) or lora (the lora preset's: the base frozen, its LoRA
+        /// adapters and the 1,000 rows train; PyTorch: peft). The loop's
+        /// other values are the tp06 preset's [train].
         #[arg(long, default_value = "course", value_parser = freeze)]
         freeze: tp06_bench::Freeze,
         /// Our side's operations: backend (its fused CPU kernels) or composed
@@ -325,12 +327,13 @@ pub struct LoopSize {
     pub gradient_checkpointing: bool,
 }
 
-/// `course` or `recommended`.
+/// `course`, `recommended` or `lora`.
 fn freeze(value: &str) -> Result<tp06_bench::Freeze, String> {
     match value {
         "course" => Ok(tp06_bench::Freeze::Course),
         "recommended" => Ok(tp06_bench::Freeze::Recommended),
-        other => Err(format!("`{other}`: use course or recommended")),
+        "lora" => Ok(tp06_bench::Freeze::Lora),
+        other => Err(format!("`{other}`: use course, recommended or lora")),
     }
 }
 
