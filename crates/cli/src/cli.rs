@@ -285,8 +285,13 @@ pub struct ServeArgs {
     /// A model directory in hub layout or a hub id `hf:OWNER/NAME[@REV]` instead of the run's fine-tuned model.
     #[arg(long, value_name = "DIR_OR_HUB_ID")]
     pub model: Option<String>,
-    /// A second model to compare with (as `tp06-base`) [default: the run's base
-    /// model, when the run has a pretrained one and no --model is given; `none`: no second model].
+    /// A peft LoRA adapter directory to put on --model as `tp06` (without
+    /// --model, on the base the adapter names).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// A second model to compare with (as `tp06-base`) [default: with
+    /// --adapter, the model it goes on without it; else the run's base model,
+    /// when the run has a pretrained one and no --model is given; `none`: no second model].
     #[arg(long, value_name = "DIR_OR_HUB_ID")]
     pub base: Option<String>,
     /// Where to listen (port 0: any free port); other addresses than loopback need --api-key.

@@ -110,6 +110,19 @@ fn model_dir(model: Option<&str>, run: &RunDir) -> Result<PathBuf> {
     }
 }
 
+/// The base model a peft adapter directory names (`base_model_name_or_path`):
+/// a local directory, or a hub id.
+fn adapter_base(adapter: &Path, run: &RunDir) -> Result<PathBuf> {
+    let base = tp06_model::lora::read_adapter_info(adapter)?.base;
+    anyhow::ensure!(
+        !base.is_empty(),
+        "--adapter `{}`: its adapter_config.json names no base_model_name_or_path; pass the base with --model",
+        adapter.display()
+    );
+    let spec = if Path::new(&base).is_dir() { base } else { format!("hf:{base}") };
+    model_dir(Some(&spec), run)
+}
+
 /// Generation for people: prompts from the command line, a file or stdin.
 struct AdHoc {
     dir: PathBuf,
@@ -197,17 +210,7 @@ fn sample_command(common: &Common, args: &SampleArgs) -> Result<()> {
     };
     let settings = overrides.apply(sample, &|key| format!("--{}", key.replace('_', "-")))?;
     let dir = match (&args.model, &args.adapter) {
-        (None, Some(adapter)) => {
-            // The base the adapter names: a local directory, or a hub id.
-            let base = tp06_model::lora::read_adapter_info(adapter)?.base;
-            anyhow::ensure!(
-                !base.is_empty(),
-                "--adapter `{}`: its adapter_config.json names no base_model_name_or_path; pass the base with --model",
-                adapter.display()
-            );
-            let spec = if Path::new(&base).is_dir() { base } else { format!("hf:{base}") };
-            model_dir(Some(&spec), &run)?
-        }
+        (None, Some(adapter)) => adapter_base(adapter, &run)?,
         (model, _) => model_dir(model.as_deref(), &run)?,
     };
     let work = AdHoc { dir, adapter: args.adapter.clone(), prompts, interactive: args.interactive, settings };
@@ -553,14 +556,21 @@ impl WithBackend for ServeWork {
 
 fn serve_command(setup: &DemoSetup, args: &ServeArgs) -> Result<()> {
     let (config, run) = configure(&setup.setup, false)?;
-    let dir = match &args.model {
-        Some(spec) => model_dir(Some(spec), &run)?,
-        None => model_dir(None, &run).context("run the pipeline first (cargo xtask pipeline), or pass --model")?,
+    let dir = match (&args.model, &args.adapter) {
+        (Some(spec), _) => model_dir(Some(spec), &run)?,
+        (None, Some(adapter)) => adapter_base(adapter, &run)?,
+        (None, None) => {
+            model_dir(None, &run).context("run the pipeline first (cargo xtask pipeline), or pass --model")?
+        }
     };
-    let mut models = vec![tp06_serve::ModelSpec { id: "tp06".into(), dir, role: "fine-tuned" }];
+    let adapter = args.adapter.clone();
+    // With an adapter, the base to compare with is the model it goes on, without it.
+    let adapter_on = adapter.is_some().then(|| dir.clone());
+    let mut models = vec![tp06_serve::ModelSpec { id: "tp06".into(), dir, adapter, role: "fine-tuned" }];
     let base = match args.base.as_deref() {
         Some("none") => None,
         Some(spec) => Some(model_dir(Some(spec), &run)?),
+        None if adapter_on.is_some() => adapter_on,
         None if args.model.is_none() && !config.model.from_scratch => {
             match model_dir(Some(&config.model.base.to_string()), &run) {
                 Ok(dir) => Some(dir),
@@ -573,7 +583,7 @@ fn serve_command(setup: &DemoSetup, args: &ServeArgs) -> Result<()> {
         None => None,
     };
     if let Some(dir) = base {
-        models.push(tp06_serve::ModelSpec { id: "tp06-base".into(), dir, role: "base" });
+        models.push(tp06_serve::ModelSpec { id: "tp06-base".into(), dir, adapter: None, role: "base" });
     }
     let options = tp06_serve::Options {
         addr: args.addr,

@@ -14,32 +14,6 @@ use serde_json::{Value, json};
 use tp06_model::backend::Cpu;
 use tp06_model::{HfConfig, Pass, lora};
 
-/// The `lora` preset on the demo's inputs, to the end of training.
-fn lora_run(dir: &Path) {
-    let repo = repo();
-    let data = |f: &str| repo.join("data/demo").join(f).display().to_string();
-    let sets = [
-        format!("data.articles={}", data("articles.jsonl")),
-        format!("data.names={}", data("names.txt")),
-        format!("model.base={}", data("base")),
-        "model.from_scratch=true".into(),
-        "model.lora.r=4".into(),
-        "model.lora.alpha=8".into(),
-        "train.lr=3e-3".into(),
-        "train.max_steps=6".into(),
-        "train.eval_every=3".into(),
-        "train.checkpoint_every=4".into(),
-        "train.max_length=64".into(),
-    ];
-    let run = dir.display().to_string();
-    let mut args = vec!["pipeline", "--preset", "lora", "--run-dir", &run, "--quiet", "--to", "train"];
-    for set in &sets {
-        args.extend(["--set", set]);
-    }
-    let out = tp06(&args);
-    assert!(out.status.success(), "{:?}", text(&out));
-}
-
 fn script() -> String {
     repo().join("crates/cli/tests/clients/peft_adapter.py").display().to_string()
 }
@@ -90,6 +64,15 @@ fn the_lora_preset_trains_adapters_that_peft_loads_with_our_logits() {
     assert_eq!(model_stats["lora"]["r"], 4);
     let lora_group = model_stats["params"]["groups"].as_array().unwrap().iter().find(|g| g["group"] == "LoRA adapters");
     assert!(lora_group.is_some_and(|g| g["trainable"].as_u64() > Some(0)), "{model_stats}");
+
+    // The report says what the adapters are and weigh.
+    let report = tp06(&["report", "--run-dir", &run.display().to_string(), "--lang", "en"]);
+    assert!(report.status.success(), "{:?}", text(&report));
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    let adapter_mb = std::fs::metadata(run.join("train/adapter/adapter_model.safetensors")).unwrap().len() as f64 / 1e6;
+    let paragraph = md.lines().find(|l| l.starts_with("LoRA: r = 4, α = 8")).unwrap_or_else(|| panic!("{md}"));
+    assert!(paragraph.contains("c_attn, attn.c_proj, c_fc, mlp.c_proj (every block)"), "{paragraph}");
+    assert!(paragraph.contains(&format!("train/adapter/: {adapter_mb:.2} MB")), "{paragraph}");
 
     // The export is the merged model: its logits are the adapter's on the base.
     let tok = tp06_vocab::Tok::from_dir(&run.join("model")).unwrap();

@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::{command, demo, text, tp06};
+use common::{command, demo, lora_run, text, tp06};
 use serde_json::{Value, json};
 
 /// A running `tp06 serve`, killed when dropped.
@@ -509,4 +509,47 @@ fn the_playground_works_in_a_browser() {
     assert!(candidates.iter().filter(|c| c["cut"] == "top_k").count() >= 5, "top-k 3 of 8+ candidates: {seen}");
     assert!(seen["phone_overflow"].as_i64().unwrap() <= 0, "no sideways scrolling at 390 px: {seen}");
     assert!(shots.join("playground.png").is_file() && shots.join("playground-phone.png").is_file());
+}
+
+/// `serve --adapter`: the run's base with the LoRA adapter it trained is
+/// `tp06` (greedy through the API is `tp06 sample --greedy` on the merged
+/// export), the base without it `tp06-base`.
+#[test]
+fn serve_puts_an_adapter_on_its_base() {
+    let dir = tempfile::tempdir().unwrap();
+    lora_run(dir.path());
+    let (base, adapter) = (dir.path().join("model"), dir.path().join("train/adapter"));
+    let (base, adapter) = (base.display().to_string(), adapter.display().to_string());
+    let server = Server::start(dir.path(), &["--model", &base, "--adapter", &adapter]);
+    assert_eq!(server.json("health")["models"], json!(["tp06", "tp06-base"]));
+    let prompt = "Pikachu est";
+    let completion = |model: &str| {
+        let (status, _, body) =
+            server.complete(&json!({"model": model, "prompt": prompt, "max_tokens": 12, "temperature": 0}));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let (tuned, plain) = (completion("tp06"), completion("tp06-base"));
+    assert_ne!(tuned, plain, "the adapter counts");
+    let run = dir.path().display().to_string();
+    let export = dir.path().join("train/export").display().to_string();
+    let sample = |model: &str| {
+        let out = tp06(&[
+            "sample",
+            "--run-dir",
+            &run,
+            "--quiet",
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--greedy",
+            "--max-new-tokens",
+            "12",
+        ]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        text(&out).0.trim_end().to_string()
+    };
+    assert_eq!(format!("{prompt}{tuned}").trim_end(), sample(&export), "the adapter on the base is the merged export");
+    assert_eq!(format!("{prompt}{plain}").trim_end(), sample(&base), "tp06-base is the base alone");
 }

@@ -613,17 +613,28 @@ fn freezing(c: &Ctx) -> Built {
                 c.t("gelé", "frozen"),
             ],
         ),
-        caption: format!(
-            "{} {}/{} {}",
-            c.t(
-                "Le modèle de l'entrée (en bas) à la sortie (en haut) ;",
-                "The model from input (bottom) to output (top);"
+        caption: match &m.stats.lora {
+            None => format!(
+                "{} {}/{} {}",
+                c.t(
+                    "Le modèle de l'entrée (en bas) à la sortie (en haut) ;",
+                    "The model from input (bottom) to output (top);"
+                ),
+                p.frozen_blocks,
+                p.n_layer,
+                c.t("blocs inférieurs gelés.", "lower blocks frozen.")
             ),
-            p.frozen_blocks,
-            p.n_layer,
-            c.t("blocs inférieurs gelés.", "lower blocks frozen.")
-        ),
+            Some(_) => c
+                .t(
+                    "Le modèle de l'entrée (en bas) à la sortie (en haut) ; sous LoRA, tout le modèle de base est gelé et les adaptateurs s'entraînent.",
+                    "The model from input (bottom) to output (top); under LoRA the whole base is frozen and the adapters train.",
+                )
+                .into(),
+        },
     });
+    if let Some(lora) = &m.stats.lora {
+        b.push(Block::Para(lora_paragraph(c, lora, p)));
+    }
     b.push(table(
         &[
             c.t("groupe", "group"),
@@ -655,6 +666,47 @@ fn freezing(c: &Ctx) -> Built {
         ],
     ));
     Ok((b, vec![]))
+}
+
+/// What the adapters are, what trains under them and what they weigh on disk.
+fn lora_paragraph(c: &Ctx, lora: &tp06_model::lora::LoraConfig, p: &tp06_model::ParamReport) -> String {
+    let adapters = p.groups.iter().find(|g| g.group == "LoRA adapters").map_or(0, |g| g.params);
+    let targets: Vec<&str> = lora.targets.iter().map(|t| t.name()).collect();
+    let blocks = match lora.blocks {
+        tp06_model::lora::Blocks::All => c.t("tous les blocs", "every block").to_string(),
+        tp06_model::lora::Blocks::Range(from, to) => format!("{} {from} → {}", c.t("blocs", "blocks"), to - 1),
+    };
+    let scaling = if lora.rslora { "α/√r" } else { "α/r" };
+    let (colon, semi) = (c.t(" :", ":"), c.t(" ;", ";"));
+    let file = c.run.stage_dir(Stage::Train).join(tp06_train::outputs::ADAPTER).join(tp06_model::lora::ADAPTER_WEIGHTS);
+    let size = match std::fs::metadata(&file) {
+        Ok(meta) => format!("{} {}", c.num(meta.len() as f64 / 1e6, 2), c.t("Mo", "MB")),
+        Err(_) => {
+            c.t("pas encore écrit (l'entraînement n'a pas fini)", "not written yet (training has not finished)").into()
+        }
+    };
+    format!(
+        "{} r = {}, α = {} ({scaling} = {}), dropout {}, {} {} ({blocks}){colon} {} {}{semi} {} {} {} ({}) {}. {} train/adapter/{colon} {size}. {}",
+        c.t("LoRA :", "LoRA:"),
+        lora.r,
+        lora.alpha,
+        c.num(lora.scaling(), 3),
+        lora.dropout,
+        c.t("sur", "on"),
+        targets.join(", "),
+        group_digits(adapters),
+        c.t("paramètres d'adaptateurs", "adapter parameters"),
+        c.t("avec les lignes ajoutées de wte,", "with wte's added rows,"),
+        group_digits(p.trainable),
+        c.t("paramètres s'entraînent", "parameters train"),
+        c.pct(p.trainable as f64 / p.total.max(1) as f64),
+        c.t("du modèle", "of the model"),
+        c.t("L'adaptateur, au format de peft, dans", "The adapter, in peft's format, in"),
+        c.t(
+            "PeftModel.from_pretrained le charge sur le modèle de base redimensionné au tokenizer ; train/export contient les poids avec les adaptateurs fusionnés.",
+            "PeftModel.from_pretrained loads it on the base resized to the tokenizer; train/export holds the weights with the adapters merged.",
+        )
+    )
 }
 
 /// The course's table of learning rates, and beside it the range test of

@@ -26,6 +26,8 @@ pub struct ModelSpec {
     pub id: String,
     /// Its HF directory.
     pub dir: PathBuf,
+    /// A peft LoRA adapter directory put on `dir` (merged when loaded).
+    pub adapter: Option<PathBuf>,
     /// What it is, for the page (`fine-tuned`, `base`).
     pub role: &'static str,
 }
@@ -137,7 +139,11 @@ impl Engine {
                 let watch = tp06_artifact::Watch { progress: &tp06_artifact::NoProgress, stop };
                 let mut generators = Vec::new();
                 for spec in &specs {
-                    match Generator::<B>::load_watched(&spec.dir, &device, watch) {
+                    let loaded = match &spec.adapter {
+                        Some(adapter) => Generator::<B>::load_with_adapter(&spec.dir, adapter, &device),
+                        None => Generator::<B>::load_watched(&spec.dir, &device, watch),
+                    };
+                    match loaded {
                         Ok(g) => generators.push(g),
                         Err(e) => {
                             let _ = ready.send(Err(e));

@@ -110,3 +110,29 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The `lora` preset on the demo's inputs, to the end of training.
+pub fn lora_run(dir: &Path) {
+    let repo = repo();
+    let data = |f: &str| repo.join("data/demo").join(f).display().to_string();
+    let sets = [
+        format!("data.articles={}", data("articles.jsonl")),
+        format!("data.names={}", data("names.txt")),
+        format!("model.base={}", data("base")),
+        "model.from_scratch=true".into(),
+        "model.lora.r=4".into(),
+        "model.lora.alpha=8".into(),
+        "train.lr=3e-3".into(),
+        "train.max_steps=6".into(),
+        "train.eval_every=3".into(),
+        "train.checkpoint_every=4".into(),
+        "train.max_length=64".into(),
+    ];
+    let run = dir.display().to_string();
+    let mut args = vec!["pipeline", "--preset", "lora", "--run-dir", &run, "--quiet", "--to", "train"];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    let out = tp06(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
