@@ -210,6 +210,9 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
     let uncompiled = ["ndarray", "cuda"].into_iter().find(|b| !compiled.contains(b));
     let on_data =
         |what, set: &str, says: &[&'static str]| case(what, &["data", "--preset", "demo", "--set", set], says, "data");
+    let on_lora =
+        |what, set: &str, says: &[&'static str]| case(what, &["data", "--preset", "lora", "--set", set], says, "data");
+    let demo_base = format!("model.base={}", common::repo().join("data/demo/base").display());
     let mut cases = vec![
         on_data("unknown key", "train.epoch=2", &["unknown key `train.epoch`", "did you mean `train.epochs`"]),
         on_data("lr 0", "train.lr=0", &["train.lr", "must be > 0"]),
@@ -222,6 +225,32 @@ fn bad_settings_name_the_key_and_the_allowed_range() {
         on_data("temperature < 0", "sample.temperature=-1", &["sample.temperature", "≥ 0"]),
         on_data("wrong type", "train.epochs=many", &["train.epochs"]),
         on_data("init noise < 0", "model.noise_std=-1", &["model.noise_std: -1", "≥ 0"]),
+        on_lora("LoRA rank 0", "model.lora.r=0", &["model.lora.r: 0", "at least 1"]),
+        on_lora("LoRA alpha 0", "model.lora.alpha=0", &["model.lora.alpha: 0", "> 0"]),
+        on_lora("LoRA dropout 1", "model.lora.dropout=1", &["model.lora.dropout: 1", "[0, 1)"]),
+        on_lora(
+            "unknown LoRA target",
+            "model.lora.targets=[\"q_proj\"]",
+            &["model.lora.targets", "unknown LoRA target `q_proj`", "c_attn, attn.c_proj, c_fc, mlp.c_proj"],
+        ),
+        on_lora("empty LoRA blocks", "model.lora.blocks=[3, 3]", &["model.lora.blocks: [3, 3] is empty"]),
+        on_lora("wte none under LoRA", "model.freeze.wte=\"none\"", &["model.freeze.wte", "LoRA", "pretrained-rows"]),
+        case(
+            "LoRA blocks outside the model",
+            &[
+                "model",
+                "--preset",
+                "lora",
+                "--set",
+                &demo_base,
+                "--set",
+                "model.from_scratch=true",
+                "--set",
+                "model.lora.blocks=[1, 9]",
+            ],
+            &["model.lora.blocks: [1, 9]", "the model's 2 blocks", "0 ≤ from < to ≤ 2"],
+            "model",
+        ),
         case(
             "--top-p 0",
             &["sample", "--prompt", "Pikachu", "--top-p", "0"],

@@ -134,6 +134,9 @@ impl StageConfig {
                 "empty; the `reference` init needs at least one word",
             ));
         }
+        if let Some(lora) = &self.lora {
+            lora.validate(usize::MAX)?;
+        }
         if self.lora.is_some() && self.freeze.wte == WteFreeze::None {
             return Err(SettingError::new(
                 "model.freeze.wte",

@@ -177,7 +177,9 @@ impl LoraConfig {
         scaling(self.alpha, self.r, self.rslora)
     }
 
-    /// Checks the values serde cannot, for a model of `n_layer` blocks.
+    /// Checks the values serde cannot, for a model of `n_layer` blocks
+    /// (`usize::MAX` before the model is known: the block range is then
+    /// checked for order only).
     pub fn validate(&self, n_layer: usize) -> Result<(), SettingError> {
         if self.r == 0 {
             return Err(SettingError::new("model.lora.r", "0; the rank must be at least 1 (8 or 16 are usual)"));
@@ -200,9 +202,13 @@ impl LoraConfig {
         if let Blocks::Range(from, to) = self.blocks
             && !(from < to && to <= n_layer)
         {
-            let problem = format!(
-                "[{from}, {to}] is not a range of the model's {n_layer} blocks; use [from, to] with 0 ≤ from < to ≤ {n_layer}, or \"all\""
-            );
+            let problem = match n_layer {
+                usize::MAX => format!("[{from}, {to}] is empty; use [from, to] with from < to, or \"all\""),
+                _ => format!(
+                    "[{from}, {to}] is not a range of the model's {n_layer} blocks; \
+                     use [from, to] with 0 ≤ from < to ≤ {n_layer}, or \"all\""
+                ),
+            };
             return Err(SettingError::new("model.lora.blocks", problem));
         }
         Ok(())
