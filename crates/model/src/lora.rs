@@ -303,6 +303,21 @@ fn uniform_values(seed: u64, name: &str, bound: f64, n: usize) -> Vec<f32> {
     (0..n).map(|_| uniform.sample(&mut rng) as f32).collect()
 }
 
+/// The weights that carry an adapter, by name (`h.0.attn.c_attn.weight`),
+/// with it.
+pub(crate) fn weights_with_adapters<B: Backend>(model: &Gpt2<B>) -> BTreeMap<String, (&Param<Tensor<B, 2>>, &Lora<B>)> {
+    let mut out = BTreeMap::new();
+    for i in 0..model.h.len() {
+        for target in Target::ALL {
+            let layer = layer_of(model, i, target);
+            if let Some(lora) = &layer.lora {
+                out.insert(format!("h.{i}.{}.weight", target.path()), (&layer.weight, lora));
+            }
+        }
+    }
+    out
+}
+
 /// `model` with every adapter folded into its layer's weight (peft's
 /// `merge_and_unload`): `W + Aᵀ Bᵀ · s`, and no adapters left.
 pub fn merge<B: Backend>(mut model: Gpt2<B>) -> Gpt2<B> {

@@ -355,8 +355,23 @@ pub fn write_hf_dir<B: Backend>(
     watch: Watch<'_>,
 ) -> Result<Vec<String>, ModelError> {
     tp06_artifact::fs::create_dir_all(dir)?;
-    let merged = model.has_lora().then(|| crate::lora::merge(model.clone()));
-    write_tensors(&dir.join(SAFETENSORS), hf_tensors(merged.as_ref().unwrap_or(model)), watch)?;
+    // A layer with an adapter is written merged, `W + ΔW` made when its turn
+    // comes: one merged weight at a time beside the model, not all of them.
+    let adapters = crate::lora::weights_with_adapters(model);
+    let tensors = hf_tensors(model)
+        .into_iter()
+        .map(|(key, shape, tensor)| -> (String, Vec<usize>, Make<'_, B>) {
+            let name = key.strip_prefix("transformer.").unwrap_or(&key).to_string();
+            match adapters.get(&name) {
+                Some(&(weight, lora)) => {
+                    let n = tensor.dims()[0];
+                    (key, shape, Box::new(move || (weight.val() + lora.delta()).reshape([n])))
+                }
+                None => (key, shape, Box::new(move || tensor.clone())),
+            }
+        })
+        .collect();
+    write_made(&dir.join(SAFETENSORS), tensors, watch)?;
     let mut names = vec![SAFETENSORS.to_string()];
     for from in files {
         let name = from.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -392,7 +407,22 @@ fn hf_tensors<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B,
 /// [`Watch::unstoppable`] for a file that must be written whole once begun).
 pub fn write_tensors<B: Backend>(
     path: &Path,
-    mut tensors: Vec<(String, Vec<usize>, Tensor<B, 1>)>,
+    tensors: Vec<(String, Vec<usize>, Tensor<B, 1>)>,
+    watch: Watch<'_>,
+) -> Result<(), ModelError> {
+    let made = tensors
+        .into_iter()
+        .map(|(name, shape, t)| -> (String, Vec<usize>, Make<'_, B>) { (name, shape, Box::new(move || t.clone())) });
+    write_made(path, made.collect(), watch)
+}
+
+/// A tensor to write, made (flattened) when its turn comes.
+type Make<'a, B> = Box<dyn Fn() -> Tensor<B, 1> + 'a>;
+
+/// [`write_tensors`] of tensors made one at a time as they are written.
+fn write_made<B: Backend>(
+    path: &Path,
+    mut tensors: Vec<(String, Vec<usize>, Make<'_, B>)>,
     watch: Watch<'_>,
 ) -> Result<(), ModelError> {
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -422,7 +452,7 @@ pub fn write_tensors<B: Backend>(
             if watch.stops_at("tensor") {
                 return Err(ModelError::Stopped { path: path.to_path_buf() });
             }
-            let values = NamedParams::<B>::values(tensor);
+            let values = NamedParams::<B>::values(&tensor());
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             writer.write_all(&bytes).map_err(io)?;
             task.set_position(done as u64 + 1);

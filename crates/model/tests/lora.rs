@@ -277,3 +277,20 @@ fn adapters_peft_wrote_give_peft_s_logits() {
         assert!(diff < 1e-4, "{case}: merged, max |Δ| against peft's merge_and_unload = {diff}");
     }
 }
+
+/// An HF directory written from a model with adapters holds the merged
+/// weights (each made as it is written): the tensors of the merged model's
+/// own directory, bit for bit, and no adapter tensor.
+#[test]
+fn an_hf_directory_holds_the_merged_weights() {
+    let base = load(&fixture("model/tiny-sharp"));
+    let config = LoraConfig { blocks: Blocks::Range(1, 2), ..every_layer(4) };
+    let trained = with_random_b(lora::attach(base, &config, 3, &Default::default()));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tp06_model::write_hf_dir(&trained, a.path(), &[], tp06_artifact::Watch::none()).unwrap();
+    tp06_model::write_hf_dir(&lora::merge(trained), b.path(), &[], tp06_artifact::Watch::none()).unwrap();
+    let read = |dir: &Path| tp06_model::read_tensors(&dir.join("model.safetensors")).unwrap();
+    let (ours, merged) = (read(a.path()), read(b.path()));
+    assert_eq!(ours, merged);
+    assert!(ours.keys().all(|k| !k.contains("lora")), "{:?}", ours.keys());
+}
