@@ -227,7 +227,7 @@ struct ExploreWork {
 
 enum ExploreDemo {
     SmartInit {
-        base: tp06_model::StageConfig,
+        base: Box<tp06_model::StageConfig>,
         model: Option<PathBuf>,
         name: String,
         references: Vec<String>,
@@ -286,7 +286,7 @@ fn explore_command(demo: Explore) -> Result<()> {
                 None => tp06_sample::explore::reference_candidates(&config.model.reference_words),
             };
             let demo = ExploreDemo::SmartInit {
-                base: config.model.clone(),
+                base: Box::new(config.model.clone()),
                 model,
                 name: name.unwrap_or_else(|| tp06_sample::explore::NOTEBOOK_NAME.into()),
                 references,
@@ -323,7 +323,7 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
         (
             tp06_sample::explore::SMART_INIT_FILE,
             ExploreDemo::SmartInit {
-                base: config.model.clone(),
+                base: Box::new(config.model.clone()),
                 model: None,
                 name: tp06_sample::explore::NOTEBOOK_NAME.into(),
                 references,

@@ -582,7 +582,9 @@ pub fn load_adapter<B: Backend>(
     let tensors = weights::read_tensors(&path)?;
     let bad = |reason: String| ModelError::Adapter { path: path.clone(), reason };
     let n_layer = model.h.len();
-    let mut factors: BTreeMap<(usize, Target), [Option<(Vec<usize>, Vec<f32>)>; 2]> = BTreeMap::new();
+    // Each layer's [A, B] as read: (shape, values).
+    type Factor = Option<(Vec<usize>, Vec<f32>)>;
+    let mut factors: BTreeMap<(usize, Target), [Factor; 2]> = BTreeMap::new();
     let mut tokens = None;
     for (key, value) in tensors {
         if key == format!("{PEFT_PREFIX}{PEFT_TOKENS}") {

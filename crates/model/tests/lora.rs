@@ -229,7 +229,8 @@ fn damaged_adapter_directories_are_named_errors() {
         edit(&mut v);
         std::fs::write(&path, v.to_string()).unwrap();
     };
-    let cases: [(&dyn Fn(&mut serde_json::Value), &str); 4] = [
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(Edit, &str); 4] = [
         (&|v| v["r"] = 8.into(), "another model"),
         (&|v| v["use_dora"] = true.into(), "use_dora"),
         (&|v| v["peft_type"] = "IA3".into(), "only LoRA"),
