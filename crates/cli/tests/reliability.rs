@@ -7,7 +7,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Instant;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use common::{command, demo, demo_args, manifest, sha, spawn_demo, stats, text};
 use tp06_artifact::{RunDir, Stage};
@@ -263,6 +264,63 @@ fn killed_at_random_points_the_run_resumes_to_the_same_weights() {
         ));
     }
     panic!("seed {seed}: four schedules in a row missed the end of training or the sample stage");
+}
+
+/// A LoRA run killed (SIGKILL) once its first checkpoint is written, or
+/// crashed half-way through writing its second (which then leaves the first
+/// to resume from), resumes to the adapter and
+/// the merged export of an uninterrupted run, byte for byte.
+#[test]
+fn a_killed_lora_run_resumes_to_the_same_adapter() {
+    let schedule = ["train.checkpoint_every=2", "train.max_steps=8"];
+    let outputs = |dir: &Path| -> Vec<(String, String)> {
+        ["train/adapter/adapter_model.safetensors", "train/export/model.safetensors", "train/best/model.safetensors"]
+            .iter()
+            .map(|f| (f.to_string(), common::sha(&dir.join(f))))
+            .collect()
+    };
+    let run = |dir: &Path, fault: Option<&str>| {
+        let args = common::lora_args(dir, &schedule);
+        let mut cmd = command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        if let Some(fault) = fault {
+            cmd.env("TP06_FAULT", fault);
+        }
+        cmd.output().unwrap()
+    };
+    let reference = tempfile::tempdir().unwrap();
+    assert!(run(reference.path(), None).status.success());
+
+    // SIGKILL once the first checkpoint is whole.
+    let killed = tempfile::tempdir().unwrap();
+    let args = common::lora_args(killed.path(), &schedule);
+    let mut child = command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = killed.path().join("train/checkpoints/step-00000002/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first.is_file() {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no checkpoint before the end");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.path().join("train/manifest.json").exists(), "killed before the end");
+    assert_consistent(killed.path(), "after the kill");
+    let out = run(killed.path(), None);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(stats(killed.path(), "train")["resumed_from"].as_u64() >= Some(2));
+    assert_eq!(outputs(killed.path()), outputs(reference.path()));
+
+    // A crash half-way through the second checkpoint: its weights and adapter written, its optimiser state not.
+    let crashed = tempfile::tempdir().unwrap();
+    assert!(!run(crashed.path(), Some("checkpoint@2")).status.success());
+    assert!(crashed.path().join("train/checkpoints/step-00000002/adapter.safetensors").is_file());
+    let out = run(crashed.path(), None);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(stats(crashed.path(), "train")["resumed_from"], 2);
+    assert_eq!(outputs(crashed.path()), outputs(reference.path()));
 }
 
 /// The latest complete checkpoint's step (0 when none).

@@ -111,8 +111,9 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The `lora` preset on the demo's inputs, to the end of training.
-pub fn lora_run(dir: &Path) {
+/// The `lora` preset's arguments on the demo's inputs, to the end of
+/// training on a short schedule, in `dir`, with `extra` settings.
+pub fn lora_args(dir: &Path, extra: &[&str]) -> Vec<String> {
     let repo = repo();
     let data = |f: &str| repo.join("data/demo").join(f).display().to_string();
     let sets = [
@@ -128,11 +129,20 @@ pub fn lora_run(dir: &Path) {
         "train.checkpoint_every=4".into(),
         "train.max_length=64".into(),
     ];
-    let run = dir.display().to_string();
-    let mut args = vec!["pipeline", "--preset", "lora", "--run-dir", &run, "--quiet", "--to", "train"];
-    for set in &sets {
-        args.extend(["--set", set]);
+    let mut args: Vec<String> =
+        ["pipeline", "--preset", "lora", "--run-dir", &dir.display().to_string(), "--quiet", "--to", "train"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for set in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        args.extend(["--set".to_string(), set.to_string()]);
     }
-    let out = tp06(&args);
+    args
+}
+
+/// The `lora` preset on the demo's inputs, to the end of training.
+pub fn lora_run(dir: &Path) {
+    let args = lora_args(dir, &[]);
+    let out = tp06(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{:?}", text(&out));
 }
