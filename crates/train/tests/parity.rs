@@ -294,13 +294,3 @@ fn lora_twenty_steps_equal_peft() {
         assert_eq!(wte.0[n..] != wte.1[n..], tokens, "{case}: the added rows train when peft trains them");
     }
 }
-
-fn example_of(r: &Value) -> Example {
-    let list = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>();
-    Example {
-        input_ids: list("input_ids").into_iter().map(|i| i as u32).collect(),
-        labels: list("labels"),
-        attention: list("attention_mask").into_iter().map(|m| m == 1).collect(),
-        positions: None,
-    }
-}

@@ -38,17 +38,18 @@ pub fn load(case: &str, dropout: bool) -> (Gpt2<B>, Gpt2Config) {
 pub fn examples(case: &str) -> Vec<Example> {
     let rows: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(fixture(case).join("examples.json")).unwrap()).unwrap();
-    rows.iter()
-        .map(|r| {
-            let list = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>();
-            Example {
-                input_ids: list("input_ids").into_iter().map(|i| i as u32).collect(),
-                labels: list("labels"),
-                attention: list("attention_mask").into_iter().map(|m| m == 1).collect(),
-                positions: None,
-            }
-        })
-        .collect()
+    rows.iter().map(example_of).collect()
+}
+
+/// One example as the fixture scripts write it (`input_ids`, `labels`, `attention_mask`).
+pub fn example_of(r: &Value) -> Example {
+    let list = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>();
+    Example {
+        input_ids: list("input_ids").into_iter().map(|i| i as u32).collect(),
+        labels: list("labels"),
+        attention: list("attention_mask").into_iter().map(|m| m == 1).collect(),
+        positions: None,
+    }
 }
 
 pub fn config() -> Config {
