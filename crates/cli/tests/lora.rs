@@ -73,6 +73,10 @@ fn the_lora_preset_trains_adapters_that_peft_loads_with_our_logits() {
     let paragraph = md.lines().find(|l| l.starts_with("LoRA: r = 4, α = 8")).unwrap_or_else(|| panic!("{md}"));
     assert!(paragraph.contains("c_attn, attn.c_proj, c_fc, mlp.c_proj (every block)"), "{paragraph}");
     assert!(paragraph.contains(&format!("train/adapter/: {adapter_mb:.2} MB")), "{paragraph}");
+    let params = &model_stats["params"];
+    let (trainable, total) = (params["trainable"].as_u64().unwrap(), params["total"].as_u64().unwrap());
+    let share = format!("({:.1} % of the model)", 100.0 * trainable as f64 / total as f64);
+    assert!(paragraph.contains(&share), "{share} in {paragraph}");
 
     // The export is the merged model: its logits are the adapter's on the base.
     let tok = tp06_vocab::Tok::from_dir(&run.join("model")).unwrap();
@@ -93,9 +97,13 @@ fn the_lora_preset_trains_adapters_that_peft_loads_with_our_logits() {
         return;
     };
     let path = |p: &str| run.join(p).display().to_string();
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("vocab/vocab_info.json")).unwrap()).unwrap();
+    let base_rows = info["base_vocab_size"].as_u64().unwrap().to_string();
+    let ids_json = json!([ids]).to_string();
     let seen = run_script(
         python,
-        &["check", &path("model"), &path("train/adapter"), &path("train/export"), &json!([ids]).to_string()],
+        &["check", &path("model"), &path("train/adapter"), &path("train/export"), &ids_json, &base_rows],
     );
     assert_eq!(seen["warnings"], json!([]), "peft loads our adapter without a warning");
     for (what, theirs) in [("peft", flat(&seen["peft"])), ("transformers on the export", flat(&seen["export"]))] {

@@ -686,7 +686,7 @@ fn lora_paragraph(c: &Ctx, lora: &tp06_model::lora::LoraConfig, p: &tp06_model::
         }
     };
     format!(
-        "{} r = {}, α = {} ({scaling} = {}), dropout {}, {} {} ({blocks}){colon} {} {}{semi} {} {} {} ({}) {}. {} train/adapter/{colon} {size}. {}",
+        "{} r = {}, α = {} ({scaling} = {}), dropout {}, {} {} ({blocks}){colon} {} {}{semi} {} {} {} ({} {}). {} train/adapter/{colon} {size}. {}",
         c.t("LoRA :", "LoRA:"),
         lora.r,
         lora.alpha,

@@ -1,7 +1,11 @@
 """Hugging Face `peft` against the adapters `tp06` writes and reads.
 
-    python3 peft_adapter.py check BASE ADAPTER EXPORT IDS_JSON
-        Loads BASE (an HF model directory sized to the adapter's tokenizer)
+    python3 peft_adapter.py check BASE ADAPTER EXPORT IDS_JSON BASE_ROWS
+        Loads BASE (an HF model directory sized to the adapter's tokenizer),
+        cut to its first BASE_ROWS rows of wte (the base before names were
+        added) and resized back to the tokenizer as peft's docs ask for added
+        tokens (`resize_token_embeddings`: the added rows are transformers'
+        fresh ones, which only the adapter's trainable tokens can make right),
         with the adapter directory ADAPTER through `PeftModel.from_pretrained`,
         and EXPORT (the merged model) with plain transformers. Prints one JSON
         object: `peft` and `export`, the logits of IDS_JSON ([[ids]]) as
@@ -59,8 +63,12 @@ def logits(model, ids):
         return model(torch.tensor(ids)).logits.tolist()
 
 
-def check(base, adapter, export, ids):
-    model, said = loaded_quietly(lambda: PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), adapter))
+def check(base, adapter, export, ids, base_rows):
+    resized = GPT2LMHeadModel.from_pretrained(base)
+    rows = resized.transformer.wte.weight.shape[0]
+    resized.resize_token_embeddings(base_rows)
+    resized.resize_token_embeddings(rows, mean_resizing=False)
+    model, said = loaded_quietly(lambda: PeftModel.from_pretrained(resized, adapter))
     model.eval()
     merged = GPT2LMHeadModel.from_pretrained(export).eval()
     print(json.dumps({"peft": logits(model, ids), "export": logits(merged, ids), "warnings": said}))
@@ -94,7 +102,7 @@ def make(base, out, ids, new):
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "check":
-        check(args[0], args[1], args[2], json.loads(args[3]))
+        check(args[0], args[1], args[2], json.loads(args[3]), int(args[4]))
     elif command == "make":
         make(args[0], args[1], json.loads(args[2]), int(args[3]))
     else:
