@@ -1,6 +1,6 @@
 //! The backward pass block by block ([`tp06_train::backprop`]) against one
 //! `backward()` over the whole pass: the same loss and the same gradient
-//! bits for every freeze plan, dropout on, with the blocks' activations kept
+//! bits for every freeze plan (LoRA too), dropout on, with the blocks' activations kept
 //! or recomputed (activation checkpointing); and whole trainings with and
 //! without checkpointing end with the same weights.
 
@@ -94,23 +94,40 @@ fn block_by_block_equals_one_backward_bit_for_bit() {
     let train = examples("masked");
     let refs: Vec<&Example> = train[..2].iter().collect();
     assert!(refs.iter().any(|e| e.attention.iter().any(|a| !a)), "the batch has padding");
+    let batch = Batch::<B>::new(&refs, &Default::default());
     for (what, plan) in plans(&config) {
-        let model = apply_freeze(model.clone(), &plan);
-        let batch = Batch::<B>::new(&refs, &Default::default());
-        for kernels in [Kernels::Backend, Kernels::Composed] {
-            let (loss, expected) = whole_graph(&model, &plan, &batch, kernels);
-            let trained: Vec<&String> = expected.keys().collect();
-            assert!(!trained.is_empty(), "{what}: something trains");
-            for activations in [Activations::Kept, Activations::Recomputed] {
-                let (got_loss, got) = segmented(&model, &plan, &batch, kernels, activations);
-                let case = format!("{what}, {kernels}, {activations:?}");
-                assert_eq!(got_loss.to_bits(), loss.to_bits(), "{case}: loss");
-                assert_eq!(got.keys().collect::<Vec<_>>(), trained, "{case}: the same parameters have a gradient");
-                for (name, g) in &expected {
-                    assert!(g.iter().any(|v| *v != 0.0), "{case}: {name}'s gradient is not all zero");
-                    let same = got[name].iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{case}: {name} differs");
-                }
+        agrees(what, &apply_freeze(model.clone(), &plan), &plan, &batch);
+    }
+    // LoRA: peft's trained adapter (A and B non-zero) on c_attn and c_fc, with
+    // the adapters' own dropout, the base frozen but the last rows of wte.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/lora/train-plain/final");
+    let (mut adapted, _) = tp06_model::lora::load_adapter(model, &dir, &Default::default()).unwrap();
+    for block in &mut adapted.h {
+        for lora in [&mut block.attn.c_attn.lora, &mut block.mlp.c_fc.lora].into_iter().flatten() {
+            lora.dropout = tp06_model::Dropout { p: 0.1 };
+        }
+    }
+    let rows = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
+    let plan = FreezePlan::new(&rows, &config, config.vocab_size - 5).under_lora(&config);
+    agrees("lora", &apply_freeze(adapted, &plan), &plan, &batch);
+}
+
+/// `model` under `plan` gives the same loss and gradient bits block by
+/// block as in one backward, on both kernel routes, activations kept or recomputed.
+fn agrees(what: &str, model: &Gpt2<B>, plan: &FreezePlan, batch: &Batch<B>) {
+    for kernels in [Kernels::Backend, Kernels::Composed] {
+        let (loss, expected) = whole_graph(model, plan, batch, kernels);
+        let trained: Vec<&String> = expected.keys().collect();
+        assert!(!trained.is_empty(), "{what}: something trains");
+        for activations in [Activations::Kept, Activations::Recomputed] {
+            let (got_loss, got) = segmented(model, plan, batch, kernels, activations);
+            let case = format!("{what}, {kernels}, {activations:?}");
+            assert_eq!(got_loss.to_bits(), loss.to_bits(), "{case}: loss");
+            assert_eq!(got.keys().collect::<Vec<_>>(), trained, "{case}: the same parameters have a gradient");
+            for (name, g) in &expected {
+                assert!(g.iter().any(|v| *v != 0.0), "{case}: {name}'s gradient is not all zero");
+                let same = got[name].iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{case}: {name} differs");
             }
         }
     }
