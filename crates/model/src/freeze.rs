@@ -98,7 +98,7 @@ impl FreezePlan {
     /// this plan trains (the adapters, not listed here, train).
     pub fn under_lora(mut self, config: &Gpt2Config) -> Self {
         for (name, _) in parameter_names(config) {
-            if name != "wte.weight" {
+            if !crate::lora::trains_under_lora(&name) {
                 self.frozen.insert(name);
             }
         }

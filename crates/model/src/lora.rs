@@ -342,11 +342,23 @@ impl<B: Backend> Gpt2<B> {
     pub fn lora_params(&self) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
         NamedParams::of(self).params.into_iter().filter(|(name, _, _)| is_lora(name)).collect()
     }
+
+    /// The parameters that may change under LoRA ([`trains_under_lora`]), as [`Self::lora_params`].
+    pub fn params_trained_under_lora(&self) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
+        NamedParams::of(self).params.into_iter().filter(|(name, _, _)| trains_under_lora(name)).collect()
+    }
 }
 
 /// Whether `name` is an adapter's parameter.
 pub fn is_lora(name: &str) -> bool {
     name.contains(".lora.")
+}
+
+/// Whether parameter `name` may change under LoRA: the adapters and `wte`
+/// (its added rows); the rest of the base is frozen
+/// ([`crate::FreezePlan::under_lora`]).
+pub fn trains_under_lora(name: &str) -> bool {
+    is_lora(name) || name == "wte.weight"
 }
 
 /// peft's key of our adapter parameter `name`: `h.0.attn.c_attn.lora.a` →
@@ -685,6 +697,27 @@ pub fn with_adapter_values<B: Backend>(
             });
         }
     }
+    Ok(model)
+}
+
+/// `like` with the values of what trains under LoRA taken from `tensors`
+/// ([`Gpt2::params_trained_under_lora`], as a checkpoint holds them): its
+/// adapters and `wte`; the frozen rest stays `like`'s own. Err: the name of a
+/// missing or misshapen tensor.
+pub fn with_trained_values<B: Backend>(
+    like: &Gpt2<B>,
+    tensors: &weights::NamedTensors,
+    device: &B::Device,
+) -> Result<Gpt2<B>, String> {
+    let mut model = with_adapter_values(like.clone(), like, tensors, device)?;
+    let dims = like.wte.weight.dims();
+    model.wte.weight = match tensors.get("wte.weight") {
+        Some((shape, values)) if *shape == dims => {
+            Param::from_tensor(Tensor::from_data(TensorData::new(values.clone(), dims), device))
+        }
+        Some((shape, _)) => return Err(format!("`wte.weight` is {shape:?}, not {dims:?}")),
+        None => return Err("no tensor `wte.weight`".into()),
+    };
     Ok(model)
 }
 

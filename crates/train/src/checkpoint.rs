@@ -14,7 +14,11 @@ use tp06_model::{Gpt2, Gpt2Config};
 use crate::TrainError;
 use crate::optim::Moments;
 
-/// Under LoRA, the adapters' values by our names, beside the base's `model.safetensors`.
+/// Every weight, under HF's keys; what a full fine-tune's checkpoint holds.
+const MODEL: &str = "model.safetensors";
+/// Under LoRA, what trains (the adapters and `wte`) by our names, and not the
+/// frozen base: that is the model stage's output, which the run's fingerprint
+/// pins (earlier LoRA checkpoints hold both files, and still load).
 const ADAPTER: &str = "adapter.safetensors";
 
 /// Bump when the checkpoint layout changes.
@@ -99,9 +103,10 @@ where
     let dir = root.join(&name);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    tp06_model::save_safetensors(model, &tmp.join("model.safetensors"))?;
     if model.has_lora() {
-        tp06_model::write_tensors::<B>(&tmp.join(ADAPTER), model.lora_params(), Watch::none())?;
+        tp06_model::write_tensors::<B>(&tmp.join(ADAPTER), model.params_trained_under_lora(), Watch::none())?;
+    } else {
+        tp06_model::save_safetensors(model, &tmp.join(MODEL))?;
     }
     tp06_artifact::fault::crash("checkpoint");
     let mut tensors = Vec::new();
@@ -141,20 +146,28 @@ pub type Restored<B> =
     (Gpt2<B>, BTreeMap<String, Moments<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>>);
 
 /// Reads a checkpoint's model and moments; the model has the adapters of
-/// `like` (the model being trained), with the checkpoint's values.
+/// `like` (the model being trained, fresh from the model stage), with the
+/// checkpoint's values, and under LoRA `like`'s frozen base.
 pub fn load<B: burn::tensor::backend::AutodiffBackend>(
     checkpoint: &Checkpoint,
     config: &Gpt2Config,
     like: &Gpt2<B>,
     device: &B::Device,
 ) -> Result<Restored<B>, TrainError> {
-    let (mut model, _) = tp06_model::load::<B>(&checkpoint.dir.join("model.safetensors"), config, device)?;
-    if like.has_lora() {
+    let full = checkpoint.dir.join(MODEL);
+    let model = if like.has_lora() {
         let path = checkpoint.dir.join(ADAPTER);
         let tensors = tp06_model::read_tensors(&path)?;
-        model = tp06_model::lora::with_adapter_values(model, like, &tensors, device)
-            .map_err(|reason| TrainError::Checkpoint { path, reason })?;
-    }
+        let checkpoint_error = |reason| TrainError::Checkpoint { path: path.clone(), reason };
+        if full.is_file() {
+            let (model, _) = tp06_model::load::<B>(&full, config, device)?;
+            tp06_model::lora::with_adapter_values(model, like, &tensors, device).map_err(checkpoint_error)?
+        } else {
+            tp06_model::lora::with_trained_values(like, &tensors, device).map_err(checkpoint_error)?
+        }
+    } else {
+        tp06_model::load::<B>(&full, config, device)?.0
+    };
     let tensors = tp06_model::read_tensors(&checkpoint.dir.join("optimizer.safetensors"))?;
     let mut moments: BTreeMap<String, Moments<B::InnerBackend>> = BTreeMap::new();
     let tensor = |values: &Vec<f32>| {

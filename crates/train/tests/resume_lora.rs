@@ -1,7 +1,8 @@
 //! Resuming an interrupted LoRA run ends with bit-identical adapters, added
-//! rows and moments, as a full fine-tune does (`resume.rs`): the checkpoint
-//! holds the adapters beside the base, and their dropout masks repeat. In its
-//! own test binary, as `resume.rs`, for the dropout.
+//! rows and moments, as a full fine-tune does (`resume.rs`): their dropout
+//! masks repeat. In its
+//! own test binary, as `resume.rs`, for the dropout. The checkpoint holds what
+//! trains (the adapters and `wte`), not the frozen base.
 
 mod common;
 
@@ -37,11 +38,29 @@ fn an_interrupted_lora_run_resumes_to_identical_weights() {
     assert!(matches!(err, tp06_train::TrainError::Interrupted { step: 1, .. }), "{err}");
     let last = tp06_train::checkpoint::list(&dir_b.path().join("checkpoints")).unwrap().pop().unwrap();
     assert!(last.dir.join("adapter.safetensors").exists(), "the adapters are checkpointed");
+    assert!(!last.dir.join("model.safetensors").exists(), "the frozen base is not copied");
+    let held = tp06_model::read_tensors(&last.dir.join("adapter.safetensors")).unwrap();
+    assert_eq!(held.len(), 2 * 4 * gpt.n_layer + 1, "every adapter and wte");
+    assert!(held.contains_key("wte.weight"));
     // A fresh trainer, as a new process would make it: its adapters are the fresh ones.
     let mut resumed = Trainer::new(model.clone(), plan.clone(), settings, Default::default());
     let (restored, moments) =
         tp06_train::checkpoint::load::<B>(&last, &grown, &resumed.model, &Default::default()).unwrap();
     assert_eq!(values(&restored), values(&first.model), "the checkpoint is the model as it was");
+    // A checkpoint of the earlier layout (the whole base, the adapters beside it) still loads.
+    let earlier = tempfile::tempdir().unwrap();
+    tp06_model::save_safetensors(&first.model, &earlier.path().join("model.safetensors")).unwrap();
+    tp06_model::write_tensors::<B>(
+        &earlier.path().join("adapter.safetensors"),
+        first.model.lora_params(),
+        tp06_artifact::Watch::none(),
+    )
+    .unwrap();
+    std::fs::copy(last.dir.join("optimizer.safetensors"), earlier.path().join("optimizer.safetensors")).unwrap();
+    let earlier_checkpoint = tp06_train::checkpoint::Checkpoint { dir: earlier.path().to_path_buf(), ..last.clone() };
+    let (restored_earlier, _) =
+        tp06_train::checkpoint::load::<B>(&earlier_checkpoint, &grown, &resumed.model, &Default::default()).unwrap();
+    assert_eq!(values(&restored_earlier), values(&first.model), "the earlier layout is the model as it was");
     assert!(moments.keys().any(|k| lora::is_lora(k)) && moments.contains_key("wte.weight"));
     assert!(moments.keys().all(|k| lora::is_lora(k) || k == "wte.weight"), "no moments for the frozen base");
     resumed.resume(restored, moments, last.state.step);
