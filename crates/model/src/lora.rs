@@ -678,15 +678,8 @@ pub fn with_adapter_values<B: Backend>(
     for i in 0..model.h.len().min(like.h.len()) {
         for target in Target::ALL {
             let Some(lora) = &layer_of(like, i, target).lora else { continue };
-            let value = |factor: &str, dims: [usize; 2]| -> Result<Tensor<B, 2>, String> {
-                let name = format!("h.{i}.{}.lora.{factor}", target.path());
-                match tensors.get(&name) {
-                    Some((shape, values)) if *shape == dims => {
-                        Ok(Tensor::from_data(TensorData::new(values.clone(), dims), device))
-                    }
-                    Some((shape, _)) => Err(format!("`{name}` is {shape:?}, not {dims:?}")),
-                    None => Err(format!("no tensor `{name}`")),
-                }
+            let value = |factor: &str, dims: [usize; 2]| {
+                tensor_named(tensors, &format!("h.{i}.{}.lora.{factor}", target.path()), dims, device)
             };
             let (a, b) = (value("a", lora.a.dims())?, value("b", lora.b.dims())?);
             layer_mut(&mut model, i, target).lora = Some(Lora {
@@ -710,15 +703,22 @@ pub fn with_trained_values<B: Backend>(
     device: &B::Device,
 ) -> Result<Gpt2<B>, String> {
     let mut model = with_adapter_values(like.clone(), like, tensors, device)?;
-    let dims = like.wte.weight.dims();
-    model.wte.weight = match tensors.get("wte.weight") {
-        Some((shape, values)) if *shape == dims => {
-            Param::from_tensor(Tensor::from_data(TensorData::new(values.clone(), dims), device))
-        }
-        Some((shape, _)) => return Err(format!("`wte.weight` is {shape:?}, not {dims:?}")),
-        None => return Err("no tensor `wte.weight`".into()),
-    };
+    model.wte.weight = Param::from_tensor(tensor_named(tensors, "wte.weight", like.wte.weight.dims(), device)?);
     Ok(model)
+}
+
+/// The tensor `name` of `tensors`, of shape `dims`. Err: `name` missing or misshapen.
+fn tensor_named<B: Backend>(
+    tensors: &weights::NamedTensors,
+    name: &str,
+    dims: [usize; 2],
+    device: &B::Device,
+) -> Result<Tensor<B, 2>, String> {
+    match tensors.get(name) {
+        Some((shape, values)) if *shape == dims => Ok(Tensor::from_data(TensorData::new(values.clone(), dims), device)),
+        Some((shape, _)) => Err(format!("`{name}` is {shape:?}, not {dims:?}")),
+        None => Err(format!("no tensor `{name}`")),
+    }
 }
 
 /// The layer `target` of block `i`, read-only.

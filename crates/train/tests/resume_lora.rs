@@ -1,8 +1,7 @@
 //! Resuming an interrupted LoRA run ends with bit-identical adapters, added
 //! rows and moments, as a full fine-tune does (`resume.rs`): their dropout
-//! masks repeat. In its
-//! own test binary, as `resume.rs`, for the dropout. The checkpoint holds what
-//! trains (the adapters and `wte`), not the frozen base.
+//! masks repeat. The checkpoint holds what trains (the adapters and `wte`),
+//! not the frozen base. In its own test binary, as `resume.rs`, for the dropout.
 
 mod common;
 
