@@ -299,17 +299,22 @@ fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
     let rates: Vec<f64> = points.iter().map(|p| p["lr"].as_f64().unwrap()).collect();
     assert!(points.len() >= 10 && rates.windows(2).all(|w| w[1] > w[0]), "an increasing sweep: {rates:?}");
     let suggestion = test["suggestion"].as_f64().unwrap();
-    // The rule: where the smoothed loss falls fastest against log(rate).
+    // The rule: where the smoothed loss falls fastest against log(rate),
+    // from the valley (recorded beside it) to the smoothed loss's minimum.
     let smoothed: Vec<f64> = points.iter().map(|p| p["smoothed"].as_f64().unwrap()).collect();
     let slope = |i: usize| (smoothed[i + 1] - smoothed[i - 1]) / (rates[i + 1].ln() - rates[i - 1].ln());
-    let steepest = (1..points.len() - 1).min_by(|&a, &b| slope(a).total_cmp(&slope(b))).unwrap();
-    assert_eq!(suggestion, rates[steepest]);
+    let valley = rates.iter().position(|&r| r == test["others"]["valley"].as_f64().unwrap()).unwrap();
+    let minimum = (0..points.len()).min_by(|&a, &b| smoothed[a].total_cmp(&smoothed[b])).unwrap();
+    let steepest = (valley.max(1)..=minimum.min(points.len() - 2)).min_by(|&a, &b| slope(a).total_cmp(&slope(b)));
+    assert_eq!(suggestion, rates[steepest.unwrap_or(valley)], "valley {valley}, minimum {minimum}");
+    let at = rates.iter().position(|&r| r == suggestion).unwrap();
+    assert!(at > 0 && at + 1 < points.len() && slope(at) < 0.0, "the loss falls at {suggestion:e}");
     assert!(std::fs::read_to_string(dir.path().join("lr-find/lr_find.svg")).unwrap().contains("<svg"));
     assert!(!dir.path().join("train").exists(), "the train stage is not run");
     assert_eq!(sha(&dir.path().join("model/manifest.json")), model_manifest);
 
     // train.lr = "find" runs the same test (same settings, same batches) and trains at its suggestion.
-    let trained = tp06(&[
+    let train = [
         "train",
         "--run-dir",
         &run_dir,
@@ -322,7 +327,8 @@ fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
         "train.warmup_ratio=0.5",
         "--set",
         "train.logging_every=1",
-    ]);
+    ];
+    let trained = tp06(&train);
     let (out, err) = text(&trained);
     assert!(trained.status.success() && out.contains("Learning rate:"), "{out}{err}");
     let stats = stats(dir.path(), "train");
@@ -337,6 +343,22 @@ fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["lr"].as_f64())
         .fold(0.0, f64::max);
     assert!((peak - suggestion).abs() <= 1e-12 * suggestion, "the schedule peaks at the suggestion: {peak}");
+
+    // A sweep kept from an earlier rule (its rule renamed, its suggestion
+    // moved): a fresh run takes today's rule's suggestion of the same sweep,
+    // without sweeping again (a first loss no sweep would give stays).
+    let kept = dir.path().join("train/lr_find.json");
+    let mut earlier: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&kept).unwrap()).unwrap();
+    earlier["rule"] = "steepest fall of the smoothed loss".into();
+    earlier["suggestion"] = 1e-7.into();
+    earlier["points"][0]["loss"] = 123.0.into();
+    std::fs::write(&kept, earlier.to_string()).unwrap();
+    let again = tp06(&[&train[..], &["--force"]].concat());
+    assert!(again.status.success(), "{:?}", text(&again));
+    assert_eq!(common::stats(dir.path(), "train")["lr"].as_f64(), Some(suggestion), "today's rule's rate");
+    let now: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&kept).unwrap()).unwrap();
+    assert_eq!((now["suggestion"].as_f64(), now["points"][0]["loss"].as_f64()), (Some(suggestion), Some(123.0)));
+    assert_eq!(now["rule"], test["rule"]);
 
     // The report shows the range test beside the course's table, the coverage,
     // and an ablation's figure when the run directory holds one.

@@ -352,6 +352,13 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
             let dir = writer.path("");
             let done = RangeTest::read(&writer.path(lr_find::outputs::JSON)).filter(|t| t.fingerprint == fingerprint);
             let test = match done {
+                // A sweep suggested by an earlier rule: a run resuming keeps
+                // the rate it trained at; a fresh one takes this rule's.
+                Some(test) if test.rule != lr_find::RULE && resume_from.is_none() => {
+                    let test = RangeTest::of(test.points, test.fingerprint)?;
+                    test.write(&dir)?;
+                    test
+                }
                 Some(test) => test,
                 None => {
                     let found =
