@@ -281,6 +281,37 @@ fn a_relative_path_is_remembered_as_the_file_it_named() {
     assert!(recorded.contains(&format!("names = \"{}\"", demo_dir.join("names.txt").display())), "{recorded}");
 }
 
+/// A rate far too small trains to the model it started from: the loop says so
+/// at its first evaluation past a tenth of the run, the stage at its end, the
+/// manifest records it and the report shows it in red. A run that learns says
+/// nothing of the kind.
+#[test]
+fn a_run_that_learns_nothing_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = ["--to", "train", "--set", "train.lr=1e-9", "--set", "train.warmup_steps=0"];
+    let run = demo(dir.path(), &tiny);
+    let (out, err) = text(&run);
+    assert!(run.status.success(), "{out}{err}");
+    // Six steps, evaluated every three: the loop's warning comes at step 3.
+    assert!(err.contains("step 3 of 6: the run learned nothing"), "{err}");
+    assert!(out.contains("WARNING: the run learned nothing") && out.contains("1.0e-9"), "{out}");
+    let why = stats(dir.path(), "train")["learned_nothing"].as_str().map(String::from);
+    assert!(why.as_deref().is_some_and(|w| w.contains("validation loss fell by")), "{why:?}");
+    let report = tp06(&["report", "--run-dir", &dir.path().display().to_string(), "--lang", "en"]);
+    assert!(report.status.success(), "{:?}", text(&report));
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(md.contains("**⚠ This run learned nothing: its validation loss fell by only"), "{md}");
+    let html = std::fs::read_to_string(dir.path().join("report/index.html")).unwrap();
+    assert!(html.contains("<p class=\"alert\" role=\"alert\">⚠ This run learned nothing"));
+
+    // The demo's own rate, on the same six steps: it learns.
+    let learns = tempfile::tempdir().unwrap();
+    let run = demo(learns.path(), &["--to", "train", "--set", "train.warmup_steps=0"]);
+    let (out, err) = text(&run);
+    assert!(run.status.success() && !out.contains("WARNING") && !err.contains("learned nothing"), "{out}{err}");
+    assert!(stats(learns.path(), "train")["learned_nothing"].is_null());
+}
+
 #[test]
 fn lr_find_leaves_the_run_alone_and_train_lr_find_uses_its_suggestion() {
     let dir = tempfile::tempdir().unwrap();

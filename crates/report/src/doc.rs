@@ -18,6 +18,8 @@ pub enum Block {
     Bars(Vec<(String, f64)>),
     /// A note that stands out (a course defect, a missing input).
     Note(String),
+    /// A warning, in red: the run went wrong (it learned nothing).
+    Alert(String),
 }
 
 /// One section of the report.
@@ -83,6 +85,7 @@ code{background:#eff1f3;padding:0 .25em;border-radius:4px}
 figure{margin:1em 0} figcaption{color:#57606a;font-size:.9em}
 .note{background:#fff8c5;border-left:4px solid #d4a72c;padding:.5em .8em;margin:1em 0}
 .missing{background:#ffebe9;border-left:4px solid #cf222e;padding:.5em .8em}
+.alert{background:#ffebe9;border-left:4px solid #cf222e;color:#a40e26;font-weight:600;padding:.5em .8em;margin:1em 0}
 .bars td{border:none;padding:.05em .5em} .bar{background:#0969da;height:.9em;display:inline-block;vertical-align:middle}
 ";
 
@@ -123,6 +126,9 @@ impl Report {
                     }
                     Block::Note(text) => {
                         let _ = writeln!(out, "<p class=\"note\">{}</p>", inline(text));
+                    }
+                    Block::Alert(text) => {
+                        let _ = writeln!(out, "<p class=\"alert\" role=\"alert\">⚠ {}</p>", inline(text));
                     }
                     Block::Pre(text) => {
                         let _ = writeln!(out, "<pre>{}</pre>", escape(text));
@@ -187,6 +193,9 @@ impl Report {
                     }
                     Block::Note(text) => {
                         let _ = writeln!(out, "> {text}\n");
+                    }
+                    Block::Alert(text) => {
+                        let _ = writeln!(out, "> **⚠ {text}**\n");
                     }
                     Block::Pre(text) => {
                         let _ = writeln!(out, "```text\n{text}\n```\n");

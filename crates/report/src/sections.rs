@@ -871,6 +871,27 @@ fn hyper_parameters(c: &Ctx) -> Built {
     }
     learning_rate_choice(c, s, &mut b, &mut missing);
     ablation(c, &mut b);
+    if let Some(why) = &s.learned_nothing {
+        b.push(Block::Alert(match (s.base_eval_loss, s.best) {
+            (Some(before), Some((_, best))) => format!(
+                "{} {} % ({} → {}), {} {} {}",
+                c.t(
+                    "Ce run n'a rien appris : sa perte de validation n'a baissé que de",
+                    "This run learned nothing: its validation loss fell by only"
+                ),
+                c.num(100.0 * (before - best) / before, 2),
+                c.num(before, 4),
+                c.num(best, 4),
+                c.t("moins de 1 %. Son learning rate,", "under 1 %. Its learning rate,"),
+                s.lr.map_or_else(|| "—".into(), |lr| format!("{lr:.1e}")),
+                c.t(
+                    "est bien trop faible : augmentez `train.lr`, ou `train.lr = \"find\"`.",
+                    "is far too small: set `train.lr` higher, or `train.lr = \"find\"`."
+                ),
+            ),
+            _ => format!("{} {why}", c.t("Ce run n'a rien appris :", "This run learned nothing:")),
+        }));
+    }
     let train: Vec<(f64, f64)> = records.iter().filter_map(|r: &Record| r.loss.map(|v| (r.step as f64, v))).collect();
     let valid: Vec<(f64, f64)> = records.iter().filter_map(|r| r.eval_loss.map(|v| (r.step as f64, v))).collect();
     let best = s.best.map(|(step, loss)| {

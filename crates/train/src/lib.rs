@@ -13,6 +13,7 @@ pub mod chart;
 pub mod checkpoint;
 mod config;
 pub mod examples;
+pub mod learned;
 pub mod lr_find;
 pub mod metrics;
 pub mod optim;

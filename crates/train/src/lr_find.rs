@@ -102,6 +102,20 @@ impl RangeTest {
         Ok(Self { version: RANGE_TEST_VERSION, fingerprint, points, suggestion, rule: RULE.into(), others })
     }
 
+    /// A warning when the suggestion lies in the sweep's first decade: the
+    /// loss fell from the very first rates, which a pretrained model's does
+    /// not; the rate is then to be checked (or set) by hand.
+    pub fn warning(&self) -> Option<String> {
+        (self.suggestion < 10.0 * START_LR).then(|| {
+            format!(
+                "the range test suggests {:.1e}, in the first decade of its sweep (from {START_LR:.0e}): a loss that \
+                 falls from the first rates is unusual, and a run at that rate may learn nothing; look at its curve \
+                 (lr_find.svg) and set train.lr by hand if it is wrong",
+                self.suggestion
+            )
+        })
+    }
+
     /// Reads `lr_find.json`, when it is there and of this version.
     pub fn read(path: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(path).ok()?;
@@ -341,6 +355,12 @@ mod tests {
         let test = RangeTest::of(points, "f".into()).unwrap();
         assert_eq!((test.suggestion, test.rule.as_str()), (1e6, RULE));
         assert_eq!(test.others["steepest anywhere"], 1e1);
+        assert_eq!(test.warning(), None);
+        // The former rule's pick on this curve would be warned about (1e1 is
+        // not in a real sweep's first decade; 1e-7 … 1e-6 is).
+        let early = RangeTest { suggestion: 5e-7, ..test.clone() };
+        assert!(early.warning().is_some_and(|w| w.contains("5.0e-7") && w.contains("first decade")));
+        assert_eq!(RangeTest { suggestion: 1e-6, ..test }.warning(), None);
     }
 
     #[test]

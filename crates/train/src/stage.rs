@@ -84,6 +84,8 @@ pub struct TrainStats {
     pub train_seconds: f64,
     /// The step a resumed run started from.
     pub resumed_from: Option<u64>,
+    /// Why the run learned nothing, when its loss did not fall ([`crate::learned`]).
+    pub learned_nothing: Option<String>,
 }
 
 impl TrainStats {
@@ -118,6 +120,9 @@ impl TrainStats {
             out += &format!("Best validation loss {loss:.4} at step {step}\n");
         }
         out += &format!("Throughput: {:.0} tokens/s over {:.1} s\n", self.tokens_per_second, self.train_seconds);
+        if let Some(why) = &self.learned_nothing {
+            out += &format!("WARNING: {why}\n");
+        }
         out
     }
 }
@@ -369,6 +374,9 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
                 }
             };
             tracing::info!("range test: learning rate {:.2e} ({})", test.suggestion, test.rule);
+            if let Some(warning) = test.warning() {
+                tracing::warn!("{warning}");
+            }
             test.suggestion
         }
     };
@@ -416,6 +424,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
         config,
         lr,
         train,
+        base_eval_loss: stats.base_eval_loss,
         shuffle: true,
         total_steps,
         steps_per_epoch: per_epoch,
@@ -479,6 +488,9 @@ pub fn find_lr<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) 
     let test = lr_find::run_test(&model, &plan, &data.train, config, device, fingerprint, ctx.watch())?;
     let test = test.ok_or_else(stopped)?;
     test.write(&dir)?;
+    if let Some(warning) = test.warning() {
+        tracing::warn!("{warning}");
+    }
     Ok(test)
 }
 
@@ -504,6 +516,14 @@ fn finish_stats(
     stats.best = state.best.filter(|_| validated);
     stats.train_seconds = state.seconds;
     stats.tokens_per_second = state.positions as f64 / state.seconds.max(1e-9);
+    let lr = stats.lr.unwrap_or(f64::NAN);
+    stats.learned_nothing = match (stats.base_eval_loss, stats.best) {
+        (Some(before), Some((_, best))) => crate::learned::by_validation(before, best, lr),
+        _ => crate::learned::by_training(&records.iter().filter_map(|r| r.loss).collect::<Vec<_>>(), lr),
+    };
+    if let Some(why) = &stats.learned_nothing {
+        tracing::warn!("{why}");
+    }
 }
 
 /// The stage's outputs, as the manifest lists them.

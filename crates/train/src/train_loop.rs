@@ -70,6 +70,9 @@ pub struct Loop<'a> {
     pub lr: f64,
     /// The training examples.
     pub train: &'a [Example],
+    /// The validation loss before training, when there is one: the loop warns
+    /// when the evaluations show that the run learns nothing ([`crate::learned`]).
+    pub base_eval_loss: Option<f64>,
     /// Shuffle each epoch (off only for parity tests with a fixed order).
     pub shuffle: bool,
     /// Optimiser steps in all.
@@ -102,6 +105,7 @@ pub fn train_loop<B: TrainBackend>(
     let mut window = Window::start();
     let mut last_eval = None;
     let mut order = EpochOrder { epoch: None, order: Vec::new() };
+    let mut warned = false;
 
     // A run stopped during an evaluation does that evaluation first.
     if let Some(mut record) = state.pending.take() {
@@ -169,6 +173,16 @@ pub fn train_loop<B: TrainBackend>(
                 None => record = Some(Record::evaluation(done, epoch, eval.loss)),
             }
             last_eval = Some(eval);
+            // Said at once, past a tenth of the run, so that the rest need not be waited for.
+            if let (Some(before), Some((_, best))) = (run.base_eval_loss, state.best)
+                && !warned
+                && !last
+                && done * 10 >= total
+                && let Some(why) = crate::learned::by_validation(before, best, run.lr)
+            {
+                tracing::warn!("step {done} of {total}: {why} (Ctrl-C stops it with a checkpoint)");
+                warned = true;
+            }
         }
         if let Some(record) = &record {
             metrics::append(run.metrics, record)?;

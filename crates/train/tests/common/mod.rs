@@ -147,6 +147,7 @@ pub fn run_loop(
         shuffle: false,
         total_steps: total,
         steps_per_epoch: tp06_train::steps_per_epoch(train.len(), c.batch_size, c.grad_accum),
+        base_eval_loss: None,
         validation: None,
         keep_best: None,
         metrics: &dir.join("metrics.jsonl"),
