@@ -874,7 +874,7 @@ fn hyper_parameters(c: &Ctx) -> Built {
     if let Some(why) = &s.learned_nothing {
         b.push(Block::Alert(match (s.base_eval_loss, s.best) {
             (Some(before), Some((_, best))) => format!(
-                "{} {} % ({} → {}), {} {} {}",
+                "{} {} % ({} → {}), {} {}, {}",
                 c.t(
                     "Ce run n'a rien appris : sa perte de validation n'a baissé que de",
                     "This run learned nothing: its validation loss fell by only"
