@@ -874,15 +874,17 @@ fn hyper_parameters(c: &Ctx) -> Built {
     if let Some(why) = &s.learned_nothing {
         b.push(Block::Alert(match (s.base_eval_loss, s.best) {
             (Some(before), Some((_, best))) => format!(
-                "{} {} % ({} → {}), {} {}, {}",
+                "{} {} % ({} → {}), {} {} %. {} {}, {}",
                 c.t(
                     "Ce run n'a rien appris : sa perte de validation n'a baissé que de",
                     "This run learned nothing: its validation loss fell by only"
                 ),
-                c.num(100.0 * (before - best) / before, 2),
+                c.num(100.0 * tp06_train::learned::fall(before, best), 2),
                 c.num(before, 4),
                 c.num(best, 4),
-                c.t("moins de 1 %. Son learning rate,", "under 1 %. Its learning rate,"),
+                c.t("moins de", "under"),
+                c.num(100.0 * tp06_train::learned::MARGIN, 0),
+                c.t("Son learning rate,", "Its learning rate,"),
                 s.lr.map_or_else(|| "—".into(), |lr| format!("{lr:.1e}")),
                 c.t(
                     "est bien trop faible : augmentez `train.lr`, ou `train.lr = \"find\"`.",

@@ -11,18 +11,15 @@
 /// 1.4e-7 it fell by 0.06 %.
 pub const MARGIN: f64 = 0.01;
 
+/// How much of `from` a loss fell by on its way to `to` (negative when it rose).
+pub fn fall(from: f64, to: f64) -> f64 {
+    (from - to) / from.abs().max(f64::MIN_POSITIVE)
+}
+
 /// Why the run has learned nothing, from the validation loss before training
 /// and the best since; `None` when it fell by at least [`MARGIN`].
 pub fn by_validation(before: f64, best: f64, lr: f64) -> Option<String> {
-    let fall = (before - best) / before.abs().max(f64::MIN_POSITIVE);
-    (fall < MARGIN).then(|| {
-        format!(
-            "the run learned nothing: its validation loss fell by {:.2} % ({before:.4} → {best:.4}), under {:.0} %; \
-             the learning rate ({lr:.1e}) is far too small: set train.lr higher, or train.lr = \"find\"",
-            100.0 * fall,
-            100.0 * MARGIN
-        )
-    })
+    verdict("validation loss", before, best, "", lr)
 }
 
 /// The same from the training losses logged (a run without validation): the
@@ -35,12 +32,16 @@ pub fn by_training(losses: &[f64], lr: f64) -> Option<String> {
     }
     let mean = |part: &[f64]| part.iter().sum::<f64>() / part.len() as f64;
     let (first, last) = (mean(&losses[..quarter]), mean(&losses[losses.len() - quarter..]));
-    let fall = (first - last) / first.abs().max(f64::MIN_POSITIVE);
+    verdict("training loss", first, last, ", first and last quarter of the run", lr)
+}
+
+/// The message when `what` fell by less than [`MARGIN`] from `from` to `to`.
+fn verdict(what: &str, from: f64, to: f64, how: &str, lr: f64) -> Option<String> {
+    let fall = fall(from, to);
     (fall < MARGIN).then(|| {
         format!(
-            "the run learned nothing: its training loss fell by {:.2} % ({first:.4} → {last:.4}, first and last \
-             quarter of the run), under {:.0} %; the learning rate ({lr:.1e}) is far too small: set train.lr higher, \
-             or train.lr = \"find\"",
+            "the run learned nothing: its {what} fell by {:.2} % ({from:.4} → {to:.4}{how}), under {:.0} %; the \
+             learning rate ({lr:.1e}) is far too small: set train.lr higher, or train.lr = \"find\"",
             100.0 * fall,
             100.0 * MARGIN
         )
