@@ -347,7 +347,8 @@ mod tests {
     #[test]
     fn a_shard_index_fetches_every_shard_it_names() {
         let dir = tempfile::tempdir().unwrap();
-        let index = r#"{"weight_map": {"wte.weight": "model-1.safetensors", "wpe.weight": "model-2.safetensors"}}"#;
+        let index =
+            r#"{"weight_map": {"first.weight": "model-1.safetensors", "second.weight": "model-2.safetensors"}}"#;
         let files = ["config.json", "model.safetensors.index.json", "model-1.safetensors", "model-2.safetensors"];
         fake_snapshot(dir.path(), "models--asi--big", "main", &files);
         let snapshot = dir.path().join("models--asi--big/snapshots/abc123");

@@ -44,6 +44,7 @@ pub fn bench(options: &BenchOptions, size: LoopSize) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tp06_model::names::{self, Layer, Part};
 
     /// The bench trains as the presets say: the course's loop, and what the
     /// `tp06` and `recommended` presets freeze (the latter: the last
@@ -60,15 +61,15 @@ mod tests {
         for name in ["mini", "small", "base"] {
             let config = tp06_bench::shape(name).unwrap();
             let course = course.plan(&config);
-            assert!(!course.trains("wte.weight") && course.wte_trainable_from.is_none(), "{name}");
+            assert!(!course.trains(names::WTE) && course.wte_trainable_from.is_none(), "{name}");
             let recommended = recommended.plan(&config);
-            assert!(recommended.trains("wte.weight"), "{name}");
+            assert!(recommended.trains(names::WTE), "{name}");
             assert_eq!(recommended.wte_trainable_from, Some(config.vocab_size - tp06_bench::NEW_ROWS), "{name}");
             // Everything else as the course: wpe and the lower half frozen, the upper half trains.
-            let lower = format!("h.{}.attn.c_attn.weight", config.n_layer / 2 - 1);
-            let upper = format!("h.{}.attn.c_attn.weight", config.n_layer / 2);
+            let lower = names::param(config.n_layer / 2 - 1, Layer::CAttn, Part::Weight);
+            let upper = names::param(config.n_layer / 2, Layer::CAttn, Part::Weight);
             for plan in [&course, &recommended] {
-                assert!(!plan.trains("wpe.weight") && !plan.trains(&lower) && plan.trains(&upper), "{name}");
+                assert!(!plan.trains(names::WPE) && !plan.trains(&lower) && plan.trains(&upper), "{name}");
             }
         }
         // LoRA: the base frozen but the added rows; the lora preset's adapters.
@@ -76,7 +77,7 @@ mod tests {
         let config = tp06_bench::shape("base").unwrap();
         let plan = lora.plan(&config);
         assert_eq!(plan.wte_trainable_from, Some(config.vocab_size - tp06_bench::NEW_ROWS));
-        assert!(!plan.trains("h.23.attn.c_attn.weight") && !plan.trains("ln_f.weight"));
+        assert!(!plan.trains(&names::param(23, Layer::CAttn, Part::Weight)) && !plan.trains(names::LN_F_WEIGHT));
         let adapters = lora.lora.unwrap();
         assert_eq!((adapters.r, adapters.targets.len()), (16, 4));
     }

@@ -91,16 +91,20 @@ fn model_dir(model: Option<&str>, run: &RunDir) -> Result<PathBuf> {
     match model {
         Some(spec) => {
             let source: tp06_artifact::Source = spec.parse().map_err(|e| anyhow::anyhow!("--model {spec}: {e}"))?;
-            tp06_artifact::hub::model_dir(&hub(), &source, &tp06_sample::model_files()).map_err(|e| {
-                let hint = match e {
-                    tp06_artifact::hub::HubError::Unreachable { .. }
-                    | tp06_artifact::hub::HubError::NotCached { .. } => {
-                        "; download it once with network access, or pass a local model directory: --model DIR"
-                    }
-                    _ => "",
-                };
-                anyhow::anyhow!("--model {spec}: {e}{hint}")
-            })
+            match tp06_model::ModelDir::fetch(&hub(), &source, tp06_sample::NEEDS) {
+                Ok(dir) => Ok(dir.path().to_path_buf()),
+                Err(tp06_model::ModelError::Hub { source: e }) => {
+                    let hint = match e {
+                        tp06_artifact::hub::HubError::Unreachable { .. }
+                        | tp06_artifact::hub::HubError::NotCached { .. } => {
+                            "; download it once with network access, or pass a local model directory: --model DIR"
+                        }
+                        _ => "",
+                    };
+                    Err(anyhow::anyhow!("--model {spec}: {e}{hint}"))
+                }
+                Err(e) => Err(anyhow::Error::new(e).context(format!("--model {spec}"))),
+            }
         }
         None => {
             let train = tp06_artifact::UpstreamCheck::require(run, Stage::Train)

@@ -84,6 +84,12 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
     ] {
         assert!(dir.path().join(file).is_file(), "{file}");
     }
+    // The model stage's weights (the tiny base from scratch, `wte` resized, the
+    // added rows initialised, written as an HF directory) are byte for byte
+    // those the code wrote before the model-directory type and the name table
+    // (commit 52b3c42): no float kernel is involved, so on any CPU.
+    let weights = tp06_artifact::fs::sha256_file(&dir.path().join("model/model.safetensors")).unwrap();
+    assert_eq!(weights, "216cbe75f388804d25fa2bb704fc5ec8660b48795ca4a6ad609f712bee46d4b9", "the demo's model stage");
     let metrics = std::fs::read_to_string(dir.path().join("train/metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 3 && metrics.contains("eval_loss"), "{metrics}");
     let samples = std::fs::read_to_string(dir.path().join("sample/samples.md")).unwrap();

@@ -236,9 +236,9 @@ impl HfConfig {
             }
         }
         if !self.bool_field("tie_word_embeddings", true)? {
-            return Err(
-                self.error("`tie_word_embeddings` is false: only GPT-2 with the LM head tied to `wte` is supported")
-            );
+            return Err(self.error(
+                "`tie_word_embeddings` is false: only GPT-2 with the LM head tied to the token embeddings is supported",
+            ));
         }
         let rate = |key: &str| -> Result<f64, ModelError> {
             let p = self.f64_field(key, 0.1)?;

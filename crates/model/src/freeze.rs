@@ -7,48 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Gpt2Config;
 use crate::config_stage::{FreezeConfig, WteFreeze};
+use crate::names;
 
 /// The parameter names of a model of shape `config`, with their element counts,
 /// in module order.
 pub fn parameter_names(config: &Gpt2Config) -> Vec<(String, usize)> {
-    let (c, f) = (config.n_embd, config.n_inner);
-    let mut out =
-        vec![("wte.weight".to_string(), config.vocab_size * c), ("wpe.weight".to_string(), config.n_positions * c)];
-    for i in 0..config.n_layer {
-        let p = format!("h.{i}");
-        for (name, n) in [
-            ("ln_1.weight", c),
-            ("ln_1.bias", c),
-            ("attn.c_attn.weight", c * 3 * c),
-            ("attn.c_attn.bias", 3 * c),
-            ("attn.c_proj.weight", c * c),
-            ("attn.c_proj.bias", c),
-            ("ln_2.weight", c),
-            ("ln_2.bias", c),
-            ("mlp.c_fc.weight", c * f),
-            ("mlp.c_fc.bias", f),
-            ("mlp.c_proj.weight", f * c),
-            ("mlp.c_proj.bias", c),
-        ] {
-            out.push((format!("{p}.{name}"), n));
-        }
-    }
-    out.push(("ln_f.weight".into(), c));
-    out.push(("ln_f.bias".into(), c));
-    out
-}
-
-/// The group a parameter belongs to: `embeddings`, `positions`, `block N`, `final norm`.
-pub fn group_of(name: &str) -> String {
-    if name.starts_with("wte.") {
-        "embeddings (wte, tied LM head)".into()
-    } else if name.starts_with("wpe.") {
-        "positions (wpe)".into()
-    } else if let Some(rest) = name.strip_prefix("h.") {
-        format!("block {}", rest.split('.').next().unwrap_or("?"))
-    } else {
-        "final norm (ln_f)".into()
-    }
+    names::table(config).into_iter().map(|entry| (entry.len(), entry.name)).map(|(n, name)| (name, n)).collect()
 }
 
 /// What trains.
@@ -70,7 +34,7 @@ impl FreezePlan {
         let mut wte_trainable_from = None;
         for (name, _) in parameter_names(config) {
             let is_frozen = match name.as_str() {
-                "wte.weight" => match freeze.wte {
+                names::WTE => match freeze.wte {
                     WteFreeze::All => true,
                     WteFreeze::None => false,
                     WteFreeze::PretrainedRows if base_vocab_size >= config.vocab_size => true,
@@ -79,13 +43,9 @@ impl FreezePlan {
                         false
                     }
                 },
-                "wpe.weight" => freeze.wpe,
-                "ln_f.weight" | "ln_f.bias" => freeze.ln_f,
-                block => block
-                    .strip_prefix("h.")
-                    .and_then(|rest| rest.split('.').next())
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .is_some_and(|i| i < lower),
+                names::WPE => freeze.wpe,
+                names::LN_F_WEIGHT | names::LN_F_BIAS => freeze.ln_f,
+                block => names::block_of(block).is_some_and(|i| i < lower),
             };
             if is_frozen {
                 frozen.insert(name);
@@ -147,7 +107,7 @@ impl ParamReport {
         for (name, n) in parameter_names(config) {
             let trainable = if plan.frozen.contains(&name) {
                 0
-            } else if name == "wte.weight" {
+            } else if name == names::WTE {
                 match plan.wte_trainable_from {
                     Some(from) => config.vocab_size.saturating_sub(from) * config.n_embd,
                     None => n,
@@ -157,7 +117,7 @@ impl ParamReport {
             };
             report.total += n;
             report.trainable += trainable;
-            let group = group_of(&name);
+            let group = names::group_of(&name);
             match groups.last_mut() {
                 Some(last) if last.group == group => {
                     last.params += n;
@@ -208,6 +168,7 @@ pub fn thousands(n: usize) -> String {
 mod tests {
     use super::*;
     use crate::config_stage::BlockCount;
+    use crate::names::{Layer, Part, param};
 
     fn gpt_fr_cased_base() -> Gpt2Config {
         // asi/gpt-fr-cased-base: 24 layers, 14 heads, n_embd 1792, vocab 50,000.
@@ -250,9 +211,10 @@ mod tests {
         let config = gpt_fr_cased_base();
         let course = FreezeConfig { wte: WteFreeze::All, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
         let plan = FreezePlan::new(&course, &config, 50000);
-        assert!(plan.frozen.contains("wte.weight") && plan.frozen.contains("wpe.weight"));
-        assert!(plan.frozen.contains("h.11.mlp.c_proj.bias") && !plan.frozen.contains("h.12.ln_1.weight"));
-        assert!(!plan.frozen.contains("ln_f.weight"));
+        assert!(plan.frozen.contains(names::WTE) && plan.frozen.contains(names::WPE));
+        assert!(plan.frozen.contains(&param(11, Layer::MlpCProj, Part::Bias)));
+        assert!(!plan.frozen.contains(&param(12, Layer::Ln1, Part::Weight)));
+        assert!(!plan.frozen.contains(names::LN_F_WEIGHT));
         let report = ParamReport::new(&config, &plan);
         // The notebook's numbers for asi/gpt-fr-cased-base: ~1.017 B parameters.
         assert_eq!(report.total, config.num_params());
@@ -271,14 +233,13 @@ mod tests {
             FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Count(3), ln_f: true };
         let plan = FreezePlan::new(&fix, &config, 50000);
         assert_eq!(plan.wte_trainable_from, Some(50000));
-        assert!(
-            plan.trains("wte.weight") && plan.frozen.contains("ln_f.bias") && plan.frozen.contains("h.2.ln_1.bias")
-        );
+        assert!(plan.trains(names::WTE) && plan.frozen.contains(names::LN_F_BIAS));
+        assert!(plan.frozen.contains(&param(2, Layer::Ln1, Part::Bias)));
         let report = ParamReport::new(&config, &plan);
         let wte = &report.groups[0];
         assert_eq!((wte.params, wte.trainable), (50100 * 1792, 100 * 1792));
         // Nothing new: the whole table is frozen.
         let plan = FreezePlan::new(&fix, &gpt_fr_cased_base(), 50000);
-        assert!(plan.frozen.contains("wte.weight") && plan.wte_trainable_from.is_none());
+        assert!(plan.frozen.contains(names::WTE) && plan.wte_trainable_from.is_none());
     }
 }

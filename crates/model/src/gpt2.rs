@@ -8,6 +8,8 @@
 //! Every `forward` takes the [`Pass`] it runs in: kernels, autocast, `wte`'s
 //! trained rows and dropout are its settings, nothing else decides them.
 
+use std::collections::BTreeMap;
+
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -15,7 +17,7 @@ use burn::tensor::activation;
 use crate::config::{Activation, Gpt2Config};
 use crate::kernels::{Dropout, Gpt2Ops, composed};
 use crate::layout::{Documents, Layout};
-use crate::lora::Lora;
+use crate::names::{self, Entry, Layer, Part};
 use crate::pass::Pass;
 
 /// `nn.LayerNorm` over the last dimension (biased variance, like torch).
@@ -43,7 +45,7 @@ pub struct Conv1D<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     /// `[out]`.
     pub bias: Param<Tensor<B, 1>>,
-    /// A LoRA adapter beside the weight, if any (see [`crate::lora`]).
+    /// A LoRA adapter beside the weight, if any.
     pub lora: Option<Lora<B>>,
 }
 
@@ -61,6 +63,26 @@ impl<B: Gpt2Ops> Conv1D<B> {
         }
         let out = y.dims()[1];
         y.reshape([b, t, out])
+    }
+}
+
+/// One layer's LoRA adapter (see [`crate::lora`]).
+#[derive(Module, Debug)]
+pub struct Lora<B: Backend> {
+    /// `[r, in]`: peft's `lora_A.weight`.
+    pub a: Param<Tensor<B, 2>>,
+    /// `[out, r]`: peft's `lora_B.weight`.
+    pub b: Param<Tensor<B, 2>>,
+    /// The product's factor, `α / r` or `α / √r`.
+    pub scaling: f64,
+    /// Dropout on the adapter's input.
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> Lora<B> {
+    /// `ΔW = Aᵀ Bᵀ · s`, `[in, out]` as the `Conv1D` weight it adds to.
+    pub fn delta(&self) -> Tensor<B, 2> {
+        self.a.val().transpose().matmul(self.b.val().transpose()) * self.scaling
     }
 }
 
@@ -196,6 +218,28 @@ impl<B: Backend> Block<B> {
     pub fn has_lora(&self) -> bool {
         [&self.attn.c_attn, &self.attn.c_proj, &self.mlp.c_fc, &self.mlp.c_proj].iter().any(|l| l.lora.is_some())
     }
+
+    /// The `Conv1D` that is `layer`; `None` for a norm.
+    pub fn conv(&self, layer: Layer) -> Option<&Conv1D<B>> {
+        match layer {
+            Layer::CAttn => Some(&self.attn.c_attn),
+            Layer::AttnCProj => Some(&self.attn.c_proj),
+            Layer::CFc => Some(&self.mlp.c_fc),
+            Layer::MlpCProj => Some(&self.mlp.c_proj),
+            Layer::Ln1 | Layer::Ln2 => None,
+        }
+    }
+
+    /// [`Self::conv`], mutable.
+    pub fn conv_mut(&mut self, layer: Layer) -> Option<&mut Conv1D<B>> {
+        match layer {
+            Layer::CAttn => Some(&mut self.attn.c_attn),
+            Layer::AttnCProj => Some(&mut self.attn.c_proj),
+            Layer::CFc => Some(&mut self.mlp.c_fc),
+            Layer::MlpCProj => Some(&mut self.mlp.c_proj),
+            Layer::Ln1 | Layer::Ln2 => None,
+        }
+    }
 }
 
 impl<B: Gpt2Ops> Block<B> {
@@ -243,6 +287,27 @@ impl<B: Backend> Gpt2<B> {
     /// Context length.
     pub fn n_positions(&self) -> usize {
         self.wpe.weight.dims()[0]
+    }
+
+    /// Whether any layer carries an adapter.
+    pub fn has_lora(&self) -> bool {
+        self.h.iter().any(|b| b.has_lora())
+    }
+
+    /// The `Conv1D` weights that carry an adapter, by name
+    /// (`h.0.attn.c_attn.weight`), with it.
+    pub fn adapted_weights(&self) -> BTreeMap<String, (&Param<Tensor<B, 2>>, &Lora<B>)> {
+        let mut out = BTreeMap::new();
+        for (i, block) in self.h.iter().enumerate() {
+            for layer in Layer::ALL {
+                if let Some(conv) = block.conv(layer)
+                    && let Some(lora) = &conv.lora
+                {
+                    out.insert(names::param(i, layer, Part::Weight), (&conv.weight, lora));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -327,53 +392,53 @@ impl<B: Gpt2Ops> Gpt2<B> {
     }
 }
 
-/// Builds the module tree around given tensors (used by import and init).
+/// Builds the module tree of shape `config` by walking [`names::table`] in
+/// its order, `values` giving each parameter's values (flattened, row-major)
+/// when its turn comes (used by import and init).
 pub(crate) fn assemble<B: Backend>(
     config: &Gpt2Config,
-    mut tensor1: impl FnMut(&str, [usize; 1]) -> Tensor<B, 1>,
-    mut tensor2: impl FnMut(&str, [usize; 2]) -> Tensor<B, 2>,
+    mut values: impl FnMut(&Entry) -> Vec<f32>,
+    device: &B::Device,
 ) -> Gpt2<B> {
-    let (c, f) = (config.n_embd, config.n_inner);
-    let mut norm = |prefix: &str| LayerNorm {
-        weight: Param::from_tensor(tensor1(&format!("{prefix}.weight"), [c])),
-        bias: Param::from_tensor(tensor1(&format!("{prefix}.bias"), [c])),
-        eps: config.layer_norm_epsilon,
+    let mut entries = names::table(config).into_iter();
+    let mut next = || {
+        let entry = entries.next().expect("the table lists every parameter");
+        TensorData::new(values(&entry), entry.shape)
     };
-    let ln_f = norm("ln_f");
-    let norms: Vec<(LayerNorm<B>, LayerNorm<B>)> =
-        (0..config.n_layer).map(|i| (norm(&format!("h.{i}.ln_1")), norm(&format!("h.{i}.ln_2")))).collect();
-    let mut conv = |prefix: &str, i: usize, o: usize| Conv1D {
-        weight: Param::from_tensor(tensor2(&format!("{prefix}.weight"), [i, o])),
-        bias: Param::from_tensor(tensor1(&format!("{prefix}.bias"), [o])),
-        lora: None,
-    };
-    let mut blocks = Vec::with_capacity(config.n_layer);
-    for (i, (ln_1, ln_2)) in norms.into_iter().enumerate() {
-        let p = format!("h.{i}");
-        blocks.push(Block {
-            ln_1,
-            attn: Attention {
-                c_attn: conv(&format!("{p}.attn.c_attn"), c, 3 * c),
-                c_proj: conv(&format!("{p}.attn.c_proj"), c, c),
-                n_head: config.n_head,
-                scale: config.scale_attn_weights,
-                attn_dropout: Dropout { p: config.attn_pdrop },
-                resid_dropout: Dropout { p: config.resid_pdrop },
-            },
-            ln_2,
-            mlp: Mlp {
-                c_fc: conv(&format!("{p}.mlp.c_fc"), c, f),
-                c_proj: conv(&format!("{p}.mlp.c_proj"), f, c),
-                activation: config.activation,
-                dropout: Dropout { p: config.resid_pdrop },
-            },
-        });
-    }
-    Gpt2 {
-        wte: Embedding { weight: Param::from_tensor(tensor2("wte.weight", [config.vocab_size, c])) },
-        wpe: Embedding { weight: Param::from_tensor(tensor2("wpe.weight", [config.n_positions, c])) },
-        h: blocks,
-        ln_f,
-        drop: Dropout { p: config.embd_pdrop },
-    }
+    let p1 = |data: TensorData| Param::from_tensor(Tensor::<B, 1>::from_data(data, device));
+    let p2 = |data: TensorData| Param::from_tensor(Tensor::<B, 2>::from_data(data, device));
+    // Each in the table's order: wte, wpe, the blocks, ln_f.
+    let wte = Embedding { weight: p2(next()) };
+    let wpe = Embedding { weight: p2(next()) };
+    let eps = config.layer_norm_epsilon;
+    let blocks = (0..config.n_layer)
+        .map(|_| {
+            let ln_1 = LayerNorm { weight: p1(next()), bias: p1(next()), eps };
+            let c_attn = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
+            let c_proj = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
+            let ln_2 = LayerNorm { weight: p1(next()), bias: p1(next()), eps };
+            let c_fc = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
+            let mlp_c_proj = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
+            Block {
+                ln_1,
+                attn: Attention {
+                    c_attn,
+                    c_proj,
+                    n_head: config.n_head,
+                    scale: config.scale_attn_weights,
+                    attn_dropout: Dropout { p: config.attn_pdrop },
+                    resid_dropout: Dropout { p: config.resid_pdrop },
+                },
+                ln_2,
+                mlp: Mlp {
+                    c_fc,
+                    c_proj: mlp_c_proj,
+                    activation: config.activation,
+                    dropout: Dropout { p: config.resid_pdrop },
+                },
+            }
+        })
+        .collect();
+    let ln_f = LayerNorm { weight: p1(next()), bias: p1(next()), eps };
+    Gpt2 { wte, wpe, h: blocks, ln_f, drop: Dropout { p: config.embd_pdrop } }
 }

@@ -1,12 +1,14 @@
 //! Weights made here rather than read: a GPT-2 from scratch (for the offline demo
 //! and the tests), and new embedding rows for added tokens.
 
+use burn::module::Param;
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::config::Gpt2Config;
 use crate::gpt2::{Gpt2, assemble};
+use crate::names::{self, Entry, Kind};
 
 /// How a from-scratch model is initialised: HF's `GPT2PreTrainedModel._init_weights`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,22 +40,13 @@ pub(crate) fn name_hash(name: &str) -> u64 {
 pub fn init_from_scratch<B: Backend>(config: &Gpt2Config, init: ScratchInit, device: &B::Device) -> Gpt2<B> {
     let range = config.initializer_range;
     let proj_std = range / (2.0 * config.n_layer as f64).sqrt();
-    assemble::<B>(
-        config,
-        |name, shape| {
-            let value = if name.ends_with("ln_1.weight") || name.ends_with("ln_2.weight") || name == "ln_f.weight" {
-                1.0
-            } else {
-                0.0
-            };
-            Tensor::full(shape, value, device)
-        },
-        |name, shape| {
-            let std = if name.ends_with("c_proj.weight") { proj_std } else { range };
-            let values = normal_values(init.seed, name, std, shape.iter().product());
-            Tensor::from_data(TensorData::new(values, shape), device)
-        },
-    )
+    let values = |entry: &Entry| match entry.kind {
+        Kind::NormWeight => vec![1.0; entry.len()],
+        Kind::Bias => vec![0.0; entry.len()],
+        Kind::Embedding | Kind::Weight { residual: false } => normal_values(init.seed, &entry.name, range, entry.len()),
+        Kind::Weight { residual: true } => normal_values(init.seed, &entry.name, proj_std, entry.len()),
+    };
+    assemble::<B>(config, values, device)
 }
 
 /// How one new embedding row starts.
@@ -75,6 +68,22 @@ pub enum RowInit {
         /// Standard deviation.
         std: f64,
     },
+    /// Zeros: rows a caller fills afterwards (an adapter's trainable tokens).
+    Zero,
+}
+
+/// `model` with `wte` resized to `rows` rows, as transformers'
+/// `resize_token_embeddings(rows)`: the first rows kept, and each added row
+/// `r` initialised as `init(r)` says (its noise seeded by `seed`), or the
+/// last rows dropped. The one resize of `wte` in the workspace.
+pub fn resize_wte<B: Backend>(mut model: Gpt2<B>, rows: usize, seed: u64, init: impl Fn(usize) -> RowInit) -> Gpt2<B> {
+    let wte = model.wte.weight.val();
+    let ([old_rows, n_embd], device) = (wte.dims(), wte.device());
+    let old = wte.reshape([old_rows * n_embd]).into_data().convert::<f32>();
+    let old = old.as_slice::<f32>().expect("converted to f32");
+    let values = resized_embeddings(old, n_embd, rows, seed, init);
+    model.wte.weight = Param::from_tensor(Tensor::from_data(TensorData::new(values, [rows, n_embd]), &device));
+    model
 }
 
 /// A new `[new_rows, n_embd]` embedding: the first rows copied from `old`
@@ -106,12 +115,13 @@ pub fn resized_embeddings(
     for r in old_rows..new_rows {
         let values = match init(r) {
             RowInit::Reference { id, noise_std } => {
-                let noise = normal_values(seed, &format!("wte.row.{r}"), noise_std, n_embd);
+                let noise = normal_values(seed, &names::row_stream(r), noise_std, n_embd);
                 row(id as usize).iter().zip(noise).map(|(v, n)| v + n).collect()
             }
             RowInit::Mean => mean.get_or_init(|| mean_of(&mut (0..old_rows))).clone(),
             RowInit::SubwordMean(pieces) => mean_of(&mut pieces.iter().map(|&p| p as usize).filter(|&p| p < old_rows)),
-            RowInit::Random { std } => normal_values(seed, &format!("wte.row.{r}"), std, n_embd),
+            RowInit::Random { std } => normal_values(seed, &names::row_stream(r), std, n_embd),
+            RowInit::Zero => vec![0.0; n_embd],
         };
         out.extend(values);
     }
@@ -159,7 +169,7 @@ mod tests {
             3 => RowInit::Reference { id: 1, noise_std: 0.5 },
             _ => RowInit::SubwordMean(vec![0, 3, 99]),
         });
-        let noise = normal_values(7, "wte.row.3", 0.5, 2);
+        let noise = normal_values(7, &names::row_stream(3), 0.5, 2);
         assert_eq!(&new[6..8], &[3.0 + noise[0], 4.0 + noise[1]], "row 1 plus its noise");
         assert_eq!(&new[8..10], &[1.0, 2.0], "ids 3 and 99 are not rows of the old embedding");
     }
@@ -188,7 +198,11 @@ mod tests {
             } else if name.contains("ln_") {
                 assert!(values.iter().all(|&v| v == 1.0), "{name}");
             } else {
-                let expected = if name.ends_with("c_proj.weight") { 0.02 / 4.0 } else { 0.02 };
+                use names::{Layer, Part};
+                let residual = (0..8).any(|i| {
+                    [Layer::AttnCProj, Layer::MlpCProj].into_iter().any(|l| *name == names::param(i, l, Part::Weight))
+                });
+                let expected = if residual { 0.02 / 4.0 } else { 0.02 };
                 // ≥ 4,096 draws: the sample std is within 5 % of the true one.
                 assert!((std(values) / expected - 1.0).abs() < 0.05, "{name}: std {} vs {expected}", std(values));
                 assert!(seen.iter().all(|s| s[..64] != values[..64]), "{name} draws its own stream");

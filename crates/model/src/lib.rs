@@ -13,6 +13,8 @@ mod init;
 pub mod kernels;
 mod layout;
 pub mod lora;
+mod model_dir;
+pub mod names;
 mod pass;
 mod pickle;
 mod precision;
@@ -24,17 +26,19 @@ use std::path::PathBuf;
 
 pub use config::{Activation, Gpt2Config, HfConfig};
 pub use config_stage::{BlockCount, FreezeConfig, InitStrategy, StageConfig, WteFreeze};
-pub use freeze::{FreezePlan, GroupReport, ParamReport, group_of, parameter_names, thousands};
+pub use freeze::{FreezePlan, GroupReport, ParamReport, parameter_names, thousands};
 pub use gpt2::{Attention, Block, Conv1D, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
-pub use init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
+pub use init::{RowInit, ScratchInit, init_from_scratch, resize_wte};
 pub use kernels::{AdamWStep, Dropout, Gpt2Ops, TrainBackend};
 pub use layout::{Documents, Layout};
+pub use model_dir::{ADAPTER_DIR, CONFIG, ModelDir, Needs};
+pub use names::group_of;
 pub use pass::{Kernels, Pass};
 pub use precision::Precision;
 pub use stage::{ModelStats, load_base, load_stage_model, outputs, run};
 pub use weights::{
     LoadReport, NamedParams, PYTORCH_BIN, PYTORCH_BIN_INDEX, SAFETENSORS, SAFETENSORS_INDEX, WEIGHT_FILES, load,
-    load_watched, read_tensor, read_tensors, save_safetensors, weight_file, write_hf_dir, write_tensors,
+    load_watched, read_param, read_tensor, read_tensors, save_safetensors, weight_file, write_tensors,
 };
 
 /// Everything that can go wrong with a model directory or its files.

@@ -5,11 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::hub::Hub;
-use tp06_artifact::shards::ShardIndex;
 use tp06_artifact::{
     Begin, InputRecord, Interrupted, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck, Watch,
 };
@@ -18,12 +16,13 @@ use tp06_vocab::VocabInfo;
 use crate::config_stage::InitStrategy;
 
 use crate::ModelError;
-use crate::config::{Gpt2Config, HfConfig};
+use crate::config::Gpt2Config;
 use crate::config_stage::StageConfig;
 use crate::freeze::{FreezePlan, ParamReport};
 use crate::gpt2::Gpt2;
-use crate::init::{RowInit, ScratchInit, init_from_scratch, resized_embeddings};
-use crate::weights::{self, LoadReport, NamedParams};
+use crate::init::{RowInit, resize_wte};
+use crate::model_dir::{ModelDir, Needs};
+use crate::weights::LoadReport;
 
 /// The model stage's outputs.
 pub mod outputs {
@@ -34,7 +33,7 @@ pub mod outputs {
     /// The freeze plan ([`crate::FreezePlan`]).
     pub const FREEZE: &str = "freeze.json";
     /// Under LoRA, the fresh adapter as a peft adapter directory ([`crate::lora`]).
-    pub const ADAPTER: &str = "adapter";
+    pub const ADAPTER: &str = crate::model_dir::ADAPTER_DIR;
 }
 
 /// The model stage's headline numbers (stored in the manifest's `stats`).
@@ -83,16 +82,20 @@ impl ModelStats {
     }
 }
 
-const BASE_FILES: &[&[&str]] = &[&["config.json"], weights::WEIGHT_FILES];
+/// The base model `config.base` names, fetched (with its weights unless it
+/// is initialised from scratch, and its tokenizer when `tokenizer`) and
+/// opened: the one place the model crate fetches the base.
+pub fn fetch_base(hub: &Hub, config: &StageConfig, tokenizer: bool) -> Result<ModelDir, ModelError> {
+    ModelDir::fetch(hub, &config.base, Needs { weights: !config.from_scratch, tokenizer })
+}
 
 /// Runs the model stage into `run` on `device`.
 pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> Result<StageReport, ModelError> {
     let (run, hub, device, force) = (ctx.run, ctx.hub, &ctx.device, ctx.force);
     config.validate()?;
     let vocab_stage = UpstreamCheck::require(run, Stage::Vocab)?;
-    let wanted: &[&[&str]] = if config.from_scratch { &BASE_FILES[..1] } else { BASE_FILES };
-    let dir = tp06_artifact::hub::model_dir(hub, &config.base, wanted).map_err(|source| ModelError::Hub { source })?;
-    let config_path = dir.join("config.json");
+    let base_dir = fetch_base(hub, config, config.init == InitStrategy::Reference)?;
+    let config_path = base_dir.config_path();
     let mut inputs = vec![
         vocab_stage.input.clone(),
         InputRecord::file("base_config", &config_path).map_err(|e| ModelError::Io {
@@ -101,16 +104,13 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
             source: e.source,
         })?,
     ];
-    let weight_file = if config.from_scratch { None } else { Some(weights::weight_file(&dir)?) };
-    if let Some(file) = &weight_file {
-        inputs.push(InputRecord::file("base_weights", file)?);
-        // A sharded checkpoint's index, then each of its shards.
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if ShardIndex::is_index(name) {
-            let index = ShardIndex::read(file).map_err(|reason| ModelError::Weights { path: file.clone(), reason })?;
-            for shard in index.files() {
-                inputs.push(InputRecord::file(&format!("base_weights/{shard}"), &dir.join(shard))?);
-            }
+    let weight_file = if config.from_scratch { None } else { Some(base_dir.weight_file()?) };
+    if !config.from_scratch {
+        // The weight file; a sharded checkpoint's index, then each of its shards.
+        for (i, file) in base_dir.weight_files()?.iter().enumerate() {
+            let shard = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = if i == 0 { "base_weights".to_string() } else { format!("base_weights/{shard}") };
+            inputs.push(InputRecord::file(&name, file)?);
         }
     }
     let config_json = serde_json::to_value(config).expect("the model config serialises");
@@ -122,8 +122,7 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         Begin::Run(writer) => writer,
     };
 
-    let hf = HfConfig::from_file(&config_path)?;
-    let base = hf.resolve()?;
+    let (hf, base) = (base_dir.hf_config(), base_dir.config().clone());
     if let crate::BlockCount::Count(n) = config.freeze.lower_blocks
         && n > base.n_layer
     {
@@ -149,35 +148,29 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         ModelError::Stopped { .. } => ModelError::Interrupted(Interrupted::of(Stage::Model, run)),
         other => other,
     };
-    let (model, load): (Gpt2<B>, Option<LoadReport>) = match &weight_file {
-        Some(file) => {
-            let (model, report) = weights::load_watched::<B>(file, &base, device, ctx.watch()).map_err(stopped)?;
+    let (model, load): (Gpt2<B>, Option<LoadReport>) = match config.from_scratch {
+        false => {
+            let (model, report) = base_dir.load::<B>(device, ctx.watch()).map_err(stopped)?;
             (model, Some(report))
         }
-        None => (init_from_scratch::<B>(&base, ScratchInit { seed: config.seed }, device), None),
+        true => (base_dir.scratch::<B>(config.seed, device), None),
     };
 
     // Resize `wte` as transformers' `resize_token_embeddings(len(tokenizer))` does,
     // then initialise the added rows.
     let reference = match config.init {
-        InitStrategy::Reference if !added.is_empty() => Some(reference_word(hub, config)?),
+        InitStrategy::Reference if !added.is_empty() => Some(reference_word(&base_dir, config)?),
         _ => None,
     };
     let by_id: std::collections::HashMap<u32, &tp06_vocab::AddedName> = added.iter().map(|a| (a.id, a)).collect();
-    let old = NamedParams::<B>::values(&model.wte.weight.val().reshape([base.vocab_size * base.n_embd]));
-    let new_rows = resized_embeddings(&old, base.n_embd, info.vocab_size, config.seed, |row| {
-        match (config.init, by_id.get(&(row as u32))) {
-            (InitStrategy::Reference, _) => {
-                RowInit::Reference { id: reference.as_ref().map_or(0, |(_, id)| *id), noise_std: config.noise_std }
-            }
-            (InitStrategy::SubwordMean, Some(added)) => RowInit::SubwordMean(added.pieces.clone()),
-            (InitStrategy::Random, _) => RowInit::Random { std: base.initializer_range },
-            (InitStrategy::Mean | InitStrategy::SubwordMean, _) => RowInit::Mean,
+    let model = resize_wte(model, info.vocab_size, config.seed, |row| match (config.init, by_id.get(&(row as u32))) {
+        (InitStrategy::Reference, _) => {
+            RowInit::Reference { id: reference.as_ref().map_or(0, |(_, id)| *id), noise_std: config.noise_std }
         }
+        (InitStrategy::SubwordMean, Some(added)) => RowInit::SubwordMean(added.pieces.clone()),
+        (InitStrategy::Random, _) => RowInit::Random { std: base.initializer_range },
+        (InitStrategy::Mean | InitStrategy::SubwordMean, _) => RowInit::Mean,
     });
-    let mut model = model;
-    model.wte.weight =
-        Param::from_tensor(Tensor::from_data(TensorData::new(new_rows, [info.vocab_size, base.n_embd]), device));
     let shape = Gpt2Config { vocab_size: info.vocab_size, ..base.clone() };
 
     let mut plan = FreezePlan::new(&config.freeze, &shape, info.base_vocab_size);
@@ -199,7 +192,7 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
     tp06_artifact::fs::write_json_atomic(&writer.path(outputs::FREEZE), &plan)?;
     let tokenizer: Vec<PathBuf> =
         tp06_vocab::outputs::HF_FILES.iter().map(|file| vocab_stage.manifest.output_path(run, file)).collect();
-    let mut files = weights::write_hf_dir(&model, &writer.dir(), &tokenizer, ctx.watch()).map_err(stopped)?; // weights, then the tokenizer's
+    let mut files = ModelDir::write(&model, &writer.dir(), &tokenizer, ctx.watch()).map_err(stopped)?; // weights, then the tokenizer's
     files.insert(0, outputs::CONFIG.to_string());
     files.insert(2, outputs::FREEZE.to_string());
     // An earlier run's adapter would be read as this one's.
@@ -233,32 +226,26 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         wte_trainable_from: plan.wte_trainable_from,
         lora: config.lora.clone(),
     };
-    let environment =
-        serde_json::json!({ "base_dir": dir.display().to_string(), "seed": config.seed, "backend": ctx.backend });
+    let environment = serde_json::json!({ "base_dir": base_dir.path().display().to_string(), "seed": config.seed, "backend": ctx.backend });
     let manifest = writer.finish(&files, environment, serde_json::to_value(&stats).expect("stats serialise"))?;
     Ok(StageReport { summary: stats.summary(), manifest, up_to_date: false })
 }
 
-/// The base model `config.base` names, as the model stage starts from it: its
-/// weights read, or initialised from scratch (`model.from_scratch`, seeded
-/// with `model.seed`). `with` names more files the directory must hold (the
-/// tokenizer's, for a caller that also needs it). Its tensors are shown by
-/// `watch` and it stops between two of them when that says so. Returns the
-/// model and its directory.
+/// The base model `config.base` names, as the model stage starts from it:
+/// its weights read, or initialised from scratch (`model.from_scratch`,
+/// seeded with `model.seed`), with its tokenizer's files. Its tensors are
+/// shown by `watch` and it stops between two of them when that says so.
+/// Returns the model and its directory.
 pub fn load_base<B: Backend>(
     hub: &Hub,
     config: &StageConfig,
-    with: &[&[&str]],
     device: &B::Device,
     watch: Watch<'_>,
-) -> Result<(Gpt2<B>, PathBuf), ModelError> {
-    let mut wanted: Vec<&[&str]> = if config.from_scratch { BASE_FILES[..1].to_vec() } else { BASE_FILES.to_vec() };
-    wanted.extend_from_slice(with);
-    let dir = tp06_artifact::hub::model_dir(hub, &config.base, &wanted).map_err(|source| ModelError::Hub { source })?;
-    let shape = HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
+) -> Result<(Gpt2<B>, ModelDir), ModelError> {
+    let dir = fetch_base(hub, config, true)?;
     let model = match config.from_scratch {
-        true => init_from_scratch::<B>(&shape, ScratchInit { seed: config.seed }, device),
-        false => weights::load_watched::<B>(&weights::weight_file(&dir)?, &shape, device, watch)?.0,
+        true => dir.scratch::<B>(config.seed, device),
+        false => dir.load::<B>(device, watch)?.0,
     };
     Ok((model, dir))
 }
@@ -266,10 +253,8 @@ pub fn load_base<B: Backend>(
 /// The reference word of the `reference` init and its id: the first of
 /// `model.reference_words` that the base model's tokenizer encodes to a single
 /// token at text start (the course looks before adding the names).
-fn reference_word(hub: &Hub, config: &StageConfig) -> Result<(String, u32), ModelError> {
-    let dir = tp06_artifact::hub::model_dir(hub, &config.base, tp06_vocab::TOKENIZER_FILES)
-        .map_err(|source| ModelError::Hub { source })?;
-    let tok = tp06_vocab::Tok::from_dir(&dir)?;
+fn reference_word(base: &ModelDir, config: &StageConfig) -> Result<(String, u32), ModelError> {
+    let tok = tp06_vocab::Tok::from_dir(base.path())?;
     tp06_vocab::reference_word(&tok, &config.reference_words)?.ok_or_else(|| {
         let words = config.reference_words.join(", ");
         let problem = format!(
@@ -294,12 +279,8 @@ pub fn load_stage_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(Gpt2<B>, Gpt2Config, FreezePlan), ModelError> {
-    let config = HfConfig::from_file(&dir.join(outputs::CONFIG))?.resolve()?;
-    let (mut model, _) = weights::load::<B>(&dir.join(outputs::WEIGHTS), &config, device)?;
-    let adapter = dir.join(outputs::ADAPTER);
-    if adapter.join(crate::lora::ADAPTER_CONFIG).exists() {
-        model = crate::lora::load_adapter(model, &adapter, device)?.0;
-    }
+    let model_dir = ModelDir::open(dir)?;
+    let (model, _) = model_dir.load::<B>(device, Watch::none())?;
     let path = dir.join(outputs::FREEZE);
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
         path: path.clone(),
@@ -308,5 +289,5 @@ pub fn load_stage_model<B: Backend>(
     })?;
     let plan =
         serde_json::from_str(&text).map_err(|e| ModelError::Artifact { path: path.clone(), reason: e.to_string() })?;
-    Ok((model, config, plan))
+    Ok((model, model_dir.config().clone(), plan))
 }

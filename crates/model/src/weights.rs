@@ -20,6 +20,7 @@ use tp06_artifact::Watch;
 use crate::ModelError;
 use crate::config::Gpt2Config;
 use crate::gpt2::{Gpt2, assemble};
+use crate::names;
 use crate::pickle::TorchArchive;
 use tp06_artifact::shards::ShardIndex;
 
@@ -205,7 +206,7 @@ pub fn weight_file(dir: &Path) -> Result<PathBuf, ModelError> {
 }
 
 fn is_ignored(key: &str) -> bool {
-    key == "lm_head.weight" || key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias")
+    key == names::LM_HEAD || key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias")
 }
 
 /// Reads a GPT-2 from `path` (a safetensors or PyTorch file) for `config`.
@@ -231,7 +232,7 @@ pub fn load_watched<B: Backend>(
     let mut by_name: BTreeMap<String, &Entry> = BTreeMap::new();
     for entry in &entries {
         *report.dtypes.entry(entry.dtype.clone()).or_default() += 1;
-        let name = entry.key.strip_prefix("transformer.").unwrap_or(&entry.key);
+        let name = names::our_name(&entry.key);
         if is_ignored(name) {
             report.ignored.push(entry.key.clone());
         } else {
@@ -280,20 +281,11 @@ pub fn load_watched<B: Backend>(
             }
         }
     };
-    let model = {
-        let read = std::cell::RefCell::new(&mut read);
-        assemble::<B>(
-            config,
-            |name, shape| {
-                let values = (read.borrow_mut())(name, &shape).unwrap_or_else(|| vec![0.0; shape.iter().product()]);
-                Tensor::from_data(TensorData::new(values, shape), device)
-            },
-            |name, shape| {
-                let values = (read.borrow_mut())(name, &shape).unwrap_or_else(|| vec![0.0; shape.iter().product()]);
-                Tensor::from_data(TensorData::new(values, shape), device)
-            },
-        )
-    };
+    let model = assemble::<B>(
+        config,
+        |entry| read(&entry.name, &entry.shape).unwrap_or_else(|| vec![0.0; entry.len()]),
+        device,
+    );
     task.finish();
     if let Some(err) = failure {
         return Err(err);
@@ -343,44 +335,6 @@ impl<B: Backend> ModuleVisitor<B> for NamedParams<B> {
     }
 }
 
-/// Writes `model` as an HF model directory `dir`: its weights as
-/// `model.safetensors` (its adapters, if any, merged into them: what plain
-/// transformers loads), and the `files` (config.json, the tokenizer's) copied
-/// beside them under their own names, its tensors shown and stopped by
-/// `watch` (see [`write_tensors`]). Returns the names written, weights first.
-pub fn write_hf_dir<B: Backend>(
-    model: &Gpt2<B>,
-    dir: &Path,
-    files: &[PathBuf],
-    watch: Watch<'_>,
-) -> Result<Vec<String>, ModelError> {
-    tp06_artifact::fs::create_dir_all(dir)?;
-    // A layer with an adapter is written merged, `W + ΔW` made when its turn
-    // comes: one merged weight at a time beside the model, not all of them.
-    let adapters = crate::lora::weights_with_adapters(model);
-    let tensors = hf_tensors(model)
-        .into_iter()
-        .map(|(key, shape, tensor)| -> (String, Vec<usize>, Make<'_, B>) {
-            let name = key.strip_prefix("transformer.").unwrap_or(&key).to_string();
-            match adapters.get(&name) {
-                Some(&(weight, lora)) => {
-                    let n = tensor.dims()[0];
-                    (key, shape, Box::new(move || (weight.val() + lora.delta()).reshape([n])))
-                }
-                None => (key, shape, Box::new(move || tensor.clone())),
-            }
-        })
-        .collect();
-    write_made(&dir.join(SAFETENSORS), tensors, watch)?;
-    let mut names = vec![SAFETENSORS.to_string()];
-    for from in files {
-        let name = from.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        tp06_artifact::fs::copy_atomic(from, &dir.join(&name))?;
-        names.push(name);
-    }
-    Ok(names)
-}
-
 /// Writes `model` as `model.safetensors` with HF's keys (`transformer.…`, no
 /// `lm_head.weight`) and metadata `format=pt`, atomically; its adapters, if
 /// any, are not merged nor written (a checkpoint writes them beside).
@@ -390,12 +344,12 @@ pub fn save_safetensors<B: Backend>(model: &Gpt2<B>, path: &Path) -> Result<(), 
 
 /// `model`'s parameters under HF's keys; its adapters, if any, left out
 /// (see [`crate::lora::write_adapter`]).
-fn hf_tensors<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
+pub(crate) fn hf_tensors<B: Backend>(model: &Gpt2<B>) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {
     NamedParams::of(model)
         .params
         .into_iter()
-        .filter(|(name, _, _)| !crate::lora::is_lora(name))
-        .map(|(name, shape, tensor)| (format!("transformer.{name}"), shape, tensor))
+        .filter(|(name, _, _)| !names::is_lora(name))
+        .map(|(name, shape, tensor)| (names::hf_key(&name), shape, tensor))
         .collect()
 }
 
@@ -417,10 +371,10 @@ pub fn write_tensors<B: Backend>(
 }
 
 /// A tensor to write, made (flattened) when its turn comes.
-type Make<'a, B> = Box<dyn Fn() -> Tensor<B, 1> + 'a>;
+pub(crate) type Make<'a, B> = Box<dyn Fn() -> Tensor<B, 1> + 'a>;
 
 /// [`write_tensors`] of tensors made one at a time as they are written.
-fn write_made<B: Backend>(
+pub(crate) fn write_made<B: Backend>(
     path: &Path,
     mut tensors: Vec<(String, Vec<usize>, Make<'_, B>)>,
     watch: Watch<'_>,
@@ -481,6 +435,13 @@ pub fn read_tensor(path: &Path, keys: &[&str]) -> Result<(String, Vec<usize>, Ve
         return Err(bad(format!("`{}` does not hold its shape {:?}", entry.key, entry.shape)));
     }
     Ok((entry.key.clone(), entry.shape.clone(), values))
+}
+
+/// Reads our parameter `name` (`wte.weight`) of an HF weight file, under
+/// either key HF files use for it ([`names::hf_keys`]): `(key, shape, values)`.
+pub fn read_param(path: &Path, name: &str) -> Result<(String, Vec<usize>, Vec<f32>), ModelError> {
+    let keys = names::hf_keys(name);
+    read_tensor(path, &[keys[0].as_str(), keys[1].as_str()])
 }
 
 /// Reads every floating-point tensor of a weight file (a checkpoint's
@@ -571,12 +532,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let progress = stop_at(1);
         let watch = Watch { progress: &progress, stop: &progress.stop };
-        let err = write_hf_dir(&model, dir.path(), &[], watch).unwrap_err();
+        let err = crate::ModelDir::write(&model, dir.path(), &[], watch).unwrap_err();
         assert!(matches!(err, ModelError::Stopped { .. }), "{err}");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert!(left.is_empty(), "nothing half-written: {left:?}");
         // Unstoppable, the same watch writes the file whole.
-        write_hf_dir(&model, dir.path(), &[], watch.unstoppable()).unwrap();
+        crate::ModelDir::write(&model, dir.path(), &[], watch.unstoppable()).unwrap();
         assert_eq!(read_tensors(&dir.path().join(SAFETENSORS)).unwrap().len(), NamedParams::of(&model).params.len());
     }
 
@@ -585,14 +546,15 @@ mod tests {
     fn one_tensor_reads_alike_from_pytorch_and_safetensors_files() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model");
         let bin = fixtures.join("tiny-bin/pytorch_model.bin");
-        let (key, shape, values) = read_tensor(&bin, &["transformer.wte.weight", "wte.weight"]).unwrap();
+        let (key, shape, values) = read_param(&bin, names::WTE).unwrap();
         let config = crate::HfConfig::from_file(&fixtures.join("tiny-bin/config.json")).unwrap().resolve().unwrap();
         assert_eq!(shape, [config.vocab_size, config.n_embd], "{key}");
         let (model, _) = load::<Cpu>(&bin, &config, &Default::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let st = dir.path().join(SAFETENSORS);
         save_safetensors(&model, &st).unwrap();
-        let (_, st_shape, st_values) = read_tensor(&st, &["transformer.wte.weight"]).unwrap();
+        let (st_key, st_shape, st_values) = read_param(&st, names::WTE).unwrap();
+        assert_eq!(st_key, names::hf_key(names::WTE), "written under HF's key");
         assert_eq!((st_shape, st_values), (shape, values));
     }
 }

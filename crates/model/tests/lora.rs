@@ -266,10 +266,8 @@ fn adapters_peft_wrote_give_peft_s_logits() {
         let f32s = |name: &str| -> Vec<f32> {
             st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
         };
-        let base = load(&fixture("lora/base"));
-        let info = lora::read_adapter_info(&dir).unwrap();
-        let grown = lora::grow_for_adapter(base, &info, vocab, &dir, &Default::default()).unwrap();
-        let (model, _) = lora::load_adapter(grown, &dir, &Default::default()).unwrap();
+        let base = tp06_model::ModelDir::open(&fixture("lora/base")).unwrap();
+        let model = base.load_with_adapter::<B>(&dir, vocab, &Default::default()).unwrap();
         let ours = logits(&model, &ids, [2, ids.len() / 2]);
         let diff = max_diff(&ours, &f32s("logits"));
         assert!(diff < 1e-4, "{case}: max |Δ| against peft = {diff}");
@@ -288,8 +286,8 @@ fn an_hf_directory_holds_the_merged_weights() {
     let config = LoraConfig { blocks: Blocks::Range(1, 2), ..every_layer(4) };
     let trained = with_random_b(lora::attach(base, &config, 3, &Default::default()));
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    tp06_model::write_hf_dir(&trained, a.path(), &[], tp06_artifact::Watch::none()).unwrap();
-    tp06_model::write_hf_dir(&lora::merge(trained), b.path(), &[], tp06_artifact::Watch::none()).unwrap();
+    tp06_model::ModelDir::write(&trained, a.path(), &[], tp06_artifact::Watch::none()).unwrap();
+    tp06_model::ModelDir::write(&lora::merge(trained), b.path(), &[], tp06_artifact::Watch::none()).unwrap();
     let read = |dir: &Path| tp06_model::read_tensors(&dir.join("model.safetensors")).unwrap();
     let (ours, merged) = (read(a.path()), read(b.path()));
     assert_eq!(ours, merged);

@@ -142,10 +142,10 @@ mod tests {
         let bars = bar_chart("b", "x", "y", &[("1".into(), 3.0), ("2".into(), 0.0)]);
         assert_eq!(bars.matches("<rect").count(), 3);
         let parts = [
-            Part { label: "wte".into(), params: 10, trainable: 0, detail: String::new() },
+            Part { label: "embeddings".into(), params: 10, trainable: 0, detail: String::new() },
             Part { label: "block 0".into(), params: 5, trainable: 5, detail: String::new() },
         ];
         let d = model_diagram(&parts, ["a", "b", "c"]);
-        assert!(d.find("block 0").unwrap() < d.find("wte").unwrap(), "output drawn above input");
+        assert!(d.find("block 0").unwrap() < d.find("embeddings").unwrap(), "output drawn above input");
     }
 }

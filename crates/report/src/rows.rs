@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use tp06_model::names;
+
 /// A `[rows, cols]` matrix, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
@@ -23,12 +25,11 @@ impl Matrix {
     }
 }
 
-/// Reads the 2-D tensor `wte.weight` (with or without the `transformer.`
-/// prefix) from a weight file, converting f16/bf16 to f32; of a safetensors
-/// file only that tensor is read.
+/// Reads the 2-D token embedding from a weight file, under either key HF
+/// files hold it ([`tp06_model::read_param`]), converting f16/bf16 to f32;
+/// of a safetensors file only that tensor is read.
 pub fn read_wte(path: &Path) -> Result<Matrix, String> {
-    let (name, shape, values) =
-        tp06_model::read_tensor(path, &["transformer.wte.weight", "wte.weight"]).map_err(|e| e.to_string())?;
+    let (name, shape, values) = tp06_model::read_param(path, names::WTE).map_err(|e| e.to_string())?;
     let [rows, cols] = shape[..] else {
         return Err(format!("{}: `{name}` has shape {shape:?}, expected 2-D", path.display()));
     };
@@ -63,7 +64,7 @@ pub fn nearest(m: &Matrix, limit: usize, v: &[f32], k: usize) -> Vec<(usize, f64
 pub fn movement(before: &Matrix, after: &Matrix, from: usize) -> Result<Vec<f64>, String> {
     if before.rows != after.rows || before.cols != after.cols {
         return Err(format!(
-            "`wte` changed shape: {}×{} before, {}×{} after",
+            "the token embedding changed shape: {}×{} before, {}×{} after",
             before.rows, before.cols, after.rows, after.cols
         ));
     }
@@ -95,23 +96,24 @@ mod tests {
         let path = dir.path().join("m.safetensors");
         let values = [1.0f32, -2.0, 0.5, 3.0, 0.0, -0.25];
         let f32s: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        write_safetensors(&path, "transformer.wte.weight", "F32", [3, 2], &f32s);
+        write_safetensors(&path, &names::hf_key(names::WTE), "F32", [3, 2], &f32s);
         let m = read_wte(&path).unwrap();
         assert_eq!((m.rows, m.cols, m.row(1)), (3, 2, &[0.5f32, 3.0][..]));
         // f16: 1.0 = 0x3c00, -2.0 = 0xc000; bf16: the high half of the f32.
         let f16s: Vec<u8> =
             [0x3c00u16, 0xc000, 0x3800, 0x4200, 0, 0xb400].iter().flat_map(|v| v.to_le_bytes()).collect();
-        write_safetensors(&path, "wte.weight", "F16", [3, 2], &f16s);
+        write_safetensors(&path, names::WTE, "F16", [3, 2], &f16s);
         assert_eq!(read_wte(&path).unwrap().values, values);
         let bf16s: Vec<u8> = values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
-        write_safetensors(&path, "wte.weight", "BF16", [3, 2], &bf16s);
+        write_safetensors(&path, names::WTE, "BF16", [3, 2], &bf16s);
         assert_eq!(read_wte(&path).unwrap().values, values);
-        write_safetensors(&path, "wte.weight", "F32", [3, 2], &f32s[..20]);
+        write_safetensors(&path, names::WTE, "F32", [3, 2], &f32s[..20]);
         let truncated = read_wte(&path).unwrap_err();
         assert!(truncated.contains("m.safetensors") && truncated.contains("truncated or corrupt"), "{truncated}");
-        write_safetensors(&path, "wpe.weight", "F32", [3, 2], &f32s);
+        write_safetensors(&path, names::WPE, "F32", [3, 2], &f32s);
         let absent = read_wte(&path).unwrap_err();
-        assert!(absent.contains("no tensor `transformer.wte.weight` or `wte.weight`"), "{absent}");
+        let both = format!("no tensor `{}` or `{}`", names::hf_key(names::WTE), names::WTE);
+        assert!(absent.contains(&both), "{absent}");
     }
 
     #[test]
@@ -134,7 +136,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("m.safetensors");
             let values: Vec<u8> = (0..24).flat_map(|i| (i as f32).to_le_bytes()).collect();
-            write_safetensors(&path, "wte.weight", "F32", [6, 4], &values);
+            write_safetensors(&path, names::WTE, "F32", [6, 4], &values);
             let mut bytes = std::fs::read(&path).unwrap();
             for (at, b) in flips {
                 let i = at % bytes.len();

@@ -130,8 +130,8 @@ pub fn base_model<B: Gpt2Ops>(
     device: &B::Device,
     watch: Watch<'_>,
 ) -> Result<(Gpt2<B>, Tok), SampleError> {
-    let (model, dir) = tp06_model::load_base::<B>(hub, config, tp06_vocab::TOKENIZER_FILES, device, watch)?;
-    Ok((model, Tok::from_dir(&dir)?))
+    let (model, dir) = tp06_model::load_base::<B>(hub, config, device, watch)?;
+    Ok((model, Tok::from_dir(dir.path())?))
 }
 
 /// Runs the smart-initialisation demo on a base model and its tokenizer, with
@@ -150,7 +150,6 @@ pub fn smart_init<B: Gpt2Ops>(
         return Err(SampleError::NoReferenceWord { words: references.join(", ") });
     };
     let reference = reference.as_str();
-    let device = model.wte.weight.device();
     let prompt = format!("{name} est un");
     let reference_prompt = format!("{reference} est un");
     let eos = tok.special_id(tok.specials.eos.as_ref());
@@ -182,16 +181,9 @@ pub fn smart_init<B: Gpt2Ops>(
         [id] => *id,
         _ => return Err(SampleError::NotOneToken { name: name.into() }),
     };
-    let [rows, width] = base.model.wte.weight.dims();
-    let old = tp06_model::NamedParams::<B>::values(&base.model.wte.weight.val().reshape([rows * width]));
-    let new_rows = extended.vocab_size().max(rows);
-    let values = tp06_model::resized_embeddings(&old, width, new_rows, seed, |_| RowInit::Reference {
-        id: reference_id,
-        noise_std: 0.0,
-    });
-    let mut model = base.model;
-    model.wte.weight =
-        burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(values, [new_rows, width]), &device));
+    let rows = extended.vocab_size().max(base.model.vocab_size());
+    let row = RowInit::Reference { id: reference_id, noise_std: 0.0 };
+    let model = tp06_model::resize_wte(base.model, rows, seed, |_| row.clone());
     let after_gen = Generator { model, tok: extended.clone(), eos, dir: Default::default() };
     let (after, after_probs) = distribution(&after_gen.model, &extended, &prompt)?;
     let (reference_dist, reference_probs) = distribution(&after_gen.model, &extended, &reference_prompt)?;

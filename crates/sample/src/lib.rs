@@ -70,13 +70,9 @@ pub enum SampleError {
     Stopped { what: String },
 }
 
-/// The files a model directory needs to generate: `config.json`, weights,
-/// the tokenizer's.
-pub fn model_files() -> Vec<&'static [&'static str]> {
-    let mut wanted: Vec<&[&str]> = vec![&["config.json"], tp06_model::WEIGHT_FILES];
-    wanted.extend_from_slice(tp06_vocab::TOKENIZER_FILES);
-    wanted
-}
+/// What a model directory needs to generate: `config.json`, weights, the
+/// tokenizer's files.
+pub const NEEDS: tp06_model::Needs = tp06_model::Needs { weights: true, tokenizer: true };
 
 /// A model with its tokenizer, ready to generate.
 pub struct Generator<B: burn::prelude::Backend> {
@@ -99,17 +95,13 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
     /// [`load`](Self::load), the weights' reading shown by `watch` and
     /// stopped between two tensors when that says so.
     pub fn load_watched(dir: &Path, device: &B::Device, watch: tp06_artifact::Watch<'_>) -> Result<Self, SampleError> {
-        let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
-        let file = tp06_model::weight_file(dir)?;
-        let (model, _) = tp06_model::load_watched::<B>(&file, &config, device, watch)?;
+        let model_dir = tp06_model::ModelDir::open(dir)?;
+        let rows = model_dir.config().vocab_size;
         let tok = tp06_vocab::Tok::from_dir(dir)?;
-        if tok.vocab_size() > config.vocab_size {
-            return Err(SampleError::TokenizerMismatch {
-                dir: dir.to_path_buf(),
-                tokens: tok.vocab_size(),
-                rows: config.vocab_size,
-            });
+        if tok.vocab_size() > rows {
+            return Err(SampleError::TokenizerMismatch { dir: dir.to_path_buf(), tokens: tok.vocab_size(), rows });
         }
+        let (model, _) = model_dir.load::<B>(device, watch)?;
         let eos = tok.special_id(tok.specials.eos.as_ref());
         Ok(Self { model, tok, eos, dir: dir.to_path_buf() })
     }
@@ -119,13 +111,10 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
     /// it has one, the base's `wte` grown to it (its added rows are the
     /// adapter's trainable tokens), and the adapter merged into the weights.
     pub fn load_with_adapter(dir: &Path, adapter: &Path, device: &B::Device) -> Result<Self, SampleError> {
-        let config = tp06_model::HfConfig::from_file(&dir.join("config.json"))?.resolve()?;
-        let (model, _) = tp06_model::load::<B>(&tp06_model::weight_file(dir)?, &config, device)?;
+        let base = tp06_model::ModelDir::open(dir)?;
         let has_tokenizer = adapter.join(tp06_vocab::outputs::TOKENIZER).exists();
         let tok = tp06_vocab::Tok::from_dir(if has_tokenizer { adapter } else { dir })?;
-        let info = tp06_model::lora::read_adapter_info(adapter)?;
-        let model = tp06_model::lora::grow_for_adapter(model, &info, tok.vocab_size(), adapter, device)?;
-        let (model, _) = tp06_model::lora::load_adapter(model, adapter, device)?;
+        let model = base.load_with_adapter::<B>(adapter, tok.vocab_size(), device)?;
         let model = tp06_model::lora::merge(model);
         if tok.vocab_size() > model.vocab_size() {
             let rows = model.vocab_size();

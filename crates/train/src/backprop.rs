@@ -29,6 +29,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::s;
+use tp06_model::names::{self, Layer, Part};
 use tp06_model::rng::mix64;
 use tp06_model::{FreezePlan, Gpt2, Pass, TrainBackend};
 
@@ -56,11 +57,10 @@ enum Segment<B: AutodiffBackend> {
 /// Whether block `i` of `model` has a parameter that trains: one the plan
 /// trains, or an adapter.
 fn block_trains<B: Backend>(model: &Gpt2<B>, plan: &FreezePlan, i: usize) -> bool {
-    let prefix = format!("h.{i}");
     model.h[i].has_lora()
-        || ["ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"]
-            .iter()
-            .flat_map(|m| ["weight", "bias"].map(|p| format!("{prefix}.{m}.{p}")))
+        || Layer::ALL
+            .into_iter()
+            .flat_map(|l| [Part::Weight, Part::Bias].map(|p| names::param(i, l, p)))
             .any(|name| plan.trains(&name))
 }
 
@@ -137,7 +137,7 @@ pub fn micro_batch<B: TrainBackend>(
     let [b, t] = batch.ids.dims();
     let device = batch.ids.device();
     let n_layer = model.h.len();
-    let embeddings_train = plan.trains("wte.weight") || plan.trains("wpe.weight");
+    let embeddings_train = plan.trains(names::WTE) || plan.trains(names::WPE);
     // The first block with a segment: every block from the lowest one a
     // gradient must reach; those below it run without a graph.
     let first =
@@ -183,17 +183,17 @@ pub fn micro_batch<B: TrainBackend>(
     let hidden = model.ln_f.forward(top.clone(), &pass);
     let c = hidden.dims()[2];
     let hidden = hidden.slice(s![.., 0..t - 1, ..]).reshape([b * (t - 1), c]); // [n, c]
-    let wte_trains = plan.trains("wte.weight");
+    let wte_trains = plan.trains(names::WTE);
     let wte = leaf::<B, 2>(model.wte.weight.val().inner(), wte_trains);
     let logits = pass.tied_head(hidden, wte.clone()); // [n, vocab]
     let loss = pass.nll_sum(logits, &batch.targets, &batch.weights) / items;
     let value = loss.clone().inner();
-    let ln_f_trains = plan.trains("ln_f.weight") || plan.trains("ln_f.bias");
+    let ln_f_trains = plan.trains(names::LN_F_WEIGHT) || plan.trains(names::LN_F_BIAS);
     if !(ln_f_trains || wte_trains || first < n_layer || embeddings_train) {
         return value; // nothing trains: the loss has no graph
     }
     let gradients = loss.backward();
-    add_grads(&model.ln_f, "ln_f", &gradients, sums);
+    add_grads(&model.ln_f, names::LN_F, &gradients, sums);
     // The head's share of `wte`'s gradient waits for the embeddings' share.
     let mut wte_head = if wte_trains { wte.grad(&gradients) } else { None };
     let mut g = top.grad(&gradients);
@@ -212,7 +212,7 @@ pub fn micro_batch<B: TrainBackend>(
             }
         };
         let gradients = (output * Tensor::from_inner(g_out)).sum().backward();
-        add_grads(&model.h[block], &format!("h.{block}"), &gradients, sums);
+        add_grads(&model.h[block], &names::block(block), &gradients, sums);
         g = input.grad(&gradients);
     }
 
@@ -225,10 +225,10 @@ pub fn micro_batch<B: TrainBackend>(
                 None => g_embed,
             });
         }
-        add_grads(&model.wpe, "wpe", &gradients, sums);
+        add_grads(&model.wpe, names::WPE_MODULE, &gradients, sums);
     }
     if let Some(g_wte) = wte_head {
-        add_to(sums, "wte.weight", g_wte);
+        add_to(sums, names::WTE, g_wte);
     }
     value
 }

@@ -9,16 +9,22 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tp06_artifact::Watch;
-use tp06_model::{Gpt2, Gpt2Config};
+use tp06_model::{Gpt2, Gpt2Config, names};
 
 use crate::TrainError;
 use crate::optim::Moments;
 
-/// Every weight, under HF's keys; what a full fine-tune's checkpoint holds.
+/// Every weight; what a full fine-tune's checkpoint holds (an HF weight file).
 const MODEL: &str = "model.safetensors";
-/// Under LoRA, what trains (the adapters and `wte`) by our names, and not the
-/// frozen base: that is the model stage's output, which the run's fingerprint
-/// pins (earlier LoRA checkpoints hold both files, and still load).
+/// Under LoRA, what trains (the adapters and `wte`), and not the frozen base:
+/// that is the model stage's output, which the run's fingerprint pins
+/// (earlier LoRA checkpoints hold both files, and still load).
+///
+/// Both files key a parameter alike, by [`names::hf_key`]
+/// (`transformer.wte.weight`, `transformer.h.0.attn.c_attn.lora.a`); the
+/// optimiser's moments are `m.`/`v.` and our name. LoRA checkpoints written
+/// before 2026-12-07 key theirs by our names alone, and still load: the
+/// reader takes either ([`names::our_name`]).
 const ADAPTER: &str = "adapter.safetensors";
 
 /// Bump when the checkpoint layout changes.
@@ -104,7 +110,9 @@ where
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     if model.has_lora() {
-        tp06_model::write_tensors::<B>(&tmp.join(ADAPTER), model.params_trained_under_lora(), Watch::none())?;
+        let trained = model.params_trained_under_lora().into_iter();
+        let tensors = trained.map(|(name, shape, t)| (names::hf_key(&name), shape, t)).collect();
+        tp06_model::write_tensors::<B>(&tmp.join(ADAPTER), tensors, Watch::none())?;
     } else {
         tp06_model::save_safetensors(model, &tmp.join(MODEL))?;
     }
@@ -158,6 +166,7 @@ pub fn load<B: burn::tensor::backend::AutodiffBackend>(
     let model = if like.has_lora() {
         let path = checkpoint.dir.join(ADAPTER);
         let tensors = tp06_model::read_tensors(&path)?;
+        let tensors = tensors.into_iter().map(|(key, value)| (names::our_name(&key).to_string(), value)).collect();
         let checkpoint_error = |reason| TrainError::Checkpoint { path: path.clone(), reason };
         if full.is_file() {
             let (model, _) = tp06_model::load::<B>(&full, config, device)?;

@@ -96,11 +96,25 @@ mod tests {
 
     #[test]
     fn decay_groups_follow_hf() {
-        for name in ["wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.3.mlp.c_proj.weight"] {
-            assert!(decays(name), "{name}");
+        use tp06_model::names::{self, Layer, Part, param};
+        let decaying = [
+            names::WTE.into(),
+            names::WPE.into(),
+            param(0, Layer::CAttn, Part::Weight),
+            param(3, Layer::MlpCProj, Part::Weight),
+        ];
+        for name in decaying {
+            assert!(decays(&name), "{name}");
         }
-        for name in ["h.0.ln_1.weight", "h.0.ln_2.bias", "ln_f.weight", "ln_f.bias", "h.1.attn.c_attn.bias"] {
-            assert!(!decays(name), "{name}");
+        let not = [
+            param(0, Layer::Ln1, Part::Weight),
+            param(0, Layer::Ln2, Part::Bias),
+            names::LN_F_WEIGHT.into(),
+            names::LN_F_BIAS.into(),
+            param(1, Layer::CAttn, Part::Bias),
+        ];
+        for name in not {
+            assert!(!decays(&name), "{name}");
         }
     }
 

@@ -445,7 +445,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
 
     // The export and the manifest.
     // Once training is done its export is written whole: no checkpoint holds the last step.
-    tp06_model::write_hf_dir(&trainer.model, &writer.path(outputs::EXPORT), &hf_files, ctx.watch().unstoppable())?;
+    tp06_model::ModelDir::write(&trainer.model, &writer.path(outputs::EXPORT), &hf_files, ctx.watch().unstoppable())?;
     if trainer.model.has_lora() {
         let fresh = run.file(Stage::Model, tp06_model::outputs::ADAPTER);
         tp06_model::lora::write_adapter_like(&trainer.model, &fresh, &writer.path(outputs::ADAPTER), &hf_files[1..])?;

@@ -220,7 +220,7 @@ fn evaluate_and_keep_best<B: TrainBackend>(
     if state.best.is_none_or(|(_, best)| eval.loss < best) {
         state.best = Some((trainer.step, eval.loss));
         if let Some(best) = &run.keep_best {
-            tp06_model::write_hf_dir(&trainer.model, best.dir, best.files, run.watch.unstoppable())?;
+            tp06_model::ModelDir::write(&trainer.model, best.dir, best.files, run.watch.unstoppable())?;
         }
     }
     Ok(Some(eval))

@@ -16,6 +16,7 @@ use burn::module::{AutodiffModule, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::s;
+use tp06_model::names;
 use tp06_model::rng::{GAMMA, mix64};
 use tp06_model::{Documents, FreezePlan, Gpt2, Gpt2Ops, Kernels, Layout, NamedParams, Pass, Precision, TrainBackend};
 
@@ -291,9 +292,9 @@ impl<B: TrainBackend> Trainer<B> {
             return Err(StepError::NonFinite(loss));
         }
         if let Some(span) = &self.wte_trained
-            && let Some(g) = grads.remove("wte.weight")
+            && let Some(g) = grads.remove(names::WTE)
         {
-            grads.insert("wte.weight".into(), g.slice(s![span.start..span.end]));
+            grads.insert(names::WTE.into(), g.slice(s![span.start..span.end]));
         }
         let grad_norm = global_norm(&grads.values().cloned().collect::<Vec<_>>());
         let max_norm = self.settings.max_grad_norm;
@@ -305,7 +306,7 @@ impl<B: TrainBackend> Trainer<B> {
             let Some(grad) = grads.remove(&name) else { continue };
             let full = value.inner();
             // Only the new rows of `wte` step; the pretrained ones keep their exact values.
-            let span = self.wte_trained.clone().filter(|_| name == "wte.weight");
+            let span = self.wte_trained.clone().filter(|_| name == names::WTE);
             let old = match &span {
                 Some(span) => full.clone().slice(s![span.start..span.end]),
                 None => full.clone(),

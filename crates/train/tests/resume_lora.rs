@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use tp06_model::lora::{self, Blocks, LoraConfig, Target};
+use tp06_model::names;
 use tp06_train::trainer::{Trainer, TrainerSettings};
 use tp06_train::{Config, metrics};
 
@@ -40,7 +41,8 @@ fn an_interrupted_lora_run_resumes_to_identical_weights() {
     assert!(!last.dir.join("model.safetensors").exists(), "the frozen base is not copied");
     let held = tp06_model::read_tensors(&last.dir.join("adapter.safetensors")).unwrap();
     assert_eq!(held.len(), 2 * 4 * gpt.n_layer + 1, "every adapter and wte");
-    assert!(held.contains_key("wte.weight"));
+    assert!(held.keys().all(|k| k.starts_with(names::PREFIX)), "under HF's keys, as a full checkpoint's");
+    assert!(held.contains_key(&names::hf_key(names::WTE)));
     // A fresh trainer, as a new process would make it: its adapters are the fresh ones.
     let mut resumed = Trainer::new(model.clone(), plan.clone(), settings, Default::default());
     let (restored, moments) =

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::Autodiff;
-use burn::tensor::{Tensor, TensorData};
 use serde_json::Value;
 use tp06_artifact::{NoProgress, Progress, ProgressTask, Watch};
 use tp06_model::backend::Cpu;
@@ -175,13 +174,7 @@ pub fn new_state() -> LoopState {
 /// that use them.
 pub fn grown_with_new_rows() -> (Gpt2<B>, FreezePlan, Vec<Example>, Gpt2Config) {
     let (model, gpt) = load("masked", false);
-    let old = tp06_model::NamedParams::<B>::values(&model.wte.weight.val().reshape([gpt.vocab_size * gpt.n_embd]));
-    let grown = tp06_model::resized_embeddings(&old, gpt.n_embd, gpt.vocab_size + 4, 1, |_| tp06_model::RowInit::Mean);
-    let mut model = model;
-    model.wte.weight = burn::module::Param::from_tensor(Tensor::from_data(
-        TensorData::new(grown, [gpt.vocab_size + 4, gpt.n_embd]),
-        &Default::default(),
-    ));
+    let model = tp06_model::resize_wte(model, gpt.vocab_size + 4, 1, |_| tp06_model::RowInit::Mean);
     let grown_config = Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
     let fix = FreezeConfig { wte: WteFreeze::PretrainedRows, wpe: true, lower_blocks: BlockCount::Half, ln_f: false };
     let plan = FreezePlan::new(&fix, &grown_config, gpt.vocab_size);
