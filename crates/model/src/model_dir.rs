@@ -100,6 +100,16 @@ impl ModelDir {
         &self.config
     }
 
+    /// Where the tokenizer's files are: beside its adapter when that carries
+    /// them (peft saves the tokenizer an adapter with added tokens was
+    /// trained with), else in the directory itself.
+    pub fn tokenizer_dir(&self) -> &Path {
+        match &self.adapter {
+            Some(adapter) if adapter.join(tp06_vocab::outputs::TOKENIZER).is_file() => adapter,
+            _ => &self.dir,
+        }
+    }
+
     /// The peft adapter directory in it, if any.
     pub fn adapter(&self) -> Option<&Path> {
         self.adapter.as_deref()

@@ -254,7 +254,7 @@ pub fn load_base<B: Backend>(
 /// `model.reference_words` that the base model's tokenizer encodes to a single
 /// token at text start (the course looks before adding the names).
 fn reference_word(base: &ModelDir, config: &StageConfig) -> Result<(String, u32), ModelError> {
-    let tok = tp06_vocab::Tok::from_dir(base.path())?;
+    let tok = tp06_vocab::Tok::from_dir(base.tokenizer_dir())?;
     tp06_vocab::reference_word(&tok, &config.reference_words)?.ok_or_else(|| {
         let words = config.reference_words.join(", ");
         let problem = format!(

@@ -67,8 +67,13 @@ fn golden(dir: &Path) -> Golden {
     }
 }
 
+/// Loads a fixture as every caller does: through its model directory.
 fn load(dir: &Path) -> Gpt2<Cpu> {
-    load_with(dir, |_| {})
+    let model_dir = tp06_model::ModelDir::open(dir).unwrap();
+    let (model, report) = model_dir.load::<Cpu>(&Default::default(), tp06_artifact::Watch::none()).unwrap();
+    assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
+    assert_eq!(report.applied, 2 + 12 * model_dir.config().n_layer + 2, "wte, wpe, 12 per block, ln_f");
+    model
 }
 
 #[test]

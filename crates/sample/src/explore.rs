@@ -131,7 +131,7 @@ pub fn base_model<B: Gpt2Ops>(
     watch: Watch<'_>,
 ) -> Result<(Gpt2<B>, Tok), SampleError> {
     let (model, dir) = tp06_model::load_base::<B>(hub, config, device, watch)?;
-    Ok((model, Tok::from_dir(dir.path())?))
+    Ok((model, Tok::from_dir(dir.tokenizer_dir())?))
 }
 
 /// Runs the smart-initialisation demo on a base model and its tokenizer, with

@@ -97,7 +97,7 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
     pub fn load_watched(dir: &Path, device: &B::Device, watch: tp06_artifact::Watch<'_>) -> Result<Self, SampleError> {
         let model_dir = tp06_model::ModelDir::open(dir)?;
         let rows = model_dir.config().vocab_size;
-        let tok = tp06_vocab::Tok::from_dir(dir)?;
+        let tok = tp06_vocab::Tok::from_dir(model_dir.tokenizer_dir())?;
         if tok.vocab_size() > rows {
             return Err(SampleError::TokenizerMismatch { dir: dir.to_path_buf(), tokens: tok.vocab_size(), rows });
         }
