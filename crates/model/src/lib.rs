@@ -18,6 +18,7 @@ pub mod names;
 mod pass;
 mod pickle;
 mod precision;
+pub mod q8;
 pub mod rng;
 mod stage;
 mod weights;

@@ -1,0 +1,181 @@
+//! Q8_0, llama.cpp's 8-bit format: blocks of 32 values along a row, each
+//! stored as one f16 scale `d = max|x| / 127` and 32 signed bytes
+//! `q = round(x / d)` (half away from zero), 34 bytes a block, 8.5 bits a
+//! value. The quantiser is ggml's reference (`quantize_row_q8_0_ref`, and
+//! the `gguf` package's `Q8_0`) bit for bit, and the blocks are laid out as
+//! a GGUF file holds them: row after row, each row's blocks in order.
+//!
+//! A row whose length is not a multiple of 32 ends in a block padded with
+//! zeros (a GGUF file cannot hold such a row; the models here always have
+//! multiples of 32 but the tests' tiny ones).
+
+use half::f16;
+
+/// Values a block holds.
+pub const QK8_0: usize = 32;
+
+/// One block: llama.cpp's `block_q8_0`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockQ8_0 {
+    /// The scale, as f16 bits.
+    pub d: u16,
+    /// The quantised values.
+    pub qs: [i8; QK8_0],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34, "llama.cpp's block_q8_0 is 34 bytes");
+
+impl BlockQ8_0 {
+    /// The block of `x` (at most 32 values; missing ones are zeros), as
+    /// ggml's reference quantiser makes it.
+    pub fn quantize(x: &[f32]) -> Self {
+        debug_assert!(x.len() <= QK8_0);
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let mut qs = [0i8; QK8_0];
+        for (q, v) in qs.iter_mut().zip(x) {
+            // `round` is half away from zero, as C's `roundf` and gguf's `np_roundf`.
+            *q = (v * id).round() as i8;
+        }
+        Self { d: f16::from_f32(d).to_bits(), qs }
+    }
+
+    /// The scale as f32.
+    pub fn scale(&self) -> f32 {
+        f16::from_bits(self.d).to_f32()
+    }
+}
+
+/// A matrix `[rows, cols]` in Q8_0, each row quantised along its `cols`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Q8Matrix {
+    rows: usize,
+    cols: usize,
+    blocks: Vec<BlockQ8_0>,
+}
+
+impl std::fmt::Debug for Q8Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Q8Matrix [{}, {}]", self.rows, self.cols)
+    }
+}
+
+impl Q8Matrix {
+    /// Quantises the row-major `[rows, cols]` matrix `values`.
+    pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(values.len(), rows * cols, "a [{rows}, {cols}] matrix");
+        let per_row = cols.div_ceil(QK8_0);
+        let mut blocks = Vec::with_capacity(rows * per_row);
+        for row in values.chunks_exact(cols.max(1)).take(rows) {
+            blocks.extend(row.chunks(QK8_0).map(BlockQ8_0::quantize));
+        }
+        Self { rows, cols, blocks }
+    }
+
+    /// Quantises the transpose of the row-major `[cols, rows]` matrix
+    /// `values`: HF's `Conv1D` weight `[in, out]` becomes `[out, in]`, each
+    /// output's weights a row of blocks along the input (as GGUF stores it).
+    pub fn quantize_transposed(values: &[f32], cols: usize, rows: usize) -> Self {
+        assert_eq!(values.len(), rows * cols, "a [{cols}, {rows}] matrix");
+        let mut transposed = vec![0.0f32; values.len()];
+        for (i, row) in values.chunks_exact(rows.max(1)).enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                transposed[j * cols + i] = *v;
+            }
+        }
+        Self::quantize(&transposed, rows, cols)
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values a row holds.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Blocks a row holds.
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols.div_ceil(QK8_0)
+    }
+
+    /// Row `r`'s blocks.
+    pub fn row(&self, r: usize) -> &[BlockQ8_0] {
+        let n = self.blocks_per_row();
+        &self.blocks[r * n..(r + 1) * n]
+    }
+
+    /// Every block, row after row (a GGUF tensor's data).
+    pub fn blocks(&self) -> &[BlockQ8_0] {
+        &self.blocks
+    }
+
+    /// The blocks as the bytes a GGUF file holds.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `BlockQ8_0` is `repr(C)`, 34 bytes of plain integers with no
+        // padding (checked above); any byte pattern is valid to read.
+        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.blocks.len() * 34) }
+    }
+
+    /// Row `r` as f32 (`d · q`).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        for (block, out) in self.row(r).iter().zip(out.chunks_mut(QK8_0)) {
+            let d = block.scale();
+            for (o, q) in out.iter_mut().zip(block.qs) {
+                *o = d * q as f32;
+            }
+        }
+    }
+
+    /// The whole matrix as f32, row-major `[rows, cols]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate().take(self.rows) {
+            self.dequantize_row(r, row);
+        }
+        out
+    }
+
+    /// Bytes the blocks take.
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<BlockQ8_0>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// By hand: max 127 gives d = 1, so each value is its own rounding (half
+    /// away from zero); a block of zeros has d = 0 and zeros.
+    #[test]
+    fn a_block_by_hand() {
+        let mut x = [0.0f32; 32];
+        x[0] = -127.0;
+        x[1] = 2.5;
+        x[2] = -2.5;
+        x[3] = 0.49;
+        let b = BlockQ8_0::quantize(&x);
+        assert_eq!(b.scale(), 1.0);
+        assert_eq!(&b.qs[..4], &[-127, 3, -3, 0]);
+        let zero = BlockQ8_0::quantize(&[0.0; 32]);
+        assert_eq!((zero.d, zero.qs), (0, [0; 32]));
+    }
+
+    /// A row shorter than a block is padded with zeros; a transposed
+    /// quantisation is the quantisation of the transpose.
+    #[test]
+    fn padding_and_transposition() {
+        let m = Q8Matrix::quantize(&[1.0, -0.5, 0.25], 1, 3);
+        assert_eq!((m.blocks_per_row(), &m.row(0)[0].qs[..4]), (1, &[127, -64, 32, 0][..]));
+        let w: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect(); // [in 2, out 3]
+        let t = Q8Matrix::quantize_transposed(&w, 2, 3);
+        let by_hand = Q8Matrix::quantize(&[w[0], w[3], w[1], w[4], w[2], w[5]], 3, 2);
+        assert_eq!(t, by_hand);
+        assert_eq!(t.dequantize().len(), 6);
+    }
+}
