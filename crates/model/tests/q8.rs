@@ -37,3 +37,79 @@ fn our_blocks_are_the_gguf_package_s_byte_for_byte() {
         }
     }
 }
+
+/// Deterministic values in ±scale (a splitmix-like stream: no dependency).
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// The product the kernels compute, in f64 from the blocks: each output
+/// `Σ_blocks d_x · d_w · Σ q_x · q_w` plus its bias, and the sum of every
+/// product's size, `Σ |d_x · d_w · q_x · q_w|`, for a relative bound.
+fn reference(x: &[f32], m: usize, w: &Q8Matrix, bias: &[f32]) -> Vec<(f64, f64)> {
+    let xq = Q8Matrix::quantize(x, m, w.cols());
+    let mut out = Vec::new();
+    for i in 0..m {
+        for (r, b) in bias.iter().enumerate().take(w.rows()) {
+            let (mut sum, mut size) = (*b as f64, b.abs() as f64);
+            for (xb, wb) in xq.row(i).iter().zip(w.row(r)) {
+                let dot: i64 = xb.qs.iter().zip(wb.qs).map(|(a, b)| *a as i64 * b as i64).sum();
+                let abs: i64 = xb.qs.iter().zip(wb.qs).map(|(a, b)| (*a as i64 * b as i64).abs()).sum();
+                let d = xb.scale() as f64 * wb.scale() as f64;
+                sum += d * dot as f64;
+                size += (d * abs as f64).abs();
+            }
+            out.push((sum, size));
+        }
+    }
+    out
+}
+
+/// On odd sizes (a row that is not a multiple of 32, one row, the course's
+/// width, a head of 50,000 rows), every path this CPU has gives the scalar
+/// path's bits, and the scalar path the f64 sum within 1e-6 of its terms'
+/// size; the result is also the f32 product within what 8 bits allow.
+#[test]
+fn every_path_gives_the_scalar_bits_and_the_exact_sum() {
+    use tp06_model::kernels::q8::{Path, matmul_with};
+    let paths = Path::available();
+    eprintln!("q8 kernel paths on this CPU: {:?} (the fastest: {})", paths, Path::detect().name());
+    for (m, k, n) in [(1, 32, 1), (1, 45, 7), (3, 96, 130), (5, 1792, 67), (17, 64, 200), (1, 64, 50_000)] {
+        let x = values(m * k, (m * 31 + k) as u64, 1.5);
+        let w_values = values(n * k, (n * 7 + k) as u64, 0.05);
+        let w = Q8Matrix::quantize(&w_values, n, k);
+        let bias = values(n, 3, 0.1);
+        let scalar = matmul_with(Path::Scalar, &x, m, &w, Some(&bias));
+        for (i, ((got, (exact, size)), _)) in scalar.iter().zip(reference(&x, m, &w, &bias)).zip(0..).enumerate() {
+            assert!((*got as f64 - exact).abs() <= 1e-6 * size.max(1e-30), "[{m}, {k}] × [{n}]: {i}: {got} vs {exact}");
+        }
+        for &path in &paths {
+            let got = matmul_with(path, &x, m, &w, Some(&bias));
+            assert!(
+                got.iter().zip(&scalar).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{}: [{m}, {k}] × [{n}]",
+                path.name()
+            );
+        }
+        // Against the f32 product x · Wᵀ + b: 8-bit weights and activations.
+        for i in 0..m {
+            for r in (0..n).step_by(97) {
+                let f: f32 = (0..k).map(|j| x[i * k + j] * w_values[r * k + j]).sum::<f32>() + bias[r];
+                let bound: f32 = (0..k).map(|j| (x[i * k + j] * w_values[r * k + j]).abs()).sum::<f32>() * 0.02;
+                assert!(
+                    (scalar[i * n + r] - f).abs() <= bound + 1e-6,
+                    "[{m}, {k}] × [{n}]: {} vs {f}",
+                    scalar[i * n + r]
+                );
+            }
+        }
+    }
+}

@@ -36,6 +36,7 @@ mod gelu;
 mod layer_norm;
 mod nll;
 mod products;
+pub mod q8;
 mod scores;
 
 use burn::backend::Autodiff;

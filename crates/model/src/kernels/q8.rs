@@ -1,0 +1,217 @@
+//! Products with Q8_0 weights, as llama.cpp computes them
+//! (`ggml_vec_dot_q8_0_q8_0`): the activations are quantised to Q8_0 blocks
+//! on the fly, and each output is `Σ_blocks d_x · d_w · Σ q_x · q_w`, the
+//! integer sums exact. The weights are read once per product, 8.5 bits a
+//! weight instead of 32: what bounds decoding on a CPU.
+//!
+//! Four paths compute the same bits, picked at run time from what the CPU
+//! has ([`Path::detect`]): AVX512-VNNI (`vpdpbusd` on 256-bit registers),
+//! AVX-VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`) and scalar. Each 32-value
+//! block is eight lanes of four products; a lane's integer sum is converted
+//! to f32 and accumulated as `fma(d_x · d_w, sum, acc)` in eight f32 lanes,
+//! which are added in one fixed order at the end. The scalar path does the
+//! same eight lanes, so every path gives the scalar path's bits, and no
+//! result depends on the number of threads (an output is one task's).
+
+use rayon::prelude::*;
+
+use crate::q8::{BlockQ8_0, Q8Matrix, QK8_0};
+
+/// A kernel path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Plain Rust, eight lanes as the vector paths.
+    Scalar,
+    /// AVX2 and FMA: `vpmaddubsw` + `vpmaddwd`.
+    Avx2,
+    /// AVX-VNNI (Alder Lake and later, Zen 5): `vpdpbusd` on 256 bits.
+    AvxVnni,
+    /// AVX512-VNNI with AVX512-VL (Ice Lake and later, Zen 4): `vpdpbusd` on 256 bits.
+    Avx512Vnni,
+}
+
+impl Path {
+    /// The fastest path this CPU has.
+    pub fn detect() -> Self {
+        *Self::available().last().expect("the scalar path is always there")
+    }
+
+    /// Every path this CPU can run, slowest first.
+    pub fn available() -> Vec<Self> {
+        let mut paths = vec![Path::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if avx2 {
+                paths.push(Path::Avx2);
+            }
+            if avx2 && is_x86_feature_detected!("avxvnni") {
+                paths.push(Path::AvxVnni);
+            }
+            if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                paths.push(Path::Avx512Vnni);
+            }
+        }
+        paths
+    }
+
+    /// As named in benchmarks and test output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Scalar => "scalar",
+            Path::Avx2 => "avx2",
+            Path::AvxVnni => "avx-vnni",
+            Path::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+/// Output rows of the weight per task.
+const ROWS_PER_TASK: usize = 64;
+
+/// Activation rows whose products share one pass over a weight row.
+const GROUP: usize = 4;
+
+/// `x [m, k]` (row-major) times the Q8_0 matrix `w [n, k]` transposed, plus
+/// `bias [n]` when given: `[m, n]`, on the fastest path.
+pub fn matmul(x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&[f32]>) -> Vec<f32> {
+    matmul_with(Path::detect(), x, m, w, bias)
+}
+
+/// [`matmul`] on `path` (which the CPU must have: see [`Path::available`]).
+pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, n) = (w.cols(), w.rows());
+    assert_eq!(x.len(), m * k, "x is [{m}, {k}]");
+    assert!(Path::available().contains(&path), "this CPU has no {} path", path.name());
+    let per_row = w.blocks_per_row();
+    let mut xq = Vec::with_capacity(m * per_row);
+    for row in x.chunks_exact(k.max(1)).take(m) {
+        xq.extend(row.chunks(QK8_0).map(BlockQ8_0::quantize));
+    }
+    let xs: Vec<&[BlockQ8_0]> = xq.chunks_exact(per_row.max(1)).take(m).collect();
+    // Each task: its weight rows, all activation rows; written back by column.
+    let tasks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
+            let rows = task * ROWS_PER_TASK..n.min((task + 1) * ROWS_PER_TASK);
+            let mut out = vec![0.0f32; rows.len() * m];
+            for (j, r) in rows.enumerate() {
+                for (g, group) in xs.chunks(GROUP).enumerate() {
+                    let sums = &mut out[j * m + g * GROUP..j * m + g * GROUP + group.len()];
+                    dot_rows(path, group, w.row(r), sums);
+                }
+            }
+            out
+        })
+        .collect();
+    let mut y = vec![0.0f32; m * n];
+    for (task, out) in tasks.iter().enumerate() {
+        for (j, sums) in out.chunks_exact(m.max(1)).enumerate() {
+            let col = task * ROWS_PER_TASK + j;
+            for (i, s) in sums.iter().enumerate() {
+                y[i * n + col] = s + bias.map_or(0.0, |b| b[col]);
+            }
+        }
+    }
+    y
+}
+
+/// `out[i] = x_i · w` for each activation row `x_i` of `xs` (at most [`GROUP`]).
+fn dot_rows(path: Path, xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+    match path {
+        Path::Scalar => dot_rows_scalar(xs, w, out),
+        // SAFETY (each path): `matmul_with` checked that the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { x86::dot_rows_avx2(xs, w, out) },
+        #[cfg(target_arch = "x86_64")]
+        Path::AvxVnni => unsafe { x86::dot_rows_avx_vnni(xs, w, out) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512Vnni => unsafe { x86::dot_rows_avx512_vnni(xs, w, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no vector path off x86-64"),
+    }
+}
+
+/// The eight lanes added as the vector paths add them: the two halves,
+/// then the halves of that, then the last two.
+fn sum_lanes(a: [f32; 8]) -> f32 {
+    let s = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+fn dot_rows_scalar(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+    for (x, out) in xs.iter().zip(out) {
+        let mut acc = [0.0f32; 8];
+        for (xb, wb) in x.iter().zip(w) {
+            let d = xb.scale() * wb.scale();
+            for (lane, acc) in acc.iter_mut().enumerate() {
+                let sum: i32 = (4 * lane..4 * lane + 4).map(|j| xb.qs[j] as i32 * wb.qs[j] as i32).sum();
+                *acc = d.mul_add(sum as f32, *acc);
+            }
+        }
+        *out = sum_lanes(acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ8_0, GROUP};
+
+    /// The eight f32 lanes of `v` added as [`super::sum_lanes`] adds them.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn sum_lanes(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
+    }
+
+    /// The 32 quantised values of a block.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load(block: &BlockQ8_0) -> __m256i {
+        // SAFETY: `qs` is 32 bytes; the load is unaligned.
+        unsafe { _mm256_loadu_si256(block.qs.as_ptr().cast()) }
+    }
+
+    /// The body of each path: the rows' dot products with `w`, `$lanes`
+    /// giving the eight lane sums of `|x| · sign(w, x)` for one block.
+    macro_rules! dot_rows {
+        ($xs:expr, $w:expr, $out:expr, |$ax:ident, $sw:ident| $lanes:expr) => {{
+            let mut acc = [_mm256_setzero_ps(); GROUP];
+            for (b, wb) in $w.iter().enumerate() {
+                let qw = load(wb);
+                let dw = wb.scale();
+                for (x, acc) in $xs.iter().zip(acc.iter_mut()) {
+                    let xb = &x[b];
+                    let qx = load(xb);
+                    let ($ax, $sw) = (_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qw, qx));
+                    let d = _mm256_set1_ps(xb.scale() * dw);
+                    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($lanes), *acc);
+                }
+            }
+            for (acc, out) in acc.iter().zip($out) {
+                *out = sum_lanes(*acc);
+            }
+        }};
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_rows_avx2(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+        let ones = _mm256_set1_epi16(1);
+        // |x| ≤ 127 and |w| ≤ 127: a pair's sum fits i16 without saturating.
+        dot_rows!(xs, w, out, |ax, sw| _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones))
+    }
+
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    pub(super) fn dot_rows_avx_vnni(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+        dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw))
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    pub(super) fn dot_rows_avx512_vnni(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+        dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw))
+    }
+}
