@@ -309,6 +309,10 @@ pub struct ServeArgs {
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 1 << 20, value_parser = positive)]
     pub max_body: usize,
+    /// The weights' format: f32, bf16, or int8 (Q8_0 blocks, converted at
+    /// load) [default: the configuration's `sample.precision`, f32].
+    #[arg(long)]
+    pub precision: Option<tp06_model::Precision>,
 }
 
 /// The bench's micro-batches, when not the course's (the `tp06` preset's
@@ -391,7 +395,7 @@ pub struct SampleArgs {
     /// Read prompts from standard input, one per line, and answer each.
     #[arg(long)]
     pub interactive: bool,
-    /// Weights and activations: f32, or bf16 (GPUs).
+    /// The weights' format: f32; bf16 (GPUs); int8 (Q8_0 blocks, CPUs).
     #[arg(long)]
     pub precision: Option<tp06_model::Precision>,
 }

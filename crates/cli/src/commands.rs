@@ -141,11 +141,11 @@ impl WithBackend for AdHoc {
     type Output = Result<()>;
     fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Result<()> {
         let s = &self.settings;
+        type G<B> = tp06_sample::Generator<<B as AutodiffBackend>::InnerBackend>;
         let generator = match &self.adapter {
-            Some(adapter) => tp06_sample::Generator::<B::InnerBackend>::load_with_adapter(&self.dir, adapter, &device)?,
-            None => tp06_sample::Generator::<B::InnerBackend>::load(&self.dir, &device)?,
+            Some(adapter) => G::<B>::load_with_adapter(&self.dir, adapter, &device)?.with_precision(s.precision),
+            None => G::<B>::load_in(&self.dir, s.precision, &device, tp06_artifact::Watch::none())?,
         };
-        let generator = generator.with_precision(s.precision);
         let answer = |prompt: &str| -> Result<()> {
             // Ctrl-C or SIGTERM: stop before the next generation (nothing is written but the terminal).
             tp06_artifact::fault::interrupt("generation");
@@ -570,7 +570,8 @@ fn serve_command(setup: &DemoSetup, args: &ServeArgs) -> Result<()> {
     let adapter = args.adapter.clone();
     // With an adapter, the base to compare with is the model it goes on, without it.
     let adapter_on = adapter.is_some().then(|| dir.clone());
-    let mut models = vec![tp06_serve::ModelSpec { id: "tp06".into(), dir, adapter, role: "fine-tuned" }];
+    let precision = args.precision.unwrap_or(config.sample.precision);
+    let mut models = vec![tp06_serve::ModelSpec { id: "tp06".into(), dir, adapter, role: "fine-tuned", precision }];
     let base = match args.base.as_deref() {
         Some("none") => None,
         Some(spec) => Some(model_dir(Some(spec), &run)?),
@@ -587,7 +588,7 @@ fn serve_command(setup: &DemoSetup, args: &ServeArgs) -> Result<()> {
         None => None,
     };
     if let Some(dir) = base {
-        models.push(tp06_serve::ModelSpec { id: "tp06-base".into(), dir, adapter: None, role: "base" });
+        models.push(tp06_serve::ModelSpec { id: "tp06-base".into(), dir, adapter: None, role: "base", precision });
     }
     let options = tp06_serve::Options {
         addr: args.addr,

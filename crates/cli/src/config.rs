@@ -464,6 +464,15 @@ mod tests {
         assert_eq!(resolve(&args("demo", &[])).unwrap().train.precision, tp06_model::Precision::F32);
         let err = resolve(&args("demo", &["train.precision=fp16"])).unwrap_err().to_string();
         assert!(err.contains("train.precision") && err.contains("`fp16`") && err.contains("`bf16`"), "{err}");
+        let err = resolve(&args("demo", &["sample.precision=int4"])).unwrap_err().to_string();
+        assert!(err.contains("sample.precision") && err.contains("`int4`") && err.contains("`int8`"), "{err}");
+        assert_eq!(
+            resolve(&args("demo", &["sample.precision=int8"])).unwrap().sample.precision,
+            tp06_model::Precision::Int8
+        );
+        // int8 is for generation: training refuses it, naming the settings that take it.
+        let err = resolve(&args("demo", &["train.precision=int8"])).unwrap_err().to_string();
+        assert!(err.contains("train.precision") && err.contains("sample.precision"), "{err}");
     }
 
     #[test]

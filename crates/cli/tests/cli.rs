@@ -116,9 +116,9 @@ fn the_demo_pipeline_runs_end_to_end_and_then_is_up_to_date() {
     assert!(same.status.success());
     assert!(out.contains("train: up to date") && out.contains("sample: up to date"), "{out}");
 
-    // Generation with the run's model, from the command line, in f32 and in bf16.
+    // Generation with the run's model, from the command line, in f32, bf16 and int8.
     let run_dir = dir.path().display().to_string();
-    for precision in ["f32", "bf16"] {
+    for precision in ["f32", "bf16", "int8"] {
         let sampled = tp06(&[
             "sample",
             "--preset",

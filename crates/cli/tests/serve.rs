@@ -214,6 +214,29 @@ fn the_api_answers_as_openai_s_and_greedy_equals_tp06_sample() {
     assert!(server.get("?lang=en").1.contains("<html lang=\"en\">"));
 }
 
+/// `serve --precision int8` converts the model at load as `sample
+/// --precision int8` does: greedy through the API is that command's text.
+#[test]
+fn int8_serving_answers_as_int8_sampling() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &["--precision", "int8", "--base", "none"]);
+    let prompt = "Bulbizarre est";
+    let greedy = json!({"model": "tp06", "prompt": prompt, "max_tokens": 12, "temperature": 0});
+    let (status, _, body) = server.complete(&greedy);
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let completion = answer["choices"][0]["text"].as_str().unwrap().to_string();
+    let run = dir.path().display().to_string();
+    let args = ["sample", "--run-dir", &run, "--quiet", "--prompt", prompt, "--greedy", "--max-new-tokens", "12"];
+    let int8 = tp06(&[&args[..], &["--precision", "int8"]].concat());
+    assert!(int8.status.success(), "{:?}", text(&int8));
+    assert_eq!(text(&int8).0.trim_end(), format!("{prompt}{completion}").trim_end());
+    let bad = tp06(&[&args[..], &["--precision", "int4"]].concat());
+    let (_, err) = text(&bad);
+    assert!(!bad.status.success() && err.contains("int4") && err.contains("int8"), "{err}");
+}
+
 #[test]
 fn bad_requests_get_openai_shaped_4xx_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,16 +9,19 @@
 //! trained rows and dropout are its settings, nothing else decides them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation;
 
 use crate::config::{Activation, Gpt2Config};
-use crate::kernels::{Dropout, Gpt2Ops, composed};
+use crate::kernels::{self, Dropout, Gpt2Ops, composed};
 use crate::layout::{Documents, Layout};
 use crate::names::{self, Entry, Layer, Part};
 use crate::pass::Pass;
+use crate::precision::Precision;
+use crate::q8::Q8Matrix;
 
 /// `nn.LayerNorm` over the last dimension (biased variance, like torch).
 #[derive(Module, Debug)]
@@ -47,6 +50,10 @@ pub struct Conv1D<B: Backend> {
     pub bias: Param<Tensor<B, 1>>,
     /// A LoRA adapter beside the weight, if any.
     pub lora: Option<Lora<B>>,
+    /// The weight in Q8_0 for int8 inference, `[out, in]` (each output's
+    /// weights a row of blocks, as GGUF stores it); `weight` is then an
+    /// empty placeholder ([`crate::Precision::Int8`]).
+    pub q8: Option<Arc<Q8Matrix>>,
 }
 
 impl<B: Gpt2Ops> Conv1D<B> {
@@ -57,7 +64,10 @@ impl<B: Gpt2Ops> Conv1D<B> {
     pub fn forward(&self, x: Tensor<B, 3>, pass: &mut Pass) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
         let x = x.reshape([b * t, i]); // [b·t, in]
-        let mut y = pass.linear(x.clone(), self.weight.val(), self.bias.val()); // [b·t, out]
+        let mut y = match &self.q8 {
+            Some(q8) => kernels::q8::linear(x.clone(), q8, Some(self.bias.val())), // [b·t, out]
+            None => pass.linear(x.clone(), self.weight.val(), self.bias.val()),    // [b·t, out]
+        };
         if let Some(lora) = &self.lora {
             y = y + pass.lora(x, lora.a.val(), lora.b.val(), lora.scaling, lora.dropout);
         }
@@ -91,6 +101,24 @@ impl<B: Backend> Lora<B> {
 pub struct Embedding<B: Backend> {
     /// `[rows, n_embd]`.
     pub weight: Param<Tensor<B, 2>>,
+    /// The table in Q8_0 for int8 inference (`wte`, also the tied head);
+    /// `weight` is then an empty placeholder.
+    pub q8: Option<Arc<Q8Matrix>>,
+}
+
+impl<B: Backend> Embedding<B> {
+    /// Rows of the table.
+    pub fn rows(&self) -> usize {
+        self.q8.as_ref().map_or_else(|| self.weight.dims()[0], |q8| q8.rows())
+    }
+
+    /// The rows of `ids [b, t]`: `[b, t, n_embd]`.
+    pub fn lookup(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        match &self.q8 {
+            Some(q8) => kernels::q8::embedding(q8, ids),
+            None => burn::tensor::module::embedding(self.weight.val(), ids),
+        }
+    }
 }
 
 /// Keys and values of the positions already seen, per block, for generation.
@@ -281,7 +309,7 @@ pub struct Gpt2<B: Backend> {
 impl<B: Backend> Gpt2<B> {
     /// Number of token rows (the vocabulary size).
     pub fn vocab_size(&self) -> usize {
-        self.wte.weight.dims()[0]
+        self.wte.rows()
     }
 
     /// Context length.
@@ -356,7 +384,7 @@ impl<B: Gpt2Ops> Gpt2<B> {
                 self.wpe.weight.val().select(0, positions).unsqueeze::<3>() // [1, t, c]
             }
         };
-        let tok = burn::tensor::module::embedding(self.wte.weight.val(), ids); // [b, t, c]
+        let tok = self.wte.lookup(ids); // [b, t, c]
         pass.dropout(self.drop, tok + pos)
     }
 
@@ -369,7 +397,10 @@ impl<B: Gpt2Ops> Gpt2<B> {
     /// Logits of flattened positions: `[n, c] → [n, vocab]` (never a copy of
     /// the vocabulary-sized matrix, which would dominate decoding).
     pub fn head_2d(&self, hidden: Tensor<B, 2>, pass: &Pass) -> Tensor<B, 2> {
-        pass.tied_head(hidden, self.wte.weight.val())
+        match &self.wte.q8 {
+            Some(q8) => kernels::q8::linear(hidden, q8, None),
+            None => pass.tied_head(hidden, self.wte.weight.val()),
+        }
     }
 
     /// `ids [b, t]` → logits `[b, t, vocab]` (no cache, no padding).
@@ -394,31 +425,60 @@ impl<B: Gpt2Ops> Gpt2<B> {
 
 /// Builds the module tree of shape `config` by walking [`names::table`] in
 /// its order, `values` giving each parameter's values (flattened, row-major)
-/// when its turn comes (used by import and init).
+/// when its turn comes (used by import and init), each stored in
+/// `precision` as soon as it is made: a model is never whole in f32 on the
+/// way to bf16 or int8 (under int8, the `Conv1D` weights and `wte` in Q8_0,
+/// the rest f32).
 pub(crate) fn assemble<B: Backend>(
     config: &Gpt2Config,
     mut values: impl FnMut(&Entry) -> Vec<f32>,
+    precision: Precision,
     device: &B::Device,
 ) -> Gpt2<B> {
     let mut entries = names::table(config).into_iter();
     let mut next = || {
         let entry = entries.next().expect("the table lists every parameter");
-        TensorData::new(values(&entry), entry.shape)
+        let values = values(&entry);
+        (entry, values)
     };
-    let p1 = |data: TensorData| Param::from_tensor(Tensor::<B, 1>::from_data(data, device));
-    let p2 = |data: TensorData| Param::from_tensor(Tensor::<B, 2>::from_data(data, device));
+    let stored = |t: Tensor<B, 1>| match precision {
+        Precision::Bf16 => t.cast(burn::tensor::FloatDType::BF16),
+        _ => t,
+    };
+    let p1 = |(entry, values): (Entry, Vec<f32>)| {
+        Param::from_tensor(stored(Tensor::<B, 1>::from_data(TensorData::new(values, entry.shape), device)))
+    };
+    // A matrix: its tensor, or under int8 a placeholder and its Q8_0 blocks.
+    let p2 = |(entry, values): (Entry, Vec<f32>)| match (precision, entry.kind) {
+        (Precision::Int8, names::Kind::Weight { .. }) => {
+            let q8 = Q8Matrix::quantize_transposed(&values, entry.shape[0], entry.shape[1]);
+            (Param::from_tensor(Tensor::zeros([0, 0], device)), Some(Arc::new(q8)))
+        }
+        (Precision::Int8, names::Kind::Embedding) if entry.name == names::WTE => {
+            let q8 = Q8Matrix::quantize(&values, entry.shape[0], entry.shape[1]);
+            (Param::from_tensor(Tensor::zeros([0, 0], device)), Some(Arc::new(q8)))
+        }
+        _ => {
+            let n = values.len();
+            let t = stored(Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device));
+            (Param::from_tensor(t.reshape([entry.shape[0], entry.shape[1]])), None)
+        }
+    };
+    let conv =
+        |(weight, q8): (Param<Tensor<B, 2>>, Option<Arc<Q8Matrix>>), bias| Conv1D { weight, bias, lora: None, q8 };
+    let embedding = |(weight, q8)| Embedding { weight, q8 };
     // Each in the table's order: wte, wpe, the blocks, ln_f.
-    let wte = Embedding { weight: p2(next()) };
-    let wpe = Embedding { weight: p2(next()) };
+    let wte = embedding(p2(next()));
+    let wpe = embedding(p2(next()));
     let eps = config.layer_norm_epsilon;
     let blocks = (0..config.n_layer)
         .map(|_| {
             let ln_1 = LayerNorm { weight: p1(next()), bias: p1(next()), eps };
-            let c_attn = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
-            let c_proj = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
+            let c_attn = conv(p2(next()), p1(next()));
+            let c_proj = conv(p2(next()), p1(next()));
             let ln_2 = LayerNorm { weight: p1(next()), bias: p1(next()), eps };
-            let c_fc = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
-            let mlp_c_proj = Conv1D { weight: p2(next()), bias: p1(next()), lora: None };
+            let c_fc = conv(p2(next()), p1(next()));
+            let mlp_c_proj = conv(p2(next()), p1(next()));
             Block {
                 ln_1,
                 attn: Attention {

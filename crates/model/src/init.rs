@@ -46,7 +46,7 @@ pub fn init_from_scratch<B: Backend>(config: &Gpt2Config, init: ScratchInit, dev
         Kind::Embedding | Kind::Weight { residual: false } => normal_values(init.seed, &entry.name, range, entry.len()),
         Kind::Weight { residual: true } => normal_values(init.seed, &entry.name, proj_std, entry.len()),
     };
-    assemble::<B>(config, values, device)
+    assemble::<B>(config, values, crate::Precision::F32, device)
 }
 
 /// How one new embedding row starts.

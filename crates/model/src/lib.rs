@@ -7,6 +7,7 @@
 pub mod backend;
 mod config;
 mod config_stage;
+mod convert;
 mod freeze;
 mod gpt2;
 mod init;

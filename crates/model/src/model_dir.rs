@@ -26,6 +26,7 @@ use crate::config::{Gpt2Config, HfConfig};
 use crate::gpt2::Gpt2;
 use crate::init::{RowInit, ScratchInit, init_from_scratch, resize_wte};
 use crate::names;
+use crate::precision::Precision;
 use crate::weights::{self, LoadReport, Make, SAFETENSORS, WEIGHT_FILES};
 
 /// The model's configuration file.
@@ -137,9 +138,21 @@ impl ModelDir {
     /// The model: its weights read (shown by `watch`, stopped between two
     /// tensors when that says so), with its adapter when it has one.
     pub fn load<B: Backend>(&self, device: &B::Device, watch: Watch<'_>) -> Result<(Gpt2<B>, LoadReport), ModelError> {
-        let (mut model, report) = weights::load_watched::<B>(&self.weight_file()?, &self.config, device, watch)?;
+        self.load_in(Precision::F32, device, watch)
+    }
+
+    /// [`Self::load`] with the weights in `precision`, each stored so as it
+    /// is read (with an adapter: read in f32, merged, then converted).
+    pub fn load_in<B: Backend>(
+        &self,
+        precision: Precision,
+        device: &B::Device,
+        watch: Watch<'_>,
+    ) -> Result<(Gpt2<B>, LoadReport), ModelError> {
+        let direct = if self.adapter.is_some() { Precision::F32 } else { precision };
+        let (mut model, report) = weights::load_in::<B>(&self.weight_file()?, &self.config, direct, device, watch)?;
         if let Some(adapter) = &self.adapter {
-            model = crate::lora::load_adapter(model, adapter, device)?.0;
+            model = crate::lora::load_adapter(model, adapter, device)?.0.with_precision(precision);
         }
         Ok((model, report))
     }
@@ -189,6 +202,11 @@ impl ModelDir {
         files: &[PathBuf],
         watch: Watch<'_>,
     ) -> Result<Vec<String>, ModelError> {
+        if model.precision() == Precision::Int8 {
+            let reason =
+                "the model is in int8, which HF directories do not hold; write the f32 model (int8 is made at load)";
+            return Err(ModelError::Weights { path: dir.join(SAFETENSORS), reason: reason.into() });
+        }
         tp06_artifact::fs::create_dir_all(dir)?;
         // A layer with an adapter is written merged, `W + ΔW` made when its
         // turn comes: one merged weight at a time beside the model, not all.

@@ -1,4 +1,4 @@
-//! The floating-point format the model computes in.
+//! The format the model's weights are stored in, for inference.
 //!
 //! `f32` everywhere is the default and what the parity tests pin to
 //! transformers at 1e-4. `bf16` is for inference on GPUs, like transformers'
@@ -6,16 +6,18 @@
 //! bf16, so the activations are bf16 too; the logits are read back as f32.
 //! On the CPU backends it runs (the tests check it there) but is not faster:
 //! the fused kernels are f32 only, and Burn's CPU products widen bf16 to f32.
+//!
+//! `int8` stores the `Conv1D` weights and `wte` (also the tied head) as
+//! llama.cpp's Q8_0 blocks ([`crate::q8`]), 8.5 bits a weight; `wpe`, the
+//! norms, the biases, the activations and the KV cache stay f32. The
+//! products read the blocks directly ([`crate::kernels::q8`]): decoding
+//! reads a quarter of f32's bytes a token. A LoRA adapter is merged first.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
-
-use crate::Gpt2;
 
 /// The format of the weights and activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -26,13 +28,15 @@ pub enum Precision {
     F32,
     /// bfloat16 weights and activations (inference).
     Bf16,
+    /// Q8_0 blocks for the `Conv1D` weights and `wte`, f32 around them (inference).
+    Int8,
 }
 
 impl Precision {
-    /// Burn's dtype for it.
+    /// Burn's dtype for the float tensors it keeps (int8's are f32).
     pub fn dtype(self) -> FloatDType {
         match self {
-            Precision::F32 => FloatDType::F32,
+            Precision::F32 | Precision::Int8 => FloatDType::F32,
             Precision::Bf16 => FloatDType::BF16,
         }
     }
@@ -43,11 +47,12 @@ impl Precision {
         *self == Precision::F32
     }
 
-    /// `f32` or `bf16`, as written on the command line and in reports.
+    /// `f32`, `bf16` or `int8`, as written on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -64,36 +69,8 @@ impl FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            other => Err(format!("unknown precision `{other}`; the precisions are f32 and bf16")),
-        }
-    }
-}
-
-/// Casts every float parameter of a module to one dtype.
-struct CastParams(FloatDType);
-
-impl<B: Backend> ModuleMapper<B> for CastParams {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let dtype = self.0;
-        param.map(|t| t.cast(dtype))
-    }
-}
-
-impl<B: Backend> Gpt2<B> {
-    /// The model with every weight in `precision` (a no-op for the format it
-    /// is already in). For inference: training keeps f32 weights.
-    pub fn with_precision(self, precision: Precision) -> Self {
-        if self.precision() == precision {
-            return self;
-        }
-        self.map(&mut CastParams(precision.dtype()))
-    }
-
-    /// The format the weights are in (that of `wte`).
-    pub fn precision(&self) -> Precision {
-        match self.wte.weight.dtype() {
-            burn::tensor::DType::BF16 => Precision::Bf16,
-            _ => Precision::F32,
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision `{other}`; the precisions are f32, bf16 and int8")),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::config::Gpt2Config;
 use crate::gpt2::{Gpt2, assemble};
 use crate::names;
 use crate::pickle::TorchArchive;
+use crate::precision::Precision;
 use tp06_artifact::shards::ShardIndex;
 
 /// The weight file names, in order of preference.
@@ -226,6 +227,18 @@ pub fn load_watched<B: Backend>(
     device: &B::Device,
     watch: Watch<'_>,
 ) -> Result<(Gpt2<B>, LoadReport), ModelError> {
+    load_in(path, config, Precision::F32, device, watch)
+}
+
+/// [`load_watched`], each weight stored in `precision` as soon as it is
+/// read (a model is never whole in f32 on its way to bf16 or int8).
+pub fn load_in<B: Backend>(
+    path: &Path,
+    config: &Gpt2Config,
+    precision: Precision,
+    device: &B::Device,
+    watch: Watch<'_>,
+) -> Result<(Gpt2<B>, LoadReport), ModelError> {
     let (mut file, entries) = WeightFile::open(path)?;
     let mut report = LoadReport { file: path.display().to_string(), ..Default::default() };
     // Our name (without `transformer.`) → stored key.
@@ -284,6 +297,7 @@ pub fn load_watched<B: Backend>(
     let model = assemble::<B>(
         config,
         |entry| read(&entry.name, &entry.shape).unwrap_or_else(|| vec![0.0; entry.len()]),
+        precision,
         device,
     );
     task.finish();

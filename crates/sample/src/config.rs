@@ -40,8 +40,10 @@ pub struct Config {
     pub seed: u64,
     /// Also generate with the base model, same prompts and seeds, for comparison.
     pub compare_base: bool,
-    /// `bf16`: the weights cast to bfloat16 for generation (GPUs; as
-    /// transformers' `dtype=torch.bfloat16`); `f32` (the default) everywhere else.
+    /// The weights' format for generation, converted at load: `f32` (the
+    /// default); `bf16` (as transformers' `dtype=torch.bfloat16`; for GPUs);
+    /// `int8` (llama.cpp's Q8_0 blocks for the products and the head, f32
+    /// around them; for CPUs, where decoding reads a quarter of the bytes).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
 }

@@ -95,13 +95,24 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
     /// [`load`](Self::load), the weights' reading shown by `watch` and
     /// stopped between two tensors when that says so.
     pub fn load_watched(dir: &Path, device: &B::Device, watch: tp06_artifact::Watch<'_>) -> Result<Self, SampleError> {
+        Self::load_in(dir, tp06_model::Precision::F32, device, watch)
+    }
+
+    /// [`load_watched`](Self::load_watched) with the weights in `precision`,
+    /// each converted as it is read.
+    pub fn load_in(
+        dir: &Path,
+        precision: tp06_model::Precision,
+        device: &B::Device,
+        watch: tp06_artifact::Watch<'_>,
+    ) -> Result<Self, SampleError> {
         let model_dir = tp06_model::ModelDir::open(dir)?;
         let rows = model_dir.config().vocab_size;
         let tok = tp06_vocab::Tok::from_dir(model_dir.tokenizer_dir())?;
         if tok.vocab_size() > rows {
             return Err(SampleError::TokenizerMismatch { dir: dir.to_path_buf(), tokens: tok.vocab_size(), rows });
         }
-        let (model, _) = model_dir.load::<B>(device, watch)?;
+        let (model, _) = model_dir.load_in::<B>(precision, device, watch)?;
         let eos = tok.special_id(tok.specials.eos.as_ref());
         Ok(Self { model, tok, eos, dir: dir.to_path_buf() })
     }

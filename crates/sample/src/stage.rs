@@ -103,8 +103,8 @@ pub fn run<B: tp06_model::Gpt2Ops>(ctx: &StageContext<B::Device>, config: &Confi
         Begin::Run(writer) => writer,
     };
     // Stopped between two tensors: the stage's interruption, with the command that goes on.
-    let load = |dir: &std::path::Path| match Generator::<B>::load_watched(dir, device, ctx.watch()) {
-        Ok(g) => Ok(g.with_precision(config.precision)),
+    let load = |dir: &std::path::Path| match Generator::<B>::load_in(dir, config.precision, device, ctx.watch()) {
+        Ok(g) => Ok(g),
         Err(SampleError::Model(tp06_model::ModelError::Stopped { .. })) => {
             Err(SampleError::from(Interrupted::of(Stage::Sample, run)))
         }

@@ -30,6 +30,8 @@ pub struct ModelSpec {
     pub adapter: Option<PathBuf>,
     /// What it is, for the page (`fine-tuned`, `base`).
     pub role: &'static str,
+    /// The format its weights are converted to at load.
+    pub precision: tp06_model::Precision,
 }
 
 /// What the HTTP side knows of a loaded model.
@@ -140,8 +142,9 @@ impl Engine {
                 let mut generators = Vec::new();
                 for spec in &specs {
                     let loaded = match &spec.adapter {
-                        Some(adapter) => Generator::<B>::load_with_adapter(&spec.dir, adapter, &device),
-                        None => Generator::<B>::load_watched(&spec.dir, &device, watch),
+                        Some(adapter) => Generator::<B>::load_with_adapter(&spec.dir, adapter, &device)
+                            .map(|g| g.with_precision(spec.precision)),
+                        None => Generator::<B>::load_in(&spec.dir, spec.precision, &device, watch),
                     };
                     match loaded {
                         Ok(g) => generators.push(g),

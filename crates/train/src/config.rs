@@ -114,7 +114,8 @@ pub struct Config {
     pub keep_checkpoints: usize,
     /// `bf16`: the forward passes' matrix products in bfloat16 over f32
     /// weights (mixed precision, like `torch.autocast` and the HF Trainer's
-    /// `bf16=True`), for GPUs; `f32` (the default) everywhere else.
+    /// `bf16=True`), for GPUs; `f32` (the default) everywhere else. (`int8`
+    /// is for generation only, and refused here.)
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
     /// Activation checkpointing per block: keep only each block's input
@@ -138,6 +139,9 @@ impl Config {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SettingError> {
         let fail = |key: &str, problem: String| Err(SettingError::new(format!("train.{key}"), problem));
+        if self.precision == tp06_model::Precision::Int8 {
+            return fail("precision", "int8 is for generation (sample.precision, --precision of sample and serve); training runs in f32 or bf16".into());
+        }
         let positive =
             |key: &str, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { fail(key, format!("{v} must be > 0")) };
         if let Some(lr) = self.lr.fixed() {

@@ -13,6 +13,7 @@
 //! same eight lanes, so every path gives the scalar path's bits, and no
 //! result depends on the number of threads (an output is one task's).
 
+use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::q8::{BlockQ8_0, Q8Matrix, QK8_0};
@@ -64,6 +65,29 @@ impl Path {
             Path::Avx512Vnni => "avx512-vnni",
         }
     }
+}
+
+/// `x [m, k]` times `w [n, k]` transposed, plus `bias [n]`: `[m, n]`. The
+/// product runs on the host CPU whatever `B` is: on a GPU backend `x` is
+/// read back and the result sent up (correct, not fast: use bf16 there).
+pub fn linear<B: Backend>(x: Tensor<B, 2>, w: &Q8Matrix, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+    let ([m, _], device) = (x.dims(), x.device());
+    let host = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("converted to f32");
+    let bias = bias.map(|b| host(b.into_data()));
+    let y = matmul(&host(x.into_data()), m, w, bias.as_deref());
+    Tensor::from_data(TensorData::new(y, [m, w.rows()]), &device)
+}
+
+/// The rows `ids [b, t]` of the table `w`, dequantised: `[b, t, cols]`.
+pub fn embedding<B: Backend>(w: &Q8Matrix, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    let ([b, t], device) = (ids.dims(), ids.device());
+    let ids = ids.into_data().convert::<i64>().into_vec::<i64>().expect("converted to i64");
+    let c = w.cols();
+    let mut out = vec![0.0f32; b * t * c];
+    for (id, row) in ids.iter().zip(out.chunks_exact_mut(c.max(1))) {
+        w.dequantize_row(*id as usize, row);
+    }
+    Tensor::from_data(TensorData::new(out, [b, t, c]), &device)
 }
 
 /// Output rows of the weight per task.
