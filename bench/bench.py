@@ -19,13 +19,16 @@ by default, or on a CUDA GPU, and in bf16.
             new tokens per second.
 
     python bench/bench.py {train,forward,generate} --shape {mini,small,base} [--steps N] [--threads T]
-                          [--device {cpu,cuda}] [--dtype {f32,bf16}] [--freeze {course,recommended,lora}]
+                          [--device {cpu,cuda}] [--dtype {f32,bf16,int8}] [--freeze {course,recommended,lora}]
                           [--gradient-checkpointing]
 
 bf16: inference with the weights in bf16 (`model.to(torch.bfloat16)`, as
 `from_pretrained(..., dtype=torch.bfloat16)`); training with f32 weights and
 the forward pass under `torch.autocast(dtype=torch.bfloat16)`, as the
-Trainer's `bf16=True`.
+Trainer's `bf16=True`. int8 (forward and generate): PyTorch's dynamic
+quantisation, `torch.ao.quantization.quantize_dynamic(model, {nn.Linear},
+qint8)`, its fastest int8 CPU path for a transformers model; GPT-2's
+projections are `Conv1D`, not `nn.Linear`, so only the head converts.
 
 Prints one JSON object (tokens_per_second, seconds, peak_rss_mb, and on CUDA
 device_peak_mb: the caching allocator's peak reservation,
@@ -63,7 +66,7 @@ p.add_argument("--shape", choices=SHAPES, default="mini")
 p.add_argument("--steps", type=int, default=2)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+p.add_argument("--dtype", choices=["f32", "bf16", "int8"], default="f32")
 p.add_argument("--freeze", choices=["course", "recommended", "lora"], default="course")
 # --freeze lora: the adapters (`tp06 bench` passes the lora preset's [model.lora]).
 p.add_argument("--lora-r", type=int, default=16)
@@ -97,6 +100,10 @@ bf16 = a.dtype == "bf16"
 if bf16 and a.work != "train":
     model = model.to(torch.bfloat16)
 autocast = torch.autocast(a.device, dtype=torch.bfloat16) if bf16 and a.work == "train" else contextlib.nullcontext()
+if a.dtype == "int8":
+    if a.work == "train" or a.device != "cpu":
+        raise SystemExit("bench.py: --dtype int8 is PyTorch's dynamic quantisation: forward and generate on the CPU")
+    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def sync():

@@ -29,6 +29,9 @@ pub enum BenchError {
     /// A work that is not one of the benchmark's.
     #[error("unknown work `{0}`; use train, forward or generate")]
     UnknownWork(String),
+    /// int8 asked for training.
+    #[error("--precision int8 is for inference: measure it with --works forward,generate (training keeps f32 weights)")]
+    Int8Training,
     /// Composed kernels asked for generation.
     #[error("--kernels {0} measures train and forward; add --works train,forward")]
     KernelsForGeneration(Kernels),
@@ -412,8 +415,8 @@ fn forward<B: Gpt2Ops>(
 
 /// Greedy decoding through the KV cache: (new tokens, seconds).
 fn generate<B: Gpt2Ops>(config: &Gpt2Config, precision: Precision, steps: usize, device: &B::Device) -> (usize, f64) {
-    let model = tp06_model::init_from_scratch::<B>(config, tp06_model::ScratchInit { seed: 1 }, device)
-        .with_precision(precision);
+    // Made in its precision tensor by tensor, as a model loads (never whole in f32).
+    let model = tp06_model::init_from_scratch_in::<B>(config, tp06_model::ScratchInit { seed: 1 }, precision, device);
     let prompt = random_ids(16, config.vocab_size, 3);
     let greedy = tp06_sample::Processing::GREEDY;
     tp06_sample::generate(&model, &prompt, &greedy, tp06_sample::Length::New(8), None, 1, 0);
@@ -484,6 +487,9 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
     if options.kernels != Kernels::Backend && options.works.iter().any(|w| w == "generate") {
         return Err(BenchError::KernelsForGeneration(options.kernels));
     }
+    if options.precision == Precision::Int8 && options.works.iter().any(|w| w == "train") {
+        return Err(BenchError::Int8Training);
+    }
     let python_ok =
         Command::new("python3").args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
     if !options.script.is_file() {
@@ -504,6 +510,11 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
     for work in &options.works {
         for shape in &options.shapes {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            // Inference in a compact format is compared with each of PyTorch's
+            // CPU formats, in the same run: f32 (the ratio), bf16 and int8.
+            let compact = work != "train" && device == "cpu" && options.precision != Precision::F32;
+            let pytorch_dtypes: Vec<&str> = if compact { vec!["f32", "bf16", "int8"] } else { vec![dtype] };
+            let mut by_dtype: Vec<Vec<Measurement>> = vec![Vec::new(); pytorch_dtypes.len()];
             let steps = measured_steps(shape, options.steps).to_string();
             for i in 1..=options.repeats {
                 tracing::info!("bench: {work} {shape}, run {i}/{}: tp06 then PyTorch", options.repeats);
@@ -522,22 +533,25 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
                 a.args(["--backend", backend]).args(workload.size_args());
                 a.env("RAYON_NUM_THREADS", options.threads.to_string());
                 ours.push(run_child(a, &format!("tp06 bench-one {work} {shape}"))?);
-                let mut b = Command::new("python3");
-                b.arg(&options.script)
-                    .args([
-                        work.as_str(),
-                        "--shape",
-                        shape,
-                        "--steps",
-                        &steps,
-                        "--threads",
-                        &options.threads.to_string(),
-                    ])
-                    .args(["--device", device, "--dtype", dtype, "--freeze", options.freeze.name()])
-                    .args(workload.script_args())
-                    .env("OMP_NUM_THREADS", options.threads.to_string());
-                theirs.push(run_child(b, &format!("bench/bench.py {work} {shape}"))?);
+                for (theirs_dtype, measured) in pytorch_dtypes.iter().zip(by_dtype.iter_mut()) {
+                    let mut b = Command::new("python3");
+                    b.arg(&options.script)
+                        .args([
+                            work.as_str(),
+                            "--shape",
+                            shape,
+                            "--steps",
+                            &steps,
+                            "--threads",
+                            &options.threads.to_string(),
+                        ])
+                        .args(["--device", device, "--dtype", theirs_dtype, "--freeze", options.freeze.name()])
+                        .args(workload.script_args())
+                        .env("OMP_NUM_THREADS", options.threads.to_string());
+                    measured.push(run_child(b, &format!("bench/bench.py {work} {shape} {theirs_dtype}"))?);
+                }
             }
+            theirs.extend(by_dtype[0].iter().cloned());
             let speed = |m: &[Measurement]| median(m.iter().map(|x| x.tokens_per_second).collect());
             let rss = |m: &[Measurement]| median(m.iter().filter_map(|x| x.peak_rss_mb).collect());
             let gpu = |m: &[Measurement]| median(m.iter().filter_map(|x| x.device_peak_mb).collect());
@@ -545,15 +559,27 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
             let memory = |m: &[Measurement]| if device == "cuda" { gpu(m) } else { rss(m) };
             let freeze = (work == "train").then_some(options.freeze.name());
             let checkpointing = (work == "train").then_some(workload.train.gradient_checkpointing);
+            let pytorch: serde_json::Map<String, serde_json::Value> = pytorch_dtypes
+                .iter()
+                .zip(&by_dtype)
+                .map(|(d, m)| {
+                    (d.to_string(), serde_json::json!({"tokens_per_second": speed(m), "peak_rss_mb": rss(m)}))
+                })
+                .collect();
+            let best = by_dtype.iter().map(|m| speed(m)).fold(f64::NAN, f64::max);
             rows.push(serde_json::json!({
                 "work": work, "shape": shape, "threads": options.threads, "device": device, "dtype": dtype, "freeze": freeze,
                 "gradient_checkpointing": checkpointing,
                 "tp06_tokens_per_second": speed(&ours), "pytorch_tokens_per_second": speed(&theirs),
-                "speed_ratio": speed(&ours) / speed(&theirs),
+                "pytorch_dtype": pytorch_dtypes[0], "pytorch": pytorch,
+                "speed_ratio": speed(&ours) / speed(&theirs), "ratio_to_pytorch_best": speed(&ours) / best,
                 "tp06_peak_rss_mb": rss(&ours), "pytorch_peak_rss_mb": rss(&theirs),
                 "tp06_device_peak_mb": gpu(&ours), "pytorch_device_peak_mb": gpu(&theirs),
                 "memory_ratio": memory(&ours) / memory(&theirs),
             }));
+            for measured in &by_dtype[1..] {
+                theirs.extend(measured.iter().cloned());
+            }
             all.extend(ours);
             all.extend(theirs);
             // Written after every row: a bench stopped half-way keeps the rows it finished.
@@ -566,6 +592,9 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
         "{:<9} {:<6} {:>14} {:>14} {:>7}   {:>10} {:>10} {:>7}\n",
         "work", "shape", "tp06 tok/s", "PyTorch tok/s", "ratio", "tp06 MB", "PyTorch MB", "ratio"
     );
+    if rows.iter().any(|r| r["pytorch_dtype"] != r["dtype"]) {
+        table += "(inference in a compact format: PyTorch's columns and ratios are its f32 run's)\n";
+    }
     let memory_keys = if device == "cuda" {
         ["tp06_device_peak_mb", "pytorch_device_peak_mb"]
     } else {
@@ -588,6 +617,19 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
             cell(f(memory_keys[1]), 0, ""),
             cell(f("memory_ratio"), 2, "×"),
         );
+        if let Some(pytorch) = r["pytorch"].as_object().filter(|p| p.len() > 1) {
+            let each: Vec<String> = pytorch
+                .iter()
+                .map(|(d, m)| format!("{d} {}", cell(m["tokens_per_second"].as_f64().unwrap_or(f64::NAN), 1, "")))
+                .collect();
+            table += &format!(
+                "{:<16} PyTorch {} tok/s; tp06 {} is {} PyTorch's best\n",
+                "",
+                each.join(", "),
+                r["dtype"].as_str().unwrap_or(""),
+                cell(f("ratio_to_pytorch_best"), 2, "×")
+            );
+        }
     }
     let place = match device {
         "cuda" => "on the GPU (memory: the allocator's peak; not read on our side yet)".to_string(),

@@ -177,6 +177,19 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Held-out loss of the run's fine-tuned model (or --model) on the run's
+    /// validation split, as the train stage evaluates it, in any precision:
+    /// what a precision costs in bits per character.
+    HeldOut {
+        #[command(flatten)]
+        common: Common,
+        /// A model directory or hub id instead of the run's fine-tuned model.
+        #[arg(long, value_name = "DIR_OR_HUB_ID")]
+        model: Option<String>,
+        /// The weights' format: f32, bf16 or int8.
+        #[arg(long, default_value = "f32")]
+        precision: tp06_model::Precision,
+    },
     /// Generate text with the run's fine-tuned model, or any model with --model.
     Sample {
         #[command(flatten)]
@@ -232,7 +245,9 @@ pub enum Command {
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(BACKENDS))]
         backend: Option<String>,
         /// f32, or bf16 on both sides (forward and generate: bf16 weights;
-        /// train: f32 weights, bf16 products, as torch.autocast).
+        /// train: f32 weights, bf16 products, as torch.autocast), or int8
+        /// (forward and generate: our Q8_0 weights beside PyTorch's f32, bf16
+        /// and dynamic int8, all three in the same run; the ratio is to f32).
         #[arg(long, default_value = "f32")]
         precision: tp06_model::Precision,
         /// What trains in the train work: course (the tp06 preset's freeze:
@@ -468,5 +483,8 @@ pub enum Explore {
         /// The prompt [default: the notebook's, "Pikachu est un Pokémon de type"].
         #[arg(long)]
         prompt: Option<String>,
+        /// The weights' format: f32, bf16 or int8 [default: `sample.precision`].
+        #[arg(long)]
+        precision: Option<tp06_model::Precision>,
     },
 }

@@ -240,6 +240,7 @@ enum ExploreDemo {
     Sampling {
         dir: PathBuf,
         prompt: String,
+        precision: tp06_model::Precision,
     },
 }
 
@@ -264,8 +265,9 @@ impl WithBackend for ExploreWork {
                 }
                 tp06_artifact::fs::write_json_atomic(&self.out.join(tp06_sample::explore::SMART_INIT_FILE), &demo)?;
             }
-            ExploreDemo::Sampling { dir, prompt } => {
-                let g = tp06_sample::Generator::<I<B>>::load(&dir, &device)?;
+            ExploreDemo::Sampling { dir, prompt, precision } => {
+                let none = tp06_artifact::Watch::none();
+                let g = tp06_sample::Generator::<I<B>>::load_in(&dir, precision, &device, none)?;
                 let demo = tp06_sample::explore::sampling(&g.model, &g.tok, &prompt)?;
                 if self.show {
                     ui::print(&demo.summary());
@@ -298,7 +300,7 @@ fn explore_command(demo: Explore) -> Result<()> {
             };
             (common, demo)
         }
-        Explore::Sampling { common, model, prompt } => {
+        Explore::Sampling { common, model, prompt, precision } => {
             let (config, run) = configure(&common.setup, false)?;
             let dir = match model {
                 Some(spec) => model_dir(Some(&spec), &run)?,
@@ -309,7 +311,8 @@ fn explore_command(demo: Explore) -> Result<()> {
                 },
             };
             let prompt = prompt.unwrap_or_else(|| tp06_sample::explore::NOTEBOOK_PROMPT.into());
-            (common, ExploreDemo::Sampling { dir, prompt })
+            let precision = precision.unwrap_or(config.sample.precision);
+            (common, ExploreDemo::Sampling { dir, prompt, precision })
         }
     };
     let out = tp06_report::explore_dir(&RunDir::new(common.setup.run_dir()));
@@ -339,6 +342,7 @@ fn report_demos(common: &Common, config: &PipelineConfig, run: &RunDir, refresh:
             ExploreDemo::Sampling {
                 dir: run.stage_dir(Stage::Train).join(tp06_train::outputs::EXPORT),
                 prompt: tp06_sample::explore::NOTEBOOK_PROMPT.into(),
+                precision: config.sample.precision,
             },
         ),
     ];
@@ -453,6 +457,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model { common } => single(Stage::Model, &common, false),
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
         Command::LrFind { common } => lr_find_command(&common),
+        Command::HeldOut { common, model, precision } => held_out_command(&common, model.as_deref(), precision),
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
@@ -501,6 +506,39 @@ impl WithBackend for LrFind<'_> {
     fn run<B: TrainBackend>(self, device: B::Device, name: &'static str) -> Self::Output {
         Ok(tp06_train::find_lr::<B>(&self.ctx.on(device, name), self.config)?)
     }
+}
+
+/// The held-out evaluation of a model in a precision, on the chosen backend.
+struct HeldOut<'a> {
+    run: &'a RunDir,
+    config: &'a tp06_train::Config,
+    dir: PathBuf,
+    precision: tp06_model::Precision,
+}
+
+impl WithBackend for HeldOut<'_> {
+    type Output = Result<tp06_train::Evaluation>;
+    fn run<B: TrainBackend>(self, device: B::Device, _name: &'static str) -> Self::Output {
+        let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
+        let g = tp06_sample::Generator::<B::InnerBackend>::load_in(&self.dir, self.precision, &device, watch)?;
+        Ok(tp06_train::held_out(self.run, self.config, &g.model, &device, watch)?)
+    }
+}
+
+fn held_out_command(common: &Common, model: Option<&str>, precision: tp06_model::Precision) -> Result<()> {
+    let (config, run) = setup(common)?;
+    let dir = model_dir(model, &run)?;
+    let started = std::time::Instant::now();
+    let job = HeldOut { run: &run, config: &config.train, dir: dir.clone(), precision };
+    let eval = backend::dispatch(common.backend.as_deref(), job)??;
+    ui::print(&format!(
+        "held-out: {:.5} nats/token, {:.5} bits/char ({precision}, {}, {:.1} s)",
+        eval.loss,
+        eval.nats_per_char / std::f64::consts::LN_2,
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }
 
 fn lr_find_command(common: &Common) -> Result<()> {

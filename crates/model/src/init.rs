@@ -38,6 +38,17 @@ pub(crate) fn name_hash(name: &str) -> u64 {
 /// N(0, initializer_range²), residual projections `c_proj` N(0, (range/√(2·n_layer))²),
 /// biases 0, LayerNorm weights 1.
 pub fn init_from_scratch<B: Backend>(config: &Gpt2Config, init: ScratchInit, device: &B::Device) -> Gpt2<B> {
+    init_from_scratch_in(config, init, crate::Precision::F32, device)
+}
+
+/// [`init_from_scratch`] with each weight stored in `precision` as it is
+/// made (a large model is never whole in f32 on its way to int8).
+pub fn init_from_scratch_in<B: Backend>(
+    config: &Gpt2Config,
+    init: ScratchInit,
+    precision: crate::Precision,
+    device: &B::Device,
+) -> Gpt2<B> {
     let range = config.initializer_range;
     let proj_std = range / (2.0 * config.n_layer as f64).sqrt();
     let values = |entry: &Entry| match entry.kind {
@@ -46,7 +57,7 @@ pub fn init_from_scratch<B: Backend>(config: &Gpt2Config, init: ScratchInit, dev
         Kind::Embedding | Kind::Weight { residual: false } => normal_values(init.seed, &entry.name, range, entry.len()),
         Kind::Weight { residual: true } => normal_values(init.seed, &entry.name, proj_std, entry.len()),
     };
-    assemble::<B>(config, values, crate::Precision::F32, device)
+    assemble::<B>(config, values, precision, device)
 }
 
 /// How one new embedding row starts.

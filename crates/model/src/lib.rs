@@ -30,7 +30,7 @@ pub use config::{Activation, Gpt2Config, HfConfig};
 pub use config_stage::{BlockCount, FreezeConfig, InitStrategy, StageConfig, WteFreeze};
 pub use freeze::{FreezePlan, GroupReport, ParamReport, parameter_names, thousands};
 pub use gpt2::{Attention, Block, Conv1D, Embedding, Gpt2, KvCache, LayerNorm, Mlp};
-pub use init::{RowInit, ScratchInit, init_from_scratch, resize_wte};
+pub use init::{RowInit, ScratchInit, init_from_scratch, init_from_scratch_in, resize_wte};
 pub use kernels::{AdamWStep, Dropout, Gpt2Ops, TrainBackend};
 pub use layout::{Documents, Layout};
 pub use model_dir::{ADAPTER_DIR, CONFIG, ModelDir, Needs};

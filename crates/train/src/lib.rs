@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, LoopState};
 pub use config::{Config, LearningRate, Packing};
-pub use stage::{LR_FIND_DIR, TrainStats, find_lr, outputs, run};
+pub use stage::{LR_FIND_DIR, TrainStats, find_lr, held_out, outputs, run};
 pub use train_loop::{Evaluation, KeepBest, Loop, Validation, steps_per_epoch, train_loop};
 pub use trainer::{Trainer, TrainerSettings};
 

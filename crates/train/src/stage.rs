@@ -10,7 +10,7 @@ use serde_json::Value;
 use tp06_artifact::{
     Begin, Interrupted, Resume, RunDir, SettingError, Stage, StageContext, StageReport, StageWriter, UpstreamCheck,
 };
-use tp06_model::{Gpt2Config, TrainBackend};
+use tp06_model::{Gpt2Ops, TrainBackend};
 use tp06_vocab::{Tok, VocabInfo};
 
 use crate::TrainError;
@@ -174,15 +174,15 @@ fn prepare_datasets(
     run: &RunDir,
     upstream: &Upstreams,
     config: &Config,
-    model: &Gpt2Config,
+    n_positions: usize,
     cache_path: &Path,
 ) -> Result<Datasets, TrainError> {
-    if config.max_length > model.n_positions {
+    if config.max_length > n_positions {
         return Err(SettingError::new(
             "train.max_length",
             format!(
                 "{} is longer than the model's context (n_positions = {}); use at most {}",
-                config.max_length, model.n_positions, model.n_positions
+                config.max_length, n_positions, n_positions
             ),
         )
         .into());
@@ -245,6 +245,38 @@ fn prepare_datasets(
         .sum();
     let coverage = built.coverage();
     Ok(Datasets { train: built.examples, coverage, validation: Validation { examples: valid, chars } })
+}
+
+/// `model` evaluated on the run's validation split as the train stage
+/// evaluates (the examples of `config`, without padding in the loss and
+/// without packing; the train stage's tokens when it cached them): the
+/// held-out loss that QUALITY.md reports, for a model in any precision.
+pub fn held_out<B: Gpt2Ops>(
+    run: &RunDir,
+    config: &Config,
+    model: &tp06_model::Gpt2<B>,
+    device: &B::Device,
+    watch: tp06_artifact::Watch<'_>,
+) -> Result<Evaluation, TrainError> {
+    let upstream = Upstreams::require(run)?;
+    let cache = run.file(Stage::Train, outputs::TOKENS);
+    let scratch = tempfile_path(&cache);
+    let path = if cache.is_file() { cache } else { scratch };
+    let data = prepare_datasets(run, &upstream, config, model.n_positions(), &path)?;
+    if data.validation.examples.is_empty() {
+        return Err(SettingError::new("data.valid_fraction", "0: the run holds out no article to evaluate on").into());
+    }
+    let pass = tp06_model::Pass::inference();
+    let (loss, total, _) =
+        crate::trainer::evaluate(model, &data.validation.examples, config.batch_size, device, &pass, watch)
+            .ok_or_else(|| TrainError::from(tp06_artifact::Interrupted::of(Stage::Train, run)))?;
+    Ok(Evaluation { loss, nats_per_char: total / data.validation.chars.max(1) as f64 })
+}
+
+/// Where tokens are cached when the train stage has not run: beside it,
+/// not in it (its directory is the stage's).
+fn tempfile_path(cache: &Path) -> std::path::PathBuf {
+    cache.with_file_name(".held-out-tokens.json")
 }
 
 /// The checkpoint to resume from: the last one of this very run (same
@@ -326,7 +358,7 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
 
     // The datasets.
     let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
-    let data = prepare_datasets(run, &upstream, config, &model_config, &writer.path(outputs::TOKENS))?;
+    let data = prepare_datasets(run, &upstream, config, model_config.n_positions, &writer.path(outputs::TOKENS))?;
     ctx.check_stop(Stage::Train)?;
     let (train, validation) = (&data.train, (!data.validation.examples.is_empty()).then_some(&data.validation));
     let per_epoch = steps_per_epoch(train.len(), config.batch_size, config.grad_accum);
@@ -482,7 +514,7 @@ pub fn find_lr<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) 
     let dir = run.root().join(LR_FIND_DIR);
     tp06_artifact::fs::create_dir_all(&dir)?;
     let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
-    let data = prepare_datasets(run, &upstream, config, &model_config, &dir.join(outputs::TOKENS))?;
+    let data = prepare_datasets(run, &upstream, config, model_config.n_positions, &dir.join(outputs::TOKENS))?;
     let stopped =
         || TrainError::RangeTestStopped { rerun: format!("cargo xtask lr-find --run-dir {}", run.root().display()) };
     let test = lr_find::run_test(&model, &plan, &data.train, config, device, fingerprint, ctx.watch())?;

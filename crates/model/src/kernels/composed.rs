@@ -15,6 +15,8 @@ pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32
     let targets: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
     let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
     let weights = Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [n]), &device);
+    // Logits of a bf16 model are widened first, as transformers upcasts them for its loss.
+    let logits = logits.cast(burn::tensor::FloatDType::F32);
     let picked = activation::log_softmax(logits, 1).gather(1, targets).reshape([n]);
     (picked * weights).sum().neg()
 }

@@ -23,7 +23,7 @@ use crate::q8::{BlockQ8_0, Q8Matrix, QK8_0};
 pub enum Path {
     /// Plain Rust, eight lanes as the vector paths.
     Scalar,
-    /// AVX2 and FMA: `vpmaddubsw` + `vpmaddwd`.
+    /// AVX2, FMA and F16C: `vpmaddubsw` + `vpmaddwd`.
     Avx2,
     /// AVX-VNNI (Alder Lake and later, Zen 5): `vpdpbusd` on 256 bits.
     AvxVnni,
@@ -42,7 +42,8 @@ impl Path {
         let mut paths = vec![Path::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             if avx2 {
                 paths.push(Path::Avx2);
             }
@@ -192,6 +193,13 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
     }
 
+    /// A block's scale as f32, converted by the CPU (F16C).
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    fn scale(block: &BlockQ8_0) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(block.d as i32)))
+    }
+
     /// The 32 quantised values of a block.
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -207,12 +215,12 @@ mod x86 {
             let mut acc = [_mm256_setzero_ps(); GROUP];
             for (b, wb) in $w.iter().enumerate() {
                 let qw = load(wb);
-                let dw = wb.scale();
+                let dw = scale(wb);
                 for (x, acc) in $xs.iter().zip(acc.iter_mut()) {
                     let xb = &x[b];
                     let qx = load(xb);
                     let ($ax, $sw) = (_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qw, qx));
-                    let d = _mm256_set1_ps(xb.scale() * dw);
+                    let d = _mm256_set1_ps(scale(xb) * dw);
                     *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($lanes), *acc);
                 }
             }
@@ -222,19 +230,19 @@ mod x86 {
         }};
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn dot_rows_avx2(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
         let ones = _mm256_set1_epi16(1);
         // |x| ≤ 127 and |w| ≤ 127: a pair's sum fits i16 without saturating.
         dot_rows!(xs, w, out, |ax, sw| _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones))
     }
 
-    #[target_feature(enable = "avx2,fma,avxvnni")]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     pub(super) fn dot_rows_avx_vnni(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
         dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw))
     }
 
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(super) fn dot_rows_avx512_vnni(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
         dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw))
     }
