@@ -518,17 +518,11 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
             let steps = measured_steps(shape, options.steps).to_string();
             for i in 1..=options.repeats {
                 tracing::info!("bench: {work} {shape}, run {i}/{}: tp06 then PyTorch", options.repeats);
+                let threads = options.threads.to_string();
+                // The work and its size, alike on both sides.
+                let same = [work.as_str(), "--shape", shape, "--steps", &steps, "--threads", &threads];
                 let mut a = Command::new(&options.exe);
-                a.args([
-                    "bench-one",
-                    work,
-                    "--shape",
-                    shape,
-                    "--steps",
-                    &steps,
-                    "--threads",
-                    &options.threads.to_string(),
-                ]);
+                a.arg("bench-one").args(same);
                 a.args(["--precision", dtype, "--freeze", options.freeze.name(), "--kernels", options.kernels.name()]);
                 a.args(["--backend", backend]).args(workload.size_args());
                 a.env("RAYON_NUM_THREADS", options.threads.to_string());
@@ -536,15 +530,7 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
                 for (theirs_dtype, measured) in pytorch_dtypes.iter().zip(by_dtype.iter_mut()) {
                     let mut b = Command::new("python3");
                     b.arg(&options.script)
-                        .args([
-                            work.as_str(),
-                            "--shape",
-                            shape,
-                            "--steps",
-                            &steps,
-                            "--threads",
-                            &options.threads.to_string(),
-                        ])
+                        .args(same)
                         .args(["--device", device, "--dtype", theirs_dtype, "--freeze", options.freeze.name()])
                         .args(workload.script_args())
                         .env("OMP_NUM_THREADS", options.threads.to_string());

@@ -226,16 +226,7 @@ fn bf16_logits_are_as_close_to_transformers_bf16_as_bf16_rounding_allows() {
         assert!(diff <= 2.0 * rounding, "{name}: bf16 max |Δlogit| = {diff}, transformers' bf16 vs f32 = {rounding}");
         assert!(max_abs_diff(&ours, &g.logits) > 1e-5, "{name}: computed in bf16, not f32");
         // Decoding through the cache (bf16 keys and values), one position at a time.
-        let (all, [b, t]) = (&g.input_ids.0, g.input_ids.1);
-        let mut cache = KvCache::new(model.h.len());
-        let steps: Vec<_> = (0..t)
-            .map(|pos| {
-                let column: Vec<i64> = (0..b).map(|row| all[row * t + pos]).collect();
-                model.forward_cached(ids(&column, [b, 1]), &mut cache, &mut Pass::inference())
-            })
-            .collect();
-        let cached = values(Tensor::cat(steps, 1));
-        let diff = max_abs_diff(&cached, &g.logits_bf16);
+        let diff = max_abs_diff(&cached_logits(&model, &g), &g.logits_bf16);
         assert!(diff <= 2.0 * rounding, "{name}: bf16 cached max |Δlogit| = {diff}");
     }
 }
@@ -305,15 +296,20 @@ fn int8_logits_are_transformers_f32_logits_within_what_8_bits_allow() {
                 .forward(ids(&g.input_ids.0, g.input_ids.1), &mut Pass::inference()),
         );
         assert_eq!(converted, ours, "{name}: converted at load or after, the same blocks");
-        let (all, [b, t]) = (&g.input_ids.0, g.input_ids.1);
-        let mut cache = KvCache::new(model.h.len());
-        let steps: Vec<_> = (0..t)
-            .map(|pos| {
-                let column: Vec<i64> = (0..b).map(|row| all[row * t + pos]).collect();
-                model.forward_cached(ids(&column, [b, 1]), &mut cache, &mut Pass::inference())
-            })
-            .collect();
-        let cached = values(Tensor::cat(steps, 1));
-        assert!(max_abs_diff(&cached, &ours) <= 1e-4, "{name}: int8 cached decoding");
+        assert!(max_abs_diff(&cached_logits(&model, &g), &ours) <= 1e-4, "{name}: int8 cached decoding");
     }
+}
+
+/// The logits of the fixture's input decoded through the cache, one
+/// position at a time for every row.
+fn cached_logits(model: &Gpt2<Cpu>, g: &Golden) -> Vec<f32> {
+    let (all, [b, t]) = (&g.input_ids.0, g.input_ids.1);
+    let mut cache = KvCache::new(model.h.len());
+    let steps: Vec<_> = (0..t)
+        .map(|pos| {
+            let column: Vec<i64> = (0..b).map(|row| all[row * t + pos]).collect();
+            model.forward_cached(ids(&column, [b, 1]), &mut cache, &mut Pass::inference())
+        })
+        .collect();
+    values(Tensor::cat(steps, 1))
 }

@@ -13,7 +13,6 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use tp06_model::lora::{self, Blocks, LoraConfig, Target};
 use tp06_model::names;
 use tp06_train::checkpoint::{self, Checkpoint, Restored};
 use tp06_train::trainer::{Trainer, TrainerSettings};
@@ -109,18 +108,7 @@ fn checkpoints_of_the_earlier_key_schemes_load_and_resume_alike() {
 
     // A LoRA run, as `resume_lora.rs` runs it.
     let c = Config { checkpoint_every: 3, max_steps: Some(6), ..config() };
-    let (model, plan, train, gpt) = grown_with_new_rows();
-    let grown = tp06_model::Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
-    let adapters = LoraConfig {
-        r: 4,
-        alpha: 8.0,
-        dropout: 0.1,
-        targets: Target::ALL.to_vec(),
-        blocks: Blocks::All,
-        rslora: false,
-    };
-    let model = lora::attach(model, &adapters, 5, &Default::default());
-    let plan = plan.under_lora(&grown);
+    let (model, plan, train, grown) = lora_run();
     let settings = TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) };
     let new = || Trainer::new(model.clone(), plan.clone(), settings.clone(), Default::default());
     let old = committed("lora");

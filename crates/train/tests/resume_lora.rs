@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use tp06_model::lora::{self, Blocks, LoraConfig, Target};
+use tp06_model::lora;
 use tp06_model::names;
 use tp06_train::trainer::{Trainer, TrainerSettings};
 use tp06_train::{Config, metrics};
@@ -15,18 +15,8 @@ use tp06_train::{Config, metrics};
 fn an_interrupted_lora_run_resumes_to_identical_weights() {
     let c = Config { checkpoint_every: 3, max_steps: Some(6), ..config() };
     // New rows that train (pretrained-rows) and adapters with dropout on every layer.
-    let (model, plan, train, gpt) = grown_with_new_rows();
-    let grown = tp06_model::Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt.clone() };
-    let lora_config = LoraConfig {
-        r: 4,
-        alpha: 8.0,
-        dropout: 0.1,
-        targets: Target::ALL.to_vec(),
-        blocks: Blocks::All,
-        rslora: false,
-    };
-    let model = lora::attach(model, &lora_config, 5, &Default::default());
-    let plan = plan.under_lora(&grown);
+    let (model, plan, train, grown) = lora_run();
+    let gpt = &grown;
     let settings = TrainerSettings { max_grad_norm: 1.0, ..TrainerSettings::of(&c) };
     let mut straight = Trainer::new(model.clone(), plan.clone(), settings.clone(), Default::default());
     let dir_a = tempfile::tempdir().unwrap();

@@ -187,3 +187,23 @@ pub fn grown_with_new_rows() -> (Gpt2<B>, FreezePlan, Vec<Example>, Gpt2Config) 
     }
     (model, plan, train, gpt)
 }
+
+/// The LoRA run of `resume_lora.rs`: [`grown_with_new_rows`] with an
+/// adapter on every layer (r 4, α 8, dropout 0.1, seeded 5), its plan under
+/// LoRA, its examples and the grown shape.
+pub fn lora_run() -> (Gpt2<B>, FreezePlan, Vec<Example>, Gpt2Config) {
+    use tp06_model::lora::{self, Blocks, LoraConfig, Target};
+    let (model, plan, train, gpt) = grown_with_new_rows();
+    let grown = Gpt2Config { vocab_size: gpt.vocab_size + 4, ..gpt };
+    let adapters = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.1,
+        targets: Target::ALL.to_vec(),
+        blocks: Blocks::All,
+        rslora: false,
+    };
+    let model = lora::attach(model, &adapters, 5, &Default::default());
+    let plan = plan.under_lora(&grown);
+    (model, plan, train, grown)
+}
