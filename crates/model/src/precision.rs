@@ -4,8 +4,10 @@
 //! transformers at 1e-4. `bf16` is for inference on GPUs, like transformers'
 //! `from_pretrained(..., dtype=torch.bfloat16)`: every weight is stored in
 //! bf16, so the activations are bf16 too; the logits are read back as f32.
-//! On the CPU backends it runs (the tests check it there) but is not faster:
-//! the fused kernels are f32 only, and Burn's CPU products widen bf16 to f32.
+//! On the CPU backend, decoding's products and head stream the bf16
+//! weights as they are (half of f32's bytes, summed in f32, rounded once:
+//! `kernels/products.rs`); the other fused kernels are f32 only, so the rest
+//! of a bf16 pass runs on Burn's composed ops.
 //!
 //! `int8` stores the `Conv1D` weights and `wte` (also the tied head) as
 //! llama.cpp's Q8_0 blocks ([`crate::q8`]), 8.5 bits a weight; `wpe`, the

@@ -308,3 +308,40 @@ fn the_trained_rows_gradient_is_the_same_bits_on_one_thread_and_on_several() {
     let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
     assert!(one == three, "1 vs 3 threads differ");
 }
+
+/// Decoding's products in bf16 (up to `FEW_ROWS` rows: the streaming
+/// kernels read the bf16 weights as they are, sum in f32 and round once)
+/// give the composed bf16 ops' values within their roundings: the composed
+/// linear rounds its product to bf16, then its sum with the bias, so the
+/// two may differ by a bf16 step (2⁻⁸ relative) of the product, of the bias
+/// and of the output; on odd sizes, the weights and the output staying bf16.
+#[test]
+fn bf16_decoding_products_equal_the_composed_ones_within_bf16_rounding() {
+    use burn::tensor::{DType, FloatDType};
+    let bf16 = |t: Tensor<Ad, 2>| t.inner().cast(FloatDType::BF16);
+    let f32 = |t: &Tensor<Cpu, 2>| t.clone().cast(FloatDType::F32);
+    for (m, k, n) in [(1, 64, 96), (3, 45, 7), (FEW_ROWS, 256, 1000)] {
+        let (x, w) = (bf16(random([m, k], 1, 1.0)), bf16(random([k, n], 2, 0.05)));
+        let b = bf16(random([1, n], 3, 0.1));
+        let run =
+            |kernels| Pass::inference().with_kernels(kernels).linear(x.clone(), w.clone(), b.clone().reshape([n]));
+        let (ours, composed) = (run(Kernels::Backend), run(Kernels::Composed));
+        assert_eq!(ours.dtype(), DType::BF16, "the output stays bf16");
+        let wte = bf16(random([n, k], 4, 0.05));
+        let head = |kernels| Pass::inference().with_kernels(kernels).tied_head(x.clone(), wte.clone());
+        let (our_head, composed_head) = (head(Kernels::Backend), head(Kernels::Composed));
+        // The products in f32 of the same bf16 values, and the bias, for the bound.
+        let product = values(f32(&x).matmul(f32(&w)));
+        let head_product = values(f32(&x).matmul(f32(&wte).transpose()));
+        let bias = values(f32(&b));
+        let cases =
+            [("linear", ours, composed, product, bias), ("head", our_head, composed_head, head_product, vec![0.0; n])];
+        for (what, a, c, p, bias) in cases {
+            let (a, c) = (values(a), values(c));
+            for (i, (x, y)) in a.iter().zip(&c).enumerate() {
+                let bound = (p[i].abs() + bias[i % n].abs() + x.abs().max(y.abs())) / 256.0 * 1.01;
+                assert!((x - y).abs() <= bound + 1e-30, "{what} [{m}, {k}] × [{n}] at {i}: {x} vs {y}");
+            }
+        }
+    }
+}

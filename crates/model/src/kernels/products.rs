@@ -16,13 +16,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::prelude::*;
-use burn::tensor::TensorMetadata;
 use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, TensorMetadata};
 use rayon::prelude::*;
 
 use super::composed;
 use super::host::{Ad, contiguous, float, host, is_f32, new_tensor, record, tensor, values};
-use super::simd::{accumulate_rows, add_into, dots};
+use super::simd::{accumulate_rows, accumulate_rows_bf16, add_into, dots, dots_bf16};
 
 /// Rows up to which [`flex_linear`] and [`flex_head`] take the streaming kernels;
 /// more rows go to the general product (training, prompts, batched passes).
@@ -38,7 +38,11 @@ const VOCAB_ROWS_PER_TASK: usize = 256;
 
 /// [`super::Gpt2Ops::linear`] on Flex: the streaming kernel on up to [`FEW_ROWS`] rows.
 pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Tensor<Flex, 1>) -> Tensor<Flex, 2> {
-    if !is_f32(&x) || x.dims()[0] > FEW_ROWS {
+    let few = x.dims()[0] <= FEW_ROWS;
+    if few && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::BF16) {
+        return tensor(few_rows_linear_bf16(&host(x), &host(weight), &host(bias)));
+    }
+    if !is_f32(&x) || !few {
         return composed::linear(x, weight, bias);
     }
     tensor(few_rows_linear(&host(x), &host(weight), &host(bias)))
@@ -46,7 +50,11 @@ pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Ten
 
 /// [`super::Gpt2Ops::tied_head`] on Flex: the streaming kernel on up to [`FEW_ROWS`] rows.
 pub(super) fn flex_head(hidden: Tensor<Flex, 2>, wte: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
-    if !is_f32(&hidden) || hidden.dims()[0] > FEW_ROWS {
+    let few = hidden.dims()[0] <= FEW_ROWS;
+    if few && hidden.dtype() == DType::BF16 && wte.dtype() == DType::BF16 {
+        return tensor(few_rows_head_bf16(&host(hidden), &host(wte)));
+    }
+    if !is_f32(&hidden) || !few {
         return composed::tied_head(hidden, wte);
     }
     tensor(few_rows_head(&host(hidden), &host(wte)))
@@ -173,4 +181,58 @@ fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
         }
     });
     new_tensor(y, [m, vocab].into())
+}
+
+/// A contiguous bf16 tensor's values.
+fn bf16s(x: &FlexTensor) -> &[half::bf16] {
+    x.as_slice::<half::bf16>().expect("a contiguous bf16 tensor")
+}
+
+/// f32 values as a bf16 tensor of `shape` (rounded to nearest even).
+fn bf16_tensor(values: &[f32], shape: [usize; 2]) -> FlexTensor {
+    let rounded: Vec<half::bf16> = values.iter().map(|v| half::bf16::from_f32(*v)).collect();
+    FlexTensor::from_data(TensorData::new(rounded, shape))
+}
+
+/// [`few_rows_linear`] over bf16 weights read as bf16 (half the bytes of
+/// f32), the sums in f32 and the output rounded to bf16 once, as a bf16
+/// product that accumulates in f32 gives it.
+fn few_rows_linear_bf16(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let (m, k, n) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
+    let x: Vec<f32> = bf16s(x).iter().map(|v| v.to_f32()).collect();
+    let w = bf16s(weight);
+    let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
+    partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
+        let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
+        for (r, acc) in partial.chunks_exact_mut(n).enumerate() {
+            accumulate_rows_bf16(&x[r * k..][rows.clone()], &w[rows.start * n..rows.end * n], acc);
+        }
+    });
+    let mut y: Vec<f32> = bf16s(bias).iter().map(|v| v.to_f32()).collect::<Vec<_>>().repeat(m);
+    for partial in partials.chunks_exact(m * n) {
+        add_into(partial, &mut y);
+    }
+    bf16_tensor(&y, [m, n])
+}
+
+/// [`few_rows_head`] over a bf16 `wte`, the logits rounded to bf16.
+fn few_rows_head_bf16(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
+    let (m, c, vocab) = (hidden.shape()[0], hidden.shape()[1], wte.shape()[0]);
+    let x: Vec<f32> = bf16s(hidden).iter().map(|v| v.to_f32()).collect();
+    let w = bf16s(wte);
+    let mut y = vec![0.0f32; m * vocab];
+    let mut tasks: Vec<Vec<&mut [f32]>> =
+        (0..vocab.div_ceil(VOCAB_ROWS_PER_TASK)).map(|_| Vec::with_capacity(m)).collect();
+    for row in y.chunks_exact_mut(vocab) {
+        for (task, out) in tasks.iter_mut().zip(row.chunks_mut(VOCAB_ROWS_PER_TASK)) {
+            task.push(out);
+        }
+    }
+    tasks.into_par_iter().enumerate().for_each(|(task, outs)| {
+        let block = &w[task * VOCAB_ROWS_PER_TASK * c..];
+        for (r, out) in outs.into_iter().enumerate() {
+            dots_bf16(&x[r * c..(r + 1) * c], &block[..out.len() * c], out);
+        }
+    });
+    bf16_tensor(&y, [m, vocab])
 }

@@ -310,6 +310,55 @@ simd_kernel! {
     }
 }
 
+/// A bf16 value as f32 (exact: the high half of its bits).
+#[inline(always)]
+fn widen(v: half::bf16) -> f32 {
+    f32::from_bits((v.to_bits() as u32) << 16)
+}
+
+simd_kernel! {
+    /// [`accumulate_rows`] with bf16 rows, each value widened as it is read.
+    pub(super) fn accumulate_rows_bf16(x: &[f32], w: &[half::bf16], acc: &mut [f32]) {
+        let n = acc.len();
+        let (quads, rest) = x.split_at(x.len() / 4 * 4);
+        for (i, q) in quads.chunks_exact(4).enumerate() {
+            let rows = &w[4 * i * n..4 * (i + 1) * n];
+            let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
+            for j in 0..n {
+                acc[j] += q[0] * widen(r0[j]) + q[1] * widen(r1[j]) + q[2] * widen(r2[j]) + q[3] * widen(r3[j]);
+            }
+        }
+        for (i, &a) in rest.iter().enumerate() {
+            let row = &w[(quads.len() + i) * n..][..n];
+            for j in 0..n {
+                acc[j] += a * widen(row[j]);
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// [`dots`] with bf16 rows, each value widened as it is read.
+    pub(super) fn dots_bf16(x: &[f32], w: &[half::bf16], out: &mut [f32]) {
+        const LANES: usize = 32;
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
+            let mut acc = [0.0f32; LANES];
+            let (xc, yc) = (x.chunks_exact(LANES), row.chunks_exact(LANES));
+            let (xt, yt) = (xc.remainder(), yc.remainder());
+            for (a, b) in xc.zip(yc) {
+                for k in 0..LANES {
+                    acc[k] += a[k] * widen(b[k]);
+                }
+            }
+            let mut s = sum8(&acc);
+            for (a, b) in xt.iter().zip(yt) {
+                s += a * widen(*b);
+            }
+            *o = s;
+        }
+    }
+}
+
 simd_kernel! {
     /// `y += x`, element by element.
     pub(super) fn add_into(x: &[f32], y: &mut [f32]) {
