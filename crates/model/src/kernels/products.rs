@@ -144,26 +144,56 @@ impl Backward<Flex, 2> for HeadBackward {
     }
 }
 
+/// A row kernel of [`linear_rows`] or [`head_rows`] for weights of element `T`.
+type RowKernel<T> = fn(&[f32], &[T], &mut [f32]);
+
 fn few_rows_linear(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
-    let (m, k, n) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
-    let (x, w) = (values(x), values(weight));
-    let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
-    partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
-        let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
-        for (r, acc) in partial.chunks_exact_mut(n).enumerate() {
-            accumulate_rows(&x[r * k..][rows.clone()], &w[rows.start * n..rows.end * n], acc);
-        }
-    });
-    let mut y: Vec<f32> = values(bias).repeat(m);
-    for partial in partials.chunks_exact(m * n) {
-        add_into(partial, &mut y);
-    }
+    let [m, k, n] = [x.shape()[0], x.shape()[1], weight.shape()[1]];
+    let y = linear_rows(values(x), values(weight), values(bias), [m, k, n], accumulate_rows);
     new_tensor(y, [m, n].into())
 }
 
 fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
-    let (m, c, vocab) = (hidden.shape()[0], hidden.shape()[1], wte.shape()[0]);
-    let (x, w) = (values(hidden), values(wte));
+    let [m, c, vocab] = [hidden.shape()[0], hidden.shape()[1], wte.shape()[0]];
+    new_tensor(head_rows(values(hidden), values(wte), [m, c, vocab], dots), [m, vocab].into())
+}
+
+/// [`few_rows_linear`] over bf16 weights read as bf16 (half the bytes of
+/// f32), the sums in f32 and the output rounded to bf16 once, as a bf16
+/// product that accumulates in f32 gives it.
+fn few_rows_linear_bf16(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let [m, k, n] = [x.shape()[0], x.shape()[1], weight.shape()[1]];
+    let y = linear_rows(&widened(x), bf16s(weight), &widened(bias), [m, k, n], accumulate_rows_bf16);
+    bf16_tensor(&y, [m, n])
+}
+
+/// [`few_rows_head`] over a bf16 `wte`, the logits rounded to bf16.
+fn few_rows_head_bf16(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
+    let [m, c, vocab] = [hidden.shape()[0], hidden.shape()[1], wte.shape()[0]];
+    bf16_tensor(&head_rows(&widened(hidden), bf16s(wte), [m, c, vocab], dots_bf16), [m, vocab])
+}
+
+/// `x [m, k]` times `w [k, n]` plus `bias [n]`: `[m, n]`, each task summing
+/// its weight rows into its own partial output with `accumulate`, the
+/// partials added in task order.
+fn linear_rows<T: Sync>(x: &[f32], w: &[T], bias: &[f32], [m, k, n]: [usize; 3], accumulate: RowKernel<T>) -> Vec<f32> {
+    let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
+    partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
+        let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
+        for (r, acc) in partial.chunks_exact_mut(n).enumerate() {
+            accumulate(&x[r * k..][rows.clone()], &w[rows.start * n..rows.end * n], acc);
+        }
+    });
+    let mut y: Vec<f32> = bias.repeat(m);
+    for partial in partials.chunks_exact(m * n) {
+        add_into(partial, &mut y);
+    }
+    y
+}
+
+/// `hidden [m, c]` times `wte [vocab, c]` transposed: `[m, vocab]`, each
+/// logit one of `dots`' dot products.
+fn head_rows<T: Sync>(x: &[f32], w: &[T], [m, c, vocab]: [usize; 3], dots: RowKernel<T>) -> Vec<f32> {
     let mut y = vec![0.0f32; m * vocab];
     // Task j: vocabulary rows j·R .. (j+1)·R for every hidden row, so that each
     // block of `wte` is read from memory once.
@@ -180,7 +210,7 @@ fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
             dots(&x[r * c..(r + 1) * c], &block[..out.len() * c], out);
         }
     });
-    new_tensor(y, [m, vocab].into())
+    y
 }
 
 /// A contiguous bf16 tensor's values.
@@ -188,51 +218,13 @@ fn bf16s(x: &FlexTensor) -> &[half::bf16] {
     x.as_slice::<half::bf16>().expect("a contiguous bf16 tensor")
 }
 
+/// A contiguous bf16 tensor's values as f32 (exactly).
+fn widened(x: &FlexTensor) -> Vec<f32> {
+    bf16s(x).iter().map(|v| v.to_f32()).collect()
+}
+
 /// f32 values as a bf16 tensor of `shape` (rounded to nearest even).
 fn bf16_tensor(values: &[f32], shape: [usize; 2]) -> FlexTensor {
     let rounded: Vec<half::bf16> = values.iter().map(|v| half::bf16::from_f32(*v)).collect();
     FlexTensor::from_data(TensorData::new(rounded, shape))
-}
-
-/// [`few_rows_linear`] over bf16 weights read as bf16 (half the bytes of
-/// f32), the sums in f32 and the output rounded to bf16 once, as a bf16
-/// product that accumulates in f32 gives it.
-fn few_rows_linear_bf16(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
-    let (m, k, n) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
-    let x: Vec<f32> = bf16s(x).iter().map(|v| v.to_f32()).collect();
-    let w = bf16s(weight);
-    let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
-    partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
-        let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
-        for (r, acc) in partial.chunks_exact_mut(n).enumerate() {
-            accumulate_rows_bf16(&x[r * k..][rows.clone()], &w[rows.start * n..rows.end * n], acc);
-        }
-    });
-    let mut y: Vec<f32> = bf16s(bias).iter().map(|v| v.to_f32()).collect::<Vec<_>>().repeat(m);
-    for partial in partials.chunks_exact(m * n) {
-        add_into(partial, &mut y);
-    }
-    bf16_tensor(&y, [m, n])
-}
-
-/// [`few_rows_head`] over a bf16 `wte`, the logits rounded to bf16.
-fn few_rows_head_bf16(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
-    let (m, c, vocab) = (hidden.shape()[0], hidden.shape()[1], wte.shape()[0]);
-    let x: Vec<f32> = bf16s(hidden).iter().map(|v| v.to_f32()).collect();
-    let w = bf16s(wte);
-    let mut y = vec![0.0f32; m * vocab];
-    let mut tasks: Vec<Vec<&mut [f32]>> =
-        (0..vocab.div_ceil(VOCAB_ROWS_PER_TASK)).map(|_| Vec::with_capacity(m)).collect();
-    for row in y.chunks_exact_mut(vocab) {
-        for (task, out) in tasks.iter_mut().zip(row.chunks_mut(VOCAB_ROWS_PER_TASK)) {
-            task.push(out);
-        }
-    }
-    tasks.into_par_iter().enumerate().for_each(|(task, outs)| {
-        let block = &w[task * VOCAB_ROWS_PER_TASK * c..];
-        for (r, out) in outs.into_iter().enumerate() {
-            dots_bf16(&x[r * c..(r + 1) * c], &block[..out.len() * c], out);
-        }
-    });
-    bf16_tensor(&y, [m, vocab])
 }

@@ -98,20 +98,63 @@ fn max8(x: &[f32]) -> f32 {
 
 /// Σ xᵢ·yᵢ in a fixed order, `LANES` products in flight (a multiple of 8).
 #[inline(always)]
-fn dot<const LANES: usize>(x: &[f32], y: &[f32]) -> f32 {
+fn dot<const LANES: usize, T: Widen>(x: &[f32], y: &[T]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
     let (xt, yt) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
         for k in 0..LANES {
-            acc[k] += a[k] * b[k];
+            acc[k] += a[k] * b[k].widen();
         }
     }
     let mut s = sum8(&acc);
     for (a, b) in xt.iter().zip(yt) {
-        s += a * b;
+        s += a * b.widen();
     }
     s
+}
+
+/// A weight's element as the kernels read it: f32 as it is, bf16 widened
+/// (exactly: its bits are the high half of an f32's).
+pub(super) trait Widen: Copy + Sync {
+    /// The value as f32.
+    fn widen(self) -> f32;
+}
+
+impl Widen for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Widen for half::bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+}
+
+/// `acc[j] += Σᵢ x[i]·w[i·n + j]` over the rows of `w`, four rows per pass
+/// over `acc`, in a fixed order (the body of [`accumulate_rows`] and
+/// [`accumulate_rows_bf16`]).
+#[inline(always)]
+fn rows_into<T: Widen>(x: &[f32], w: &[T], acc: &mut [f32]) {
+    let n = acc.len();
+    let (quads, rest) = x.split_at(x.len() / 4 * 4);
+    for (i, q) in quads.chunks_exact(4).enumerate() {
+        let rows = &w[4 * i * n..4 * (i + 1) * n];
+        let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
+        for j in 0..n {
+            acc[j] += q[0] * r0[j].widen() + q[1] * r1[j].widen() + q[2] * r2[j].widen() + q[3] * r3[j].widen();
+        }
+    }
+    for (i, &a) in rest.iter().enumerate() {
+        let row = &w[(quads.len() + i) * n..][..n];
+        for j in 0..n {
+            acc[j] += a * row[j].widen();
+        }
+    }
 }
 
 /// Σ xᵢ in a fixed order.
@@ -207,7 +250,7 @@ simd_kernel! {
 simd_kernel! {
     /// The softmax backward of one row, in place: `g ← (p ⊙ (g − ⟨g, p⟩)) / divisor`.
     pub(super) fn softmax_backward(p: &[f32], divisor: f32, g: &mut [f32]) {
-        let dot = dot::<8>(g, p);
+        let dot = dot::<8, _>(g, p);
         for (gj, &pj) in g.iter_mut().zip(p) {
             *gj = pj * (*gj - dot) / divisor;
         }
@@ -247,7 +290,7 @@ simd_kernel! {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v - mean;
         }
-        let var = dot::<8>(y, y) / n;
+        let var = dot::<8, _>(y, y) / n;
         let rstd = 1.0 / (var + eps).sqrt();
         for ((o, &wi), &bi) in y.iter_mut().zip(w).zip(b) {
             *o = *o * rstd * wi + bi;
@@ -283,21 +326,7 @@ simd_kernel! {
     /// `acc[j] += Σᵢ x[i]·w[i·n + j]` over the rows of `w` (`n = acc.len()`),
     /// four rows per pass over `acc`, in a fixed order.
     pub(super) fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32]) {
-        let n = acc.len();
-        let (quads, rest) = x.split_at(x.len() / 4 * 4);
-        for (i, q) in quads.chunks_exact(4).enumerate() {
-            let rows = &w[4 * i * n..4 * (i + 1) * n];
-            let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
-            for j in 0..n {
-                acc[j] += q[0] * r0[j] + q[1] * r1[j] + q[2] * r2[j] + q[3] * r3[j];
-            }
-        }
-        for (i, &a) in rest.iter().enumerate() {
-            let row = &w[(quads.len() + i) * n..][..n];
-            for j in 0..n {
-                acc[j] += a * row[j];
-            }
-        }
+        rows_into(x, w, acc)
     }
 }
 
@@ -305,56 +334,23 @@ simd_kernel! {
     /// `out[v] = x · w[v·c .. (v+1)·c]`, each a dot product in a fixed order.
     pub(super) fn dots(x: &[f32], w: &[f32], out: &mut [f32]) {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-            *o = dot::<32>(x, row);
+            *o = dot::<32, _>(x, row);
         }
     }
-}
-
-/// A bf16 value as f32 (exact: the high half of its bits).
-#[inline(always)]
-fn widen(v: half::bf16) -> f32 {
-    f32::from_bits((v.to_bits() as u32) << 16)
 }
 
 simd_kernel! {
     /// [`accumulate_rows`] with bf16 rows, each value widened as it is read.
     pub(super) fn accumulate_rows_bf16(x: &[f32], w: &[half::bf16], acc: &mut [f32]) {
-        let n = acc.len();
-        let (quads, rest) = x.split_at(x.len() / 4 * 4);
-        for (i, q) in quads.chunks_exact(4).enumerate() {
-            let rows = &w[4 * i * n..4 * (i + 1) * n];
-            let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
-            for j in 0..n {
-                acc[j] += q[0] * widen(r0[j]) + q[1] * widen(r1[j]) + q[2] * widen(r2[j]) + q[3] * widen(r3[j]);
-            }
-        }
-        for (i, &a) in rest.iter().enumerate() {
-            let row = &w[(quads.len() + i) * n..][..n];
-            for j in 0..n {
-                acc[j] += a * widen(row[j]);
-            }
-        }
+        rows_into(x, w, acc)
     }
 }
 
 simd_kernel! {
     /// [`dots`] with bf16 rows, each value widened as it is read.
     pub(super) fn dots_bf16(x: &[f32], w: &[half::bf16], out: &mut [f32]) {
-        const LANES: usize = 32;
         for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-            let mut acc = [0.0f32; LANES];
-            let (xc, yc) = (x.chunks_exact(LANES), row.chunks_exact(LANES));
-            let (xt, yt) = (xc.remainder(), yc.remainder());
-            for (a, b) in xc.zip(yc) {
-                for k in 0..LANES {
-                    acc[k] += a[k] * widen(b[k]);
-                }
-            }
-            let mut s = sum8(&acc);
-            for (a, b) in xt.iter().zip(yt) {
-                s += a * widen(*b);
-            }
-            *o = s;
+            *o = dot::<32, _>(x, row);
         }
     }
 }
