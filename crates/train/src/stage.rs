@@ -166,8 +166,8 @@ struct Datasets {
     validation: Validation,
 }
 
-/// Tokenises the articles (or reuses the cache of this very data and
-/// tokenizer) and builds the examples: the training ones as configured, the
+/// Tokenises the articles (or reuses the first of `cached` that holds this
+/// very data and tokenizer, else writes them to `cache_path`) and builds the examples: the training ones as configured, the
 /// validation ones always without padding in the loss and without packing,
 /// so that their loss compares across presets.
 fn prepare_datasets(
@@ -175,6 +175,7 @@ fn prepare_datasets(
     upstream: &Upstreams,
     config: &Config,
     n_positions: usize,
+    cached: &[&Path],
     cache_path: &Path,
 ) -> Result<Datasets, TrainError> {
     if config.max_length > n_positions {
@@ -191,10 +192,12 @@ fn prepare_datasets(
     let tok = Tok::from_dir(&run.stage_dir(Stage::Vocab))?;
     let info = VocabInfo::read(&vocab.manifest.output_path(run, tp06_vocab::outputs::VOCAB_INFO))?;
     let cache_key = format!("{}/{}", data.input.sha256, vocab.input.sha256);
-    let cached: Option<TokenCache> = std::fs::read_to_string(cache_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<TokenCache>(&t).ok())
-        .filter(|c| c.version == TOKEN_CACHE_VERSION && c.key == cache_key);
+    let cached: Option<TokenCache> = cached.iter().find_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<TokenCache>(&t).ok())
+            .filter(|c| c.version == TOKEN_CACHE_VERSION && c.key == cache_key)
+    });
     let cache = match cached {
         Some(cache) => cache,
         None => {
@@ -249,8 +252,9 @@ fn prepare_datasets(
 
 /// `model` evaluated on the run's validation split as the train stage
 /// evaluates (the examples of `config`, without padding in the loss and
-/// without packing; the train stage's tokens when it cached them): the
-/// held-out loss that QUALITY.md reports, for a model in any precision.
+/// without packing; the train stage's tokens when it cached them, which it
+/// leaves as they are): the held-out loss that QUALITY.md reports, for a
+/// model in any precision.
 pub fn held_out<B: Gpt2Ops>(
     run: &RunDir,
     config: &Config,
@@ -259,10 +263,9 @@ pub fn held_out<B: Gpt2Ops>(
     watch: tp06_artifact::Watch<'_>,
 ) -> Result<Evaluation, TrainError> {
     let upstream = Upstreams::require(run)?;
-    let cache = run.file(Stage::Train, outputs::TOKENS);
-    let scratch = tempfile_path(&cache);
-    let path = if cache.is_file() { cache } else { scratch };
-    let data = prepare_datasets(run, &upstream, config, model.n_positions(), &path)?;
+    // A stage's directory is its own: tokens made here go beside the stages.
+    let (stage_cache, own) = (run.file(Stage::Train, outputs::TOKENS), run.root().join(HELD_OUT_TOKENS));
+    let data = prepare_datasets(run, &upstream, config, model.n_positions(), &[&stage_cache, &own], &own)?;
     if data.validation.examples.is_empty() {
         return Err(SettingError::new("data.valid_fraction", "0: the run holds out no article to evaluate on").into());
     }
@@ -273,11 +276,8 @@ pub fn held_out<B: Gpt2Ops>(
     Ok(Evaluation { loss, nats_per_char: total / data.validation.chars.max(1) as f64 })
 }
 
-/// Where tokens are cached when the train stage has not run: beside it,
-/// not in it (its directory is the stage's).
-fn tempfile_path(cache: &Path) -> std::path::PathBuf {
-    cache.with_file_name(".held-out-tokens.json")
-}
+/// The tokens [`held_out`] caches when the train stage's do not fit, in the run's root.
+pub const HELD_OUT_TOKENS: &str = ".held-out-tokens.json";
 
 /// The checkpoint to resume from: the last one of this very run (same
 /// settings, same inputs). When there is none but others, `--resume` is
@@ -358,7 +358,14 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
 
     // The datasets.
     let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
-    let data = prepare_datasets(run, &upstream, config, model_config.n_positions, &writer.path(outputs::TOKENS))?;
+    let data = prepare_datasets(
+        run,
+        &upstream,
+        config,
+        model_config.n_positions,
+        &[&writer.path(outputs::TOKENS)],
+        &writer.path(outputs::TOKENS),
+    )?;
     ctx.check_stop(Stage::Train)?;
     let (train, validation) = (&data.train, (!data.validation.examples.is_empty()).then_some(&data.validation));
     let per_epoch = steps_per_epoch(train.len(), config.batch_size, config.grad_accum);
@@ -514,7 +521,14 @@ pub fn find_lr<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) 
     let dir = run.root().join(LR_FIND_DIR);
     tp06_artifact::fs::create_dir_all(&dir)?;
     let (model, model_config, plan) = tp06_model::load_stage_model::<B>(&run.stage_dir(Stage::Model), device)?;
-    let data = prepare_datasets(run, &upstream, config, model_config.n_positions, &dir.join(outputs::TOKENS))?;
+    let data = prepare_datasets(
+        run,
+        &upstream,
+        config,
+        model_config.n_positions,
+        &[&dir.join(outputs::TOKENS)],
+        &dir.join(outputs::TOKENS),
+    )?;
     let stopped =
         || TrainError::RangeTestStopped { rerun: format!("cargo xtask lr-find --run-dir {}", run.root().display()) };
     let test = lr_find::run_test(&model, &plan, &data.train, config, device, fingerprint, ctx.watch())?;
