@@ -509,7 +509,7 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
     let mut all = Vec::new();
     for work in &options.works {
         for shape in &options.shapes {
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let mut ours = Vec::new();
             // Inference in a compact format is compared with each of PyTorch's
             // CPU formats, in the same run: f32 (the ratio), bf16 and int8.
             let compact = work != "train" && device == "cpu" && options.precision != Precision::F32;
@@ -537,7 +537,8 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
                     measured.push(run_child(b, &format!("bench/bench.py {work} {shape} {theirs_dtype}"))?);
                 }
             }
-            theirs.extend(by_dtype[0].iter().cloned());
+            // The ratios' reference: PyTorch in the first format (f32, or the one asked).
+            let theirs = &by_dtype[0];
             let speed = |m: &[Measurement]| median(m.iter().map(|x| x.tokens_per_second).collect());
             let rss = |m: &[Measurement]| median(m.iter().filter_map(|x| x.peak_rss_mb).collect());
             let gpu = |m: &[Measurement]| median(m.iter().filter_map(|x| x.device_peak_mb).collect());
@@ -556,18 +557,15 @@ pub fn bench(options: &BenchOptions, workload: &Workload) -> Result<String, Benc
             rows.push(serde_json::json!({
                 "work": work, "shape": shape, "threads": options.threads, "device": device, "dtype": dtype, "freeze": freeze,
                 "gradient_checkpointing": checkpointing,
-                "tp06_tokens_per_second": speed(&ours), "pytorch_tokens_per_second": speed(&theirs),
+                "tp06_tokens_per_second": speed(&ours), "pytorch_tokens_per_second": speed(theirs),
                 "pytorch_dtype": pytorch_dtypes[0], "pytorch": pytorch,
-                "speed_ratio": speed(&ours) / speed(&theirs), "ratio_to_pytorch_best": speed(&ours) / best,
-                "tp06_peak_rss_mb": rss(&ours), "pytorch_peak_rss_mb": rss(&theirs),
-                "tp06_device_peak_mb": gpu(&ours), "pytorch_device_peak_mb": gpu(&theirs),
-                "memory_ratio": memory(&ours) / memory(&theirs),
+                "speed_ratio": speed(&ours) / speed(theirs), "ratio_to_pytorch_best": speed(&ours) / best,
+                "tp06_peak_rss_mb": rss(&ours), "pytorch_peak_rss_mb": rss(theirs),
+                "tp06_device_peak_mb": gpu(&ours), "pytorch_device_peak_mb": gpu(theirs),
+                "memory_ratio": memory(&ours) / memory(theirs),
             }));
-            for measured in &by_dtype[1..] {
-                theirs.extend(measured.iter().cloned());
-            }
             all.extend(ours);
-            all.extend(theirs);
+            all.extend(by_dtype.into_iter().flatten());
             // Written after every row: a bench stopped half-way keeps the rows it finished.
             let report =
                 serde_json::json!({ "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all });
