@@ -1,13 +1,11 @@
 //! A model's weights converted between formats ([`Precision`]): cast to
 //! bf16, or quantised to Q8_0 (its adapters merged first) and back.
 
-use std::sync::Arc;
-
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use crate::gpt2::Gpt2;
+use crate::gpt2::{Gpt2, quantized_conv, quantized_table};
 use crate::names::Layer;
 use crate::precision::Precision;
 use crate::q8::Q8Matrix;
@@ -49,20 +47,16 @@ impl<B: Backend> Gpt2<B> {
     /// quantised.
     fn quantized(self) -> Self {
         let mut model = crate::lora::merge(self);
-        let placeholder = |w: &Param<Tensor<B, 2>>| Param::from_tensor(Tensor::zeros([0, 0], &w.device()));
+        let device = model.wpe.weight.device();
         for block in &mut model.h {
             for layer in Layer::ALL {
                 if let Some(conv) = block.conv_mut(layer) {
-                    let [i, o] = conv.weight.dims();
-                    let q8 = Q8Matrix::quantize_transposed(&host(conv.weight.val()), i, o);
-                    conv.q8 = Some(Arc::new(q8));
-                    conv.weight = placeholder(&conv.weight);
+                    (conv.weight, conv.q8) = quantized_conv(&host(conv.weight.val()), conv.weight.dims(), &device);
                 }
             }
         }
-        let [rows, c] = model.wte.weight.dims();
-        model.wte.q8 = Some(Arc::new(Q8Matrix::quantize(&host(model.wte.weight.val()), rows, c)));
-        model.wte.weight = placeholder(&model.wte.weight);
+        let wte = &mut model.wte;
+        (wte.weight, wte.q8) = quantized_table(&host(wte.weight.val()), wte.weight.dims(), &device);
         model
     }
 

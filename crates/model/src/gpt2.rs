@@ -423,6 +423,22 @@ impl<B: Gpt2Ops> Gpt2<B> {
     }
 }
 
+/// An int8 matrix: the empty placeholder that stands for its f32 tensor, and its blocks.
+pub(crate) type Quantized<B> = (Param<Tensor<B, 2>>, Option<Arc<Q8Matrix>>);
+
+/// The row-major values of a `Conv1D` weight `[in, out]` in Q8_0 (each
+/// output's weights a row, `[out, in]`), beside an empty placeholder.
+pub(crate) fn quantized_conv<B: Backend>(values: &[f32], [i, o]: [usize; 2], device: &B::Device) -> Quantized<B> {
+    let q8 = Q8Matrix::quantize_transposed(values, i, o);
+    (Param::from_tensor(Tensor::zeros([0, 0], device)), Some(Arc::new(q8)))
+}
+
+/// The row-major values of a table `[rows, c]` (`wte`) in Q8_0, beside an
+/// empty placeholder.
+pub(crate) fn quantized_table<B: Backend>(values: &[f32], [rows, c]: [usize; 2], device: &B::Device) -> Quantized<B> {
+    (Param::from_tensor(Tensor::zeros([0, 0], device)), Some(Arc::new(Q8Matrix::quantize(values, rows, c))))
+}
+
 /// Builds the module tree of shape `config` by walking [`names::table`] in
 /// its order, `values` giving each parameter's values (flattened, row-major)
 /// when its turn comes (used by import and init), each stored in
@@ -451,12 +467,10 @@ pub(crate) fn assemble<B: Backend>(
     // A matrix: its tensor, or under int8 a placeholder and its Q8_0 blocks.
     let p2 = |(entry, values): (Entry, Vec<f32>)| match (precision, entry.kind) {
         (Precision::Int8, names::Kind::Weight { .. }) => {
-            let q8 = Q8Matrix::quantize_transposed(&values, entry.shape[0], entry.shape[1]);
-            (Param::from_tensor(Tensor::zeros([0, 0], device)), Some(Arc::new(q8)))
+            quantized_conv(&values, [entry.shape[0], entry.shape[1]], device)
         }
         (Precision::Int8, names::Kind::Embedding) if entry.name == names::WTE => {
-            let q8 = Q8Matrix::quantize(&values, entry.shape[0], entry.shape[1]);
-            (Param::from_tensor(Tensor::zeros([0, 0], device)), Some(Arc::new(q8)))
+            quantized_table(&values, [entry.shape[0], entry.shape[1]], device)
         }
         _ => {
             let n = values.len();

@@ -104,14 +104,12 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
             source: e.source,
         })?,
     ];
-    let weight_file = if config.from_scratch { None } else { Some(base_dir.weight_file()?) };
-    if !config.from_scratch {
-        // The weight file; a sharded checkpoint's index, then each of its shards.
-        for (i, file) in base_dir.weight_files()?.iter().enumerate() {
-            let shard = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            let name = if i == 0 { "base_weights".to_string() } else { format!("base_weights/{shard}") };
-            inputs.push(InputRecord::file(&name, file)?);
-        }
+    // The weight file; a sharded checkpoint's index, then each of its shards.
+    let weight_files = if config.from_scratch { Vec::new() } else { base_dir.weight_files()? };
+    for (i, file) in weight_files.iter().enumerate() {
+        let shard = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = if i == 0 { "base_weights".to_string() } else { format!("base_weights/{shard}") };
+        inputs.push(InputRecord::file(&name, file)?);
     }
     let config_json = serde_json::to_value(config).expect("the model config serialises");
     let writer = match StageWriter::begin_unless_up_to_date(run, Stage::Model, config_json, inputs, force)? {
@@ -213,8 +211,8 @@ pub fn run<B: Backend>(ctx: &StageContext<B::Device>, config: &StageConfig) -> R
         InitStrategy::Random => format!("N(0, {}²)", base.initializer_range),
     };
     let stats = ModelStats {
-        weights: weight_file
-            .as_ref()
+        weights: weight_files
+            .first()
             .map_or_else(|| format!("from scratch (seed {})", config.seed), |f| f.display().to_string()),
         load,
         shape: Some(shape),
