@@ -62,6 +62,26 @@ pub fn note(message: &str) {
     let _ = writeln!(std::io::stdout().lock(), "NOTE: {message}");
 }
 
+/// The `.rs` files under `dir` (recursively, in name order), with their text:
+/// what the structure tests read.
+pub fn rust_sources(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir).expect("a source folder").flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push((path.clone(), std::fs::read_to_string(&path).expect("a source file")));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,21 +40,14 @@ fn the_model_links_burn() {
 
 /// The model's source, file by file, without its comments.
 fn model_sources() -> Vec<(std::path::PathBuf, String)> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
-        for entry in std::fs::read_dir(dir).expect("a source folder").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).expect("a source file");
-                let code: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect();
-                out.push((path, code.join("\n")));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/src"), &mut out);
-    out
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/src");
+    tp06_testkit::rust_sources(&src)
+        .into_iter()
+        .map(|(path, text)| {
+            let code: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+            (path, code.join("\n"))
+        })
+        .collect()
 }
 
 /// What a forward pass computes is decided by its arguments (the weights, the

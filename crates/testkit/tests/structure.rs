@@ -10,25 +10,6 @@ fn crates() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The `.rs` files under `dir`, with their text.
-fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
-    fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
-        let mut entries: Vec<_> =
-            std::fs::read_dir(dir).expect("a source folder").flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push((path.clone(), std::fs::read_to_string(&path).expect("a source file")));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out
-}
-
 /// Whether `text` holds `word` with no letter, digit or `_` on either side
 /// (`grep -E '\bword\b'`).
 fn has_word(text: &str, word: &str) -> bool {
@@ -59,7 +40,7 @@ fn hf_tensor_names_are_typed_in_one_table() {
         if !src.is_dir() {
             continue;
         }
-        for (path, text) in sources(&src) {
+        for (path, text) in tp06_testkit::rust_sources(&src) {
             checked += 1;
             // Between two quotes on a line, as grep sees a string literal.
             let named = text.lines().any(|line| {
@@ -101,7 +82,7 @@ fn paths_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
 /// each one's code (its unit tests and comments aside) refers to.
 fn model_graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = crates().join("model/src");
-    let files: BTreeMap<String, String> = sources(&src)
+    let files: BTreeMap<String, String> = tp06_testkit::rust_sources(&src)
         .into_iter()
         .map(|(path, text)| {
             let rel = path.strip_prefix(&src).unwrap().with_extension("");
@@ -194,7 +175,7 @@ fn the_model_crate_has_no_file_cycle() {
 
 #[test]
 fn no_model_source_file_is_over_600_lines() {
-    for (path, text) in sources(&crates().join("model/src")) {
+    for (path, text) in tp06_testkit::rust_sources(&crates().join("model/src")) {
         let lines = text.lines().count();
         assert!(lines <= 600, "{}: {lines} lines; split it by concern", path.display());
     }
