@@ -143,7 +143,7 @@ impl WithBackend for AdHoc {
         let s = &self.settings;
         type G<B> = tp06_sample::Generator<<B as AutodiffBackend>::InnerBackend>;
         let generator = match &self.adapter {
-            Some(adapter) => G::<B>::load_with_adapter(&self.dir, adapter, &device)?.with_precision(s.precision),
+            Some(adapter) => G::<B>::load_with_adapter(&self.dir, adapter, s.precision, &device)?,
             None => G::<B>::load_in(&self.dir, s.precision, &device, tp06_artifact::Watch::none())?,
         };
         let answer = |prompt: &str| -> Result<()> {

@@ -120,24 +120,25 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
     /// Loads the HF model directory `dir` with the peft LoRA adapter
     /// `adapter` on it (ours or one peft wrote): the adapter's tokenizer when
     /// it has one, the base's `wte` grown to it (its added rows are the
-    /// adapter's trainable tokens), and the adapter merged into the weights.
-    pub fn load_with_adapter(dir: &Path, adapter: &Path, device: &B::Device) -> Result<Self, SampleError> {
+    /// adapter's trainable tokens), and the adapter merged into the weights,
+    /// which are then converted to `precision`.
+    pub fn load_with_adapter(
+        dir: &Path,
+        adapter: &Path,
+        precision: tp06_model::Precision,
+        device: &B::Device,
+    ) -> Result<Self, SampleError> {
         let base = tp06_model::ModelDir::open(dir)?;
         let has_tokenizer = adapter.join(tp06_vocab::outputs::TOKENIZER).exists();
         let tok = tp06_vocab::Tok::from_dir(if has_tokenizer { adapter } else { dir })?;
         let model = base.load_with_adapter::<B>(adapter, tok.vocab_size(), device)?;
-        let model = tp06_model::lora::merge(model);
+        let model = tp06_model::lora::merge(model).with_precision(precision);
         if tok.vocab_size() > model.vocab_size() {
             let rows = model.vocab_size();
             return Err(SampleError::TokenizerMismatch { dir: adapter.to_path_buf(), tokens: tok.vocab_size(), rows });
         }
         let eos = tok.special_id(tok.specials.eos.as_ref());
         Ok(Self { model, tok, eos, dir: adapter.to_path_buf() })
-    }
-
-    /// The same generator with its weights in `precision`.
-    pub fn with_precision(self, precision: tp06_model::Precision) -> Self {
-        Self { model: self.model.with_precision(precision), ..self }
     }
 
     /// The ids of `prompt`, checked against the context length.

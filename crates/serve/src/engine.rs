@@ -142,8 +142,7 @@ impl Engine {
                 let mut generators = Vec::new();
                 for spec in &specs {
                     let loaded = match &spec.adapter {
-                        Some(adapter) => Generator::<B>::load_with_adapter(&spec.dir, adapter, &device)
-                            .map(|g| g.with_precision(spec.precision)),
+                        Some(adapter) => Generator::<B>::load_with_adapter(&spec.dir, adapter, spec.precision, &device),
                         None => Generator::<B>::load_in(&spec.dir, spec.precision, &device, watch),
                     };
                     match loaded {
