@@ -253,8 +253,8 @@ pub struct One {
     pub steps: usize,
     /// Threads (reported; set through `RAYON_NUM_THREADS` by the parent).
     pub threads: usize,
-    /// bf16: the weights cast for forward and generate, the products under
-    /// autocast for train.
+    /// bf16: the products' weights and the head in bf16 for forward and
+    /// generate, the products under autocast for train.
     pub precision: Precision,
     /// What trains (`train` only).
     pub freeze: Freeze,

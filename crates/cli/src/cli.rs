@@ -410,7 +410,7 @@ pub struct SampleArgs {
     /// Read prompts from standard input, one per line, and answer each.
     #[arg(long)]
     pub interactive: bool,
-    /// The weights' format: f32; bf16 (GPUs); int8 (Q8_0 blocks, CPUs).
+    /// The weights' format: f32; bf16 or int8 (Q8_0 blocks) for the products and the head.
     #[arg(long)]
     pub precision: Option<tp06_model::Precision>,
 }

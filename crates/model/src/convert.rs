@@ -1,5 +1,6 @@
-//! A model's weights converted between formats ([`Precision`]): cast to
-//! bf16, or quantised to Q8_0 (its adapters merged first) and back.
+//! A model's weights converted between formats ([`Precision`]): the
+//! `Conv1D` weights and `wte` cast to bf16 or quantised to Q8_0 (the
+//! adapters merged first), and back.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
@@ -28,8 +29,9 @@ impl<B: Backend> Gpt2<B> {
         match (self.precision(), precision) {
             (from, to) if from == to => self,
             (Precision::Int8, to) => self.dequantized().with_precision(to),
-            (_, Precision::Int8) => self.map(&mut CastParams(FloatDType::F32)).quantized(),
-            (_, to) => self.map(&mut CastParams(to.dtype())),
+            (_, Precision::Int8) => self.with_precision(Precision::F32).quantized(),
+            (_, Precision::Bf16) => self.with_precision(Precision::F32).in_bf16(),
+            (_, Precision::F32) => self.map(&mut CastParams(FloatDType::F32)),
         }
     }
 
@@ -57,6 +59,22 @@ impl<B: Backend> Gpt2<B> {
         }
         let wte = &mut model.wte;
         (wte.weight, wte.q8) = quantized_table(&host(wte.weight.val()), wte.weight.dims(), &device);
+        model
+    }
+
+    /// The f32 model with its adapters merged and its `Conv1D` weights and
+    /// `wte` in bf16.
+    fn in_bf16(self) -> Self {
+        let mut model = crate::lora::merge(self);
+        let bf16 = |p: Param<Tensor<B, 2>>| p.map(|t| t.cast(FloatDType::BF16));
+        for block in &mut model.h {
+            for layer in Layer::ALL {
+                if let Some(conv) = block.conv_mut(layer) {
+                    conv.weight = bf16(conv.weight.clone());
+                }
+            }
+        }
+        model.wte.weight = bf16(model.wte.weight.clone());
         model
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation;
+use burn::tensor::{FloatDType, activation};
 
 use crate::config::{Activation, Gpt2Config};
 use crate::kernels::{self, Dropout, Gpt2Ops, composed};
@@ -112,11 +112,12 @@ impl<B: Backend> Embedding<B> {
         self.q8.as_ref().map_or_else(|| self.weight.dims()[0], |q8| q8.rows())
     }
 
-    /// The rows of `ids [b, t]`: `[b, t, n_embd]`.
+    /// The rows of `ids [b, t]`: `[b, t, n_embd]`, f32 (a bf16 table's
+    /// rows widened, exactly).
     pub fn lookup(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         match &self.q8 {
             Some(q8) => kernels::q8::embedding(q8, ids),
-            None => burn::tensor::module::embedding(self.weight.val(), ids),
+            None => burn::tensor::module::embedding(self.weight.val(), ids).cast(FloatDType::F32),
         }
     }
 }
@@ -443,8 +444,8 @@ pub(crate) fn quantized_table<B: Backend>(values: &[f32], [rows, c]: [usize; 2],
 /// its order, `values` giving each parameter's values (flattened, row-major)
 /// when its turn comes (used by import and init), each stored in
 /// `precision` as soon as it is made: a model is never whole in f32 on the
-/// way to bf16 or int8 (under int8, the `Conv1D` weights and `wte` in Q8_0,
-/// the rest f32).
+/// way to bf16 or int8 (the `Conv1D` weights and `wte` in bf16 or Q8_0, the
+/// rest f32).
 pub(crate) fn assemble<B: Backend>(
     config: &Gpt2Config,
     mut values: impl FnMut(&Entry) -> Vec<f32>,
@@ -457,25 +458,25 @@ pub(crate) fn assemble<B: Backend>(
         let values = values(&entry);
         (entry, values)
     };
-    let stored = |t: Tensor<B, 1>| match precision {
-        Precision::Bf16 => t.cast(burn::tensor::FloatDType::BF16),
-        _ => t,
-    };
     let p1 = |(entry, values): (Entry, Vec<f32>)| {
-        Param::from_tensor(stored(Tensor::<B, 1>::from_data(TensorData::new(values, entry.shape), device)))
+        Param::from_tensor(Tensor::<B, 1>::from_data(TensorData::new(values, entry.shape), device))
     };
-    // A matrix: its tensor, or under int8 a placeholder and its Q8_0 blocks.
-    let p2 = |(entry, values): (Entry, Vec<f32>)| match (precision, entry.kind) {
-        (Precision::Int8, names::Kind::Weight { .. }) => {
-            quantized_conv(&values, [entry.shape[0], entry.shape[1]], device)
-        }
-        (Precision::Int8, names::Kind::Embedding) if entry.name == names::WTE => {
-            quantized_table(&values, [entry.shape[0], entry.shape[1]], device)
-        }
-        _ => {
-            let n = values.len();
-            let t = stored(Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device));
-            (Param::from_tensor(t.reshape([entry.shape[0], entry.shape[1]])), None)
+    // A matrix: its tensor, or under int8 a placeholder and its Q8_0 blocks;
+    // under bf16 the `Conv1D` weights and `wte` in bf16.
+    let p2 = |(entry, values): (Entry, Vec<f32>)| {
+        let [rows, cols] = [entry.shape[0], entry.shape[1]];
+        let compact = matches!(entry.kind, names::Kind::Weight { .. }) || entry.name == names::WTE;
+        match precision {
+            Precision::Int8 if compact && entry.name == names::WTE => quantized_table(&values, [rows, cols], device),
+            Precision::Int8 if compact => quantized_conv(&values, [rows, cols], device),
+            Precision::Bf16 if compact => {
+                // Rounded on the host: no f32 tensor of the matrix on the way.
+                let low: Vec<half::bf16> = values.iter().map(|v| half::bf16::from_f32(*v)).collect();
+                drop(values);
+                let data = TensorData::new(low, [rows, cols]);
+                (Param::from_tensor(Tensor::from_data(data, (device, burn::tensor::DType::BF16))), None)
+            }
+            _ => (Param::from_tensor(Tensor::from_data(TensorData::new(values, [rows, cols]), device)), None),
         }
     };
     let conv =

@@ -1,13 +1,14 @@
 //! The format the model's weights are stored in, for inference.
 //!
 //! `f32` everywhere is the default and what the parity tests pin to
-//! transformers at 1e-4. `bf16` is for inference on GPUs, like transformers'
-//! `from_pretrained(..., dtype=torch.bfloat16)`: every weight is stored in
-//! bf16, so the activations are bf16 too; the logits are read back as f32.
-//! On the CPU backend, decoding's products and head stream the bf16
-//! weights as they are (half of f32's bytes, summed in f32, rounded once:
-//! `kernels/products.rs`); the other fused kernels are f32 only, so the rest
-//! of a bf16 pass runs on Burn's composed ops.
+//! transformers at 1e-4.
+//!
+//! `bf16` stores the `Conv1D` weights and `wte` (also the tied head) in
+//! bf16, half of f32's bytes; `wpe`, the norms, the biases, the activations
+//! and the KV cache stay f32, as in llama.cpp's bf16 models. Each product
+//! rounds its input to bf16 and sums the exact products in f32, as
+//! AVX512-BF16's `vdpbf16ps` does ([`crate::kernels::bf16`], which decoding
+//! runs on; a GPU multiplies in bf16 natively). A LoRA adapter is merged first.
 //!
 //! `int8` stores the `Conv1D` weights and `wte` (also the tied head) as
 //! llama.cpp's Q8_0 blocks ([`crate::q8`]), 8.5 bits a weight; `wpe`, the
@@ -28,14 +29,15 @@ pub enum Precision {
     /// 32-bit floats (the default; training always keeps f32 weights).
     #[default]
     F32,
-    /// bfloat16 weights and activations (inference).
+    /// bfloat16 for the `Conv1D` weights and `wte`, f32 around them (inference).
     Bf16,
     /// Q8_0 blocks for the `Conv1D` weights and `wte`, f32 around them (inference).
     Int8,
 }
 
 impl Precision {
-    /// Burn's dtype for the float tensors it keeps (int8's are f32).
+    /// The dtype of the products' inputs: bf16 for bf16 (the weights under
+    /// inference, the autocast products in training), else f32.
     pub fn dtype(self) -> FloatDType {
         match self {
             Precision::F32 | Precision::Int8 => FloatDType::F32,

@@ -208,26 +208,32 @@ fn the_sharp_fixture_sees_each_classic_mistake() {
     assert!(diff > far, "no padding mask: moves the logits by only {diff}");
 }
 
+/// bf16 weights under f32 activations are at least as close to
+/// transformers' f32 logits as transformers' own bf16 model (every weight and
+/// activation in bf16) is; through the cache too.
 #[test]
-fn bf16_logits_are_as_close_to_transformers_bf16_as_bf16_rounding_allows() {
+fn bf16_logits_are_as_close_to_transformers_f32_as_its_bf16_model() {
     for name in FIXTURES {
         let dir = fixture(name);
         let g = golden(&dir);
         let model = load(&dir).with_precision(Precision::Bf16);
         assert_eq!(model.precision(), Precision::Bf16);
-        assert_eq!(model.h[0].mlp.c_fc.weight.dtype(), DType::BF16, "{name}: every weight is cast");
+        assert_eq!(model.h[0].mlp.c_fc.weight.dtype(), DType::BF16, "{name}: the Conv1D weights are bf16");
+        assert_eq!(model.h[0].ln_1.weight.dtype(), DType::F32, "{name}: the norms stay f32");
+        assert_eq!(model.wpe.weight.dtype(), DType::F32, "{name}: wpe stays f32");
         let logits = model.forward(ids(&g.input_ids.0, g.input_ids.1), &mut Pass::inference());
-        assert_eq!(logits.dtype(), DType::BF16, "{name}: the activations are bf16");
+        assert_eq!(logits.dtype(), DType::F32, "{name}: the activations are f32");
         let ours = values(logits);
         // transformers' own bf16 error, measured against its f32 logits.
-        let rounding = max_abs_diff(&g.logits_bf16, &g.logits);
-        assert!(rounding > 0.0, "{name}: the fixture's bf16 logits differ from f32");
-        let diff = max_abs_diff(&ours, &g.logits_bf16);
-        assert!(diff <= 2.0 * rounding, "{name}: bf16 max |Δlogit| = {diff}, transformers' bf16 vs f32 = {rounding}");
-        assert!(max_abs_diff(&ours, &g.logits) > 1e-5, "{name}: computed in bf16, not f32");
-        // Decoding through the cache (bf16 keys and values), one position at a time.
-        let diff = max_abs_diff(&cached_logits(&model, &g), &g.logits_bf16);
-        assert!(diff <= 2.0 * rounding, "{name}: bf16 cached max |Δlogit| = {diff}");
+        let theirs = max_abs_diff(&g.logits_bf16, &g.logits);
+        assert!(theirs > 0.0, "{name}: the fixture's bf16 logits differ from f32");
+        let diff = max_abs_diff(&ours, &g.logits);
+        eprintln!("{name}: bf16 max |Δlogit| against f32: ours {diff:.3e}, transformers' bf16 model {theirs:.3e}");
+        assert!(diff <= theirs, "{name}: bf16 max |Δlogit| = {diff}, transformers' bf16 vs f32 = {theirs}");
+        assert!(diff > 1e-6, "{name}: computed with bf16 weights, not f32");
+        // Decoding through the cache, one position at a time.
+        let diff = max_abs_diff(&cached_logits(&model, &g), &g.logits);
+        assert!(diff <= theirs, "{name}: bf16 cached max |Δlogit| = {diff}");
     }
 }
 

@@ -309,38 +309,57 @@ fn the_trained_rows_gradient_is_the_same_bits_on_one_thread_and_on_several() {
     assert!(one == three, "1 vs 3 threads differ");
 }
 
-/// Decoding's products in bf16 (up to `FEW_ROWS` rows: the streaming
-/// kernels read the bf16 weights as they are, sum in f32 and round once)
-/// give the composed bf16 ops' values within their roundings: the composed
-/// linear rounds its product to bf16, then its sum with the bias, so the
-/// two may differ by a bf16 step (2⁻⁸ relative) of the product, of the bias
-/// and of the output; on odd sizes, the weights and the output staying bf16.
+/// Products with bf16 weights under f32 activations: the streaming kernels
+/// (up to `FEW_ROWS` rows) and the many-row route (the f32 general product of
+/// the rounded values) give the exact sum of the rounded values within 1e-5 of
+/// its terms' size; the composed ops (what a GPU runs, rounding the product to
+/// bf16) within a bf16 step of it. Odd sizes; the output is f32.
 #[test]
-fn bf16_decoding_products_equal_the_composed_ones_within_bf16_rounding() {
+fn bf16_weight_products_are_the_exact_sums_of_the_rounded_values() {
     use burn::tensor::{DType, FloatDType};
-    let bf16 = |t: Tensor<Ad, 2>| t.inner().cast(FloatDType::BF16);
-    let f32 = |t: &Tensor<Cpu, 2>| t.clone().cast(FloatDType::F32);
-    for (m, k, n) in [(1, 64, 96), (3, 45, 7), (FEW_ROWS, 256, 1000)] {
-        let (x, w) = (bf16(random([m, k], 1, 1.0)), bf16(random([k, n], 2, 0.05)));
-        let b = bf16(random([1, n], 3, 0.1));
-        let run =
-            |kernels| Pass::inference().with_kernels(kernels).linear(x.clone(), w.clone(), b.clone().reshape([n]));
-        let (ours, composed) = (run(Kernels::Backend), run(Kernels::Composed));
-        assert_eq!(ours.dtype(), DType::BF16, "the output stays bf16");
-        let wte = bf16(random([n, k], 4, 0.05));
+    let low = |t: Tensor<Ad, 2>| t.inner().cast(FloatDType::BF16);
+    let wide = |t: &Tensor<Cpu, 2>| t.clone().cast(FloatDType::BF16).cast(FloatDType::F32);
+    for (m, k, n) in [(1, 64, 96), (3, 45, 7), (FEW_ROWS, 256, 1000), (FEW_ROWS + 5, 130, 33)] {
+        let x = random([m, k], 1, 1.0).inner();
+        let (w, wte) = (low(random([k, n], 2, 0.05)), low(random([n, k], 4, 0.05)));
+        let b = random([1, n], 3, 0.1).inner().reshape([n]);
+        let linear = |kernels| Pass::inference().with_kernels(kernels).linear(x.clone(), w.clone(), b.clone());
         let head = |kernels| Pass::inference().with_kernels(kernels).tied_head(x.clone(), wte.clone());
+        let (ours, composed) = (linear(Kernels::Backend), linear(Kernels::Composed));
         let (our_head, composed_head) = (head(Kernels::Backend), head(Kernels::Composed));
-        // The products in f32 of the same bf16 values, and the bias, for the bound.
-        let product = values(f32(&x).matmul(f32(&w)));
-        let head_product = values(f32(&x).matmul(f32(&wte).transpose()));
-        let bias = values(f32(&b));
-        let cases =
-            [("linear", ours, composed, product, bias), ("head", our_head, composed_head, head_product, vec![0.0; n])];
-        for (what, a, c, p, bias) in cases {
+        assert_eq!((ours.dtype(), our_head.dtype()), (DType::F32, DType::F32), "the outputs are f32");
+        // The exact products of the rounded values (f64), and their terms' sizes.
+        let (xr, wr, wter) = (
+            values(wide(&x)),
+            values(wide(&w.clone().cast(FloatDType::F32))),
+            values(wte.clone().cast(FloatDType::F32)),
+        );
+        let bias = values(b.clone().reshape([1, n]));
+        let sums = |i: usize, j: usize, head: bool| {
+            (0..k).fold(
+                (if head { 0.0 } else { bias[j] as f64 }, if head { 0.0 } else { bias[j].abs() as f64 }),
+                |(s, a), r| {
+                    let wv = if head { wter[j * k + r] } else { wr[r * n + j] };
+                    let p = xr[i * k + r] as f64 * wv as f64;
+                    (s + p, a + p.abs())
+                },
+            )
+        };
+        for (what, a, c, is_head) in [("linear", ours, composed, false), ("head", our_head, composed_head, true)] {
             let (a, c) = (values(a), values(c));
-            for (i, (x, y)) in a.iter().zip(&c).enumerate() {
-                let bound = (p[i].abs() + bias[i % n].abs() + x.abs().max(y.abs())) / 256.0 * 1.01;
-                assert!((x - y).abs() <= bound + 1e-30, "{what} [{m}, {k}] × [{n}] at {i}: {x} vs {y}");
+            for i in 0..m {
+                for j in 0..n {
+                    let (sum, size) = sums(i, j, is_head);
+                    let (x, y) = (a[i * n + j] as f64, c[i * n + j] as f64);
+                    assert!(
+                        (x - sum).abs() <= 1e-5 * size + 1e-30,
+                        "{what} [{m}, {k}] × [{n}] at ({i}, {j}): {x} vs {sum}"
+                    );
+                    assert!(
+                        (y - sum).abs() <= size / 256.0 * 1.01 + 1e-30,
+                        "{what} composed at ({i}, {j}): {y} vs {sum}"
+                    );
+                }
             }
         }
     }

@@ -41,9 +41,9 @@ pub struct Config {
     /// Also generate with the base model, same prompts and seeds, for comparison.
     pub compare_base: bool,
     /// The weights' format for generation, converted at load: `f32` (the
-    /// default); `bf16` (as transformers' `dtype=torch.bfloat16`; for GPUs);
-    /// `int8` (llama.cpp's Q8_0 blocks for the products and the head, f32
-    /// around them; for CPUs, where decoding reads a quarter of the bytes).
+    /// default); `bf16` (the products' weights and the head in bf16, f32
+    /// around them, as llama.cpp's bf16 models: half of the bytes); `int8`
+    /// (llama.cpp's Q8_0 blocks for the same weights: a quarter of the bytes).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
 }

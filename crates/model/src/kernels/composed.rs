@@ -21,14 +21,25 @@ pub fn nll_sum<B: Backend>(logits: Tensor<B, 2>, targets: &[u32], weights: &[f32
     (picked * weights).sum().neg()
 }
 
-/// See [`super::Gpt2Ops::linear`].
+/// See [`super::Gpt2Ops::linear`]. Weights in another dtype than `x`
+/// (bf16 weights under f32 activations: [`crate::Precision::Bf16`]): the
+/// product in the weights' dtype, the result in `x`'s, then the bias.
 pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
+    let (dtype, low) = (x.dtype(), weight.dtype());
+    if low != dtype {
+        return x.cast(low).matmul(weight).cast(dtype) + bias.cast(dtype).unsqueeze();
+    }
     burn::tensor::module::linear(x, weight, Some(bias))
 }
 
 /// See [`super::Gpt2Ops::tied_head`]. The transposed `wte` is a strided view
-/// multiplied as is: no copy of the vocabulary-sized matrix per call.
+/// multiplied as is: no copy of the vocabulary-sized matrix per call. A
+/// `wte` in another dtype than `hidden`: as [`linear`].
 pub fn tied_head<B: Backend>(hidden: Tensor<B, 2>, wte: Tensor<B, 2>) -> Tensor<B, 2> {
+    let (dtype, low) = (hidden.dtype(), wte.dtype());
+    if low != dtype {
+        return hidden.cast(low).matmul(wte.transpose()).cast(dtype);
+    }
     hidden.matmul(wte.transpose())
 }
 

@@ -12,20 +12,23 @@
 //! - [`causal`]: the whole attention of a block from its fused `q, k, v`;
 //! - [`scores`]: the attention probabilities of the cached, generating path;
 //! - [`gelu`], [`layer_norm`];
-//! - [`products`]: decoding's few-row products, and the tied head's `wte`
-//!   gradient for the trained rows only;
+//! - [`products`]: decoding's few-row products (f32 weights, or bf16 ones
+//!   through [`bf16`]), and the tied head's `wte` gradient for the trained
+//!   rows only;
 //! - [`adamw`]: the optimiser's step, parameter and moments in one pass.
 //!
 //! One parallel, vectorised pass per direction ([`simd`]) instead of several
 //! composed ops each. The kernels work row by row and sum in a fixed order, so
-//! their results do not depend on the number of threads; they are f32 only
-//! (other dtypes go to the composed ops).
+//! their results do not depend on the number of threads; they take f32
+//! activations (bf16 ones go to the composed ops). [`q8`] and [`bf16`] are the
+//! products with compact weights.
 //!
 //! Nothing here chooses on its own: the model calls these through a
 //! [`crate::Pass`], which says whether the kernels or the composed ops run,
 //! the products' precision, `wte`'s trained rows and the dropout masks.
 
 pub mod adamw;
+pub mod bf16;
 pub mod composed;
 mod dropout;
 mod host;

@@ -17,12 +17,13 @@ use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, TensorMetadata};
+use burn::tensor::{DType, FloatDType, TensorMetadata};
 use rayon::prelude::*;
 
+use super::bf16;
 use super::composed;
 use super::host::{Ad, contiguous, float, host, is_f32, new_tensor, record, tensor, values};
-use super::simd::{accumulate_rows, accumulate_rows_bf16, add_into, dots, dots_bf16};
+use super::simd::{accumulate_rows, add_into, dots};
 
 /// Rows up to which [`flex_linear`] and [`flex_head`] take the streaming kernels;
 /// more rows go to the general product (training, prompts, batched passes).
@@ -36,28 +37,50 @@ const WEIGHT_ROWS_PER_TASK: usize = 64;
 /// Vocabulary rows per task of [`flex_head`].
 const VOCAB_ROWS_PER_TASK: usize = 256;
 
-/// [`super::Gpt2Ops::linear`] on Flex: the streaming kernel on up to [`FEW_ROWS`] rows.
+/// [`super::Gpt2Ops::linear`] on Flex: the streaming kernels on up to
+/// [`FEW_ROWS`] rows, f32 weights or bf16 ones ([`bf16::linear`]); more rows
+/// of bf16 weights: [`widened_tiles`].
 pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Tensor<Flex, 1>) -> Tensor<Flex, 2> {
     let few = x.dims()[0] <= FEW_ROWS;
-    if few && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::BF16) {
-        return tensor(few_rows_linear_bf16(&host(x), &host(weight), &host(bias)));
+    match (x.dtype(), weight.dtype(), bias.dtype()) {
+        (DType::F32, DType::F32, DType::F32) if few => tensor(few_rows_linear(&host(x), &host(weight), &host(bias))),
+        (DType::F32, DType::BF16, DType::F32) if few => {
+            let ([m, _], n) = (x.dims(), weight.dims()[1]);
+            let y = bf16::linear(
+                bf16::Path::detect(),
+                values(&host(x)),
+                m,
+                bf16s(&host(weight)),
+                n,
+                Some(values(&host(bias))),
+            );
+            tensor(new_tensor(y, [m, n].into()))
+        }
+        (DType::F32, DType::BF16, _) => {
+            let n = weight.dims()[1];
+            widened_tiles(x, n, |cols| weight.clone().slice([0..weight.dims()[0], cols])) + bias.unsqueeze()
+        }
+        _ => composed::linear(x, weight, bias),
     }
-    if !is_f32(&x) || !few {
-        return composed::linear(x, weight, bias);
-    }
-    tensor(few_rows_linear(&host(x), &host(weight), &host(bias)))
 }
 
-/// [`super::Gpt2Ops::tied_head`] on Flex: the streaming kernel on up to [`FEW_ROWS`] rows.
+/// [`super::Gpt2Ops::tied_head`] on Flex: the streaming kernels on up to
+/// [`FEW_ROWS`] rows, as [`flex_linear`].
 pub(super) fn flex_head(hidden: Tensor<Flex, 2>, wte: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
     let few = hidden.dims()[0] <= FEW_ROWS;
-    if few && hidden.dtype() == DType::BF16 && wte.dtype() == DType::BF16 {
-        return tensor(few_rows_head_bf16(&host(hidden), &host(wte)));
+    match (hidden.dtype(), wte.dtype()) {
+        (DType::F32, DType::F32) if few => tensor(few_rows_head(&host(hidden), &host(wte))),
+        (DType::F32, DType::BF16) if few => {
+            let ([m, _], vocab) = (hidden.dims(), wte.dims()[0]);
+            let y = bf16::head(bf16::Path::detect(), values(&host(hidden)), m, bf16s(&host(wte)), vocab);
+            tensor(new_tensor(y, [m, vocab].into()))
+        }
+        (DType::F32, DType::BF16) => {
+            let [vocab, c] = wte.dims();
+            widened_tiles(hidden, vocab, |rows| wte.clone().slice([rows, 0..c]).transpose())
+        }
+        _ => composed::tied_head(hidden, wte),
     }
-    if !is_f32(&hidden) || !few {
-        return composed::tied_head(hidden, wte);
-    }
-    tensor(few_rows_head(&host(hidden), &host(wte)))
 }
 
 /// [`super::Gpt2Ops::tied_head`] on Flex under autodiff: when `wte`'s rows
@@ -144,8 +167,9 @@ impl Backward<Flex, 2> for HeadBackward {
     }
 }
 
-/// A row kernel of [`linear_rows`] or [`head_rows`] for weights of element `T`.
-type RowKernel<T> = fn(&[f32], &[T], &mut [f32]);
+/// A row kernel of [`linear_rows`] or [`head_rows`] for activations of
+/// element `X` and weights of element `T`.
+pub(super) type RowKernel<X, T> = fn(&[X], &[T], &mut [f32]);
 
 fn few_rows_linear(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let [m, k, n] = [x.shape()[0], x.shape()[1], weight.shape()[1]];
@@ -158,25 +182,16 @@ fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
     new_tensor(head_rows(values(hidden), values(wte), [m, c, vocab], dots), [m, vocab].into())
 }
 
-/// [`few_rows_linear`] over bf16 weights read as bf16 (half the bytes of
-/// f32), the sums in f32 and the output rounded to bf16 once, as a bf16
-/// product that accumulates in f32 gives it.
-fn few_rows_linear_bf16(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
-    let [m, k, n] = [x.shape()[0], x.shape()[1], weight.shape()[1]];
-    let y = linear_rows(&widened(x), bf16s(weight), &widened(bias), [m, k, n], accumulate_rows_bf16);
-    bf16_tensor(&y, [m, n])
-}
-
-/// [`few_rows_head`] over a bf16 `wte`, the logits rounded to bf16.
-fn few_rows_head_bf16(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
-    let [m, c, vocab] = [hidden.shape()[0], hidden.shape()[1], wte.shape()[0]];
-    bf16_tensor(&head_rows(&widened(hidden), bf16s(wte), [m, c, vocab], dots_bf16), [m, vocab])
-}
-
 /// `x [m, k]` times `w [k, n]` plus `bias [n]`: `[m, n]`, each task summing
 /// its weight rows into its own partial output with `accumulate`, the
 /// partials added in task order.
-fn linear_rows<T: Sync>(x: &[f32], w: &[T], bias: &[f32], [m, k, n]: [usize; 3], accumulate: RowKernel<T>) -> Vec<f32> {
+pub(super) fn linear_rows<X: Sync, T: Sync>(
+    x: &[X],
+    w: &[T],
+    bias: &[f32],
+    [m, k, n]: [usize; 3],
+    accumulate: RowKernel<X, T>,
+) -> Vec<f32> {
     let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
     partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
         let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
@@ -193,7 +208,12 @@ fn linear_rows<T: Sync>(x: &[f32], w: &[T], bias: &[f32], [m, k, n]: [usize; 3],
 
 /// `hidden [m, c]` times `wte [vocab, c]` transposed: `[m, vocab]`, each
 /// logit one of `dots`' dot products.
-fn head_rows<T: Sync>(x: &[f32], w: &[T], [m, c, vocab]: [usize; 3], dots: RowKernel<T>) -> Vec<f32> {
+pub(super) fn head_rows<X: Sync, T: Sync>(
+    x: &[X],
+    w: &[T],
+    [m, c, vocab]: [usize; 3],
+    dots: RowKernel<X, T>,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; m * vocab];
     // Task j: vocabulary rows j·R .. (j+1)·R for every hidden row, so that each
     // block of `wte` is read from memory once.
@@ -218,13 +238,22 @@ fn bf16s(x: &FlexTensor) -> &[half::bf16] {
     x.as_slice::<half::bf16>().expect("a contiguous bf16 tensor")
 }
 
-/// A contiguous bf16 tensor's values as f32 (exactly).
-fn widened(x: &FlexTensor) -> Vec<f32> {
-    bf16s(x).iter().map(|v| v.to_f32()).collect()
-}
+/// Bytes of a bf16 weight widened to f32 at a time by [`widened_tiles`].
+const WIDENED_TILE_BYTES: usize = 4 << 20;
 
-/// f32 values as a bf16 tensor of `shape` (rounded to nearest even).
-fn bf16_tensor(values: &[f32], shape: [usize; 2]) -> FlexTensor {
-    let rounded: Vec<half::bf16> = values.iter().map(|v| half::bf16::from_f32(*v)).collect();
-    FlexTensor::from_data(TensorData::new(rounded, shape))
+/// `x [m, k]` rounded to bf16 times a bf16 weight `[k, n]` given as its
+/// column ranges (`tile(cols)`: `[k, cols]`), as f32 general products of the
+/// rounded activations and the widened weights (both exact), one tile of
+/// about [`WIDENED_TILE_BYTES`] at a time: the prompt's many rows at gemm's
+/// speed, with no f32 copy of a whole matrix.
+fn widened_tiles(
+    x: Tensor<Flex, 2>,
+    n: usize,
+    tile: impl Fn(std::ops::Range<usize>) -> Tensor<Flex, 2>,
+) -> Tensor<Flex, 2> {
+    let k = x.dims()[1];
+    let x = x.cast(FloatDType::BF16).cast(FloatDType::F32);
+    let width = (WIDENED_TILE_BYTES / 4 / k.max(1)).max(16) / 16 * 16;
+    let tiles = (0..n).step_by(width).map(|j| x.clone().matmul(tile(j..n.min(j + width)).cast(FloatDType::F32)));
+    Tensor::cat(tiles.collect(), 1)
 }

@@ -98,63 +98,124 @@ fn max8(x: &[f32]) -> f32 {
 
 /// Σ xᵢ·yᵢ in a fixed order, `LANES` products in flight (a multiple of 8).
 #[inline(always)]
-fn dot<const LANES: usize, T: Widen>(x: &[f32], y: &[T]) -> f32 {
+fn dot<const LANES: usize>(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
     let (xt, yt) = (xc.remainder(), yc.remainder());
     for (a, b) in xc.zip(yc) {
         for k in 0..LANES {
-            acc[k] += a[k] * b[k].widen();
+            acc[k] += a[k] * b[k];
         }
     }
     let mut s = sum8(&acc);
     for (a, b) in xt.iter().zip(yt) {
-        s += a * b.widen();
+        s += a * b;
     }
     s
 }
 
-/// A weight's element as the kernels read it: f32 as it is, bf16 widened
-/// (exactly: its bits are the high half of an f32's).
-pub(super) trait Widen: Copy + Sync {
-    /// The value as f32.
-    fn widen(self) -> f32;
-}
-
-impl Widen for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
-}
-
-impl Widen for half::bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        f32::from_bits((self.to_bits() as u32) << 16)
-    }
+/// A bf16 value as f32 (exactly: its bits are the high half of an f32's).
+#[inline(always)]
+fn widen(v: half::bf16) -> f32 {
+    f32::from_bits((v.to_bits() as u32) << 16)
 }
 
 /// `acc[j] += Σᵢ x[i]·w[i·n + j]` over the rows of `w`, four rows per pass
-/// over `acc`, in a fixed order (the body of [`accumulate_rows`] and
-/// [`accumulate_rows_bf16`]).
+/// over `acc`, in a fixed order (the body of [`accumulate_rows`]).
 #[inline(always)]
-fn rows_into<T: Widen>(x: &[f32], w: &[T], acc: &mut [f32]) {
+fn rows_into(x: &[f32], w: &[f32], acc: &mut [f32]) {
     let n = acc.len();
     let (quads, rest) = x.split_at(x.len() / 4 * 4);
     for (i, q) in quads.chunks_exact(4).enumerate() {
         let rows = &w[4 * i * n..4 * (i + 1) * n];
         let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
         for j in 0..n {
-            acc[j] += q[0] * r0[j].widen() + q[1] * r1[j].widen() + q[2] * r2[j].widen() + q[3] * r3[j].widen();
+            acc[j] += q[0] * r0[j] + q[1] * r1[j] + q[2] * r2[j] + q[3] * r3[j];
         }
     }
     for (i, &a) in rest.iter().enumerate() {
         let row = &w[(quads.len() + i) * n..][..n];
         for j in 0..n {
-            acc[j] += a * row[j].widen();
+            acc[j] += a * row[j];
         }
     }
+}
+
+/// `acc ← (acc + x₁·w₁) + x₀·w₀`: one lane of `vdpbf16ps` (the odd
+/// element's product first, each sum rounded). With bf16 factors the
+/// products are exact in f32, so a multiply and an add give its bits (but
+/// for subnormals, which it flushes to zero).
+#[inline(always)]
+fn pair_step(acc: f32, [x0, x1]: [f32; 2], [w0, w1]: [f32; 2]) -> f32 {
+    (acc + x1 * w1) + x0 * w0
+}
+
+/// The body of [`accumulate_pairs_bf16`]: two pairs of rows per pass over `acc`.
+#[inline(always)]
+fn pairs_into(x: &[half::bf16], w: &[half::bf16], acc: &mut [f32]) {
+    let n = acc.len();
+    let row = |i: usize| &w[i * n..(i + 1) * n];
+    let (quads, rest) = x.split_at(x.len() / 4 * 4);
+    for (i, q) in quads.chunks_exact(4).enumerate() {
+        let q = [widen(q[0]), widen(q[1]), widen(q[2]), widen(q[3])];
+        let (r0, r1, r2, r3) = (row(4 * i), row(4 * i + 1), row(4 * i + 2), row(4 * i + 3));
+        for j in 0..n {
+            let a = pair_step(acc[j], [q[0], q[1]], [widen(r0[j]), widen(r1[j])]);
+            acc[j] = pair_step(a, [q[2], q[3]], [widen(r2[j]), widen(r3[j])]);
+        }
+    }
+    let first = quads.len();
+    for (p, pair) in rest.chunks(2).enumerate() {
+        let x0 = widen(pair[0]);
+        let r0 = row(first + 2 * p);
+        match pair {
+            [_, x1] => {
+                let (x1, r1) = (widen(*x1), row(first + 2 * p + 1));
+                for j in 0..n {
+                    acc[j] = pair_step(acc[j], [x0, x1], [widen(r0[j]), widen(r1[j])]);
+                }
+            }
+            _ => {
+                for j in 0..n {
+                    acc[j] = pair_step(acc[j], [x0, 0.0], [widen(r0[j]), 0.0]);
+                }
+            }
+        }
+    }
+}
+
+/// Σ xᵢ·wᵢ on 16 lanes as `vdpbf16ps` computes it: lane `l` takes the pair
+/// `(2l, 2l + 1)` of each 32 values ([`pair_step`]; a short last chunk is
+/// padded with zeros), and the lanes are added as [`sum16`] adds them.
+#[inline(always)]
+fn pair_dot(x: &[half::bf16], w: &[half::bf16]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (xc, wc) = (x.chunks_exact(32), w.chunks_exact(32));
+    let (xt, wt) = (xc.remainder(), wc.remainder());
+    for (a, b) in xc.zip(wc) {
+        for l in 0..16 {
+            acc[l] = pair_step(acc[l], [widen(a[2 * l]), widen(a[2 * l + 1])], [widen(b[2 * l]), widen(b[2 * l + 1])]);
+        }
+    }
+    if !xt.is_empty() {
+        let (mut a, mut b) = ([0.0f32; 32], [0.0f32; 32]);
+        for (i, (x, w)) in xt.iter().zip(wt).enumerate() {
+            (a[i], b[i]) = (widen(*x), widen(*w));
+        }
+        for l in 0..16 {
+            acc[l] = pair_step(acc[l], [a[2 * l], a[2 * l + 1]], [b[2 * l], b[2 * l + 1]]);
+        }
+    }
+    sum16(acc)
+}
+
+/// 16 lanes added in the order of a 512-bit register's halving: the halves,
+/// then the halves of that, then the pairs `(0, 2)` and `(1, 3)`, then those.
+#[inline(always)]
+pub(super) fn sum16(a: [f32; 16]) -> f32 {
+    let h: [f32; 8] = std::array::from_fn(|i| a[i] + a[i + 8]);
+    let s: [f32; 4] = std::array::from_fn(|i| h[i] + h[i + 4]);
+    (s[0] + s[2]) + (s[1] + s[3])
 }
 
 /// Σ xᵢ in a fixed order.
@@ -250,7 +311,7 @@ simd_kernel! {
 simd_kernel! {
     /// The softmax backward of one row, in place: `g ← (p ⊙ (g − ⟨g, p⟩)) / divisor`.
     pub(super) fn softmax_backward(p: &[f32], divisor: f32, g: &mut [f32]) {
-        let dot = dot::<8, _>(g, p);
+        let dot = dot::<8>(g, p);
         for (gj, &pj) in g.iter_mut().zip(p) {
             *gj = pj * (*gj - dot) / divisor;
         }
@@ -290,7 +351,7 @@ simd_kernel! {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v - mean;
         }
-        let var = dot::<8, _>(y, y) / n;
+        let var = dot::<8>(y, y) / n;
         let rstd = 1.0 / (var + eps).sqrt();
         for ((o, &wi), &bi) in y.iter_mut().zip(w).zip(b) {
             *o = *o * rstd * wi + bi;
@@ -334,23 +395,28 @@ simd_kernel! {
     /// `out[v] = x · w[v·c .. (v+1)·c]`, each a dot product in a fixed order.
     pub(super) fn dots(x: &[f32], w: &[f32], out: &mut [f32]) {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-            *o = dot::<32, _>(x, row);
+            *o = dot::<32>(x, row);
         }
     }
 }
 
 simd_kernel! {
-    /// [`accumulate_rows`] with bf16 rows, each value widened as it is read.
-    pub(super) fn accumulate_rows_bf16(x: &[f32], w: &[half::bf16], acc: &mut [f32]) {
-        rows_into(x, w, acc)
+    /// `acc[j] += Σᵢ x[i]·w[i·n + j]` over bf16 rows of `w`, the rows taken
+    /// in pairs as AVX512-BF16's `vdpbf16ps` takes them (see
+    /// [`super::bf16`]): `acc ← (acc + x₂ₚ₊₁·w₂ₚ₊₁) + x₂ₚ·w₂ₚ`, the
+    /// products exact (`x` is bf16 too), each sum rounded; a last odd row is
+    /// a pair with zeros.
+    pub(super) fn accumulate_pairs_bf16(x: &[half::bf16], w: &[half::bf16], acc: &mut [f32]) {
+        pairs_into(x, w, acc)
     }
 }
 
 simd_kernel! {
-    /// [`dots`] with bf16 rows, each value widened as it is read.
-    pub(super) fn dots_bf16(x: &[f32], w: &[half::bf16], out: &mut [f32]) {
+    /// `out[v] = x · w[v·c .. (v+1)·c]` (bf16 values, f32 sums) as
+    /// `vdpbf16ps` computes it on 16 lanes: [`pair_dot`].
+    pub(super) fn dots_pairs_bf16(x: &[half::bf16], w: &[half::bf16], out: &mut [f32]) {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-            *o = dot::<32, _>(x, row);
+            *o = pair_dot(x, row);
         }
     }
 }
@@ -404,6 +470,15 @@ mod tests {
             out.extend(&acc);
             let mut logits = vec![0.0; 13];
             dots(&x[..75], &w[..13 * 75], &mut logits);
+            out.extend(&logits);
+            let (xb, wb): (Vec<half::bf16>, Vec<half::bf16>) = (
+                x.iter().map(|v| half::bf16::from_f32(*v)).collect(),
+                w.iter().map(|v| half::bf16::from_f32(*v)).collect(),
+            );
+            let mut acc = vec![0.25; 59];
+            accumulate_pairs_bf16(&xb[..17], &xb[..17 * 59], &mut acc);
+            out.extend(&acc);
+            dots_pairs_bf16(&xb[..75], &wb[..13 * 75], &mut logits);
             out.extend(&logits);
             out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
         };
