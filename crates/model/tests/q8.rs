@@ -113,3 +113,29 @@ fn every_path_gives_the_scalar_bits_and_the_exact_sum() {
         }
     }
 }
+
+/// The prompt's product (many rows): the activations' blocks' values times
+/// the weights', in f64 within 1e-5 of its terms' size, on odd sizes; and
+/// the decoding product's values within the same bound.
+#[test]
+fn many_rows_multiply_the_dequantised_weights() {
+    use tp06_model::kernels::q8::{matmul, matmul_dequantized};
+    for (m, k, n) in [(5, 45, 7), (17, 96, 130), (9, 1792, 67), (6, 64, 50_000)] {
+        let x = values(m * k, (m * 17 + k) as u64, 1.5);
+        let w = Q8Matrix::quantize(&values(n * k, (n * 3 + k) as u64, 0.05), n, k);
+        let bias = values(n, 4, 0.1);
+        let got = matmul_dequantized(&x, m, &w, Some(&bias));
+        let int8 = matmul(&x, m, &w, Some(&bias));
+        let (dequantized, xd) = (w.dequantize(), Q8Matrix::quantize(&x, m, k).dequantize());
+        for i in 0..m {
+            for r in (0..n).step_by(1 + n / 300) {
+                let terms = (0..k).map(|j| xd[i * k + j] as f64 * dequantized[r * k + j] as f64);
+                let (sum, size) = terms.fold((bias[r] as f64, bias[r].abs() as f64), |(s, a), p| (s + p, a + p.abs()));
+                let ours = got[i * n + r] as f64;
+                assert!((ours - sum).abs() <= 1e-5 * size + 1e-30, "[{m}, {k}] × [{n}] at ({i}, {r}): {ours} vs {sum}");
+                let decoded = int8[i * n + r] as f64;
+                assert!((ours - decoded).abs() <= 1e-5 * size + 1e-30, "({i}, {r}): {ours} vs int8 {decoded}");
+            }
+        }
+    }
+}

@@ -68,15 +68,81 @@ impl Path {
     }
 }
 
-/// `x [m, k]` times `w [n, k]` transposed, plus `bias [n]`: `[m, n]`. The
-/// product runs on the host CPU whatever `B` is: on a GPU backend `x` is
-/// read back and the result sent up (correct, not fast: use bf16 there).
+/// `x [m, k]` times `w [n, k]` transposed, plus `bias [n]`: `[m, n]`. Up to
+/// [`super::FEW_ROWS`] rows (decoding), the int8 products of [`matmul`];
+/// more (a prompt, a held-out text), [`matmul_dequantized`]. The product
+/// runs on the host CPU whatever `B` is: on a GPU backend `x` is read back
+/// and the result sent up (correct, not fast: use bf16 there).
 pub fn linear<B: Backend>(x: Tensor<B, 2>, w: &Q8Matrix, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
     let ([m, _], device) = (x.dims(), x.device());
     let host = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("converted to f32");
     let bias = bias.map(|b| host(b.into_data()));
-    let y = matmul(&host(x.into_data()), m, w, bias.as_deref());
+    let x = host(x.into_data());
+    let y = if m <= super::FEW_ROWS {
+        matmul(&x, m, w, bias.as_deref())
+    } else {
+        matmul_dequantized(&x, m, w, bias.as_deref())
+    };
     Tensor::from_data(TensorData::new(y, [m, w.rows()]), &device)
+}
+
+/// Bytes of weights dequantised to f32 at a time by [`matmul_dequantized`].
+const DEQUANTIZED_TILE_BYTES: usize = 4 << 20;
+
+/// [`matmul`] for many rows: the same values (the activations quantised to
+/// Q8_0 too, as llama.cpp does), multiplied on the f32 general product: the
+/// activations' blocks dequantised once, and the weights one tile of output
+/// rows of about [`DEQUANTIZED_TILE_BYTES`] at a time. Only the order of the
+/// sums differs from [`matmul`]'s; the product runs at gemm's speed instead
+/// of one dot product per output and row.
+pub fn matmul_dequantized(x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, n) = (w.cols(), w.rows());
+    assert_eq!(x.len(), m * k, "x is [{m}, {k}]");
+    let x = Q8Matrix::quantize(x, m, k).dequantize();
+    let mut y = vec![0.0f32; m * n];
+    let height = (DEQUANTIZED_TILE_BYTES / 4 / k.max(1)).max(1);
+    let mut tile = vec![0.0f32; height.min(n) * k];
+    for start in (0..n).step_by(height) {
+        let rows = height.min(n - start);
+        for (r, out) in tile.chunks_exact_mut(k.max(1)).take(rows).enumerate() {
+            w.dequantize_row(start + r, out);
+        }
+        if k == 0 {
+            continue;
+        }
+        // SAFETY: `y` is `[m, n]` and its columns `start..start + rows` are
+        // written; `x` is `[m, k]`; `tile` holds `rows` rows of `k` values,
+        // read transposed as `[k, rows]`; all contiguous and in bounds.
+        unsafe {
+            gemm::gemm(
+                m,
+                rows,
+                k,
+                y.as_mut_ptr().add(start),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                tile.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            );
+        }
+    }
+    if let Some(bias) = bias {
+        for row in y.chunks_exact_mut(n.max(1)) {
+            super::simd::add_into(bias, row);
+        }
+    }
+    y
 }
 
 /// The rows `ids [b, t]` of the table `w`, dequantised: `[b, t, cols]`.
