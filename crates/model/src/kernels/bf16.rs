@@ -70,7 +70,7 @@ impl Path {
 /// `bias [n]` when given: `[m, n]`.
 pub fn linear(path: Path, x: &[f32], m: usize, w: &[bf16], n: usize, bias: Option<&[f32]>) -> Vec<f32> {
     path.check();
-    let k = if m == 0 { 0 } else { x.len() / m };
+    let k = x.len().checked_div(m).unwrap_or(0);
     assert_eq!((x.len(), w.len()), (m * k, k * n), "x is [{m}, {k}] and w [{k}, {n}]");
     let zeros;
     let bias = match bias {
@@ -94,7 +94,7 @@ pub fn linear(path: Path, x: &[f32], m: usize, w: &[bf16], n: usize, bias: Optio
 /// transposed: `[m, vocab]`.
 pub fn head(path: Path, x: &[f32], m: usize, wte: &[bf16], vocab: usize) -> Vec<f32> {
     path.check();
-    let c = if m == 0 { 0 } else { x.len() / m };
+    let c = x.len().checked_div(m).unwrap_or(0);
     assert_eq!((x.len(), wte.len()), (m * c, vocab * c), "x is [{m}, {c}] and wte [{vocab}, {c}]");
     let dots = match path {
         Path::Widening => dots_pairs_bf16,
