@@ -9,6 +9,7 @@ mod config;
 mod config_stage;
 mod convert;
 mod freeze;
+pub mod gguf;
 mod gpt2;
 mod init;
 pub mod kernels;

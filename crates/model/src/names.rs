@@ -4,7 +4,9 @@
 //! Our names are the module tree's (`wte.weight`, `h.0.attn.c_attn.weight`,
 //! `h.0.attn.c_attn.lora.a`), the keys of `GPT2Model`'s state dict;
 //! `GPT2LMHeadModel` files put [`PREFIX`] before them ([`hf_key`]), and peft
-//! adapter files put [`PEFT_PREFIX`] ([`peft_key`]).
+//! adapter files put [`PEFT_PREFIX`] ([`peft_key`]). llama.cpp's GGUF files
+//! name them as its `gpt2` architecture does ([`Entry::gguf`]:
+//! `token_embd.weight`, `blk.0.attn_qkv.weight`).
 
 use crate::config::Gpt2Config;
 
@@ -81,6 +83,19 @@ impl Layer {
     /// The layer whose path is `path`.
     pub fn from_path(path: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|l| l.path() == path)
+    }
+
+    /// Its name in a GGUF block (`blk.N.attn_qkv`), as llama.cpp's
+    /// `gguf-py` (`constants.py`) names GPT-2's tensors.
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Layer::Ln1 => "attn_norm",
+            Layer::CAttn => "attn_qkv",
+            Layer::AttnCProj => "attn_output",
+            Layer::Ln2 => "ffn_norm",
+            Layer::CFc => "ffn_up",
+            Layer::MlpCProj => "ffn_down",
+        }
     }
 
     /// Whether it is a LayerNorm (else a `Conv1D`).
@@ -243,6 +258,8 @@ pub enum Kind {
 pub struct Entry {
     /// Our name (`h.0.attn.c_attn.weight`).
     pub name: String,
+    /// llama.cpp's name in a GGUF file (`blk.0.attn_qkv.weight`).
+    pub gguf: String,
     /// Its shape (`Conv1D` weights `[in, out]`, as HF stores them).
     pub shape: Vec<usize>,
     /// What it is.
@@ -265,10 +282,10 @@ impl Entry {
 /// Burn visits [`crate::Gpt2`] and [`crate::gpt2::assemble`] builds it).
 pub fn table(config: &Gpt2Config) -> Vec<Entry> {
     let (c, f) = (config.n_embd, config.n_inner);
-    let entry = |name: String, shape: Vec<usize>, kind| Entry { name, shape, kind };
+    let entry = |name: String, gguf: String, shape: Vec<usize>, kind| Entry { name, gguf, shape, kind };
     let mut out = vec![
-        entry(WTE.into(), vec![config.vocab_size, c], Kind::Embedding),
-        entry(WPE.into(), vec![config.n_positions, c], Kind::Embedding),
+        entry(WTE.into(), "token_embd.weight".into(), vec![config.vocab_size, c], Kind::Embedding),
+        entry(WPE.into(), "position_embd.weight".into(), vec![config.n_positions, c], Kind::Embedding),
     ];
     for i in 0..config.n_layer {
         for layer in Layer::ALL {
@@ -280,12 +297,13 @@ pub fn table(config: &Gpt2Config) -> Vec<Entry> {
                     (vec![inputs, outputs], Kind::Weight { residual })
                 }
             };
-            out.push(entry(param(i, layer, Part::Weight), weight, kind));
-            out.push(entry(param(i, layer, Part::Bias), vec![outputs], Kind::Bias));
+            let gguf = |part: Part| format!("blk.{i}.{}.{}", layer.gguf_name(), part.suffix());
+            out.push(entry(param(i, layer, Part::Weight), gguf(Part::Weight), weight, kind));
+            out.push(entry(param(i, layer, Part::Bias), gguf(Part::Bias), vec![outputs], Kind::Bias));
         }
     }
-    out.push(entry(LN_F_WEIGHT.into(), vec![c], Kind::NormWeight));
-    out.push(entry(LN_F_BIAS.into(), vec![c], Kind::Bias));
+    out.push(entry(LN_F_WEIGHT.into(), "output_norm.weight".into(), vec![c], Kind::NormWeight));
+    out.push(entry(LN_F_BIAS.into(), "output_norm.bias".into(), vec![c], Kind::Bias));
     out
 }
 

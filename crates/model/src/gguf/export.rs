@@ -1,0 +1,213 @@
+//! A model as one GGUF file for llama.cpp's `gpt2` architecture, laid out as
+//! llama.cpp's converter (`convert_hf_to_gguf.py`, `GPT2Model`) lays it out:
+//! its tensor names ([`crate::names::Entry::gguf`]), the `Conv1D` weights
+//! transposed to `[out, in]` (each output's weights contiguous), no
+//! `output.weight` (llama.cpp ties the head to `token_embd` when it is
+//! absent), and the architecture's metadata.
+//!
+//! The matrices are stored in the export's [`GgufFormat`]; the vectors (norms,
+//! biases) and `position_embd` stay f32, as the converter keeps them. A matrix
+//! whose rows are not a multiple of 32 values cannot be Q8_0 and is written
+//! in f16, as the converter falls back.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::format::{self, TensorInfo, TensorType, Value};
+use crate::names::{self, Kind};
+use crate::q8::{Q8Matrix, QK8_0};
+use crate::weights::NamedParams;
+use crate::{Gpt2, Gpt2Config, ModelError, Precision};
+
+/// How a GGUF export stores its matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GgufFormat {
+    /// Every tensor in f32.
+    #[default]
+    F32,
+    /// The matrices in f16.
+    F16,
+    /// The matrices in llama.cpp's Q8_0 blocks ([`crate::q8`]).
+    Q8_0,
+}
+
+impl GgufFormat {
+    /// As written on the command line and in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            GgufFormat::F32 => "f32",
+            GgufFormat::F16 => "f16",
+            GgufFormat::Q8_0 => "q8_0",
+        }
+    }
+
+    /// llama.cpp's `general.file_type` (`enum llama_ftype`).
+    pub fn file_type(self) -> u32 {
+        match self {
+            GgufFormat::F32 => 0,
+            GgufFormat::F16 => 1,
+            GgufFormat::Q8_0 => 7,
+        }
+    }
+
+    /// The type of a matrix whose rows hold `row` values.
+    fn matrix_type(self, row: usize) -> TensorType {
+        match self {
+            GgufFormat::F32 => TensorType::F32,
+            GgufFormat::Q8_0 if row.is_multiple_of(QK8_0) => TensorType::Q8_0,
+            GgufFormat::F16 | GgufFormat::Q8_0 => TensorType::F16,
+        }
+    }
+}
+
+impl fmt::Display for GgufFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for GgufFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(GgufFormat::F32),
+            "f16" => Ok(GgufFormat::F16),
+            "q8_0" => Ok(GgufFormat::Q8_0),
+            other => Err(format!("unknown GGUF format `{other}`; the formats are f32, f16 and q8_0")),
+        }
+    }
+}
+
+/// What the file says about the model (`general.*`).
+#[derive(Debug, Clone, Default)]
+pub struct About {
+    /// `general.name`.
+    pub name: String,
+    /// `general.source.url`: where the model was read from.
+    pub source: Option<String>,
+    /// `general.base_model.0.name`: the model it was fine-tuned from.
+    pub base: Option<String>,
+}
+
+/// One tensor of the file: its entry, its GGUF info, its values' layout.
+struct Planned {
+    entry: names::Entry,
+    info: TensorInfo,
+}
+
+/// The tensors of a model of shape `config` in `format`, in the table's order.
+fn plan(config: &Gpt2Config, format: GgufFormat) -> Vec<Planned> {
+    names::table(config)
+        .into_iter()
+        .map(|entry| {
+            // ggml's dims: the contiguous one first. A `Conv1D` weight `[in, out]`
+            // is stored `[out, in]`, so its dims are `[in, out]`.
+            let (dims, ty) = match (entry.kind, &entry.shape[..]) {
+                (Kind::Weight { .. }, &[inputs, outputs]) => (vec![inputs, outputs], format.matrix_type(inputs)),
+                (_, &[rows, cols]) if entry.name == names::WPE => (vec![cols, rows], TensorType::F32),
+                (_, &[rows, cols]) => (vec![cols, rows], format.matrix_type(cols)),
+                (_, &[n]) => (vec![n], TensorType::F32),
+                _ => unreachable!("the table's tensors are vectors and matrices"),
+            };
+            let dims = dims.into_iter().map(|d| d as u64).collect();
+            let info = TensorInfo { name: entry.gguf.clone(), dims, ty };
+            Planned { entry, info }
+        })
+        .collect()
+}
+
+/// The architecture's metadata, as the converter's `GPT2Model` writes it.
+fn metadata(config: &Gpt2Config, about: &About, format: GgufFormat) -> Vec<(String, Value)> {
+    let mut out = vec![
+        ("general.architecture".to_string(), Value::Str("gpt2".into())),
+        ("general.name".to_string(), Value::Str(about.name.clone())),
+    ];
+    if let Some(source) = &about.source {
+        out.push(("general.source.url".into(), Value::Str(source.clone())));
+    }
+    if let Some(base) = &about.base {
+        out.push(("general.base_model.count".into(), Value::U32(1)));
+        out.push(("general.base_model.0.name".into(), Value::Str(base.clone())));
+    }
+    let count = |n: usize| Value::U32(n as u32);
+    out.extend([
+        ("gpt2.block_count".to_string(), count(config.n_layer)),
+        ("gpt2.context_length".to_string(), count(config.n_positions)),
+        ("gpt2.embedding_length".to_string(), count(config.n_embd)),
+        ("gpt2.feed_forward_length".to_string(), count(config.n_inner)),
+        ("gpt2.attention.head_count".to_string(), count(config.n_head)),
+        ("gpt2.attention.layer_norm_epsilon".to_string(), Value::F32(config.layer_norm_epsilon as f32)),
+        ("general.file_type".to_string(), Value::U32(format.file_type())),
+    ]);
+    out
+}
+
+/// Writes `model` (of shape `config`; any precision, its adapters merged
+/// first) to the GGUF file `path` in `format`, atomically, one tensor
+/// converted at a time.
+pub fn write<B: Backend>(
+    model: Gpt2<B>,
+    config: &Gpt2Config,
+    about: &About,
+    format: GgufFormat,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let model = crate::lora::merge(model.with_precision(Precision::F32));
+    let params = NamedParams::of(&model);
+    let by_name: std::collections::BTreeMap<&str, &Tensor<B, 1>> =
+        params.params.iter().map(|(name, _, t)| (name.as_str(), t)).collect();
+    let planned = plan(config, format);
+    let fell_back: Vec<&str> = planned
+        .iter()
+        .filter(|p| format == GgufFormat::Q8_0 && p.info.ty == TensorType::F16)
+        .map(|p| p.info.name.as_str())
+        .collect();
+    if !fell_back.is_empty() {
+        tracing::info!("rows not a multiple of 32 values, written in f16 instead of Q8_0: {}", fell_back.join(", "));
+    }
+    let infos: Vec<TensorInfo> = planned.iter().map(|p| p.info.clone()).collect();
+    format::write(path, &metadata(config, about, format), &infos, |i| {
+        let Planned { entry, info } = &planned[i];
+        let tensor = by_name
+            .get(entry.name.as_str())
+            .ok_or_else(|| ModelError::MissingTensor { path: path.to_path_buf(), name: entry.name.clone() })?;
+        let values = NamedParams::<B>::values(tensor);
+        Ok(bytes(&values, entry, info.ty))
+    })
+}
+
+/// The bytes of a tensor of `entry` holding `values` (row-major, HF's
+/// layout) as stored in the file: a `Conv1D` weight transposed.
+fn bytes(values: &[f32], entry: &names::Entry, ty: TensorType) -> Vec<u8> {
+    let conv = matches!(entry.kind, Kind::Weight { .. });
+    if ty == TensorType::Q8_0 {
+        let [rows, cols] = [entry.shape[0], entry.shape[1]];
+        // A `Conv1D` weight `[in, out]` quantised as `[out, in]`.
+        let q8 = if conv {
+            Q8Matrix::quantize_transposed(values, rows, cols)
+        } else {
+            Q8Matrix::quantize(values, rows, cols)
+        };
+        return q8.as_bytes().to_vec();
+    }
+    let transposed;
+    let values = if conv {
+        let [inputs, outputs] = [entry.shape[0], entry.shape[1]];
+        transposed = (0..outputs * inputs).map(|j| values[(j % inputs) * outputs + j / inputs]).collect::<Vec<f32>>();
+        &transposed[..]
+    } else {
+        values
+    };
+    match ty {
+        TensorType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        TensorType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        TensorType::Bf16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        TensorType::Q8_0 => unreachable!("handled above"),
+    }
+}
