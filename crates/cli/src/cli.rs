@@ -190,6 +190,26 @@ pub enum Command {
         #[arg(long, default_value = "f32")]
         precision: tp06_model::Precision,
     },
+    /// Write the run's fine-tuned model (or --model) as one GGUF file, its
+    /// tokenizer included, for llama.cpp and the tools built on it (ollama,
+    /// LM Studio).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        /// A model directory or hub id instead of the run's fine-tuned model.
+        #[arg(long, value_name = "DIR_OR_HUB_ID")]
+        model: Option<String>,
+        /// The file format.
+        #[arg(long, default_value = "gguf", value_parser = ["gguf"])]
+        format: String,
+        /// The matrices' format: f32, f16 or q8_0 (the norms, biases and
+        /// position embeddings stay f32).
+        #[arg(long, default_value = "f32")]
+        precision: tp06_model::gguf::GgufFormat,
+        /// The file to write [default: RUN_DIR/gguf/model-PRECISION.gguf].
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Generate text with the run's fine-tuned model, or any model with --model.
     Sample {
         #[command(flatten)]

@@ -458,6 +458,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
         Command::LrFind { common } => lr_find_command(&common),
         Command::HeldOut { common, model, precision } => held_out_command(&common, model.as_deref(), precision),
+        Command::Export { common, model, format: _, precision, out } => {
+            export_command(&common, model.as_deref(), precision, out.as_deref())
+        }
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
@@ -537,6 +540,42 @@ fn held_out_command(common: &Common, model: Option<&str>, precision: tp06_model:
         eval.nats_per_char / std::f64::consts::LN_2,
         dir.display(),
         started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn export_command(
+    common: &Common,
+    model: Option<&str>,
+    format: tp06_model::gguf::GgufFormat,
+    out: Option<&Path>,
+) -> Result<()> {
+    let (config, run) = setup(common)?;
+    let dir = model_dir(model, &run)?;
+    let path = out.map_or_else(|| run.root().join("gguf").join(format!("model-{format}.gguf")), Path::to_path_buf);
+    let started = std::time::Instant::now();
+    let model_dir = tp06_model::ModelDir::open(&dir)?;
+    let tok = tp06_vocab::Tok::from_dir(model_dir.tokenizer_dir())?;
+    let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
+    let (weights, _) = model_dir.load::<tp06_model::backend::Cpu>(&Default::default(), watch)?;
+    let vocab = tp06_vocab::gguf::gguf_vocab(&tok, weights.vocab_size())?;
+    let about = tp06_model::gguf::About {
+        name: match model {
+            Some(spec) => spec.to_string(),
+            None => format!("tp06 {}", run.root().file_name().map_or_else(String::new, |n| n.to_string_lossy().into())),
+        },
+        source: Some(dir.display().to_string()),
+        base: model.is_none().then(|| config.model.base.to_string()),
+    };
+    tp06_model::gguf::write(weights, model_dir.config(), &about, Some(&vocab), format, &path)?;
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    ui::print(&format!(
+        "gguf: {} ({format}, {:.1} MB, {} tokens, {:.1} s); run it with llama.cpp: llama-cli -m {}",
+        path.display(),
+        size as f64 / 1e6,
+        vocab.tokens.len(),
+        started.elapsed().as_secs_f64(),
+        path.display()
     ));
     Ok(())
 }

@@ -108,7 +108,7 @@ fn the_gguf_package_reads_every_tensor_back() {
         for format in [GgufFormat::F32, GgufFormat::F16, GgufFormat::Q8_0] {
             let out = dir.path().join(format!("{}-{format}.gguf", source.file_name().unwrap().to_string_lossy()));
             let about = About { name: "tiny".into(), ..Default::default() };
-            tp06_model::gguf::write(model.clone(), model_dir.config(), &about, format, &out).unwrap();
+            tp06_model::gguf::write(model.clone(), model_dir.config(), &about, None, format, &out).unwrap();
             let run = Command::new(python)
                 .arg(root.join("fixtures/check_gguf.py"))
                 .arg(&out)

@@ -64,7 +64,8 @@ pub fn byte_level(text: &str) -> String {
     text.bytes().map(byte_char).collect()
 }
 
-fn byte_char(b: u8) -> char {
+/// GPT-2's printable character for the byte `b`.
+pub(crate) fn byte_char(b: u8) -> char {
     let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     if printable(b) {
         return char::from(b);

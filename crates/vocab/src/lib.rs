@@ -11,6 +11,7 @@
 
 mod config;
 pub mod extend;
+pub mod gguf;
 mod stats;
 mod tokenizer;
 

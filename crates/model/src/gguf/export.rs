@@ -5,6 +5,9 @@
 //! `output.weight` (llama.cpp ties the head to `token_embd` when it is
 //! absent), and the architecture's metadata.
 //!
+//! With a tokenizer, its `tokenizer.ggml.*` metadata
+//! ([`tp06_vocab::gguf`]): llama.cpp then tokenizes and decodes as we do.
+//!
 //! The matrices are stored in the export's [`GgufFormat`]; the vectors (norms,
 //! biases) and `position_embd` stay f32, as the converter keeps them. A matrix
 //! whose rows are not a multiple of 32 values cannot be Q8_0 and is written
@@ -18,6 +21,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::format::{self, TensorInfo, TensorType, Value};
+use tp06_vocab::gguf::GgufVocab;
+
 use crate::names::{self, Kind};
 use crate::q8::{Q8Matrix, QK8_0};
 use crate::weights::NamedParams;
@@ -122,6 +127,27 @@ fn plan(config: &Gpt2Config, format: GgufFormat) -> Vec<Planned> {
         .collect()
 }
 
+/// The tokenizer's metadata, as llama.cpp's GPT-2 vocabulary reads it.
+fn tokenizer_metadata(vocab: &GgufVocab) -> Vec<(String, Value)> {
+    let mut out = vec![
+        ("tokenizer.ggml.model".to_string(), Value::Str("gpt2".into())),
+        ("tokenizer.ggml.pre".to_string(), Value::Str(tp06_vocab::gguf::PRE.into())),
+        ("tokenizer.ggml.tokens".to_string(), Value::Strs(vocab.tokens.clone())),
+        ("tokenizer.ggml.token_type".to_string(), Value::I32s(vocab.types.iter().map(|t| *t as i32).collect())),
+        ("tokenizer.ggml.merges".to_string(), Value::Strs(vocab.merges.clone())),
+    ];
+    let ids = [("bos", vocab.bos), ("eos", vocab.eos), ("unknown", vocab.unk), ("padding", vocab.pad)];
+    for (role, id) in ids {
+        if let Some(id) = id {
+            out.push((format!("tokenizer.ggml.{role}_token_id"), Value::U32(id)));
+        }
+    }
+    // GPT-2 adds nothing around a text (transformers' GPT2Tokenizer).
+    out.push(("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(false)));
+    out.push(("tokenizer.ggml.add_eos_token".to_string(), Value::Bool(false)));
+    out
+}
+
 /// The architecture's metadata, as the converter's `GPT2Model` writes it.
 fn metadata(config: &Gpt2Config, about: &About, format: GgufFormat) -> Vec<(String, Value)> {
     let mut out = vec![
@@ -149,15 +175,22 @@ fn metadata(config: &Gpt2Config, about: &About, format: GgufFormat) -> Vec<(Stri
 }
 
 /// Writes `model` (of shape `config`; any precision, its adapters merged
-/// first) to the GGUF file `path` in `format`, atomically, one tensor
-/// converted at a time.
+/// first) to the GGUF file `path` in `format`, with `vocab`'s tokenizer
+/// when given, atomically, one tensor converted at a time.
 pub fn write<B: Backend>(
     model: Gpt2<B>,
     config: &Gpt2Config,
     about: &About,
+    vocab: Option<&GgufVocab>,
     format: GgufFormat,
     path: &Path,
 ) -> Result<(), ModelError> {
+    if let Some(vocab) = vocab
+        && vocab.tokens.len() != model.vocab_size()
+    {
+        let reason = format!("the tokenizer has {} tokens for {} rows of wte", vocab.tokens.len(), model.vocab_size());
+        return Err(ModelError::Weights { path: path.to_path_buf(), reason });
+    }
     let model = crate::lora::merge(model.with_precision(Precision::F32));
     let params = NamedParams::of(&model);
     let by_name: std::collections::BTreeMap<&str, &Tensor<B, 1>> =
@@ -172,7 +205,9 @@ pub fn write<B: Backend>(
         tracing::info!("rows not a multiple of 32 values, written in f16 instead of Q8_0: {}", fell_back.join(", "));
     }
     let infos: Vec<TensorInfo> = planned.iter().map(|p| p.info.clone()).collect();
-    format::write(path, &metadata(config, about, format), &infos, |i| {
+    let mut keys = metadata(config, about, format);
+    keys.extend(vocab.map(tokenizer_metadata).unwrap_or_default());
+    format::write(path, &keys, &infos, |i| {
         let Planned { entry, info } = &planned[i];
         let tensor = by_name
             .get(entry.name.as_str())
