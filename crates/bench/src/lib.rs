@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use tp06_model::{FreezeConfig, FreezePlan, Gpt2Config, HfConfig, Precision};
 use tp06_model::{Gpt2Ops, Kernels, Pass, TrainBackend};
 
+pub mod llama_cpp;
+
 /// Everything that can go wrong in a benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

@@ -283,6 +283,11 @@ pub enum Command {
         /// train and forward.
         #[arg(long, default_value = "backend")]
         kernels: tp06_model::Kernels,
+        /// The other side: pytorch (bench/bench.py), or llama.cpp (generate
+        /// only: the same model written as GGUF and decoded by llama.cpp,
+        /// our f32/int8/bf16 against its F32/Q8_0/F16; bench/peer_llama_cpp.py).
+        #[arg(long, default_value = "pytorch", value_parser = ["pytorch", "llama.cpp"])]
+        peer: String,
         #[command(flatten)]
         size: LoopSize,
     },

@@ -464,7 +464,38 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
         Command::Report { location, lang } => report_command(&location, &lang),
-        Command::Bench { shapes, works, repeats, steps, threads, json, backend, precision, freeze, kernels, size } => {
+        Command::Bench { peer, shapes, works, repeats, steps, threads, json, precision, .. } if peer == "llama.cpp" => {
+            anyhow::ensure!(
+                works.iter().all(|w| w == "generate"),
+                "--peer llama.cpp measures generation only: add --works generate"
+            );
+            let options = tp06_bench::llama_cpp::PeerOptions {
+                shapes,
+                precisions: vec![precision],
+                repeats,
+                steps,
+                threads,
+                json,
+                script: config::repo_root().join("bench/peer_llama_cpp.py"),
+                exe: std::env::current_exe().context("cannot find the tp06 executable")?,
+            };
+            ui::print(&tp06_bench::llama_cpp::bench(&options)?);
+            Ok(())
+        }
+        Command::Bench {
+            shapes,
+            works,
+            repeats,
+            steps,
+            threads,
+            json,
+            backend,
+            precision,
+            freeze,
+            kernels,
+            size,
+            ..
+        } => {
             let options = tp06_bench::BenchOptions {
                 shapes,
                 works,

@@ -61,3 +61,35 @@ fn bench_without_python_names_the_install_and_reports_nothing() {
     assert!(stderr.contains("pip install torch transformers"), "{stderr}");
     assert!(!json.exists(), "no result file without a measurement");
 }
+
+/// `--peer llama.cpp`: the mini model written as GGUF and decoded by
+/// llama.cpp beside our int8, one row with both sides' speed and memory,
+/// each side's runs in the JSON; other works are refused.
+#[test]
+fn bench_beside_llama_cpp_measures_both_sides_of_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("peer.json");
+    let json_arg = json.display().to_string();
+    let args = ["bench", "--peer", "llama.cpp", "--shapes", "mini", "--repeats", "1", "--steps", "1"];
+    let refused = command(&[&args[..], &["--works", "train,generate", "--json", &json_arg]].concat()).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).1.contains("--works generate"), "{}", text(&refused).1);
+    if tp06_testkit::python_with(&["llama_cpp"], "the llama.cpp benchmark").is_none() {
+        return;
+    }
+    let output = command(&[&args[..], &["--works", "generate", "--precision", "int8", "--json", &json_arg]].concat())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("int8/q8_0"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let row = &report["rows"][0];
+    assert_eq!((row["tp06_precision"].as_str(), row["llama_cpp_format"].as_str()), (Some("int8"), Some("q8_0")));
+    for key in ["tp06_tokens_per_second", "llama_cpp_tokens_per_second", "tp06_peak_rss_mb", "llama_cpp_peak_rss_mb"] {
+        assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {row}");
+    }
+    let sides: Vec<&str> = report["runs"].as_array().unwrap().iter().map(|r| r["side"].as_str().unwrap()).collect();
+    assert_eq!(sides, ["tp06", "llama.cpp"]);
+    assert!(report["runs"][1]["tokens"] == 128, "{}", report["runs"][1]);
+}

@@ -272,9 +272,8 @@ fn cached_decoding_equals_the_full_forward_pass() {
 /// rest f32), the logits are transformers' f32 logits within what 8-bit
 /// blocks allow: at most 4 times transformers' own bf16 error (bf16 keeps 8
 /// significant bits of every value; Q8_0 about 7 of each block's largest;
-/// measured here: 0.85 to 1.8 times), through the full pass (many rows: the
-/// blocks' values on the general product) and through the cache (one row at
-/// a time: the int8 products).
+/// measured here: 0.85 to 1.8 times), through the full pass and through the
+/// cache, one row at a time.
 #[test]
 fn int8_logits_are_transformers_f32_logits_within_what_8_bits_allow() {
     eprintln!("int8 products on the {} path", tp06_model::kernels::q8::Path::detect().name());

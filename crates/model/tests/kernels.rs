@@ -10,7 +10,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::prelude::*;
 use burn::tensor::{Bool, Distribution};
 use tp06_model::backend::{Cpu, CpuAutodiff};
-use tp06_model::kernels::FEW_ROWS;
+use tp06_model::kernels::{BF16_STREAMED_ROWS, FEW_ROWS};
 use tp06_model::{Dropout, Kernels, Pass};
 
 type Ad = CpuAutodiff;
@@ -310,7 +310,7 @@ fn the_trained_rows_gradient_is_the_same_bits_on_one_thread_and_on_several() {
 }
 
 /// Products with bf16 weights under f32 activations: the streaming kernels
-/// (up to `FEW_ROWS` rows) and the many-row route (the f32 general product of
+/// (up to `BF16_STREAMED_ROWS` rows) and the many-row route (the f32 general product of
 /// the rounded values) give the exact sum of the rounded values within 1e-5 of
 /// its terms' size; the composed ops (what a GPU runs, rounding the product to
 /// bf16) within a bf16 step of it. Odd sizes; the output is f32.
@@ -319,7 +319,7 @@ fn bf16_weight_products_are_the_exact_sums_of_the_rounded_values() {
     use burn::tensor::{DType, FloatDType};
     let low = |t: Tensor<Ad, 2>| t.inner().cast(FloatDType::BF16);
     let wide = |t: &Tensor<Cpu, 2>| t.clone().cast(FloatDType::BF16).cast(FloatDType::F32);
-    for (m, k, n) in [(1, 64, 96), (3, 45, 7), (FEW_ROWS, 256, 1000), (FEW_ROWS + 5, 130, 33)] {
+    for (m, k, n) in [(1, 64, 96), (3, 45, 7), (BF16_STREAMED_ROWS, 256, 1000), (BF16_STREAMED_ROWS + 3, 130, 33)] {
         let x = random([m, k], 1, 1.0).inner();
         let (w, wte) = (low(random([k, n], 2, 0.05)), low(random([n, k], 4, 0.05)));
         let b = random([1, n], 3, 0.1).inner().reshape([n]);

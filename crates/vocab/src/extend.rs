@@ -65,7 +65,7 @@ pub fn byte_level(text: &str) -> String {
 }
 
 /// GPT-2's printable character for the byte `b`.
-pub(crate) fn byte_char(b: u8) -> char {
+pub fn byte_char(b: u8) -> char {
     let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     if printable(b) {
         return char::from(b);

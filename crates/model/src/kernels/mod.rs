@@ -50,7 +50,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 pub use adamw::AdamWStep;
 pub use dropout::{Dropout, DropoutStream, HostMask, Mask};
-pub use products::FEW_ROWS;
+pub use products::{BF16_STREAMED_ROWS, FEW_ROWS};
 
 use crate::layout::Documents;
 

@@ -37,14 +37,18 @@ const WEIGHT_ROWS_PER_TASK: usize = 64;
 /// Vocabulary rows per task of [`flex_head`].
 const VOCAB_ROWS_PER_TASK: usize = 256;
 
+/// Rows up to which bf16 weights are streamed ([`bf16::linear`] and
+/// [`bf16::head`]: a prompt of a few words too); past it, [`widened_tiles`].
+pub const BF16_STREAMED_ROWS: usize = 16;
+
 /// [`super::Gpt2Ops::linear`] on Flex: the streaming kernels on up to
-/// [`FEW_ROWS`] rows, f32 weights or bf16 ones ([`bf16::linear`]); more rows
-/// of bf16 weights: [`widened_tiles`].
+/// [`FEW_ROWS`] rows of f32 weights, or [`BF16_STREAMED_ROWS`] of bf16 ones
+/// ([`bf16::linear`]); more rows of bf16 weights: [`widened_tiles`].
 pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Tensor<Flex, 1>) -> Tensor<Flex, 2> {
-    let few = x.dims()[0] <= FEW_ROWS;
+    let (few, streamed) = (x.dims()[0] <= FEW_ROWS, x.dims()[0] <= BF16_STREAMED_ROWS);
     match (x.dtype(), weight.dtype(), bias.dtype()) {
         (DType::F32, DType::F32, DType::F32) if few => tensor(few_rows_linear(&host(x), &host(weight), &host(bias))),
-        (DType::F32, DType::BF16, DType::F32) if few => {
+        (DType::F32, DType::BF16, DType::F32) if streamed => {
             let ([m, _], n) = (x.dims(), weight.dims()[1]);
             let y = bf16::linear(
                 bf16::Path::detect(),
@@ -64,13 +68,12 @@ pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Ten
     }
 }
 
-/// [`super::Gpt2Ops::tied_head`] on Flex: the streaming kernels on up to
-/// [`FEW_ROWS`] rows, as [`flex_linear`].
+/// [`super::Gpt2Ops::tied_head`] on Flex: the streaming kernels, as [`flex_linear`].
 pub(super) fn flex_head(hidden: Tensor<Flex, 2>, wte: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
-    let few = hidden.dims()[0] <= FEW_ROWS;
+    let (few, streamed) = (hidden.dims()[0] <= FEW_ROWS, hidden.dims()[0] <= BF16_STREAMED_ROWS);
     match (hidden.dtype(), wte.dtype()) {
         (DType::F32, DType::F32) if few => tensor(few_rows_head(&host(hidden), &host(wte))),
-        (DType::F32, DType::BF16) if few => {
+        (DType::F32, DType::BF16) if streamed => {
             let ([m, _], vocab) = (hidden.dims(), wte.dims()[0]);
             let y = bf16::head(bf16::Path::detect(), values(&host(hidden)), m, bf16s(&host(wte)), vocab);
             tensor(new_tensor(y, [m, vocab].into()))
