@@ -3,14 +3,15 @@
 //! (llama-cpp-python, built by `fixtures/install_llama_cpp.sh`): our
 //! tokenization of the course's prompts and of every name, our decoding,
 //! our greedy text (f32 and f16 against our f32, q8_0 against our int8), and
-//! in f32 transformers' logits.
+//! in f32 transformers' logits. The same for the lora preset's run, whose
+//! export has its adapters merged.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{demo, repo, text, tp06};
+use common::{demo, lora_run, repo, text, tp06};
 
 /// Our greedy continuation of `prompt`, `new` tokens, in `precision`.
 fn greedy(run: &Path, prompt: &str, new: usize, precision: &str) -> String {
@@ -25,9 +26,22 @@ fn greedy(run: &Path, prompt: &str, new: usize, precision: &str) -> String {
 #[test]
 fn a_demo_run_exports_to_gguf_that_llama_cpp_runs_as_we_do() {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path();
-    let out = demo(run, &[]);
+    let out = demo(dir.path(), &[]);
     assert!(out.status.success(), "{:?}", text(&out));
+    check_run(dir.path());
+}
+
+/// The lora preset's run: its export (the adapters merged) goes to GGUF like
+/// any model, and llama.cpp runs it as we run the run's model.
+#[test]
+fn a_lora_run_exports_its_merged_model_to_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    lora_run(dir.path());
+    check_run(dir.path());
+}
+
+/// Exports `run` in each format and checks each file (see the module docs).
+fn check_run(run: &Path) {
     let run_arg = run.display().to_string();
     let names: Vec<String> = {
         let added: serde_json::Value =
@@ -78,7 +92,7 @@ fn a_demo_run_exports_to_gguf_that_llama_cpp_runs_as_we_do() {
             // ggml's GELU reads an f16 table: its logits move by ~1e-3.
             "logit_tolerance": 5e-3,
         });
-        let case_file = dir.path().join(format!("case-{format}.json"));
+        let case_file = run.join(format!("case-{format}.json"));
         std::fs::write(&case_file, case.to_string()).unwrap();
         let check =
             Command::new(python).arg(repo().join("fixtures/check_llama_cpp.py")).arg(&case_file).output().unwrap();
