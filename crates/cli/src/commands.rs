@@ -585,11 +585,6 @@ fn export_command(
     let dir = model_dir(model, &run)?;
     let path = out.map_or_else(|| run.root().join("gguf").join(format!("model-{format}.gguf")), Path::to_path_buf);
     let started = std::time::Instant::now();
-    let model_dir = tp06_model::ModelDir::open(&dir)?;
-    let tok = tp06_vocab::Tok::from_dir(model_dir.tokenizer_dir())?;
-    let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
-    let (weights, _) = model_dir.load::<tp06_model::backend::Cpu>(&Default::default(), watch)?;
-    let vocab = tp06_vocab::gguf::gguf_vocab(&tok, weights.vocab_size())?;
     let about = tp06_model::gguf::About {
         name: match model {
             Some(spec) => spec.to_string(),
@@ -598,13 +593,14 @@ fn export_command(
         source: Some(dir.display().to_string()),
         base: model.is_none().then(|| config.model.base.to_string()),
     };
-    tp06_model::gguf::write(weights, model_dir.config(), &about, Some(&vocab), format, &path)?;
+    let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
+    let tokens = tp06_model::gguf::write_dir(&dir, &about, format, &path, watch)?;
     let size = std::fs::metadata(&path).map_or(0, |m| m.len());
     ui::print(&format!(
         "gguf: {} ({format}, {:.1} MB, {} tokens, {:.1} s); run it with llama.cpp: llama-cli -m {}",
         path.display(),
         size as f64 / 1e6,
-        vocab.tokens.len(),
+        tokens,
         started.elapsed().as_secs_f64(),
         path.display()
     ));

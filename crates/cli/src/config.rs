@@ -153,9 +153,10 @@ pub fn parse_set_value(raw: &str) -> Value {
 /// Settings written out only when they differ from their default, so that
 /// adding them changed no stage's fingerprint: named here so that `--set`
 /// knows them. (section, key, default)
-fn quiet_defaults() -> [(&'static str, &'static str, Value); 5] {
+fn quiet_defaults() -> [(&'static str, &'static str, Value); 6] {
     [
         ("train", "precision", Value::from("f32")),
+        ("train", "gguf", Value::Null),
         ("train", "gradient_checkpointing", Value::from(false)),
         ("train", "warmup_ratio", Value::Null),
         ("train", "window_overlap", Value::from(0)),

@@ -101,3 +101,38 @@ fn check_run(run: &Path) {
         assert!(check.status.success(), "{format}: {o}\n{e}");
     }
 }
+
+/// `[train] gguf`: the train stage writes `export.gguf` and `best.gguf`
+/// beside `export/` and `best/`, lists them in its manifest, and the `gguf`
+/// package reads them back as those models; a run without the setting
+/// removes them.
+#[test]
+fn the_train_setting_writes_export_and_best_as_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path();
+    let out = demo(run, &["--set", "train.gguf=q8_0"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let manifest = common::manifest(run, "train");
+    let outputs: Vec<&str> =
+        manifest["outputs"].as_array().unwrap().iter().map(|o| o["path"].as_str().unwrap()).collect();
+    for (file, dir) in [("export.gguf", "export"), ("best.gguf", "best")] {
+        assert!(outputs.contains(&file), "{file} in {outputs:?}");
+        if let Some(python) = tp06_testkit::python_with(&["gguf", "numpy", "safetensors"], "the GGUF read-back") {
+            let check = Command::new(python)
+                .arg(repo().join("fixtures/check_gguf.py"))
+                .arg(run.join("train").join(file))
+                .arg(run.join("train").join(dir).join("model.safetensors"))
+                .arg("q8_0")
+                .output()
+                .unwrap();
+            let (o, e) = text(&check);
+            assert!(check.status.success(), "{file}: {o}\n{e}");
+        }
+    }
+    let out = demo(run, &[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        !run.join("train/export.gguf").exists() && !run.join("train/best.gguf").exists(),
+        "removed without the setting"
+    );
+}

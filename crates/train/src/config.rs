@@ -125,6 +125,11 @@ pub struct Config {
     /// are the same. Off by default (false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gradient_checkpointing: bool,
+    /// Also write `export/` and `best/` as GGUF files for llama.cpp
+    /// (`export.gguf`, `best.gguf` beside them) in this format: `f32`,
+    /// `f16` or `q8_0`. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<tp06_model::gguf::GgufFormat>,
 }
 
 impl Config {

@@ -39,6 +39,10 @@ pub mod outputs {
     /// Under LoRA, the trained adapter as a peft adapter directory (`export`
     /// holds it merged into the weights).
     pub const ADAPTER: &str = "adapter";
+    /// `export/` as GGUF (`[train] gguf`).
+    pub const EXPORT_GGUF: &str = "export.gguf";
+    /// `best/` as GGUF (`[train] gguf`).
+    pub const BEST_GGUF: &str = "best.gguf";
 }
 
 /// The train stage's headline numbers (stored in the manifest's `stats`).
@@ -491,6 +495,22 @@ pub fn run<B: TrainBackend>(ctx: &StageContext<B::Device>, config: &Config) -> R
     } else {
         let _ = std::fs::remove_dir_all(writer.path(outputs::ADAPTER)); // an earlier run's
     }
+    for (dir, file) in [(outputs::EXPORT, outputs::EXPORT_GGUF), (outputs::BEST, outputs::BEST_GGUF)] {
+        let (dir, path) = (writer.path(dir), writer.path(file));
+        match config.gguf {
+            Some(format) if dir.is_dir() => {
+                let about = tp06_model::gguf::About {
+                    name: format!("tp06 {file}"),
+                    source: Some(dir.display().to_string()),
+                    base: None,
+                };
+                tp06_model::gguf::write_dir(&dir, &about, format, &path, ctx.watch().unstoppable())?;
+            }
+            _ => {
+                let _ = std::fs::remove_file(&path); // an earlier run's
+            }
+        }
+    }
     let records = metrics::read(&metrics_path)?;
     metrics::plot_loss(&records, &writer.path(outputs::PLOT), "TP 06 — loss")?;
     finish_stats(&mut stats, &records, final_eval, &state, validation.is_some());
@@ -575,7 +595,9 @@ fn finish_stats(
 /// The stage's outputs, as the manifest lists them.
 fn output_files(writer: &StageWriter) -> Vec<String> {
     let mut files = vec![outputs::TOKENS.to_string(), outputs::METRICS.to_string()];
-    for file in [outputs::PLOT, lr_find::outputs::JSON, lr_find::outputs::PLOT] {
+    for file in
+        [outputs::PLOT, lr_find::outputs::JSON, lr_find::outputs::PLOT, outputs::EXPORT_GGUF, outputs::BEST_GGUF]
+    {
         if writer.path(file).exists() {
             files.push(file.to_string());
         }

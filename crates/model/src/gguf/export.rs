@@ -19,14 +19,16 @@ use std::str::FromStr;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tp06_artifact::Watch;
 
 use super::format::{self, TensorInfo, TensorType, Value};
 use tp06_vocab::gguf::GgufVocab;
 
+use crate::backend::Cpu;
 use crate::names::{self, Kind};
 use crate::q8::{Q8Matrix, QK8_0};
 use crate::weights::NamedParams;
-use crate::{Gpt2, Gpt2Config, ModelError, Precision};
+use crate::{Gpt2, Gpt2Config, ModelDir, ModelError, Precision};
 
 /// How a GGUF export stores its matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -215,6 +217,24 @@ pub fn write<B: Backend>(
         let values = NamedParams::<B>::values(tensor);
         Ok(bytes(&values, entry, info.ty))
     })
+}
+
+/// Writes the model directory `dir` (its adapter merged, if it has one) to
+/// the GGUF file `path` in `format` with its tokenizer, on the CPU; returns
+/// the number of tokens written.
+pub fn write_dir(
+    dir: &Path,
+    about: &About,
+    format: GgufFormat,
+    path: &Path,
+    watch: Watch<'_>,
+) -> Result<usize, ModelError> {
+    let model_dir = ModelDir::open(dir)?;
+    let tok = tp06_vocab::Tok::from_dir(model_dir.tokenizer_dir())?;
+    let (model, _) = model_dir.load::<Cpu>(&Default::default(), watch)?;
+    let vocab = tp06_vocab::gguf::gguf_vocab(&tok, model.vocab_size())?;
+    write(model, model_dir.config(), about, Some(&vocab), format, path)?;
+    Ok(vocab.tokens.len())
 }
 
 /// The bytes of a tensor of `entry` holding `values` (row-major, HF's

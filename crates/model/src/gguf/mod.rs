@@ -4,4 +4,4 @@
 pub mod export;
 pub mod format;
 
-pub use export::{About, GgufFormat, write};
+pub use export::{About, GgufFormat, write, write_dir};
