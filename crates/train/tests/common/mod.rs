@@ -76,6 +76,7 @@ pub fn config() -> Config {
         keep_checkpoints: 2,
         precision: Default::default(),
         gradient_checkpointing: false,
+        gguf: None,
     }
 }
 
