@@ -7,18 +7,7 @@
 use half::bf16;
 use tp06_model::kernels::bf16::{Path, head, linear};
 
-/// Deterministic values in ±scale (a splitmix-like stream: no dependency).
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+use tp06_testkit::uniform as values;
 
 fn to_bf16(x: &[f32]) -> Vec<bf16> {
     x.iter().map(|v| bf16::from_f32(*v)).collect()

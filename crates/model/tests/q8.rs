@@ -38,18 +38,7 @@ fn our_blocks_are_the_gguf_package_s_byte_for_byte() {
     }
 }
 
-/// Deterministic values in ±scale (a splitmix-like stream: no dependency).
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+use tp06_testkit::uniform as values;
 
 /// The product the kernels compute, in f64 from the blocks: each output
 /// `Σ_blocks d_x · d_w · Σ q_x · q_w` plus its bias, and the sum of every

@@ -82,6 +82,20 @@ pub fn rust_sources(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> 
     out
 }
 
+/// `n` deterministic values spread evenly over ±`scale` (an xorshift stream
+/// from `seed`): the kernels' tests' inputs, the same on every machine.
+pub fn uniform(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
