@@ -190,7 +190,8 @@ pub fn write<B: Backend>(
     if let Some(vocab) = vocab
         && vocab.tokens.len() != model.vocab_size()
     {
-        let reason = format!("the tokenizer has {} tokens for {} rows of wte", vocab.tokens.len(), model.vocab_size());
+        let reason =
+            format!("the tokenizer has {} tokens for {} embedding rows", vocab.tokens.len(), model.vocab_size());
         return Err(ModelError::Weights { path: path.to_path_buf(), reason });
     }
     let model = crate::lora::merge(model.with_precision(Precision::F32));

@@ -21,11 +21,11 @@
 //!   values), the lanes added in a fixed order.
 //!
 //! No result depends on the number of threads: an output is one task's, or
-//! the sum of fixed tasks' partials added in order (`products`).
+//! the sum of fixed tasks' partials added in order (`rows`).
 
 use half::bf16;
 
-use super::products::{head_rows, linear_rows};
+use super::rows::{head_rows, linear_rows};
 use super::simd::{accumulate_pairs_bf16, dots_pairs_bf16};
 
 /// A kernel path.
@@ -95,7 +95,7 @@ pub fn linear(path: Path, x: &[f32], m: usize, w: &[bf16], n: usize, bias: Optio
 pub fn head(path: Path, x: &[f32], m: usize, wte: &[bf16], vocab: usize) -> Vec<f32> {
     path.check();
     let c = x.len().checked_div(m).unwrap_or(0);
-    assert_eq!((x.len(), wte.len()), (m * c, vocab * c), "x is [{m}, {c}] and wte [{vocab}, {c}]");
+    assert_eq!((x.len(), wte.len()), (m * c, vocab * c), "x is [{m}, {c}] and the table [{vocab}, {c}]");
     let dots = match path {
         Path::Widening => dots_pairs_bf16,
         #[cfg(target_arch = "x86_64")]

@@ -40,6 +40,7 @@ mod layer_norm;
 mod nll;
 mod products;
 pub mod q8;
+mod rows;
 mod scores;
 
 use burn::backend::Autodiff;

@@ -18,24 +18,16 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, FloatDType, TensorMetadata};
-use rayon::prelude::*;
 
 use super::bf16;
 use super::composed;
 use super::host::{Ad, contiguous, float, host, is_f32, new_tensor, record, tensor, values};
-use super::simd::{accumulate_rows, add_into, dots};
+use super::rows::{head_rows, linear_rows};
+use super::simd::{accumulate_rows, dots};
 
 /// Rows up to which [`flex_linear`] and [`flex_head`] take the streaming kernels;
 /// more rows go to the general product (training, prompts, batched passes).
 pub const FEW_ROWS: usize = 4;
-
-/// Weight rows per task of [`flex_linear`]: each task sums its rows into its own
-/// partial output, and the partials are added in task order, so that the
-/// result does not depend on the number of threads.
-const WEIGHT_ROWS_PER_TASK: usize = 64;
-
-/// Vocabulary rows per task of [`flex_head`].
-const VOCAB_ROWS_PER_TASK: usize = 256;
 
 /// Rows up to which bf16 weights are streamed ([`bf16::linear`] and
 /// [`bf16::head`]: a prompt of a few words too); past it, [`widened_tiles`].
@@ -170,10 +162,6 @@ impl Backward<Flex, 2> for HeadBackward {
     }
 }
 
-/// A row kernel of [`linear_rows`] or [`head_rows`] for activations of
-/// element `X` and weights of element `T`.
-pub(super) type RowKernel<X, T> = fn(&[X], &[T], &mut [f32]);
-
 fn few_rows_linear(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let [m, k, n] = [x.shape()[0], x.shape()[1], weight.shape()[1]];
     let y = linear_rows(values(x), values(weight), values(bias), [m, k, n], accumulate_rows);
@@ -183,57 +171,6 @@ fn few_rows_linear(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> Fl
 fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
     let [m, c, vocab] = [hidden.shape()[0], hidden.shape()[1], wte.shape()[0]];
     new_tensor(head_rows(values(hidden), values(wte), [m, c, vocab], dots), [m, vocab].into())
-}
-
-/// `x [m, k]` times `w [k, n]` plus `bias [n]`: `[m, n]`, each task summing
-/// its weight rows into its own partial output with `accumulate`, the
-/// partials added in task order.
-pub(super) fn linear_rows<X: Sync, T: Sync>(
-    x: &[X],
-    w: &[T],
-    bias: &[f32],
-    [m, k, n]: [usize; 3],
-    accumulate: RowKernel<X, T>,
-) -> Vec<f32> {
-    let mut partials = vec![0.0f32; k.div_ceil(WEIGHT_ROWS_PER_TASK) * m * n];
-    partials.par_chunks_mut(m * n).enumerate().for_each(|(task, partial)| {
-        let rows = task * WEIGHT_ROWS_PER_TASK..(k.min((task + 1) * WEIGHT_ROWS_PER_TASK));
-        for (r, acc) in partial.chunks_exact_mut(n).enumerate() {
-            accumulate(&x[r * k..][rows.clone()], &w[rows.start * n..rows.end * n], acc);
-        }
-    });
-    let mut y: Vec<f32> = bias.repeat(m);
-    for partial in partials.chunks_exact(m * n) {
-        add_into(partial, &mut y);
-    }
-    y
-}
-
-/// `hidden [m, c]` times `wte [vocab, c]` transposed: `[m, vocab]`, each
-/// logit one of `dots`' dot products.
-pub(super) fn head_rows<X: Sync, T: Sync>(
-    x: &[X],
-    w: &[T],
-    [m, c, vocab]: [usize; 3],
-    dots: RowKernel<X, T>,
-) -> Vec<f32> {
-    let mut y = vec![0.0f32; m * vocab];
-    // Task j: vocabulary rows j·R .. (j+1)·R for every hidden row, so that each
-    // block of `wte` is read from memory once.
-    let mut tasks: Vec<Vec<&mut [f32]>> =
-        (0..vocab.div_ceil(VOCAB_ROWS_PER_TASK)).map(|_| Vec::with_capacity(m)).collect();
-    for row in y.chunks_exact_mut(vocab) {
-        for (task, out) in tasks.iter_mut().zip(row.chunks_mut(VOCAB_ROWS_PER_TASK)) {
-            task.push(out);
-        }
-    }
-    tasks.into_par_iter().enumerate().for_each(|(task, outs)| {
-        let block = &w[task * VOCAB_ROWS_PER_TASK * c..];
-        for (r, out) in outs.into_iter().enumerate() {
-            dots(&x[r * c..(r + 1) * c], &block[..out.len() * c], out);
-        }
-    });
-    y
 }
 
 /// A contiguous bf16 tensor's values.
