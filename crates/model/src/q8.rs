@@ -48,6 +48,19 @@ impl BlockQ8_0 {
     }
 }
 
+/// The transpose of the row-major `[rows, cols]` matrix `values`, row-major
+/// `[cols, rows]`: HF's `Conv1D` weight `[in, out]` as GGUF stores it.
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(values.len(), rows * cols, "a [{rows}, {cols}] matrix");
+    let mut transposed = vec![0.0f32; values.len()];
+    for (i, row) in values.chunks_exact(cols.max(1)).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            transposed[j * rows + i] = *v;
+        }
+    }
+    transposed
+}
+
 /// A matrix `[rows, cols]` in Q8_0, each row quantised along its `cols`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Q8Matrix {
@@ -78,14 +91,7 @@ impl Q8Matrix {
     /// `values`: HF's `Conv1D` weight `[in, out]` becomes `[out, in]`, each
     /// output's weights a row of blocks along the input (as GGUF stores it).
     pub fn quantize_transposed(values: &[f32], cols: usize, rows: usize) -> Self {
-        assert_eq!(values.len(), rows * cols, "a [{cols}, {rows}] matrix");
-        let mut transposed = vec![0.0f32; values.len()];
-        for (i, row) in values.chunks_exact(rows.max(1)).enumerate() {
-            for (j, v) in row.iter().enumerate() {
-                transposed[j * cols + i] = *v;
-            }
-        }
-        Self::quantize(&transposed, rows, cols)
+        Self::quantize(&transpose(values, cols, rows), rows, cols)
     }
 
     /// Rows.

@@ -239,31 +239,21 @@ pub fn write_dir(
 }
 
 /// The bytes of a tensor of `entry` holding `values` (row-major, HF's
-/// layout) as stored in the file: a `Conv1D` weight transposed.
+/// layout) as stored in the file: a `Conv1D` weight `[in, out]` transposed
+/// to `[out, in]`.
 fn bytes(values: &[f32], entry: &names::Entry, ty: TensorType) -> Vec<u8> {
-    let conv = matches!(entry.kind, Kind::Weight { .. });
-    if ty == TensorType::Q8_0 {
-        let [rows, cols] = [entry.shape[0], entry.shape[1]];
-        // A `Conv1D` weight `[in, out]` quantised as `[out, in]`.
-        let q8 = if conv {
-            Q8Matrix::quantize_transposed(values, rows, cols)
-        } else {
-            Q8Matrix::quantize(values, rows, cols)
-        };
-        return q8.as_bytes().to_vec();
-    }
     let transposed;
-    let values = if conv {
-        let [inputs, outputs] = [entry.shape[0], entry.shape[1]];
-        transposed = (0..outputs * inputs).map(|j| values[(j % inputs) * outputs + j / inputs]).collect::<Vec<f32>>();
-        &transposed[..]
-    } else {
-        values
+    let (values, rows) = match (entry.kind, &entry.shape[..]) {
+        (Kind::Weight { .. }, &[inputs, outputs]) => {
+            transposed = crate::q8::transpose(values, inputs, outputs);
+            (&transposed[..], outputs)
+        }
+        (_, shape) => (values, shape[0]),
     };
     match ty {
         TensorType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         TensorType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
         TensorType::Bf16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-        TensorType::Q8_0 => unreachable!("handled above"),
+        TensorType::Q8_0 => Q8Matrix::quantize(values, rows, values.len() / rows).as_bytes().to_vec(),
     }
 }
