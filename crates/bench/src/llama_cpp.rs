@@ -19,8 +19,8 @@ use crate::{BenchError, Measurement, median, run_child, shape};
 pub struct PeerOptions {
     /// Shapes to measure.
     pub shapes: Vec<String>,
-    /// Our precisions, each against its llama.cpp format.
-    pub precisions: Vec<Precision>,
+    /// Our precision, against its llama.cpp format ([`format_of`]).
+    pub precision: Precision,
     /// Alternations per row.
     pub repeats: usize,
     /// Generations measured per run.
@@ -103,52 +103,50 @@ fn rows(options: &PeerOptions, temp: &Path) -> Result<String, BenchError> {
     );
     let threads = options.threads.to_string();
     let steps = options.steps.to_string();
+    let (precision, format) = (options.precision, format_of(options.precision));
     for shape_name in &options.shapes {
-        for &precision in &options.precisions {
-            let format = format_of(precision);
-            tracing::info!("bench: writing the {shape_name} model as GGUF ({format})");
-            let file = write_model(shape_name, format, temp)?;
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            for i in 1..=options.repeats {
-                tracing::info!(
-                    "bench: generate {shape_name} {precision}/{format}, run {i}/{}: tp06 then llama.cpp",
-                    options.repeats
-                );
-                let mut a = Command::new(&options.exe);
-                a.args(["bench-one", "generate", "--shape", shape_name, "--steps", &steps, "--threads", &threads]);
-                a.args(["--precision", precision.name()]).env("RAYON_NUM_THREADS", &threads);
-                ours.push(run_child(a, &format!("tp06 bench-one generate {shape_name} {precision}"))?);
-                let mut b = Command::new("python3");
-                b.arg(&options.script).arg("--gguf").arg(&file);
-                b.args(["--shape", shape_name, "--dtype", format.name(), "--steps", &steps, "--threads", &threads]);
-                theirs.push(run_child(b, &format!("bench/peer_llama_cpp.py {shape_name} {format}"))?);
-            }
-            let _ = std::fs::remove_file(&file);
-            let speed = |m: &[Measurement]| median(m.iter().map(|x| x.tokens_per_second).collect());
-            let rss = |m: &[Measurement]| median(m.iter().filter_map(|x| x.peak_rss_mb).collect());
-            table.push_str(&format!(
-                "{:<7} {:<12} {:>12.1} {:>14.1} {:>6.2}× {:>9.0} {:>12.0} {:>6.2}×\n",
-                shape_name,
-                format!("{precision}/{format}"),
-                speed(&ours),
-                speed(&theirs),
-                speed(&ours) / speed(&theirs),
-                rss(&ours),
-                rss(&theirs),
-                rss(&ours) / rss(&theirs),
-            ));
-            rows.push(serde_json::json!({
-                "work": "generate", "shape": shape_name, "threads": options.threads, "tp06_precision": precision.name(),
-                "llama_cpp_format": format.name(), "tp06_tokens_per_second": speed(&ours),
-                "llama_cpp_tokens_per_second": speed(&theirs), "speed_ratio": speed(&ours) / speed(&theirs),
-                "tp06_peak_rss_mb": rss(&ours), "llama_cpp_peak_rss_mb": rss(&theirs),
-                "memory_ratio": rss(&ours) / rss(&theirs),
-            }));
-            all.extend(ours);
-            all.extend(theirs);
-            let report = serde_json::json!({"peer": "llama.cpp", "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all});
-            tp06_artifact::fs::write_json_atomic(&options.json, &report)?;
+        tracing::info!("bench: writing the {shape_name} model as GGUF ({format})");
+        let file = write_model(shape_name, format, temp)?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for i in 1..=options.repeats {
+            tracing::info!(
+                "bench: generate {shape_name} {precision}/{format}, run {i}/{}: tp06 then llama.cpp",
+                options.repeats
+            );
+            let mut a = Command::new(&options.exe);
+            a.args(["bench-one", "generate", "--shape", shape_name, "--steps", &steps, "--threads", &threads]);
+            a.args(["--precision", precision.name()]).env("RAYON_NUM_THREADS", &threads);
+            ours.push(run_child(a, &format!("tp06 bench-one generate {shape_name} {precision}"))?);
+            let mut b = Command::new("python3");
+            b.arg(&options.script).arg("--gguf").arg(&file);
+            b.args(["--shape", shape_name, "--dtype", format.name(), "--steps", &steps, "--threads", &threads]);
+            theirs.push(run_child(b, &format!("bench/peer_llama_cpp.py {shape_name} {format}"))?);
         }
+        let _ = std::fs::remove_file(&file);
+        let speed = |m: &[Measurement]| median(m.iter().map(|x| x.tokens_per_second).collect());
+        let rss = |m: &[Measurement]| median(m.iter().filter_map(|x| x.peak_rss_mb).collect());
+        table.push_str(&format!(
+            "{:<7} {:<12} {:>12.1} {:>14.1} {:>6.2}× {:>9.0} {:>12.0} {:>6.2}×\n",
+            shape_name,
+            format!("{precision}/{format}"),
+            speed(&ours),
+            speed(&theirs),
+            speed(&ours) / speed(&theirs),
+            rss(&ours),
+            rss(&theirs),
+            rss(&ours) / rss(&theirs),
+        ));
+        rows.push(serde_json::json!({
+            "work": "generate", "shape": shape_name, "threads": options.threads, "tp06_precision": precision.name(),
+            "llama_cpp_format": format.name(), "tp06_tokens_per_second": speed(&ours),
+            "llama_cpp_tokens_per_second": speed(&theirs), "speed_ratio": speed(&ours) / speed(&theirs),
+            "tp06_peak_rss_mb": rss(&ours), "llama_cpp_peak_rss_mb": rss(&theirs),
+            "memory_ratio": rss(&ours) / rss(&theirs),
+        }));
+        all.extend(ours);
+        all.extend(theirs);
+        let report = serde_json::json!({"peer": "llama.cpp", "repeats": options.repeats, "steps": options.steps, "rows": rows, "runs": all});
+        tp06_artifact::fs::write_json_atomic(&options.json, &report)?;
     }
     table.push_str(&format!(
         "medians of {} alternating runs each, {} thread(s), greedy, 16-token prompt, 128 new tokens; JSON in {}\n",

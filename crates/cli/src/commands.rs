@@ -471,7 +471,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             let options = tp06_bench::llama_cpp::PeerOptions {
                 shapes,
-                precisions: vec![precision],
+                precision,
                 repeats,
                 steps,
                 threads,
