@@ -206,9 +206,17 @@ pub enum Command {
         /// position embeddings stay f32).
         #[arg(long, default_value = "f32")]
         precision: tp06_model::gguf::GgufFormat,
-        /// The file to write [default: RUN_DIR/gguf/model-PRECISION.gguf].
+        /// The file to write [default: RUN_DIR/gguf/model-PRECISION.gguf,
+        /// with --adapter RUN_DIR/gguf/adapter.gguf].
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
+        /// Write a LoRA run's adapter (or the peft adapter directory DIR) as
+        /// llama.cpp's LoRA GGUF (f32), and beside it (`-base-PRECISION`) the
+        /// model it goes on: the run's base (or --model) resized to the
+        /// adapter's tokenizer, the added rows the adapter's trained ones.
+        /// Run them with `llama-cli -m BASE --lora ADAPTER`.
+        #[arg(long, value_name = "DIR", num_args = 0..=1)]
+        adapter: Option<Option<std::path::PathBuf>>,
     },
     /// Generate text with the run's fine-tuned model, or any model with --model.
     Sample {

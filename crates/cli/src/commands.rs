@@ -458,8 +458,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train { common, resume } => single(Stage::Train, &common, resume),
         Command::LrFind { common } => lr_find_command(&common),
         Command::HeldOut { common, model, precision } => held_out_command(&common, model.as_deref(), precision),
-        Command::Export { common, model, format: _, precision, out } => {
+        Command::Export { common, model, format: _, precision, out, adapter: None } => {
             export_command(&common, model.as_deref(), precision, out.as_deref())
+        }
+        Command::Export { common, model, format: _, precision, out, adapter: Some(adapter) } => {
+            export_adapter_command(&common, model.as_deref(), adapter.as_deref(), precision, out.as_deref())
         }
         Command::Sample { common, args } => sample_command(&common, &args),
         Command::Explore { demo } => explore_command(demo),
@@ -603,6 +606,65 @@ fn export_command(
         tokens,
         started.elapsed().as_secs_f64(),
         path.display()
+    ));
+    Ok(())
+}
+
+/// `export --adapter`: the adapter's GGUF and its base's beside it.
+fn export_adapter_command(
+    common: &Common,
+    model: Option<&str>,
+    adapter: Option<&Path>,
+    format: tp06_model::gguf::GgufFormat,
+    out: Option<&Path>,
+) -> Result<()> {
+    let (config, run) = setup(common)?;
+    let adapter = match adapter {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let train = tp06_artifact::UpstreamCheck::require(&run, Stage::Train)
+                .context("no --adapter DIR given and the run has no fine-tuned model yet")?;
+            let dir = train.manifest.output_path(&run, tp06_train::outputs::ADAPTER);
+            if !dir.join(tp06_model::lora::ADAPTER_CONFIG).is_file() {
+                anyhow::bail!(
+                    "{}: the run has no LoRA adapter (its preset trains the model itself); \
+                     export its model without --adapter, or use --preset lora",
+                    dir.display()
+                );
+            }
+            dir
+        }
+    };
+    let base = match model {
+        Some(_) => model_dir(model, &run)?,
+        None => {
+            tp06_artifact::UpstreamCheck::require(&run, Stage::Model).context("the run has no model stage yet")?;
+            run.stage_dir(Stage::Model)
+        }
+    };
+    let adapter_path = out.map_or_else(|| run.root().join("gguf").join("adapter.gguf"), Path::to_path_buf);
+    let stem = adapter_path.file_stem().map_or_else(|| "adapter".into(), |s| s.to_string_lossy().into_owned());
+    let base_path = adapter_path.with_file_name(format!("{stem}-base-{format}.gguf"));
+    let started = std::time::Instant::now();
+    let about = tp06_model::gguf::About {
+        name: format!("tp06 {}", adapter.display()),
+        source: Some(adapter.display().to_string()),
+        base: Some(model.map_or_else(|| config.model.base.to_string(), str::to_string)),
+    };
+    let watch = tp06_artifact::Watch { progress: &ui::Bars, stop: &STOP };
+    let written =
+        tp06_model::gguf::adapter::write_dir(&base, &adapter, &about, format, &base_path, &adapter_path, watch)?;
+    ui::print(&format!(
+        "gguf: {} (LoRA, {} layers, r = {}, alpha = {}) on {} ({format}, {:.1} s); \
+         run them with llama.cpp: llama-cli -m {} --lora {}",
+        adapter_path.display(),
+        written.pairs,
+        written.r,
+        written.alpha,
+        base_path.display(),
+        started.elapsed().as_secs_f64(),
+        base_path.display(),
+        adapter_path.display()
     ));
     Ok(())
 }

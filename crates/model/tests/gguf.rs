@@ -122,3 +122,37 @@ fn the_gguf_package_reads_every_tensor_back() {
         }
     }
 }
+
+/// The LoRA adapter file: a model without adapters is refused with a hint,
+/// and llama.cpp's `α / r` is peft's scaling, rsLoRA's `α / √r` included
+/// (read back by the `gguf` package).
+#[test]
+fn the_adapter_file_carries_peft_s_scaling() {
+    use tp06_model::lora::{Blocks, LoraConfig, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let model = tp06_model::init_from_scratch::<Cpu>(&wide_config(), ScratchInit { seed: 3 }, &device);
+    let about = About { name: "tiny".into(), ..Default::default() };
+    let path = dir.path().join("adapter.gguf");
+    let err = tp06_model::gguf::adapter::write(&model, &about, &path).unwrap_err().to_string();
+    assert!(err.contains("no LoRA adapter") && err.contains("without --adapter"), "{err}");
+    assert!(!path.exists());
+    let config =
+        LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, targets: vec![Target::CAttn], blocks: Blocks::All, rslora: true };
+    let adapted = tp06_model::lora::attach(model, &config, 7, &device);
+    let written = tp06_model::gguf::adapter::write(&adapted, &about, &path).unwrap();
+    // rsLoRA: s = 8 / √4 = 4, written as α = s · r = 16 for llama.cpp's α / r.
+    assert_eq!((written.pairs, written.r, written.alpha), (2, 4, 16.0));
+    let Some(python) = tp06_testkit::python_with(&["gguf"], "the GGUF read-back") else { return };
+    let read = "import sys; from gguf import GGUFReader; r = GGUFReader(sys.argv[1]); \
+                print(r.fields['adapter.lora.alpha'].contents(), sorted(t.name for t in r.tensors))";
+    let out = Command::new(python).args(["-c", read]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "16.0 ['blk.0.attn_qkv.weight.lora_a', 'blk.0.attn_qkv.weight.lora_b', \
+         'blk.1.attn_qkv.weight.lora_a', 'blk.1.attn_qkv.weight.lora_b']",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -150,8 +150,8 @@ fn tokenizer_metadata(vocab: &GgufVocab) -> Vec<(String, Value)> {
     out
 }
 
-/// The architecture's metadata, as the converter's `GPT2Model` writes it.
-fn metadata(config: &Gpt2Config, about: &About, format: GgufFormat) -> Vec<(String, Value)> {
+/// `general.*`: the architecture and what the file says about its model.
+pub(super) fn general_metadata(about: &About) -> Vec<(String, Value)> {
     let mut out = vec![
         ("general.architecture".to_string(), Value::Str("gpt2".into())),
         ("general.name".to_string(), Value::Str(about.name.clone())),
@@ -163,6 +163,12 @@ fn metadata(config: &Gpt2Config, about: &About, format: GgufFormat) -> Vec<(Stri
         out.push(("general.base_model.count".into(), Value::U32(1)));
         out.push(("general.base_model.0.name".into(), Value::Str(base.clone())));
     }
+    out
+}
+
+/// The architecture's metadata, as the converter's `GPT2Model` writes it.
+fn metadata(config: &Gpt2Config, about: &About, format: GgufFormat) -> Vec<(String, Value)> {
+    let mut out = general_metadata(about);
     let count = |n: usize| Value::U32(n as u32);
     out.extend([
         ("gpt2.block_count".to_string(), count(config.n_layer)),

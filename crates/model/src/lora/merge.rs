@@ -24,6 +24,19 @@ pub fn merge<B: Backend>(mut model: Gpt2<B>) -> Gpt2<B> {
     model
 }
 
+/// `model` without its adapters, its weights left as they are (peft's
+/// `unload`): the base an adapter goes on.
+pub fn unload<B: Backend>(mut model: Gpt2<B>) -> Gpt2<B> {
+    for block in &mut model.h {
+        for layer in Layer::ALL {
+            if let Some(conv) = block.conv_mut(layer) {
+                conv.lora = None;
+            }
+        }
+    }
+    model
+}
+
 impl<B: Backend> Gpt2<B> {
     /// The adapters' parameters: `(name, shape, values)`, our names (`h.0.attn.c_attn.lora.a`).
     pub fn lora_params(&self) -> Vec<(String, Vec<usize>, Tensor<B, 1>)> {

@@ -32,7 +32,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Uniform};
 
 pub use self::config::{Blocks, LoraConfig, Target, trains_under_lora};
-pub use self::merge::{merge, with_adapter_values, with_trained_values};
+pub use self::merge::{merge, unload, with_adapter_values, with_trained_values};
 pub use self::peft::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterInfo, load_adapter, peft_key, read_adapter_info, write_adapter,
     write_adapter_like,
