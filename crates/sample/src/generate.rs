@@ -130,10 +130,13 @@ pub fn generate_observed<B: Gpt2Ops>(
             TensorData::new(input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [samples, width]),
             &device,
         );
-        let logits = model.forward_cached(ids, &mut cache, &mut Pass::inference()); // [samples, width, vocab]
-        let vocab = logits.dims()[2];
-        let last = logits.slice(s![.., width - 1..width, ..]).reshape([samples * vocab]); // [samples · vocab]
-        let last: Vec<f32> = last.into_data().convert::<f32>().into_vec().expect("f32 logits");
+        let (last, vocab) = tp06_model::kernels::on_pool(|| {
+            let logits = model.forward_cached(ids, &mut cache, &mut Pass::inference()); // [samples, width, vocab]
+            let vocab = logits.dims()[2];
+            let last = logits.slice(s![.., width - 1..width, ..]).reshape([samples * vocab]); // [samples · vocab]
+            let last: Vec<f32> = last.into_data().convert::<f32>().into_vec().expect("f32 logits");
+            (last, vocab)
+        });
         let mut next = Vec::with_capacity(samples);
         for (row, raw) in last.chunks_exact(vocab).enumerate() {
             if finished[row] {

@@ -55,6 +55,16 @@ pub use products::{BF16_STREAMED_ROWS, FEW_ROWS};
 
 use crate::layout::Documents;
 
+/// Runs `work` on a thread of rayon's pool, its caller waiting for it once.
+/// The kernels' parallel loops inside it then share their work with the
+/// pool's other threads, which keep looking for work between two loops,
+/// instead of each loop being sent to the pool from outside, the caller put
+/// to sleep and woken again: a generated token is about a hundred loops.
+/// Inside the pool already, `work` runs where it is.
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
 /// The operations of GPT-2 that a backend may implement with its own kernels.
 /// Every method defaults to the composed Burn ops of [`composed`].
 ///
