@@ -4,6 +4,9 @@
 //! (eight-lane sums, so that it vectorises). Generation can go no faster than
 //! the weights stream; BENCHMARKS.md compares the two.
 //!
+//! `ROWS=m` runs the products on `m` rows at once (a batched decoding step;
+//! 1 by default): the rates are then of the weights read once per step.
+//!
 //!     RAYON_NUM_THREADS=2 cargo run --release -p tp06-model --example stream_probe
 
 use std::time::Instant;
@@ -21,19 +24,20 @@ fn filled<const D: usize>(shape: [usize; D]) -> (Tensor<Cpu, D>, Vec<f32>) {
 
 fn main() {
     let (c, vocab, layers) = (768, 50_000, 12);
+    let rows: usize = std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
     let shapes = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)];
     let mut weights = Vec::new();
     let mut host = Vec::new();
     for _ in 0..layers {
         for (k, n) in shapes {
             let (w, values) = filled([k, n]);
-            weights.push((w, filled([n]).0, filled([1, k]).0));
+            weights.push((w, filled([n]).0, filled([rows, k]).0));
             host.push(values);
         }
     }
     let (wte, wte_values) = filled([vocab, c]);
     host.push(wte_values);
-    let hidden = filled([1, c]).0;
+    let hidden = filled([rows, c]).0;
     let block_bytes: usize = shapes.iter().map(|(k, n)| k * n * 4).sum::<usize>() * layers;
     let head_bytes = vocab * c * 4;
     let reps = 10;
@@ -69,7 +73,7 @@ fn main() {
         }
         let read = ((block_bytes + head_bytes) * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
         println!(
-            "round {round}: Conv1D kernel {blocks:.1} GB/s, tied-head kernel {head:.1} GB/s, plain read {read:.1} GB/s ({total:.0})"
+            "round {round}, {rows} row(s): Conv1D kernel {blocks:.1} GB/s, tied-head kernel {head:.1} GB/s, plain read {read:.1} GB/s ({total:.0})"
         );
     }
 }

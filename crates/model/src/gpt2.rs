@@ -125,8 +125,8 @@ impl<B: Backend> Embedding<B> {
 /// Keys and values of the positions already seen, per block, for generation.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
-    len: usize,
+    pub(crate) layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    pub(crate) len: usize,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -174,7 +174,7 @@ impl<B: Gpt2Ops> Attention<B> {
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
-        let [_, t, c] = x.dims();
+        let c = x.dims()[2];
         let (h, hd) = (self.n_head, c / self.n_head);
         let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
         let qkv = self.c_attn.forward(x, pass); // [b, t, 3c]
@@ -186,6 +186,24 @@ impl<B: Gpt2Ops> Attention<B> {
             return pass.dropout(self.resid_dropout, y);
         };
         assert!(layout.documents.is_none(), "a cached pass runs one document per row");
+        let y = self.attend_cached(qkv, layout.pad.clone(), slot, pass);
+        let y = self.c_proj.forward(y, pass);
+        pass.dropout(self.resid_dropout, y)
+    }
+
+    /// The attention of the new positions' fused `qkv [b, t, 3c]` over the
+    /// cached keys and values and their own, `pad` hiding padding keys:
+    /// `[b, t, c]`, before `c_proj`; the cache `slot` grows by `t`.
+    pub(crate) fn attend_cached(
+        &self,
+        qkv: Tensor<B, 3>,
+        pad: Option<Tensor<B, 2, Bool>>,
+        slot: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        pass: &mut Pass,
+    ) -> Tensor<B, 3> {
+        let [_, t, three_c] = qkv.dims();
+        let (h, hd) = (self.n_head, three_c / 3 / self.n_head);
+        let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
         let [q, mut k, mut v] = composed::split_heads(qkv, h); // [b, h, t, hd] each
         if let Some((past_k, past_v)) = slot.take() {
             k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
@@ -194,10 +212,8 @@ impl<B: Gpt2Ops> Attention<B> {
         *slot = Some((k.clone(), v.clone()));
         let past = k.dims()[2] - t;
         let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, past + t]
-        let probs = pass.attention_probs(scores, past, layout.pad.clone(), divisor, self.attn_dropout);
-        let y = composed::merge_heads(probs.matmul(v)); // [b, t, c]
-        let y = self.c_proj.forward(y, pass);
-        pass.dropout(self.resid_dropout, y)
+        let probs = pass.attention_probs(scores, past, pad, divisor, self.attn_dropout);
+        composed::merge_heads(probs.matmul(v)) // [b, t, c]
     }
 }
 
@@ -216,7 +232,7 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Gpt2Ops> Mlp<B> {
     /// `[b, t, c] → [b, t, c]`
-    fn forward(&self, x: Tensor<B, 3>, pass: &mut Pass) -> Tensor<B, 3> {
+    pub(crate) fn forward(&self, x: Tensor<B, 3>, pass: &mut Pass) -> Tensor<B, 3> {
         let x = self.c_fc.forward(x, pass); // [b, t, n_inner]
         let x = match self.activation {
             Activation::GeluTanh => pass.gelu_new(x),

@@ -8,6 +8,7 @@ pub mod backend;
 mod config;
 mod config_stage;
 mod convert;
+mod decode;
 mod freeze;
 pub mod gguf;
 mod gpt2;

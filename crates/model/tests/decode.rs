@@ -1,0 +1,156 @@
+//! One decoding step over rows at different positions (`Gpt2::decode_rows`):
+//! each row's logits, step after step, are bit for bit those of decoding it
+//! alone with `forward_cached`, in every precision, with rows of different
+//! prompt lengths joining and leaving mid-way.
+
+use burn::prelude::*;
+use tp06_model::backend::Cpu;
+use tp06_model::{Activation, Gpt2, Gpt2Config, KvCache, Pass, Precision, ScratchInit};
+
+/// A model of width 64 (every matrix can be int8), in memory.
+fn config() -> Gpt2Config {
+    Gpt2Config {
+        vocab_size: 96,
+        n_positions: 48,
+        n_embd: 64,
+        n_layer: 2,
+        n_head: 4,
+        n_inner: 128,
+        activation: Activation::GeluTanh,
+        layer_norm_epsilon: 1e-5,
+        scale_attn_weights: true,
+        embd_pdrop: 0.0,
+        attn_pdrop: 0.0,
+        resid_pdrop: 0.0,
+        initializer_range: 0.02,
+        bos_token_id: None,
+        eos_token_id: None,
+        pad_token_id: None,
+    }
+}
+
+/// A request: its prompt, the step at which it joins, the tokens it decodes.
+struct Request {
+    prompt: Vec<u32>,
+    joins: usize,
+    tokens: usize,
+}
+
+fn requests() -> Vec<Request> {
+    let prompt = |len: usize, seed: u32| (0..len as u32).map(|i| (i * 37 + seed * 11) % 96).collect();
+    vec![
+        Request { prompt: prompt(3, 1), joins: 0, tokens: 10 },
+        Request { prompt: prompt(1, 2), joins: 0, tokens: 3 },
+        Request { prompt: prompt(7, 3), joins: 2, tokens: 5 },
+        Request { prompt: prompt(12, 4), joins: 4, tokens: 6 },
+    ]
+}
+
+fn to_vec(t: Tensor<Cpu, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().unwrap()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a))).unwrap() as u32
+}
+
+/// The prompt's last logits and the cache after it, the prompt run alone.
+fn prefill(model: &Gpt2<Cpu>, prompt: &[u32]) -> (Vec<f32>, KvCache<Cpu>) {
+    let device = Default::default();
+    let mut cache = KvCache::new(model.h.len());
+    let ids = prompt.iter().map(|&i| i64::from(i)).collect::<Vec<_>>();
+    let ids = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(ids, [1, prompt.len()]), &device);
+    let logits = model.forward_cached(ids, &mut cache, &mut Pass::inference());
+    let vocab = logits.dims()[2];
+    let last = logits.slice(s![.., prompt.len() - 1..prompt.len(), ..]).reshape([1, vocab]);
+    (to_vec(last), cache)
+}
+
+/// Each step's logits of greedy decoding `request` alone, one row.
+fn alone(model: &Gpt2<Cpu>, request: &Request) -> Vec<Vec<f32>> {
+    let device = Default::default();
+    let (mut last, mut cache) = prefill(model, &request.prompt);
+    let mut steps = Vec::new();
+    for _ in 0..request.tokens {
+        let ids = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![i64::from(argmax(&last))], [1, 1]), &device);
+        let logits = model.forward_cached(ids, &mut cache, &mut Pass::inference());
+        last = to_vec(logits.reshape([1, model.vocab_size()]));
+        steps.push(last.clone());
+    }
+    steps
+}
+
+/// Each request's steps' logits when they are decoded together: a request
+/// is prefilled alone at the step it joins, then decoded with the others
+/// in one `decode_rows` step each, and leaves after its last token.
+fn together(model: &Gpt2<Cpu>, requests: &[Request]) -> Vec<Vec<Vec<f32>>> {
+    struct Running {
+        index: usize,
+        last: Vec<f32>,
+        cache: KvCache<Cpu>,
+    }
+    let mut out: Vec<Vec<Vec<f32>>> = requests.iter().map(|_| Vec::new()).collect();
+    let mut running: Vec<Running> = Vec::new();
+    let mut widest = 0;
+    for step in 0.. {
+        for (index, request) in requests.iter().enumerate().filter(|(_, r)| r.joins == step) {
+            let (last, cache) = prefill(model, &request.prompt);
+            running.push(Running { index, last, cache });
+        }
+        running.retain(|r| out[r.index].len() < requests[r.index].tokens);
+        if running.is_empty() && requests.iter().all(|r| r.joins <= step) {
+            break;
+        }
+        widest = widest.max(running.len());
+        let ids: Vec<u32> = running.iter().map(|r| argmax(&r.last)).collect();
+        let mut caches: Vec<&mut KvCache<Cpu>> = running.iter_mut().map(|r| &mut r.cache).collect();
+        let logits = to_vec(model.decode_rows(&ids, &mut caches, &mut Pass::inference()));
+        for (r, row) in running.iter_mut().zip(logits.chunks_exact(model.vocab_size())) {
+            r.last = row.to_vec();
+            out[r.index].push(r.last.clone());
+        }
+    }
+    assert!(widest >= 3, "the scenario decodes several rows at once ({widest})");
+    out
+}
+
+#[test]
+fn rows_decoded_together_give_each_row_s_logits_alone_bit_for_bit() {
+    let device = Default::default();
+    let f32_model = tp06_model::init_from_scratch::<Cpu>(&config(), ScratchInit { seed: 5 }, &device);
+    let requests = requests();
+    eprintln!(
+        "kernel paths on this CPU: q8 {}, bf16 {}",
+        tp06_model::kernels::q8::Path::detect().name(),
+        tp06_model::kernels::bf16::Path::detect().name()
+    );
+    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
+        let model = f32_model.clone().with_precision(precision);
+        assert!(requests.len() <= model.rows_per_step(), "{precision}: every row in one step");
+        let together = together(&model, &requests);
+        for (i, request) in requests.iter().enumerate() {
+            let alone = alone(&model, request);
+            assert_eq!(together[i].len(), request.tokens, "{precision}: request {i}'s steps");
+            for (step, (a, b)) in alone.iter().zip(&together[i]).enumerate() {
+                let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{precision}: request {i}, step {step}: the logits differ from decoding it alone");
+            }
+        }
+    }
+}
+
+/// The cache grows by one position per step for each row, and a row's
+/// position is its own (a row at position 12 beside one at position 1).
+#[test]
+fn each_row_keeps_its_own_position() {
+    let device = Default::default();
+    let model = tp06_model::init_from_scratch::<Cpu>(&config(), ScratchInit { seed: 6 }, &device);
+    let (_, mut a) = prefill(&model, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    let (_, mut b) = prefill(&model, &[7]);
+    let mut caches = vec![&mut a, &mut b];
+    let logits = model.decode_rows(&[5, 5], &mut caches, &mut Pass::inference());
+    assert_eq!(logits.dims(), [2, 96]);
+    assert_eq!((a.len(), b.len()), (13, 2));
+    let rows = to_vec(logits);
+    assert_ne!(rows[..96], rows[96..], "the same token at two positions, with two histories");
+}
