@@ -7,6 +7,7 @@ mod config;
 pub mod explore;
 pub mod generate;
 pub mod processors;
+mod sequence;
 pub mod stage;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::sync::atomic::AtomicBool;
 pub use config::{AdHoc, Config, Overrides, Prompt};
 pub use generate::{Flow, Generated, Length, Step, generate, generate_observed, generate_unless, sample_seed};
 pub use processors::Processing;
+pub use sequence::{Sequence, decode_step};
 pub use stage::{SampleRecord, SampleStats, outputs, run};
 
 /// The first 40 characters of `text`, marked when cut.
