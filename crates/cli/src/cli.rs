@@ -351,6 +351,12 @@ pub struct ServeArgs {
     /// Requests that may wait while one generates; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 16, value_parser = positive)]
     pub queue: usize,
+    /// The most completions decoded together, one token each per step: the
+    /// weights are read once a step for all of them. More rows raise the
+    /// throughput until the products stop being bound by reading the
+    /// weights (BENCHMARKS.md); a request with more completions runs alone.
+    #[arg(long, default_value_t = 8, value_parser = positive)]
+    pub max_batch: usize,
     /// Language of the playground page: fr (as the course) or en.
     #[arg(long, default_value = "fr", value_parser = clap::builder::PossibleValuesParser::new(["fr", "en"]))]
     pub lang: String,

@@ -760,6 +760,7 @@ fn serve_command(setup: &DemoSetup, args: &ServeArgs) -> Result<()> {
         addr: args.addr,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         queue: args.queue,
+        max_batch: args.max_batch,
         lang: args.lang.clone(),
         prompts: config.sample.prompts.iter().map(|p| p.text.clone()).collect(),
         max_body: args.max_body,

@@ -443,6 +443,66 @@ fn a_bounded_load_is_served_whole() {
     assert_eq!(server.json("health")["served"].as_u64(), Some(64));
 }
 
+/// Eight clients at once, greedy and seeded sampling, prompts and lengths of
+/// their own: the requests decode together (several rows in one step), and
+/// each text is the one the same request gets alone.
+#[test]
+fn concurrent_requests_decode_together_and_each_gets_its_text_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &["--max-batch", "8"]);
+    let prompts = ["Pikachu est un", "Dracaufeu", "Bulbizarre est un Pokémon de type", "Le"];
+    let bodies: Vec<Value> = (0..8)
+        .map(|i| {
+            let mut body = json!({"model": "tp06", "prompt": prompts[i % 4], "max_tokens": 40 + 7 * i});
+            match i % 2 {
+                0 => body["temperature"] = json!(0),
+                _ => body
+                    .as_object_mut()
+                    .unwrap()
+                    .extend([("temperature".into(), json!(0.9)), ("seed".into(), json!(i))]),
+            }
+            body
+        })
+        .collect();
+    let text = |answer: &str| -> String {
+        let v: Value = serde_json::from_str(answer).unwrap();
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let alone: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            let (status, _, answer) = server.complete(b);
+            assert_eq!(status, 200, "{answer}");
+            text(&answer)
+        })
+        .collect();
+    assert_eq!(server.json("health")["widest_step"], 1, "one request at a time so far");
+    let url = server.url.clone();
+    let together: Vec<String> = std::thread::scope(|s| {
+        let clients: Vec<_> = bodies
+            .iter()
+            .map(|b| {
+                let (url, body) = (url.clone(), b.to_string());
+                s.spawn(move || answer(ureq::post(&format!("{url}v1/completions")).send_string(&body)))
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .map(|(status, _, a)| {
+                assert_eq!(status, 200, "{a}");
+                text(&a)
+            })
+            .collect()
+    });
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, t, "request {i}: its text alone and among others");
+    }
+    let widest = server.json("health")["widest_step"].as_u64().unwrap();
+    assert!(widest > 1, "the requests decoded together (widest step {widest})");
+}
+
 /// The `clients/` script `name`.
 fn script(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name).display().to_string()

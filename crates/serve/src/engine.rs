@@ -1,20 +1,26 @@
-//! The engine: one thread that owns the models and generates, one request
-//! after another, through the sample stage's decoder
-//! ([`tp06_sample::generate_observed`]). Requests wait in a bounded queue; a
-//! full queue is refused at once (503 with `Retry-After`), never left to
-//! hang. Each token goes to the request's channel as it is chosen; the
-//! channel is bounded, so a slow client holds the engine back rather than
-//! letting tokens pile up, and when the client has gone (the channel is
-//! closed) the generation stops at the next token.
+//! The engine: one thread that owns the models and decodes every request
+//! it has admitted together, one token per row per step (continuous
+//! batching): between two steps it admits waiting requests (each prompt
+//! prefilled alone, its samples forked from it) while their rows fit in
+//! `max_batch`, and answers those whose rows are all done. Each step decodes
+//! the running rows of a model in one [`tp06_sample::decode_step`], whose
+//! products read the weights once for all of them; each row chooses its
+//! token with its own processors and generator, so a request's text is the
+//! one it gets alone. Requests wait in a bounded queue; a full queue is
+//! refused at once (503 with `Retry-After`), never left to hang. Each token
+//! goes to the request's channel as it is chosen; the channel is bounded, so
+//! a slow client holds the engine back rather than letting tokens pile up,
+//! and when the client has gone (the channel is closed) its rows leave at
+//! the next step.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use tokio::sync::mpsc::Sender;
 use tp06_model::Gpt2Ops;
-use tp06_sample::{Flow, Generator, Length, Processing, Step, generate_observed, sample_seed};
+use tp06_sample::{Flow, Generator, Length, Processing, Sequence, Step, decode_step, sample_seed};
 use tp06_vocab::Tok;
 
 use crate::chain::{Chain, chain, logprobs};
@@ -106,6 +112,10 @@ pub struct Counters {
     pub cancelled: AtomicUsize,
     /// Requests answered whole.
     pub served: AtomicUsize,
+    /// Rows (completions) being decoded.
+    pub running: AtomicUsize,
+    /// The most rows one step has decoded so far.
+    pub widest: AtomicUsize,
 }
 
 /// The HTTP side's handle on the engine.
@@ -117,15 +127,19 @@ pub struct Engine {
     pub counters: Arc<Counters>,
     /// The queue's capacity.
     pub capacity: usize,
+    /// The most rows a step decodes (a larger request runs alone).
+    pub max_batch: usize,
 }
 
 impl Engine {
-    /// Loads `specs` on `device` in a thread of its own and starts it; the
-    /// engine stops generating when `stop` is set.
+    /// Loads `specs` on `device` in a thread of its own and starts it,
+    /// `capacity` requests waiting at most and `max_batch` rows decoding
+    /// together; the engine stops generating when `stop` is set.
     pub fn start<B: Gpt2Ops>(
         specs: Vec<ModelSpec>,
         device: B::Device,
         capacity: usize,
+        max_batch: usize,
         stop: &'static AtomicBool,
     ) -> Result<Self, tp06_sample::SampleError>
     where
@@ -163,15 +177,12 @@ impl Engine {
                     })
                     .collect();
                 let _ = ready.send(Ok(infos));
-                for job in queue {
-                    shared.queued.fetch_sub(1, Ordering::SeqCst);
-                    run(&generators[job.model], &job, stop, &shared);
-                }
+                decode(&generators, &queue, max_batch.max(1), stop, &shared);
             })
             .expect("a thread starts");
         let models =
             loaded.recv().unwrap_or_else(|_| Err(tp06_sample::SampleError::Stopped { what: "loading".into() }))?;
-        Ok(Self { jobs, models, counters, capacity })
+        Ok(Self { jobs, models, counters, capacity, max_batch })
     }
 
     /// Queues `job`.
@@ -228,86 +239,176 @@ fn held_back<'a>(text: &'a str, stops: &[String]) -> &'a str {
     &text[..text.len() - hold]
 }
 
-/// Generates `job` on `g`, sending its events; stops when the client is gone or `stop` is set.
-fn run<B: Gpt2Ops>(g: &Generator<B>, job: &Job, stop: &AtomicBool, counters: &Counters) {
-    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+/// A row of an admitted request: its choice, its sequence, its text.
+struct LiveRow<B: Gpt2Ops> {
+    choice: usize,
+    seq: Sequence<B>,
+    text: Row,
+}
+
+/// An admitted request and its rows.
+struct Live<B: Gpt2Ops> {
+    job: Job,
+    rows: Vec<LiveRow<B>>,
+    prompt_tokens: usize,
+}
+
+impl<B: Gpt2Ops> Live<B> {
+    /// Rows still decoding.
+    fn running(&self) -> usize {
+        self.rows.iter().filter(|r| !r.seq.is_done()).count()
+    }
+}
+
+/// The engine's loop, until the queue's senders are gone: admit, step,
+/// choose, answer (see the module docs).
+fn decode<B: Gpt2Ops>(
+    generators: &[Generator<B>],
+    queue: &Receiver<Job>,
+    max_batch: usize,
+    stop: &AtomicBool,
+    counters: &Counters,
+) {
+    let mut live: Vec<Live<B>> = Vec::new();
+    let mut next: Option<Job> = None;
+    let received = |job: Job| {
+        counters.queued.fetch_sub(1, Ordering::SeqCst);
+        job
+    };
+    loop {
+        if live.is_empty() && next.is_none() {
+            match queue.recv() {
+                Ok(job) => next = Some(received(job)),
+                Err(_) => return,
+            }
+        }
+        // Admission: in order, while the rows fit (a request alone always does).
+        loop {
+            let Some(job) = next.take().or_else(|| queue.try_recv().ok().map(received)) else { break };
+            let running: usize = live.iter().map(Live::running).sum();
+            if !live.is_empty() && running + job.prompts.len() * job.n > max_batch {
+                next = Some(job);
+                break;
+            }
+            let g = &generators[job.model];
+            let mut admitted = admit(g, job);
+            if choose(g, &mut admitted, stop, counters) {
+                live.push(admitted);
+            }
+        }
+        counters.running.store(live.iter().map(Live::running).sum(), Ordering::SeqCst);
+        for (m, g) in generators.iter().enumerate() {
+            let mut rows: Vec<&mut Sequence<B>> = live
+                .iter_mut()
+                .filter(|l| l.job.model == m)
+                .flat_map(|l| l.rows.iter_mut().map(|r| &mut r.seq))
+                .collect();
+            if !rows.is_empty() {
+                let decoded = decode_step(&g.model, &mut rows);
+                counters.widest.fetch_max(decoded, Ordering::SeqCst);
+            }
+        }
+        live.retain_mut(|l| choose(&generators[l.job.model], l, stop, counters));
+        counters.running.store(live.iter().map(Live::running).sum(), Ordering::SeqCst);
+    }
+}
+
+/// `job` with its rows: each prompt prefilled once, its `n` samples forked
+/// from it, seeded as [`tp06_sample::generate`] seeds the rows of a prompt.
+fn admit<B: Gpt2Ops>(g: &Generator<B>, job: Job) -> Live<B> {
+    let mut rows = Vec::with_capacity(job.prompts.len() * job.n);
     for (p, prompt) in job.prompts.iter().enumerate() {
-        prompt_tokens += prompt.len();
-        let mut rows: Vec<Row> = (0..job.n).map(|_| Row::default()).collect();
         let seed = sample_seed(job.seed, p * 7919);
-        let mut observe = |step: Step<'_>| -> Flow {
-            if job.events.is_closed() {
-                return Flow::Stop;
-            }
-            if stop.load(Ordering::SeqCst) {
-                return Flow::Stop;
-            }
-            let choice = p * job.n + step.row;
-            let row = &mut rows[step.row];
-            let text = |id: u32| g.tok.decode(&[id], false).unwrap_or_default();
-            let chain = job.candidates.map(|k| chain(step.logits, step.seen, &job.processing, k, step.token, text));
-            let logprob = job.logprobs.map(|k| {
-                let (lp, top) = logprobs(step.logits, k, step.token);
-                (lp, top.into_iter().map(|(id, lp)| (text(id), lp)).collect())
-            });
-            if Some(step.token) == g.eos {
-                row.ended = true;
-                let token = Token { id: step.token, piece: text(step.token), delta: String::new(), logprob, chain };
-                let _ = job.events.blocking_send(Event::Token { choice, token });
-                // What was held back (the start of a stop text that did not come) goes out with the end.
-                let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail: row.unsent(&g.tok) });
-                return Flow::Continue;
-            }
-            row.ids.push(step.token);
-            let full = g.tok.decode(&row.ids, true).unwrap_or_default();
-            // A stop text ends the completion before it.
-            let cut = job.stop.iter().filter_map(|s| full.find(s.as_str())).min();
-            let visible = match cut {
-                Some(at) => &full[..at],
-                // Hold back what may be half a character, or the start of a stop text.
-                None => held_back(full.trim_end_matches('\u{FFFD}'), &job.stop),
-            };
-            let delta = visible.strip_prefix(row.sent.as_str()).unwrap_or_default().to_string();
-            row.sent.push_str(&delta);
-            let token = Token { id: step.token, piece: text(step.token), delta, logprob, chain };
-            let _ = job.events.blocking_send(Event::Token { choice, token });
-            if cut.is_some() {
-                row.ended = true;
-                let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail: String::new() });
-                return Flow::EndRow;
-            }
-            Flow::Continue
-        };
-        let generated = generate_observed(
-            &g.model,
-            prompt,
-            &job.processing,
-            Length::New(job.max_tokens),
-            g.eos,
-            job.n,
-            seed,
-            &mut observe,
-        );
-        let Some(generated) = generated else {
+        let length = Length::New(job.max_tokens);
+        let first = Sequence::start(&g.model, prompt, job.processing, length, g.eos, sample_seed(seed, 0));
+        for i in 0..job.n {
+            let seq = if i == 0 { first.clone() } else { first.fork(sample_seed(seed, i)) };
+            rows.push(LiveRow { choice: p * job.n + i, seq, text: Row::default() });
+        }
+    }
+    let prompt_tokens = job.prompts.iter().map(Vec::len).sum();
+    Live { job, rows, prompt_tokens }
+}
+
+/// Each running row of `live` chooses its token and sends it; then, if
+/// every row is done, the request is answered. Returns whether it goes on:
+/// not when answered, nor when its client has gone or the server stops.
+fn choose<B: Gpt2Ops>(g: &Generator<B>, live: &mut Live<B>, stop: &AtomicBool, counters: &Counters) -> bool {
+    let Live { job, rows, prompt_tokens } = live;
+    for LiveRow { choice, seq, text } in rows.iter_mut().filter(|r| !r.seq.is_done()) {
+        if seq.choose(&mut |step| emit(g, job, *choice, text, step, stop)) == Flow::Stop {
             if job.events.is_closed() {
                 counters.cancelled.fetch_add(1, Ordering::SeqCst);
             } else {
                 let _ = job.events.blocking_send(Event::Failed("the server is stopping".into()));
             }
-            return;
-        };
-        for (row, (state, out)) in rows.iter().zip(&generated).enumerate() {
-            completion_tokens += out.new_tokens;
-            if !state.ended {
-                // What was held back (an unfinished character) goes out with the end.
-                let text_tail = state.unsent(&g.tok);
-                let _ = job.events.blocking_send(Event::End { choice: p * job.n + row, reason: "length", text_tail });
-            }
+            return false;
         }
     }
+    if rows.iter().any(|r| !r.seq.is_done()) {
+        return true;
+    }
+    for row in rows.iter().filter(|r| !r.text.ended) {
+        // What was held back (an unfinished character) goes out with the end.
+        let text_tail = row.text.unsent(&g.tok);
+        let _ = job.events.blocking_send(Event::End { choice: row.choice, reason: "length", text_tail });
+    }
+    let completion_tokens = rows.iter().map(|r| r.seq.new_tokens()).sum();
     // Counted before the client can see the end, so `/health` never lags an answer.
     counters.served.fetch_add(1, Ordering::SeqCst);
-    let _ = job.events.blocking_send(Event::Done { prompt_tokens, completion_tokens });
+    let _ = job.events.blocking_send(Event::Done { prompt_tokens: *prompt_tokens, completion_tokens });
+    false
+}
+
+/// Sends row `choice`'s token `step` to `job`'s client, with what it asked
+/// about it: its text (held back while it may be half a character or the
+/// start of a stop text), log-probabilities, the processor chain. Says
+/// [`Flow::Stop`] when the client has gone or `stop` is set, and
+/// [`Flow::EndRow`] at a stop text.
+fn emit<B: Gpt2Ops>(
+    g: &Generator<B>,
+    job: &Job,
+    choice: usize,
+    row: &mut Row,
+    step: Step<'_>,
+    stop: &AtomicBool,
+) -> Flow {
+    if job.events.is_closed() || stop.load(Ordering::SeqCst) {
+        return Flow::Stop;
+    }
+    let text = |id: u32| g.tok.decode(&[id], false).unwrap_or_default();
+    let chain = job.candidates.map(|k| chain(step.logits, step.seen, &job.processing, k, step.token, text));
+    let logprob = job.logprobs.map(|k| {
+        let (lp, top) = logprobs(step.logits, k, step.token);
+        (lp, top.into_iter().map(|(id, lp)| (text(id), lp)).collect())
+    });
+    if Some(step.token) == g.eos {
+        row.ended = true;
+        let token = Token { id: step.token, piece: text(step.token), delta: String::new(), logprob, chain };
+        let _ = job.events.blocking_send(Event::Token { choice, token });
+        // What was held back (the start of a stop text that did not come) goes out with the end.
+        let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail: row.unsent(&g.tok) });
+        return Flow::Continue;
+    }
+    row.ids.push(step.token);
+    let full = g.tok.decode(&row.ids, true).unwrap_or_default();
+    // A stop text ends the completion before it.
+    let cut = job.stop.iter().filter_map(|s| full.find(s.as_str())).min();
+    let visible = match cut {
+        Some(at) => &full[..at],
+        // Hold back what may be half a character, or the start of a stop text.
+        None => held_back(full.trim_end_matches('\u{FFFD}'), &job.stop),
+    };
+    let delta = visible.strip_prefix(row.sent.as_str()).unwrap_or_default().to_string();
+    row.sent.push_str(&delta);
+    let token = Token { id: step.token, piece: text(step.token), delta, logprob, chain };
+    let _ = job.events.blocking_send(Event::Token { choice, token });
+    if cut.is_some() {
+        row.ended = true;
+        let _ = job.events.blocking_send(Event::End { choice, reason: "stop", text_tail: String::new() });
+        return Flow::EndRow;
+    }
+    Flow::Continue
 }
 
 #[cfg(test)]

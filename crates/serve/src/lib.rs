@@ -49,6 +49,8 @@ pub struct Options {
     pub api_key: Option<String>,
     /// Requests that may wait while one generates; more are refused (503).
     pub queue: usize,
+    /// The most rows (completions) decoded together in one step.
+    pub max_batch: usize,
     /// The page's language: `fr` or `en`.
     pub lang: String,
     /// The prompts the page offers (the preset's).
@@ -100,7 +102,7 @@ where
     if !options.addr.ip().is_loopback() && options.api_key.is_none() {
         return Err(ServeError::NeedsKey { addr: options.addr });
     }
-    let engine = Engine::start::<B>(models, device, options.queue, stop)?;
+    let engine = Engine::start::<B>(models, device, options.queue, options.max_batch, stop)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let addr = options.addr;
@@ -175,6 +177,9 @@ async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
         "models": state.engine.models.iter().map(|m| m.spec.id.clone()).collect::<Vec<_>>(),
         "queued": c.queued.load(Ordering::SeqCst),
         "capacity": state.engine.capacity,
+        "running": c.running.load(Ordering::SeqCst),
+        "widest_step": c.widest.load(Ordering::SeqCst),
+        "max_batch": state.engine.max_batch,
         "served": c.served.load(Ordering::SeqCst),
         "cancelled": c.cancelled.load(Ordering::SeqCst),
     }))
