@@ -6,7 +6,10 @@ torch-pickled `pytorch_model.bin` with `transformer.` keys, the tokenizer
 files of TOKENIZER_DIR), for measuring the model stage and the pipeline on a
 1 B-parameter model without a download:
 
-    python bench/make_base_model.py OUT_DIR TOKENIZER_DIR [--vocab-size N]
+    python bench/make_base_model.py OUT_DIR TOKENIZER_DIR [--vocab-size N] [--shape small]
+
+`--shape small` writes `asi/gpt-fr-cased-small`'s shape instead (12 blocks,
+12 heads of 64, n_embd 768).
 
 The vocabulary is TOKENIZER_DIR's (e.g. ../shared/models/gpt2-fr-mini: 8,000,
 so 942 M parameters and a 3.8 GB pickle) unless --vocab-size says otherwise
@@ -32,11 +35,13 @@ p = argparse.ArgumentParser()
 p.add_argument("out", type=pathlib.Path)
 p.add_argument("tokenizer", type=pathlib.Path)
 p.add_argument("--vocab-size", type=int)
+p.add_argument("--shape", choices=["base", "small"], default="base")
 a = p.parse_args()
+shape = {"base": dict(n_layer=24, n_head=14, n_embd=1792), "small": dict(n_layer=12, n_head=12, n_embd=768)}[a.shape]
 vocab = a.vocab_size or len(json.loads((a.tokenizer / "vocab.json").read_text()))
 started = time.time()
 torch.manual_seed(0)
-config = GPT2Config(n_layer=24, n_head=14, n_embd=1792, n_positions=1024, vocab_size=vocab,
+config = GPT2Config(**shape, n_positions=1024, vocab_size=vocab,
                     bos_token_id=0, eos_token_id=2, pad_token_id=1)
 model = GPT2LMHeadModel(config)
 a.out.mkdir(parents=True, exist_ok=True)

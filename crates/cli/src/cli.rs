@@ -357,6 +357,11 @@ pub struct ServeArgs {
     /// weights (BENCHMARKS.md); a request with more completions runs alone.
     #[arg(long, default_value_t = 8, value_parser = positive)]
     pub max_batch: usize,
+    /// The memory the admitted requests' keys and values may reach, in MB
+    /// (each completion counted at its prompt plus its new tokens); a
+    /// request that would pass it waits for others to finish.
+    #[arg(long, default_value_t = 4096, value_parser = positive)]
+    pub kv_budget_mb: usize,
     /// Language of the playground page: fr (as the course) or en.
     #[arg(long, default_value = "fr", value_parser = clap::builder::PossibleValuesParser::new(["fr", "en"]))]
     pub lang: String,

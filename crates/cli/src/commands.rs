@@ -760,7 +760,7 @@ fn serve_command(setup: &DemoSetup, args: &ServeArgs) -> Result<()> {
         addr: args.addr,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         queue: args.queue,
-        max_batch: args.max_batch,
+        limits: tp06_serve::Limits { max_batch: args.max_batch, kv_budget: args.kv_budget_mb << 20 },
         lang: args.lang.clone(),
         prompts: config.sample.prompts.iter().map(|p| p.text.clone()).collect(),
         max_body: args.max_body,

@@ -501,6 +501,42 @@ fn concurrent_requests_decode_together_and_each_gets_its_text_alone() {
     }
     let widest = server.json("health")["widest_step"].as_u64().unwrap();
     assert!(widest > 1, "the requests decoded together (widest step {widest})");
+    // Prometheus' format, as llama.cpp's server gives its metrics.
+    let (status, metrics) = server.get("metrics");
+    assert_eq!(status, 200);
+    for line in ["tp06_requests_queued 0", "tp06_rows_running 0", "tp06_rows_max 8", "tp06_requests_served_total 16"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(metrics.contains(&format!("\ntp06_rows_widest_step {widest}\n")), "{metrics}");
+}
+
+/// A budget of keys and values too small for two requests at once (the
+/// demo model: 2 blocks of 64, 1 KB a position; each request 3 completions
+/// of up to 204 positions, 612 KB; the budget 1 MB): they are all
+/// answered, one after the other, though their rows would fit in a step.
+#[test]
+fn the_kv_budget_bounds_what_decodes_together() {
+    let dir = tempfile::tempdir().unwrap();
+    trained_run(dir.path());
+    let server = Server::start(dir.path(), &["--max-batch", "8", "--kv-budget-mb", "1"]);
+    let url = server.url.clone();
+    std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|i| {
+                let url = url.clone();
+                let body = json!({"model": "tp06", "prompt": "Pikachu est un", "max_tokens": 200, "n": 3, "seed": i})
+                    .to_string();
+                s.spawn(move || answer(ureq::post(&format!("{url}v1/completions")).send_string(&body)))
+            })
+            .collect();
+        for c in clients {
+            let (status, _, body) = c.join().unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    });
+    let health = server.json("health");
+    assert_eq!(health["widest_step"], 3, "one request (3 rows) at a time under the budget: {health}");
+    assert_eq!(health["served"], 4);
 }
 
 /// The `clients/` script `name`.
@@ -573,6 +609,9 @@ fn the_playground_works_in_a_browser() {
     assert_eq!(seen["title"], "tp06 — terrain de jeu de la génération");
     assert!(seen["prompt_buttons"].as_u64().unwrap() >= 1, "{seen}");
     assert!(seen["status"].as_str().unwrap().contains("terminé"), "{seen}");
+    // The server's batch, polled once a second.
+    let load = seen["load"].as_str().unwrap();
+    assert!(load.starts_with("serveur : ") && load.contains("/8 complétions en cours, "), "{seen}");
     let outputs = seen["outputs"].as_array().unwrap();
     assert_eq!(outputs.iter().map(|o| o["id"].as_str().unwrap()).collect::<Vec<_>>(), ["out-tp06", "out-tp06-base"]);
     for output in outputs {

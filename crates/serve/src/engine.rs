@@ -11,7 +11,8 @@
 //! goes to the request's channel as it is chosen; the channel is bounded, so
 //! a slow client holds the engine back rather than letting tokens pile up,
 //! and when the client has gone (the channel is closed) its rows leave at
-//! the next step.
+//! the next step. A request waits while the rows or the keys and values it
+//! would add pass [`Limits`]; later ones wait behind it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -116,6 +117,8 @@ pub struct Counters {
     pub running: AtomicUsize,
     /// The most rows one step has decoded so far.
     pub widest: AtomicUsize,
+    /// Bytes of keys and values the admitted requests may reach.
+    pub kv_reserved: AtomicUsize,
 }
 
 /// The HTTP side's handle on the engine.
@@ -127,19 +130,29 @@ pub struct Engine {
     pub counters: Arc<Counters>,
     /// The queue's capacity.
     pub capacity: usize,
-    /// The most rows a step decodes (a larger request runs alone).
+    /// How the engine admits requests.
+    pub limits: Limits,
+}
+
+/// What bounds the requests decoded together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most rows (completions) a step decodes.
     pub max_batch: usize,
+    /// The most bytes of keys and values the admitted requests' rows may
+    /// reach, each row counted at its prompt plus its new tokens.
+    pub kv_budget: usize,
 }
 
 impl Engine {
     /// Loads `specs` on `device` in a thread of its own and starts it,
-    /// `capacity` requests waiting at most and `max_batch` rows decoding
-    /// together; the engine stops generating when `stop` is set.
+    /// `capacity` requests waiting at most, admitted within `limits`; the
+    /// engine stops generating when `stop` is set.
     pub fn start<B: Gpt2Ops>(
         specs: Vec<ModelSpec>,
         device: B::Device,
         capacity: usize,
-        max_batch: usize,
+        limits: Limits,
         stop: &'static AtomicBool,
     ) -> Result<Self, tp06_sample::SampleError>
     where
@@ -177,12 +190,12 @@ impl Engine {
                     })
                     .collect();
                 let _ = ready.send(Ok(infos));
-                decode(&generators, &queue, max_batch.max(1), stop, &shared);
+                decode(&generators, &queue, limits, stop, &shared);
             })
             .expect("a thread starts");
         let models =
             loaded.recv().unwrap_or_else(|_| Err(tp06_sample::SampleError::Stopped { what: "loading".into() }))?;
-        Ok(Self { jobs, models, counters, capacity, max_batch })
+        Ok(Self { jobs, models, counters, capacity, limits })
     }
 
     /// Queues `job`.
@@ -251,6 +264,8 @@ struct Live<B: Gpt2Ops> {
     job: Job,
     rows: Vec<LiveRow<B>>,
     prompt_tokens: usize,
+    /// The bytes of keys and values its rows may reach ([`kv_bytes`]).
+    kv: usize,
 }
 
 impl<B: Gpt2Ops> Live<B> {
@@ -260,12 +275,22 @@ impl<B: Gpt2Ops> Live<B> {
     }
 }
 
+/// The bytes of keys and values `job`'s rows may reach on `g`'s model: per
+/// row, two f32 vectors of `n_embd` per block and position, for its prompt
+/// and its new tokens (within the context).
+fn kv_bytes<B: Gpt2Ops>(g: &Generator<B>, job: &Job) -> usize {
+    let model = &g.model;
+    let per_position = 2 * model.h.len() * model.wpe.weight.dims()[1] * std::mem::size_of::<f32>();
+    let positions: usize = job.prompts.iter().map(|p| (p.len() + job.max_tokens).min(model.n_positions())).sum();
+    per_position * positions * job.n
+}
+
 /// The engine's loop, until the queue's senders are gone: admit, step,
 /// choose, answer (see the module docs).
 fn decode<B: Gpt2Ops>(
     generators: &[Generator<B>],
     queue: &Receiver<Job>,
-    max_batch: usize,
+    limits: Limits,
     stop: &AtomicBool,
     counters: &Counters,
 ) {
@@ -282,21 +307,26 @@ fn decode<B: Gpt2Ops>(
                 Err(_) => return,
             }
         }
-        // Admission: in order, while the rows fit (a request alone always does).
+        // Admission: in order, while the rows and their keys and values fit
+        // (a request alone always does).
         loop {
             let Some(job) = next.take().or_else(|| queue.try_recv().ok().map(received)) else { break };
+            let g = &generators[job.model];
             let running: usize = live.iter().map(Live::running).sum();
-            if !live.is_empty() && running + job.prompts.len() * job.n > max_batch {
+            let reserved: usize = live.iter().map(|l| l.kv).sum();
+            let fits = running + job.prompts.len() * job.n <= limits.max_batch
+                && reserved + kv_bytes(g, &job) <= limits.kv_budget;
+            if !live.is_empty() && !fits {
                 next = Some(job);
                 break;
             }
-            let g = &generators[job.model];
             let mut admitted = admit(g, job);
             if choose(g, &mut admitted, stop, counters) {
                 live.push(admitted);
             }
         }
         counters.running.store(live.iter().map(Live::running).sum(), Ordering::SeqCst);
+        counters.kv_reserved.store(live.iter().map(|l| l.kv).sum(), Ordering::SeqCst);
         for (m, g) in generators.iter().enumerate() {
             let mut rows: Vec<&mut Sequence<B>> = live
                 .iter_mut()
@@ -310,6 +340,7 @@ fn decode<B: Gpt2Ops>(
         }
         live.retain_mut(|l| choose(&generators[l.job.model], l, stop, counters));
         counters.running.store(live.iter().map(Live::running).sum(), Ordering::SeqCst);
+        counters.kv_reserved.store(live.iter().map(|l| l.kv).sum(), Ordering::SeqCst);
     }
 }
 
@@ -327,14 +358,15 @@ fn admit<B: Gpt2Ops>(g: &Generator<B>, job: Job) -> Live<B> {
         }
     }
     let prompt_tokens = job.prompts.iter().map(Vec::len).sum();
-    Live { job, rows, prompt_tokens }
+    let kv = kv_bytes(g, &job);
+    Live { job, rows, prompt_tokens, kv }
 }
 
 /// Each running row of `live` chooses its token and sends it; then, if
 /// every row is done, the request is answered. Returns whether it goes on:
 /// not when answered, nor when its client has gone or the server stops.
 fn choose<B: Gpt2Ops>(g: &Generator<B>, live: &mut Live<B>, stop: &AtomicBool, counters: &Counters) -> bool {
-    let Live { job, rows, prompt_tokens } = live;
+    let Live { job, rows, prompt_tokens, .. } = live;
     for LiveRow { choice, seq, text } in rows.iter_mut().filter(|r| !r.seq.is_done()) {
         if seq.choose(&mut |step| emit(g, job, *choice, text, step, stop)) == Flow::Stop {
             if job.events.is_closed() {

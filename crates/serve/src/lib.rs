@@ -37,8 +37,8 @@ use tokio::sync::mpsc::Receiver;
 use tp06_model::Gpt2Ops;
 
 use crate::api::{ApiError, Completion};
-pub use crate::engine::ModelSpec;
 use crate::engine::{Engine, Event, Job, Submitted};
+pub use crate::engine::{Limits, ModelSpec};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -49,8 +49,8 @@ pub struct Options {
     pub api_key: Option<String>,
     /// Requests that may wait while one generates; more are refused (503).
     pub queue: usize,
-    /// The most rows (completions) decoded together in one step.
-    pub max_batch: usize,
+    /// What bounds the requests decoded together.
+    pub limits: engine::Limits,
     /// The page's language: `fr` or `en`.
     pub lang: String,
     /// The prompts the page offers (the preset's).
@@ -102,7 +102,7 @@ where
     if !options.addr.ip().is_loopback() && options.api_key.is_none() {
         return Err(ServeError::NeedsKey { addr: options.addr });
     }
-    let engine = Engine::start::<B>(models, device, options.queue, options.max_batch, stop)?;
+    let engine = Engine::start::<B>(models, device, options.queue, options.limits, stop)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let addr = options.addr;
@@ -125,6 +125,7 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/api/info", get(info))
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
@@ -179,10 +180,52 @@ async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
         "capacity": state.engine.capacity,
         "running": c.running.load(Ordering::SeqCst),
         "widest_step": c.widest.load(Ordering::SeqCst),
-        "max_batch": state.engine.max_batch,
+        "max_batch": state.engine.limits.max_batch,
+        "kv_reserved_bytes": c.kv_reserved.load(Ordering::SeqCst),
+        "kv_budget_bytes": state.engine.limits.kv_budget,
         "served": c.served.load(Ordering::SeqCst),
         "cancelled": c.cancelled.load(Ordering::SeqCst),
     }))
+}
+
+/// `/metrics` in Prometheus' text format, as llama.cpp's server gives its
+/// own: the requests waiting, the rows decoding, the widest step, the keys
+/// and values reserved, the requests answered and cancelled.
+async fn metrics(State(state): State<Arc<AppState>>) -> String {
+    let c = &state.engine.counters;
+    let rows = [
+        ("tp06_requests_queued", "gauge", "Requests waiting to be admitted.", c.queued.load(Ordering::SeqCst)),
+        ("tp06_rows_running", "gauge", "Completions decoding together.", c.running.load(Ordering::SeqCst)),
+        ("tp06_rows_max", "gauge", "The most completions a step decodes (--max-batch).", state.engine.limits.max_batch),
+        (
+            "tp06_rows_widest_step",
+            "gauge",
+            "The most completions one step has decoded.",
+            c.widest.load(Ordering::SeqCst),
+        ),
+        (
+            "tp06_kv_reserved_bytes",
+            "gauge",
+            "Keys and values the admitted requests may reach.",
+            c.kv_reserved.load(Ordering::SeqCst),
+        ),
+        (
+            "tp06_kv_budget_bytes",
+            "gauge",
+            "The budget of keys and values (--kv-budget-mb).",
+            state.engine.limits.kv_budget,
+        ),
+        ("tp06_requests_served_total", "counter", "Requests answered whole.", c.served.load(Ordering::SeqCst)),
+        (
+            "tp06_requests_cancelled_total",
+            "counter",
+            "Requests whose client went away.",
+            c.cancelled.load(Ordering::SeqCst),
+        ),
+    ];
+    rows.iter()
+        .map(|(name, kind, help, value)| format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"))
+        .collect()
 }
 
 async fn info(State(state): State<Arc<AppState>>) -> axum::Json<Value> {

@@ -42,6 +42,7 @@ try:
     driver.find_element(By.ID, "go").click()
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
     seen["status"] = driver.find_element(By.ID, "status").text
+    seen["load"] = driver.find_element(By.ID, "load").text
     columns = driver.find_elements(By.CSS_SELECTOR, ".output")
     seen["outputs"] = [{"id": c.get_attribute("id"), "text": c.find_element(By.CSS_SELECTOR, ".text").text,
                         "tokens": len(c.find_elements(By.CSS_SELECTOR, ".tok"))} for c in columns]
