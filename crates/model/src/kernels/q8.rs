@@ -183,9 +183,9 @@ pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&
     let per_row = w.blocks_per_row();
     let mut xq = Vec::with_capacity(m * per_row);
     for row in x.chunks_exact(k.max(1)).take(m) {
-        xq.extend(row.chunks(QK8_0).map(BlockQ8_0::quantize));
+        xq.extend(row.chunks(QK8_0).map(|values| XBlock::of(&BlockQ8_0::quantize(values))));
     }
-    let xs: Vec<&[BlockQ8_0]> = xq.chunks_exact(per_row.max(1)).take(m).collect();
+    let xs: Vec<&[XBlock]> = xq.chunks_exact(per_row.max(1)).take(m).collect();
     // Each task: its weight rows, all activation rows; written back by column.
     let tasks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
@@ -213,8 +213,25 @@ pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&
     y
 }
 
+/// An activation's Q8_0 block as the kernels read it: its values, their
+/// magnitudes (`vpdpbusd`'s unsigned operand) and its scale as f32, worked
+/// out once per product instead of once per weight row it meets. The
+/// values are within ±127 (ggml's quantiser), so a magnitude fits a byte.
+#[derive(Debug, Clone, Copy)]
+struct XBlock {
+    qs: [i8; QK8_0],
+    abs: [u8; QK8_0],
+    scale: f32,
+}
+
+impl XBlock {
+    fn of(block: &BlockQ8_0) -> Self {
+        Self { qs: block.qs, abs: block.qs.map(i8::unsigned_abs), scale: block.scale() }
+    }
+}
+
 /// `out[i] = x_i · w` for each activation row `x_i` of `xs` (at most [`GROUP`]).
-fn dot_rows(path: Path, xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+fn dot_rows(path: Path, xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
     match path {
         Path::Scalar => dot_rows_scalar(xs, w, out),
         // SAFETY (each path): `matmul_with` checked that the CPU has its features.
@@ -236,11 +253,11 @@ fn sum_lanes(a: [f32; 8]) -> f32 {
     (s[0] + s[2]) + (s[1] + s[3])
 }
 
-fn dot_rows_scalar(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+fn dot_rows_scalar(xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
     for (x, out) in xs.iter().zip(out) {
         let mut acc = [0.0f32; 8];
         for (xb, wb) in x.iter().zip(w) {
-            let d = xb.scale() * wb.scale();
+            let d = xb.scale * wb.scale();
             for (lane, acc) in acc.iter_mut().enumerate() {
                 let sum: i32 = (4 * lane..4 * lane + 4).map(|j| xb.qs[j] as i32 * wb.qs[j] as i32).sum();
                 *acc = d.mul_add(sum as f32, *acc);
@@ -254,7 +271,7 @@ fn dot_rows_scalar(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ8_0, GROUP};
+    use super::{BlockQ8_0, GROUP, XBlock};
 
     /// The eight f32 lanes of `v` added as [`super::sum_lanes`] adds them.
     #[inline]
@@ -272,12 +289,13 @@ mod x86 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(block.d as i32)))
     }
 
-    /// The 32 quantised values of a block.
+    /// 32 bytes (a block's values or magnitudes).
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn load(block: &BlockQ8_0) -> __m256i {
-        // SAFETY: `qs` is 32 bytes; the load is unaligned.
-        unsafe { _mm256_loadu_si256(block.qs.as_ptr().cast()) }
+    fn load<T>(bytes: &[T; 32]) -> __m256i {
+        const { assert!(std::mem::size_of::<T>() == 1) };
+        // SAFETY: `bytes` is 32 bytes; the load is unaligned.
+        unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
     }
 
     /// The body of each path: the rows' dot products with `w`, `$lanes`
@@ -286,13 +304,12 @@ mod x86 {
         ($xs:expr, $w:expr, $out:expr, |$ax:ident, $sw:ident| $lanes:expr) => {{
             let mut acc = [_mm256_setzero_ps(); GROUP];
             for (b, wb) in $w.iter().enumerate() {
-                let qw = load(wb);
+                let qw = load(&wb.qs);
                 let dw = scale(wb);
                 for (x, acc) in $xs.iter().zip(acc.iter_mut()) {
-                    let xb = &x[b];
-                    let qx = load(xb);
-                    let ($ax, $sw) = (_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qw, qx));
-                    let d = _mm256_set1_ps(scale(xb) * dw);
+                    let xb: &XBlock = &x[b];
+                    let ($ax, $sw) = (load(&xb.abs), _mm256_sign_epi8(qw, load(&xb.qs)));
+                    let d = _mm256_set1_ps(xb.scale * dw);
                     *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($lanes), *acc);
                 }
             }
@@ -303,19 +320,19 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot_rows_avx2(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+    pub(super) fn dot_rows_avx2(xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
         let ones = _mm256_set1_epi16(1);
         // |x| ≤ 127 and |w| ≤ 127: a pair's sum fits i16 without saturating.
         dot_rows!(xs, w, out, |ax, sw| _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones))
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-    pub(super) fn dot_rows_avx_vnni(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+    pub(super) fn dot_rows_avx_vnni(xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
         dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw))
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    pub(super) fn dot_rows_avx512_vnni(xs: &[&[BlockQ8_0]], w: &[BlockQ8_0], out: &mut [f32]) {
+    pub(super) fn dot_rows_avx512_vnni(xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
         dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw))
     }
 }
