@@ -147,7 +147,8 @@ for precision in a.precisions.split(","):
         continue
     gguf = out / f"model-{GGUF[precision]}.gguf"
     subprocess.run([a.exe, "export", "--model", a.model, "--format", "gguf", "--precision", GGUF[precision],
-                    "--out", str(gguf), "--run-dir", str(out / "run"), "--quiet"], check=True, env=env)
+                    "--out", str(gguf), "--run-dir", str(out / "run"), "--quiet"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
     for n in counts:
         port = free_port()
         theirs = subprocess.Popen([a.llama_server, "-m", str(gguf), "-np", str(n), "-c", str(n * 512), "-t",
