@@ -5,28 +5,13 @@
 
 use burn::prelude::*;
 use tp06_model::backend::Cpu;
-use tp06_model::{Activation, Gpt2, Gpt2Config, KvCache, Pass, Precision, ScratchInit};
+mod common;
+
+use tp06_model::{Gpt2, Gpt2Config, KvCache, Pass, Precision, ScratchInit};
 
 /// A model of width 64 (every matrix can be int8), in memory.
 fn config() -> Gpt2Config {
-    Gpt2Config {
-        vocab_size: 96,
-        n_positions: 48,
-        n_embd: 64,
-        n_layer: 2,
-        n_head: 4,
-        n_inner: 128,
-        activation: Activation::GeluTanh,
-        layer_norm_epsilon: 1e-5,
-        scale_attn_weights: true,
-        embd_pdrop: 0.0,
-        attn_pdrop: 0.0,
-        resid_pdrop: 0.0,
-        initializer_range: 0.02,
-        bos_token_id: None,
-        eos_token_id: None,
-        pad_token_id: None,
-    }
+    common::tiny_config(96, 48, 64)
 }
 
 /// A request: its prompt, the step at which it joins, the tokens it decodes.

@@ -3,13 +3,15 @@
 //! (the `gguf` package) and compared with the HF model it came from
 //! (`fixtures/check_gguf.py`).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use tp06_model::backend::Cpu;
 use tp06_model::gguf::format::{self, TensorInfo, TensorType, Value};
 use tp06_model::gguf::{About, GgufFormat};
-use tp06_model::{Activation, Gpt2Config, HfConfig, ModelDir, ScratchInit};
+use tp06_model::{Gpt2Config, HfConfig, ModelDir, ScratchInit};
 
 /// A minimal file, byte for byte: one key, two tensors, the second starting
 /// at the next multiple of 32 after the first's 12 bytes.
@@ -58,24 +60,7 @@ fn bad_tensors_are_refused_by_name() {
 
 /// A model of width 64 (every matrix can be Q8_0), in memory.
 fn wide_config() -> Gpt2Config {
-    Gpt2Config {
-        vocab_size: 96,
-        n_positions: 32,
-        n_embd: 64,
-        n_layer: 2,
-        n_head: 4,
-        n_inner: 128,
-        activation: Activation::GeluTanh,
-        layer_norm_epsilon: 1e-5,
-        scale_attn_weights: true,
-        embd_pdrop: 0.0,
-        attn_pdrop: 0.0,
-        resid_pdrop: 0.0,
-        initializer_range: 0.02,
-        bos_token_id: None,
-        eos_token_id: None,
-        pad_token_id: None,
-    }
+    common::tiny_config(96, 32, 64)
 }
 
 /// Each export format of a fixture whose widths are not multiples of 32

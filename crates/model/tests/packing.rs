@@ -7,34 +7,19 @@
 //! the same terms in other blocks and orders): the independent expectation is
 //! the articles run one by one.
 
+mod common;
+
 use burn::backend::autodiff::grads::Gradients;
 use burn::prelude::*;
 use tp06_model::backend::CpuAutodiff;
-use tp06_model::{Activation, Documents, Gpt2, Gpt2Config, Kernels, Layout, Pass, ScratchInit, init_from_scratch};
+use tp06_model::{Documents, Gpt2, Gpt2Config, Kernels, Layout, Pass, ScratchInit, init_from_scratch};
 
 type Ad = CpuAutodiff;
 
 fn config() -> Gpt2Config {
-    Gpt2Config {
-        vocab_size: 61,
-        n_positions: 24,
-        n_embd: 32,
-        n_layer: 2,
-        n_head: 4,
-        n_inner: 64,
-        activation: Activation::GeluTanh,
-        layer_norm_epsilon: 1e-5,
-        scale_attn_weights: true,
-        embd_pdrop: 0.0,
-        attn_pdrop: 0.0,
-        resid_pdrop: 0.0,
-        // Larger than GPT-2's 0.02, so that attention is far from uniform and
-        // a key of another article would show.
-        initializer_range: 0.3,
-        bos_token_id: None,
-        eos_token_id: None,
-        pad_token_id: None,
-    }
+    // Larger than GPT-2's 0.02, so that attention is far from uniform and
+    // a key of another article would show.
+    Gpt2Config { initializer_range: 0.3, ..common::tiny_config(61, 24, 32) }
 }
 
 fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
