@@ -190,12 +190,27 @@ pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&
     let tasks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
         .map(|task| {
-            let rows = task * ROWS_PER_TASK..n.min((task + 1) * ROWS_PER_TASK);
+            let rows: Vec<usize> = (task * ROWS_PER_TASK..n.min((task + 1) * ROWS_PER_TASK)).collect();
             let mut out = vec![0.0f32; rows.len() * m];
-            for (j, r) in rows.enumerate() {
+            // Two weight rows at a time for several activation rows: each
+            // activation block is loaded once for both (one row keeps the
+            // one-row kernel, whose accumulator stays in a register).
+            for (pair, rs) in rows.chunks(2).enumerate() {
+                let j = 2 * pair;
                 for (g, group) in xs.chunks(GROUP).enumerate() {
-                    let sums = &mut out[j * m + g * GROUP..j * m + g * GROUP + group.len()];
-                    dot_rows(path, group, w.row(r), sums);
+                    let (at, len) = (j * m + g * GROUP, group.len());
+                    match *rs {
+                        [r0, r1] if len > 1 => {
+                            let (first, second) = out.split_at_mut((j + 1) * m + g * GROUP);
+                            let sums = [&mut first[at..at + len], &mut second[..len]];
+                            dot_rows2(path, group, [w.row(r0), w.row(r1)], sums);
+                        }
+                        _ => {
+                            for (t, &r) in rs.iter().enumerate() {
+                                dot_rows(path, group, w.row(r), &mut out[at + t * m..at + t * m + len]);
+                            }
+                        }
+                    }
                 }
             }
             out
@@ -211,6 +226,25 @@ pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&
         }
     }
     y
+}
+
+/// [`dot_rows`] for two weight rows at once: `out[t][i] = x_i · w_t`, each
+/// sum in [`dot_rows`]' order (the same bits).
+fn dot_rows2(path: Path, xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
+    let [out0, out1] = out;
+    match path {
+        // SAFETY (each path): `matmul_with` checked that the CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { x86::dot_rows2_avx2(xs, w, [out0, out1]) },
+        #[cfg(target_arch = "x86_64")]
+        Path::AvxVnni => unsafe { x86::dot_rows2_avx_vnni(xs, w, [out0, out1]) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512Vnni => unsafe { x86::dot_rows2_avx512_vnni(xs, w, [out0, out1]) },
+        _ => {
+            dot_rows(path, xs, w[0], out0);
+            dot_rows(path, xs, w[1], out1);
+        }
+    }
 }
 
 /// An activation's Q8_0 block as the kernels read it: its values, their
@@ -317,6 +351,51 @@ mod x86 {
                 *out = sum_lanes(*acc);
             }
         }};
+    }
+
+    /// [`dot_rows!`] for two weight rows: each activation block loaded once
+    /// for both, each row's sums in the same order as alone.
+    macro_rules! dot_rows2 {
+        ($xs:expr, $w:expr, $out:expr, |$ax:ident, $sw:ident| $lanes:expr) => {{
+            let [w0, w1] = $w;
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); GROUP], [_mm256_setzero_ps(); GROUP]);
+            for (b, (wb0, wb1)) in w0.iter().zip(w1.iter()).enumerate() {
+                let (qw0, qw1) = (load(&wb0.qs), load(&wb1.qs));
+                let (dw0, dw1) = (scale(wb0), scale(wb1));
+                for (i, x) in $xs.iter().enumerate() {
+                    let xb: &XBlock = &x[b];
+                    let (ax, qx) = (load(&xb.abs), load(&xb.qs));
+                    let ($ax, $sw) = (ax, _mm256_sign_epi8(qw0, qx));
+                    let d = _mm256_set1_ps(xb.scale * dw0);
+                    acc0[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($lanes), acc0[i]);
+                    let ($ax, $sw) = (ax, _mm256_sign_epi8(qw1, qx));
+                    let d = _mm256_set1_ps(xb.scale * dw1);
+                    acc1[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($lanes), acc1[i]);
+                }
+            }
+            let [out0, out1] = $out;
+            for (acc, out) in [(acc0, out0), (acc1, out1)] {
+                for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                    *out = sum_lanes(*acc);
+                }
+            }
+        }};
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn dot_rows2_avx2(xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
+        let ones = _mm256_set1_epi16(1);
+        dot_rows2!(xs, w, out, |ax, sw| _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub(super) fn dot_rows2_avx_vnni(xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
+        dot_rows2!(xs, w, out, |ax, sw| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    pub(super) fn dot_rows2_avx512_vnni(xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
+        dot_rows2!(xs, w, out, |ax, sw| _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
