@@ -312,21 +312,19 @@ fn decode<B: Gpt2Ops>(
         loop {
             let Some(job) = next.take().or_else(|| queue.try_recv().ok().map(received)) else { break };
             let g = &generators[job.model];
-            let running: usize = live.iter().map(Live::running).sum();
-            let reserved: usize = live.iter().map(|l| l.kv).sum();
-            let fits = running + job.prompts.len() * job.n <= limits.max_batch
-                && reserved + kv_bytes(g, &job) <= limits.kv_budget;
+            let kv = kv_bytes(g, &job);
+            let (running, reserved) = usage(&live);
+            let fits = running + job.prompts.len() * job.n <= limits.max_batch && reserved + kv <= limits.kv_budget;
             if !live.is_empty() && !fits {
                 next = Some(job);
                 break;
             }
-            let mut admitted = admit(g, job);
+            let mut admitted = admit(g, job, kv);
             if choose(g, &mut admitted, stop, counters) {
                 live.push(admitted);
             }
         }
-        counters.running.store(live.iter().map(Live::running).sum(), Ordering::SeqCst);
-        counters.kv_reserved.store(live.iter().map(|l| l.kv).sum(), Ordering::SeqCst);
+        publish(&live, counters);
         for (m, g) in generators.iter().enumerate() {
             let mut rows: Vec<&mut Sequence<B>> = live
                 .iter_mut()
@@ -339,14 +337,26 @@ fn decode<B: Gpt2Ops>(
             }
         }
         live.retain_mut(|l| choose(&generators[l.job.model], l, stop, counters));
-        counters.running.store(live.iter().map(Live::running).sum(), Ordering::SeqCst);
-        counters.kv_reserved.store(live.iter().map(|l| l.kv).sum(), Ordering::SeqCst);
+        publish(&live, counters);
     }
 }
 
-/// `job` with its rows: each prompt prefilled once, its `n` samples forked
-/// from it, seeded as [`tp06_sample::generate`] seeds the rows of a prompt.
-fn admit<B: Gpt2Ops>(g: &Generator<B>, job: Job) -> Live<B> {
+/// The rows still decoding and the bytes of keys and values reserved by `live`.
+fn usage<B: Gpt2Ops>(live: &[Live<B>]) -> (usize, usize) {
+    (live.iter().map(Live::running).sum(), live.iter().map(|l| l.kv).sum())
+}
+
+/// [`usage`] in the counters `/health` and `/metrics` show.
+fn publish<B: Gpt2Ops>(live: &[Live<B>], counters: &Counters) {
+    let (running, reserved) = usage(live);
+    counters.running.store(running, Ordering::SeqCst);
+    counters.kv_reserved.store(reserved, Ordering::SeqCst);
+}
+
+/// `job` with its rows, reserving `kv` bytes of keys and values
+/// ([`kv_bytes`]): each prompt prefilled once, its `n` samples forked from
+/// it, seeded as [`tp06_sample::generate`] seeds the rows of a prompt.
+fn admit<B: Gpt2Ops>(g: &Generator<B>, job: Job, kv: usize) -> Live<B> {
     let mut rows = Vec::with_capacity(job.prompts.len() * job.n);
     for (p, prompt) in job.prompts.iter().enumerate() {
         let seed = sample_seed(job.seed, p * 7919);
@@ -358,7 +368,6 @@ fn admit<B: Gpt2Ops>(g: &Generator<B>, job: Job) -> Live<B> {
         }
     }
     let prompt_tokens = job.prompts.iter().map(Vec::len).sum();
-    let kv = kv_bytes(g, &job);
     Live { job, rows, prompt_tokens, kv }
 }
 
