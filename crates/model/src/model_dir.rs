@@ -102,10 +102,17 @@ impl ModelDir {
     }
 
     /// Where the tokenizer's files are: beside its adapter when that carries
-    /// them (peft saves the tokenizer an adapter with added tokens was
-    /// trained with), else in the directory itself.
+    /// them, else in the directory itself ([`Self::tokenizer_dir_with`]).
     pub fn tokenizer_dir(&self) -> &Path {
-        match &self.adapter {
+        self.tokenizer_dir_with(self.adapter.as_deref())
+    }
+
+    /// Where the tokenizer's files are with the peft adapter `adapter` on
+    /// the directory: beside the adapter when it carries them (peft saves
+    /// the tokenizer an adapter with added tokens was trained with), else in
+    /// the directory itself.
+    pub fn tokenizer_dir_with<'a>(&'a self, adapter: Option<&'a Path>) -> &'a Path {
+        match adapter {
             Some(adapter) if adapter.join(tp06_vocab::outputs::TOKENIZER).is_file() => adapter,
             _ => &self.dir,
         }

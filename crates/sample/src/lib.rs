@@ -131,8 +131,7 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
         device: &B::Device,
     ) -> Result<Self, SampleError> {
         let base = tp06_model::ModelDir::open(dir)?;
-        let has_tokenizer = adapter.join(tp06_vocab::outputs::TOKENIZER).exists();
-        let tok = tp06_vocab::Tok::from_dir(if has_tokenizer { adapter } else { dir })?;
+        let tok = tp06_vocab::Tok::from_dir(base.tokenizer_dir_with(Some(adapter)))?;
         let model = base.load_with_adapter::<B>(adapter, tok.vocab_size(), device)?;
         let model = tp06_model::lora::merge(model).with_precision(precision);
         if tok.vocab_size() > model.vocab_size() {
