@@ -501,9 +501,18 @@ fn concurrent_requests_decode_together_and_each_gets_its_text_alone() {
     }
     let widest = server.json("health")["widest_step"].as_u64().unwrap();
     assert!(widest > 1, "the requests decoded together (widest step {widest})");
-    // Prometheus' format, as llama.cpp's server gives its metrics.
-    let (status, metrics) = server.get("metrics");
-    assert_eq!(status, 200);
+    // Prometheus' format, as llama.cpp's server gives its metrics. The gauges
+    // are published after each step, so the last answer can come a step before
+    // its rows leave the gauge.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (status, metrics) = server.get("metrics");
+        assert_eq!(status, 200);
+        if metrics.lines().any(|l| l == "tp06_rows_running 0") || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for line in ["tp06_requests_queued 0", "tp06_rows_running 0", "tp06_rows_max 8", "tp06_requests_served_total 16"] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
