@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
 use burn::tensor::s;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tp06_model::{Gpt2, Gpt2Ops, KvCache, Pass};
 
-use crate::processors::{Processing, argmax, draw};
+use crate::processors::Processing;
 
 /// How long to decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,17 @@ pub enum Length {
     Total(usize),
     /// New tokens after the prompt (`max_new_tokens`).
     New(usize),
+}
+
+impl Length {
+    /// The most new tokens after a prompt of `prompt` tokens, within a
+    /// context of `limit` positions.
+    pub fn new_tokens(self, prompt: usize, limit: usize) -> usize {
+        match self {
+            Length::Total(total) => total.min(limit).saturating_sub(prompt),
+            Length::New(n) => n.min(limit.saturating_sub(prompt)),
+        }
+    }
 }
 
 /// One generated sequence.
@@ -109,11 +120,7 @@ pub fn generate_observed<B: Gpt2Ops>(
     observe: &mut dyn FnMut(Step<'_>) -> Flow,
 ) -> Option<Vec<Generated>> {
     let device = model.wte.weight.device();
-    let limit = model.n_positions();
-    let new_max = match length {
-        Length::Total(total) => total.min(limit).saturating_sub(prompt.len()),
-        Length::New(n) => n.min(limit.saturating_sub(prompt.len())),
-    };
+    let new_max = length.new_tokens(prompt.len(), model.n_positions());
     let mut rngs: Vec<rand_chacha::ChaCha8Rng> =
         (0..samples).map(|i| rand_chacha::ChaCha8Rng::seed_from_u64(sample_seed(seed, i))).collect();
     let mut sequences: Vec<Vec<u32>> = vec![prompt.to_vec(); samples];
@@ -143,10 +150,7 @@ pub fn generate_observed<B: Gpt2Ops>(
                 next.push(eos.unwrap_or(0)); // padding for a finished row, never kept
                 continue;
             }
-            let mut scores = raw.to_vec();
-            processing.apply(&mut scores, &sequences[row]);
-            let token =
-                if processing.samples() { draw(&scores, rngs[row].random::<f64>()) } else { argmax(&scores) } as u32;
+            let token = processing.choose(raw, &sequences[row], &mut rngs[row]);
             match observe(Step { row, logits: raw, seen: &sequences[row], token }) {
                 Flow::Stop => return None,
                 Flow::EndRow => finished[row] = true,

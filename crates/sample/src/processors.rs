@@ -114,6 +114,14 @@ impl Processing {
             top_p(logits, self.top_p);
         }
     }
+
+    /// The next token after `seen` from its raw `logits`: processed, then
+    /// drawn with one number of `rng` when sampling, else the arg-max.
+    pub fn choose(&self, logits: &[f32], seen: &[u32], rng: &mut impl rand::Rng) -> u32 {
+        let mut scores = logits.to_vec();
+        self.apply(&mut scores, seen);
+        (if self.samples() { draw(&scores, rng.random::<f64>()) } else { argmax(&scores) }) as u32
+    }
 }
 
 /// The arg-max (first of equal maxima, as `torch.argmax`).

@@ -8,11 +8,11 @@
 
 use burn::prelude::*;
 use burn::tensor::s;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tp06_model::{Gpt2, Gpt2Ops, KvCache, Pass};
 
 use crate::generate::{Flow, Length, Step};
-use crate::processors::{Processing, argmax, draw};
+use crate::processors::Processing;
 
 /// One sequence: its ids so far, its cache, the logits of its next token.
 #[derive(Debug, Clone)]
@@ -41,11 +41,7 @@ impl<B: Gpt2Ops> Sequence<B> {
         eos: Option<u32>,
         seed: u64,
     ) -> Self {
-        let limit = model.n_positions();
-        let new_max = match length {
-            Length::Total(total) => total.min(limit).saturating_sub(prompt.len()),
-            Length::New(n) => n.min(limit.saturating_sub(prompt.len())),
-        };
+        let new_max = length.new_tokens(prompt.len(), model.n_positions());
         let mut cache = KvCache::new(model.h.len());
         let done = prompt.is_empty() || new_max == 0;
         let logits = if done {
@@ -102,10 +98,7 @@ impl<B: Gpt2Ops> Sequence<B> {
     /// [`decode_step`].
     pub fn choose(&mut self, observe: &mut dyn FnMut(Step<'_>) -> Flow) -> Flow {
         assert!(!self.done, "a finished sequence chooses no token");
-        let mut scores = self.logits.clone();
-        self.processing.apply(&mut scores, &self.ids);
-        let token =
-            if self.processing.samples() { draw(&scores, self.rng.random::<f64>()) } else { argmax(&scores) } as u32;
+        let token = self.processing.choose(&self.logits, &self.ids, &mut self.rng);
         let flow = observe(Step { row: 0, logits: &self.logits, seen: &self.ids, token });
         match flow {
             Flow::Stop => return flow,
