@@ -3,7 +3,8 @@
 //!
 //! The products (`Conv1D`, the tied head), the norms and the activation take
 //! the rows together, so that a step reads the weights once for all of them;
-//! the attention takes each row alone, against its own cache. Every kernel
+//! the attention takes each row alone, against its own cache (the blocks'
+//! own forward, given one cache slot per row). Every kernel
 //! computes a row on its own, in an order that does not depend on the other
 //! rows, so each row's logits are bit for bit those of decoding it alone
 //! ([`Gpt2::forward_cached`] with one row), as long as the step's rows take
@@ -16,6 +17,7 @@ use burn::prelude::*;
 
 use crate::gpt2::{Gpt2, KvCache};
 use crate::kernels::{self, Gpt2Ops};
+use crate::layout::Layout;
 use crate::pass::Pass;
 use crate::precision::Precision;
 
@@ -39,16 +41,8 @@ impl<B: Gpt2Ops> Gpt2<B> {
         let tok = self.wte.lookup(tokens.unsqueeze_dim::<2>(1)); // [n, 1, c]
         let mut x = pass.dropout(self.drop, tok + pos);
         for (l, block) in self.h.iter().enumerate() {
-            let qkv = block.attn.c_attn.forward(block.ln_1.forward(x.clone(), pass), pass); // [n, 1, 3c]
-            let rows = caches.iter_mut().enumerate().map(|(i, cache)| {
-                let slot = &mut cache.layers[l];
-                block.attn.attend_cached(qkv.clone().slice(s![i..i + 1]), None, slot, pass)
-            });
-            let y = Tensor::cat(rows.collect(), 0); // [n, 1, c]
-            let a = block.attn.c_proj.forward(y, pass);
-            x = x + pass.dropout(block.attn.resid_dropout, a);
-            let m = block.mlp.forward(block.ln_2.forward(x.clone(), pass), pass);
-            x = x + m;
+            let mut slots: Vec<&mut _> = caches.iter_mut().map(|cache| &mut cache.layers[l]).collect();
+            x = block.forward_cached(x, &Layout::plain(), Some(&mut slots), pass);
         }
         for cache in caches.iter_mut() {
             cache.len += 1;

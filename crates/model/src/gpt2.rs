@@ -122,10 +122,13 @@ impl<B: Backend> Embedding<B> {
     }
 }
 
+/// One block's cached keys and values `[b, h, positions, hd]` each, if any.
+pub(crate) type Slot<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
+
 /// Keys and values of the positions already seen, per block, for generation.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    pub(crate) layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    pub(crate) layers: Vec<Slot<B>>,
     pub(crate) len: usize,
 }
 
@@ -165,28 +168,38 @@ pub struct Attention<B: Backend> {
 
 impl<B: Gpt2Ops> Attention<B> {
     /// `x: [b, t, c]` → `[b, t, c]`, each query seeing what `layout` lets it.
-    /// With a cache, `x` holds only the new positions, the cache grows by `t`
-    /// and `layout` has no packed documents.
+    /// With a cache, `x` holds only the new positions, each slot grows by `t`
+    /// and `layout` has no packed documents. The cache is one slot for every
+    /// row, or one slot per row (rows at their own positions, no padding).
     fn forward(
         &self,
         x: Tensor<B, 3>,
         layout: &Layout<B>,
-        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        cache: Option<&mut [&mut Slot<B>]>,
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
         let c = x.dims()[2];
         let (h, hd) = (self.n_head, c / self.n_head);
         let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
         let qkv = self.c_attn.forward(x, pass); // [b, t, 3c]
-        let Some(slot) = cache else {
+        let y = match cache {
             // Training and whole-sequence passes: the keys are the queries' positions.
-            let (pad, documents) = (layout.pad.clone(), layout.documents.as_ref());
-            let y = pass.causal_attention(qkv, h, pad, documents, divisor, self.attn_dropout); // [b, t, c]
-            let y = self.c_proj.forward(y, pass);
-            return pass.dropout(self.resid_dropout, y);
+            None => {
+                let (pad, documents) = (layout.pad.clone(), layout.documents.as_ref());
+                pass.causal_attention(qkv, h, pad, documents, divisor, self.attn_dropout) // [b, t, c]
+            }
+            Some([slot]) => {
+                assert!(layout.documents.is_none(), "a cached pass runs one document per row");
+                self.attend_cached(qkv, layout.pad.clone(), slot, pass)
+            }
+            Some(slots) => {
+                assert!(layout.pad.is_none() && layout.documents.is_none(), "rows with their own slots are plain");
+                assert_eq!(slots.len(), qkv.dims()[0], "one slot per row");
+                let rows = slots.iter_mut().enumerate();
+                let rows = rows.map(|(i, slot)| self.attend_cached(qkv.clone().slice(s![i..i + 1]), None, slot, pass));
+                Tensor::cat(rows.collect(), 0)
+            }
         };
-        assert!(layout.documents.is_none(), "a cached pass runs one document per row");
-        let y = self.attend_cached(qkv, layout.pad.clone(), slot, pass);
         let y = self.c_proj.forward(y, pass);
         pass.dropout(self.resid_dropout, y)
     }
@@ -194,11 +207,11 @@ impl<B: Gpt2Ops> Attention<B> {
     /// The attention of the new positions' fused `qkv [b, t, 3c]` over the
     /// cached keys and values and their own, `pad` hiding padding keys:
     /// `[b, t, c]`, before `c_proj`; the cache `slot` grows by `t`.
-    pub(crate) fn attend_cached(
+    fn attend_cached(
         &self,
         qkv: Tensor<B, 3>,
         pad: Option<Tensor<B, 2, Bool>>,
-        slot: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        slot: &mut Slot<B>,
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
         let [_, t, three_c] = qkv.dims();
@@ -232,7 +245,7 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Gpt2Ops> Mlp<B> {
     /// `[b, t, c] → [b, t, c]`
-    pub(crate) fn forward(&self, x: Tensor<B, 3>, pass: &mut Pass) -> Tensor<B, 3> {
+    fn forward(&self, x: Tensor<B, 3>, pass: &mut Pass) -> Tensor<B, 3> {
         let x = self.c_fc.forward(x, pass); // [b, t, n_inner]
         let x = match self.activation {
             Activation::GeluTanh => pass.gelu_new(x),
@@ -293,12 +306,13 @@ impl<B: Gpt2Ops> Block<B> {
         self.forward_cached(x, layout, None, pass)
     }
 
-    /// `[b, t, c] → [b, t, c]`, growing the block's cache when given one.
-    fn forward_cached(
+    /// `[b, t, c] → [b, t, c]`, growing the block's cache when given one
+    /// (one slot for every row, or one per row: [`Attention`]'s `forward`).
+    pub(crate) fn forward_cached(
         &self,
         x: Tensor<B, 3>,
         layout: &Layout<B>,
-        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        cache: Option<&mut [&mut Slot<B>]>,
         pass: &mut Pass,
     ) -> Tensor<B, 3> {
         let a = self.attn.forward(self.ln_1.forward(x.clone(), pass), layout, cache, pass);
@@ -374,8 +388,8 @@ impl<B: Gpt2Ops> Gpt2<B> {
         let past = cache.as_ref().map_or(0, |c| c.len);
         let mut x = self.embed(ids, past, layout.documents.as_ref(), pass);
         for (i, block) in self.h.iter().enumerate() {
-            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward_cached(x, layout, slot, pass);
+            let mut slot = cache.as_mut().map(|c| [&mut c.layers[i]]);
+            x = block.forward_cached(x, layout, slot.as_mut().map(|s| &mut s[..]), pass);
         }
         if let Some(cache) = cache {
             cache.len += t;
