@@ -1,7 +1,8 @@
 //! Decoding's weight streaming alone: one token's products on the 124 M shape
 //! (`Pass::linear` over the 12 blocks' four `Conv1D` weights, `Pass::tied_head`
 //! over `wte`), in GB/s of weights read, beside a plain read of the same bytes
-//! (eight-lane sums, so that it vectorises). Generation can go no faster than
+//! (eight-lane sums, so that it vectorises). The `Conv1D` weights are laid
+//! out as generation lays them out (`Gpt2::for_decoding`). Generation can go no faster than
 //! the weights stream; BENCHMARKS.md compares the two.
 //!
 //! `ROWS=m` runs the products on `m` rows at once (a batched decoding step;
@@ -31,6 +32,8 @@ fn main() {
     for _ in 0..layers {
         for (k, n) in shapes {
             let (w, values) = filled([k, n]);
+            // As generation lays it out (`Gpt2::for_decoding`).
+            let w = <Cpu as tp06_model::kernels::Gpt2Ops>::decoding_layout(w);
             weights.push((w, filled([n]).0, filled([rows, k]).0));
             host.push(values);
         }

@@ -52,6 +52,21 @@ impl<B: Gpt2Ops> Gpt2<B> {
         self.head_2d(hidden.reshape([n, c]), pass)
     }
 
+    /// The model with its f32 `Conv1D` weights laid out for decoding
+    /// ([`Gpt2Ops::decoding_layout`]: on the CPU, each stored `[out, in]` so
+    /// that the few-row products read it row by row), the same values. What
+    /// generation and serving load; training and export keep HF's `[in, out]`.
+    pub fn for_decoding(mut self) -> Self {
+        for block in &mut self.h {
+            for conv in [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj] {
+                if conv.q8.is_none() {
+                    conv.weight = conv.weight.clone().map(B::decoding_layout);
+                }
+            }
+        }
+        self
+    }
+
     /// The most rows a [`Self::decode_rows`] step takes with each row's
     /// logits still those of decoding it alone: the rows up to which the
     /// weights' product kernels are the ones a single row takes.

@@ -28,6 +28,13 @@ fn requests() -> Vec<Request> {
         Request { prompt: prompt(1, 2), joins: 0, tokens: 3 },
         Request { prompt: prompt(7, 3), joins: 2, tokens: 5 },
         Request { prompt: prompt(12, 4), joins: 4, tokens: 6 },
+        // Enough rows for a step past one register tile of 8 rows.
+        Request { prompt: prompt(2, 5), joins: 1, tokens: 7 },
+        Request { prompt: prompt(5, 6), joins: 1, tokens: 4 },
+        Request { prompt: prompt(4, 7), joins: 2, tokens: 6 },
+        Request { prompt: prompt(9, 8), joins: 2, tokens: 5 },
+        Request { prompt: prompt(6, 9), joins: 3, tokens: 4 },
+        Request { prompt: prompt(8, 10), joins: 3, tokens: 5 },
     ]
 }
 
@@ -109,8 +116,16 @@ fn rows_decoded_together_give_each_row_s_logits_alone_bit_for_bit() {
         tp06_model::kernels::q8::Path::detect().name(),
         tp06_model::kernels::bf16::Path::detect().name()
     );
-    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
+    let layouts = [
+        (Precision::F32, false),
+        (Precision::F32, true), // the `Conv1D` weights laid out `[out, in]`, as generation loads them
+        (Precision::Bf16, false),
+        (Precision::Int8, false),
+    ];
+    for (precision, for_decoding) in layouts {
         let model = f32_model.clone().with_precision(precision);
+        let model = if for_decoding { model.for_decoding() } else { model };
+        let precision = format!("{precision}{}", if for_decoding { " for decoding" } else { "" });
         assert!(requests.len() <= model.rows_per_step(), "{precision}: every row in one step");
         let together = together(&model, &requests);
         for (i, request) in requests.iter().enumerate() {

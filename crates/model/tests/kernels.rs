@@ -237,9 +237,10 @@ fn causal_attention_equals_the_composed_heads_with_padding_and_dropout() {
 
 #[test]
 fn few_row_products_equal_the_general_product_and_do_not_depend_on_threads() {
-    // Sizes off every block: 131 weight rows (two tasks of 64 and a rest, four
-    // rows per pass and a rest), 300 vocabulary rows (a task of 256 and a rest),
-    // 45 wide (32 lanes and a rest). Five rows take the general product.
+    // Sizes off the kernels' blocks: 131 weight rows (four per pass and a
+    // rest), 37 columns and 45 wide (16 lanes and a masked rest), 300
+    // vocabulary rows (tasks of 64 and a rest). `FEW_ROWS + 1` rows take the
+    // general product. The weight also laid out for decoding (`[out, in]`).
     let (k, n, c, vocab) = (131, 37, 45, 300);
     let weight = random([k, n], 30, 1.0).inner();
     let bias = random([n], 31, 1.0).inner();
@@ -247,15 +248,19 @@ fn few_row_products_equal_the_general_product_and_do_not_depend_on_threads() {
     for m in 1..=FEW_ROWS + 1 {
         let x = random([m, k], 33 + m as u64, 1.0).inner();
         let hidden = random([m, c], 43 + m as u64, 1.0).inner();
+        let by_rows = <Cpu as tp06_model::Gpt2Ops>::decoding_layout(weight.clone());
         let run = |kernels| {
             let pass = Pass::inference().with_kernels(kernels);
             let y = pass.linear::<Cpu>(x.clone(), weight.clone(), bias.clone());
+            let y_by_rows = pass.linear::<Cpu>(x.clone(), by_rows.clone(), bias.clone());
             let logits = pass.tied_head::<Cpu>(hidden.clone(), wte.clone());
-            (values(y), values(logits))
+            (values(y), values(y_by_rows), values(logits))
         };
-        let (y, logits) = run(Kernels::Backend);
-        let (y_ref, logits_ref) = run(Kernels::Composed);
+        let (y, y_by_rows, logits) = run(Kernels::Backend);
+        let (y_ref, y_by_rows_ref, logits_ref) = run(Kernels::Composed);
+        assert_close(&format!("linear, general product of either layout, {m} rows"), &y_by_rows_ref, &y_ref, 1e-5);
         assert_close(&format!("linear, {m} rows"), &y, &y_ref, 1e-5);
+        assert_close(&format!("linear, weight laid out for decoding, {m} rows"), &y_by_rows, &y_ref, 1e-5);
         assert_close(&format!("tied head, {m} rows"), &logits, &logits_ref, 1e-5);
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run(Kernels::Backend));
         let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| run(Kernels::Backend));

@@ -115,6 +115,7 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
             return Err(SampleError::TokenizerMismatch { dir: dir.to_path_buf(), tokens: tok.vocab_size(), rows });
         }
         let (model, _) = model_dir.load_in::<B>(precision, device, watch)?;
+        let model = model.for_decoding();
         let eos = tok.special_id(tok.specials.eos.as_ref());
         Ok(Self { model, tok, eos, dir: dir.to_path_buf() })
     }
@@ -133,7 +134,7 @@ impl<B: tp06_model::Gpt2Ops> Generator<B> {
         let base = tp06_model::ModelDir::open(dir)?;
         let tok = tp06_vocab::Tok::from_dir(base.tokenizer_dir_with(Some(adapter)))?;
         let model = base.load_with_adapter::<B>(adapter, tok.vocab_size(), device)?;
-        let model = tp06_model::lora::merge(model).with_precision(precision);
+        let model = tp06_model::lora::merge(model).with_precision(precision).for_decoding();
         if tok.vocab_size() > model.vocab_size() {
             let rows = model.vocab_size();
             return Err(SampleError::TokenizerMismatch { dir: adapter.to_path_buf(), tokens: tok.vocab_size(), rows });

@@ -12,9 +12,9 @@
 //! - [`causal`]: the whole attention of a block from its fused `q, k, v`;
 //! - [`scores`]: the attention probabilities of the cached, generating path;
 //! - [`gelu`], [`layer_norm`];
-//! - [`products`]: decoding's few-row products (f32 weights, or bf16 ones
-//!   through [`bf16`]), and the tied head's `wte` gradient for the trained
-//!   rows only;
+//! - [`products`]: decoding's few-row products (f32 weights through
+//!   [`tiles`], bf16 ones through [`bf16`]), and the tied head's `wte`
+//!   gradient for the trained rows only;
 //! - [`adamw`]: the optimiser's step, parameter and moments in one pass.
 //!
 //! One parallel, vectorised pass per direction ([`simd`]) instead of several
@@ -42,6 +42,7 @@ mod products;
 pub mod q8;
 mod rows;
 mod scores;
+mod tiles;
 
 use burn::backend::Autodiff;
 use burn::backend::flex::Flex;
@@ -132,6 +133,14 @@ pub trait Gpt2Ops: Backend {
         composed::linear(x, weight, bias)
     }
 
+    /// A `Conv1D` weight `[in, out]` laid out for decoding, the same values
+    /// ([`crate::Gpt2::for_decoding`]): as it is by default; on Flex, f32
+    /// weights stored `[out, in]` and seen transposed, which
+    /// [`Self::linear`]'s few-row kernel streams row by row.
+    fn decoding_layout(weight: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        weight
+    }
+
     /// The logits of the tied head: `hidden [m, c] · wteᵀ` with `wte [vocab,
     /// c]`. `trained_from`: of `wte`, only the rows from this one on train, so
     /// a backend may skip the other rows' gradient (the trainer never reads it).
@@ -189,6 +198,10 @@ impl Gpt2Ops for Flex {
 
     fn linear(x: Tensor<Self, 2>, weight: Tensor<Self, 2>, bias: Tensor<Self, 1>) -> Tensor<Self, 2> {
         products::flex_linear(x, weight, bias)
+    }
+
+    fn decoding_layout(weight: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        products::by_rows(weight)
     }
 
     fn tied_head(hidden: Tensor<Self, 2>, wte: Tensor<Self, 2>, _: Option<usize>) -> Tensor<Self, 2> {

@@ -22,12 +22,13 @@ use burn::tensor::{DType, FloatDType, TensorMetadata};
 use super::bf16;
 use super::composed;
 use super::host::{Ad, contiguous, float, host, is_f32, new_tensor, record, tensor, values};
-use super::rows::{head_rows, linear_rows};
-use super::simd::{accumulate_rows, dots};
+use super::tiles;
 
-/// Rows up to which [`flex_linear`] and [`flex_head`] take the streaming kernels;
-/// more rows go to the general product (training, prompts, batched passes).
-pub const FEW_ROWS: usize = 4;
+/// Rows up to which [`flex_linear`] and [`flex_head`] take the streaming
+/// kernels ([`tiles`]); more rows go to the general product (training, long
+/// prompts). A server's decoding step takes up to this many requests
+/// together, each row's values those of the row alone.
+pub const FEW_ROWS: usize = 16;
 
 /// Rows up to which bf16 weights are streamed ([`bf16::linear`] and
 /// [`bf16::head`]: a prompt of a few words too); past it, [`widened_tiles`].
@@ -39,6 +40,18 @@ pub const BF16_STREAMED_ROWS: usize = 16;
 pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Tensor<Flex, 1>) -> Tensor<Flex, 2> {
     let (few, streamed) = (x.dims()[0] <= FEW_ROWS, x.dims()[0] <= BF16_STREAMED_ROWS);
     match (x.dtype(), weight.dtype(), bias.dtype()) {
+        (DType::F32, DType::F32, DType::F32) if few && is_by_rows(&weight) => {
+            let ([m, k], n) = (x.dims(), weight.dims()[1]);
+            let rows = contiguous(float(weight.transpose())); // [n, k], no copy
+            let y = tiles::linear_by_rows(
+                tiles::Path::detect(),
+                values(&host(x)),
+                values(&rows),
+                values(&host(bias)),
+                [m, k, n],
+            );
+            tensor(new_tensor(y, [m, n].into()))
+        }
         (DType::F32, DType::F32, DType::F32) if few => tensor(few_rows_linear(&host(x), &host(weight), &host(bias))),
         (DType::F32, DType::BF16, DType::F32) if streamed => {
             let ([m, _], n) = (x.dims(), weight.dims()[1]);
@@ -58,6 +71,23 @@ pub(super) fn flex_linear(x: Tensor<Flex, 2>, weight: Tensor<Flex, 2>, bias: Ten
         }
         _ => composed::linear(x, weight, bias),
     }
+}
+
+/// [`super::Gpt2Ops::decoding_layout`] on Flex: an f32 weight `[in, out]`
+/// stored `[out, in]` (one copy, when it is not already) and seen transposed.
+pub(super) fn by_rows(weight: Tensor<Flex, 2>) -> Tensor<Flex, 2> {
+    if weight.dtype() != DType::F32 || is_by_rows(&weight) {
+        return weight;
+    }
+    let rows = contiguous(float(weight.transpose())); // [out, in], copied
+    tensor::<Flex, 2>(rows).transpose()
+}
+
+/// Whether `weight [in, out]` is an `[out, in]` row-major matrix seen transposed.
+fn is_by_rows(weight: &Tensor<Flex, 2>) -> bool {
+    let primitive = weight.clone().into_primitive().tensor();
+    let [k, _] = weight.dims();
+    primitive.layout().strides() == [1, k as isize] && k > 1 && weight.dims()[1] > 1
 }
 
 /// [`super::Gpt2Ops::tied_head`] on Flex: the streaming kernels, as [`flex_linear`].
@@ -164,13 +194,14 @@ impl Backward<Flex, 2> for HeadBackward {
 
 fn few_rows_linear(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let [m, k, n] = [x.shape()[0], x.shape()[1], weight.shape()[1]];
-    let y = linear_rows(values(x), values(weight), values(bias), [m, k, n], accumulate_rows);
+    let y = tiles::linear(tiles::Path::detect(), values(x), values(weight), values(bias), [m, k, n]);
     new_tensor(y, [m, n].into())
 }
 
 fn few_rows_head(hidden: &FlexTensor, wte: &FlexTensor) -> FlexTensor {
     let [m, c, vocab] = [hidden.shape()[0], hidden.shape()[1], wte.shape()[0]];
-    new_tensor(head_rows(values(hidden), values(wte), [m, c, vocab], dots), [m, vocab].into())
+    let y = tiles::head(tiles::Path::detect(), values(hidden), values(wte), [m, c, vocab]);
+    new_tensor(y, [m, vocab].into())
 }
 
 /// A contiguous bf16 tensor's values.

@@ -1,8 +1,8 @@
 //! How the streamed products split their work (decoding's few rows times a
 //! weight matrix, read once): the tasks, each one's share of the weights, and
 //! the order in which their results are put together, so that no result
-//! depends on the number of threads. The row kernels (f32 or bf16 weights)
-//! are the callers' (`products`, `bf16`).
+//! depends on the number of threads. The row kernels (bf16 weights) are the
+//! caller's (`bf16`).
 
 use rayon::prelude::*;
 

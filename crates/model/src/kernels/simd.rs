@@ -120,25 +120,50 @@ fn widen(v: half::bf16) -> f32 {
     f32::from_bits((v.to_bits() as u32) << 16)
 }
 
-/// `acc[j] += Σᵢ x[i]·w[i·n + j]` over the rows of `w`, four rows per pass
-/// over `acc`, in a fixed order (the body of [`accumulate_rows`]).
+/// `y[j] ← fma(x[i], w[i·n + j], y[j])` for `i = 0, 1, …` in order: each
+/// `y[j]` one chain (the body of [`chain_rows`]), four weight rows per pass
+/// over `y`.
 #[inline(always)]
-fn rows_into(x: &[f32], w: &[f32], acc: &mut [f32]) {
-    let n = acc.len();
-    let (quads, rest) = x.split_at(x.len() / 4 * 4);
-    for (i, q) in quads.chunks_exact(4).enumerate() {
-        let rows = &w[4 * i * n..4 * (i + 1) * n];
-        let (r0, r1, r2, r3) = (&rows[..n], &rows[n..2 * n], &rows[2 * n..3 * n], &rows[3 * n..]);
-        for j in 0..n {
-            acc[j] += q[0] * r0[j] + q[1] * r1[j] + q[2] * r2[j] + q[3] * r3[j];
+fn chains_into(x: &[f32], w: &[f32], n: usize, y: &mut [f32]) {
+    let width = y.len();
+    let row = |i: usize| &w[i * n..][..width];
+    let quads = x.len() / 4 * 4;
+    for i in (0..quads).step_by(4) {
+        let (w0, w1, w2, w3) = (row(i), row(i + 1), row(i + 2), row(i + 3));
+        let (x0, x1, x2, x3) = (x[i], x[i + 1], x[i + 2], x[i + 3]);
+        for j in 0..width {
+            y[j] = x3.mul_add(w3[j], x2.mul_add(w2[j], x1.mul_add(w1[j], x0.mul_add(w0[j], y[j]))));
         }
     }
-    for (i, &a) in rest.iter().enumerate() {
-        let row = &w[(quads.len() + i) * n..][..n];
-        for j in 0..n {
-            acc[j] += a * row[j];
+    for (i, &xi) in x.iter().enumerate().skip(quads) {
+        for (y, &wij) in y.iter_mut().zip(row(i)) {
+            *y = xi.mul_add(wij, *y);
         }
     }
+}
+
+/// Σ xᵢ·wᵢ in sixteen chains, lane `l` taking `fma(xᵢ, wᵢ, ·)` for the
+/// `i ≡ l (mod 16)` in order (a short last chunk padded with zeros), added
+/// as [`sum16`] adds them.
+#[inline(always)]
+fn lane_dot(x: &[f32], w: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (xc, wc) = (x.chunks_exact(16), w.chunks_exact(16));
+    let (xt, wt) = (xc.remainder(), wc.remainder());
+    for (a, b) in xc.zip(wc) {
+        for l in 0..16 {
+            acc[l] = a[l].mul_add(b[l], acc[l]);
+        }
+    }
+    if !xt.is_empty() {
+        let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+        a[..xt.len()].copy_from_slice(xt);
+        b[..wt.len()].copy_from_slice(wt);
+        for l in 0..16 {
+            acc[l] = a[l].mul_add(b[l], acc[l]);
+        }
+    }
+    sum16(acc)
 }
 
 /// `acc ← (acc + x₁·w₁) + x₀·w₀`: one lane of `vdpbf16ps` (the odd
@@ -384,18 +409,20 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    /// `acc[j] += Σᵢ x[i]·w[i·n + j]` over the rows of `w` (`n = acc.len()`),
-    /// four rows per pass over `acc`, in a fixed order.
-    pub(super) fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32]) {
-        rows_into(x, w, acc)
+    /// `y[j] ← fma(x[i], w[i·n + j], y[j])` for the rows `i` of `w` in
+    /// order (row `i` at `w[i·n ..][..y.len()]`): the chains of
+    /// [`super::tiles::linear`].
+    pub(super) fn chain_rows(x: &[f32], w: &[f32], n: usize, y: &mut [f32]) {
+        chains_into(x, w, n, y)
     }
 }
 
 simd_kernel! {
-    /// `out[v] = x · w[v·c .. (v+1)·c]`, each a dot product in a fixed order.
-    pub(super) fn dots(x: &[f32], w: &[f32], out: &mut [f32]) {
-        for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-            *o = dot::<32>(x, row);
+    /// `out[v] = x · w[v·c .. (v+1)·c]`, each [`lane_dot`]'s sixteen chains:
+    /// the dot products of [`super::tiles::head`].
+    pub(super) fn lane_dots(x: &[f32], w: &[f32], out: &mut [f32]) {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len().max(1))) {
+            *o = lane_dot(x, row);
         }
     }
 }

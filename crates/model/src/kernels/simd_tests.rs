@@ -32,11 +32,11 @@ fn the_avx512_avx2_and_baseline_builds_of_the_kernels_give_the_same_bits() {
         scaled_softmax(&mut s, out[0], 0.5);
         out.extend(&s);
         let mut acc = vec![0.25; 59];
-        accumulate_rows(&x[..17], &x[..17 * 59], &mut acc);
+        chain_rows(&x[..15], &x[..14 * 61 + 59], 61, &mut acc);
         add_into(&w[..59], &mut acc);
         out.extend(&acc);
         let mut logits = vec![0.0; 13];
-        dots(&x[..75], &w[..13 * 75], &mut logits);
+        lane_dots(&x[..75], &w[..13 * 75], &mut logits);
         out.extend(&logits);
         let (xb, wb): (Vec<half::bf16>, Vec<half::bf16>) = (
             x.iter().map(|v| half::bf16::from_f32(*v)).collect(),
