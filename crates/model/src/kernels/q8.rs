@@ -6,7 +6,8 @@
 //!
 //! Four paths compute the same bits, picked at run time from what the CPU
 //! has ([`Path::detect`]): AVX512-VNNI (`vpdpbusd` on 256-bit registers),
-//! AVX-VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`) and scalar. Each 32-value
+//! AVX-VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`) and scalar (the VNNI
+//! paths take the weights as unsigned bytes, see [`XBlock`]). Each 32-value
 //! block is eight lanes of four products; a lane's integer sum is converted
 //! to f32 and accumulated as `fma(d_x · d_w, sum, acc)` in eight f32 lanes,
 //! which are added in one fixed order at the end. The scalar path does the
@@ -247,20 +248,30 @@ fn dot_rows2(path: Path, xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32
     }
 }
 
-/// An activation's Q8_0 block as the kernels read it: its values, their
-/// magnitudes (`vpdpbusd`'s unsigned operand) and its scale as f32, worked
-/// out once per product instead of once per weight row it meets. The
-/// values are within ±127 (ggml's quantiser), so a magnitude fits a byte.
+/// An activation's Q8_0 block as the kernels read it, worked out once per
+/// product instead of once per weight row it meets: its values, their
+/// magnitudes (AVX2's unsigned operand), its scale as f32 (also in eight
+/// lanes), and `−128 ·` each lane's sum of values, which the VNNI paths
+/// start their integer sums from: they take the weights as unsigned bytes
+/// `w + 128` (one `xor` a weight block, shared by the rows), so that
+/// `−128·Σx + Σ(w + 128)·x = Σ w·x` with no sign fix-up per row. The values
+/// are within ±127 (ggml's quantiser), so a magnitude fits a byte.
 #[derive(Debug, Clone, Copy)]
 struct XBlock {
     qs: [i8; QK8_0],
     abs: [u8; QK8_0],
     scale: f32,
+    scales: [f32; 8],
+    offset: [i32; 8],
 }
 
 impl XBlock {
     fn of(block: &BlockQ8_0) -> Self {
-        Self { qs: block.qs, abs: block.qs.map(i8::unsigned_abs), scale: block.scale() }
+        let scale = block.scale();
+        let offset = std::array::from_fn(|lane| {
+            -128 * block.qs[4 * lane..4 * lane + 4].iter().map(|&q| i32::from(q)).sum::<i32>()
+        });
+        Self { qs: block.qs, abs: block.qs.map(i8::unsigned_abs), scale, scales: [scale; 8], offset }
     }
 }
 
@@ -382,6 +393,88 @@ mod x86 {
         }};
     }
 
+    /// [`dot_rows2!`] on VNNI: the weight blocks as unsigned bytes
+    /// (`xor 0x80`), each row's integer sums started from its block's
+    /// offset ([`XBlock`]), `d` one product of the two scales' lanes.
+    macro_rules! dot_rows2_vnni {
+        ($xs:expr, $w:expr, $out:expr, $dpbusd:ident) => {{
+            let [w0, w1] = $w;
+            let flip = _mm256_set1_epi8(-128);
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); GROUP], [_mm256_setzero_ps(); GROUP]);
+            // The next two rows follow `w1` (`matmul_with` pairs rows `r, r + 1`).
+            let next = w1.as_ptr().wrapping_add(w1.len());
+            for (b, (wb0, wb1)) in w0.iter().zip(w1.iter()).enumerate() {
+                prefetch(next.wrapping_add(b));
+                prefetch(next.wrapping_add(w1.len() + b));
+                let (uw0, uw1) = (_mm256_xor_si256(load(&wb0.qs), flip), _mm256_xor_si256(load(&wb1.qs), flip));
+                let (dw0, dw1) = (_mm256_set1_ps(scale(wb0)), _mm256_set1_ps(scale(wb1)));
+                for (i, x) in $xs.iter().enumerate() {
+                    let xb: &XBlock = &x[b];
+                    let (qx, offset) = (load(&xb.qs), load_lanes(&xb.offset));
+                    let xs = load_scales(&xb.scales);
+                    let sum0 = _mm256_cvtepi32_ps($dpbusd(offset, uw0, qx));
+                    acc0[i] = _mm256_fmadd_ps(_mm256_mul_ps(xs, dw0), sum0, acc0[i]);
+                    let sum1 = _mm256_cvtepi32_ps($dpbusd(offset, uw1, qx));
+                    acc1[i] = _mm256_fmadd_ps(_mm256_mul_ps(xs, dw1), sum1, acc1[i]);
+                }
+            }
+            let [out0, out1] = $out;
+            for (acc, out) in [(acc0, out0), (acc1, out1)] {
+                for (acc, out) in acc.iter().zip(out.iter_mut()) {
+                    *out = sum_lanes(*acc);
+                }
+            }
+        }};
+    }
+
+    /// [`dot_rows!`] on VNNI, as [`dot_rows2_vnni!`].
+    macro_rules! dot_rows_vnni {
+        ($xs:expr, $w:expr, $out:expr, $dpbusd:ident) => {{
+            let flip = _mm256_set1_epi8(-128);
+            let mut acc = [_mm256_setzero_ps(); GROUP];
+            let next = $w.as_ptr().wrapping_add($w.len()); // the next weight row
+            for (b, wb) in $w.iter().enumerate() {
+                prefetch(next.wrapping_add(b));
+                let uw = _mm256_xor_si256(load(&wb.qs), flip);
+                let dw = _mm256_set1_ps(scale(wb));
+                for (x, acc) in $xs.iter().zip(acc.iter_mut()) {
+                    let xb: &XBlock = &x[b];
+                    let sum = _mm256_cvtepi32_ps($dpbusd(load_lanes(&xb.offset), uw, load(&xb.qs)));
+                    *acc = _mm256_fmadd_ps(_mm256_mul_ps(load_scales(&xb.scales), dw), sum, *acc);
+                }
+            }
+            for (acc, out) in acc.iter().zip($out) {
+                *out = sum_lanes(*acc);
+            }
+        }};
+    }
+
+    /// Asks for the line of `block` ahead of its use: the weights come from
+    /// memory, and several rows' worth of arithmetic between two rows' loads
+    /// leaves the hardware's prefetchers behind (measured: the weight's first
+    /// load was the kernel's hottest instruction at 8 rows).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn prefetch(block: *const BlockQ8_0) {
+        _mm_prefetch::<_MM_HINT_T0>(block.cast());
+    }
+
+    /// Eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load_lanes(lanes: &[i32; 8]) -> __m256i {
+        // SAFETY: `lanes` is 32 bytes; the load is unaligned.
+        unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) }
+    }
+
+    /// Eight f32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load_scales(lanes: &[f32; 8]) -> __m256 {
+        // SAFETY: `lanes` is 32 bytes; the load is unaligned.
+        unsafe { _mm256_loadu_ps(lanes.as_ptr()) }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn dot_rows2_avx2(xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
         let ones = _mm256_set1_epi16(1);
@@ -390,12 +483,12 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     pub(super) fn dot_rows2_avx_vnni(xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
-        dot_rows2!(xs, w, out, |ax, sw| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw))
+        dot_rows2_vnni!(xs, w, out, _mm256_dpbusd_avx_epi32)
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(super) fn dot_rows2_avx512_vnni(xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
-        dot_rows2!(xs, w, out, |ax, sw| _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw))
+        dot_rows2_vnni!(xs, w, out, _mm256_dpbusd_epi32)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -407,11 +500,11 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     pub(super) fn dot_rows_avx_vnni(xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
-        dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw))
+        dot_rows_vnni!(xs, w, out, _mm256_dpbusd_avx_epi32)
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(super) fn dot_rows_avx512_vnni(xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
-        dot_rows!(xs, w, out, |ax, sw| _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw))
+        dot_rows_vnni!(xs, w, out, _mm256_dpbusd_epi32)
     }
 }
