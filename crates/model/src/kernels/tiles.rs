@@ -100,7 +100,7 @@ pub(super) fn linear(path: Path, x: &[f32], w: &[f32], bias: &[f32], [m, k, n]: 
 /// `hidden [m, c]` times `wte [vocab, c]` transposed: `[m, vocab]`, on `path`
 /// (which the CPU must have).
 pub(super) fn head(path: Path, hidden: &[f32], wte: &[f32], [m, c, vocab]: [usize; 3]) -> Vec<f32> {
-    assert!(hidden.len() == m * c && wte.len() == vocab * c, "hidden [{m}, {c}], wte [{vocab}, {c}]");
+    assert!(hidden.len() == m * c && wte.len() == vocab * c, "hidden [{m}, {c}], table [{vocab}, {c}]");
     let blocks: Vec<Vec<f32>> = (0..vocab.div_ceil(VOCAB_PER_TASK))
         .into_par_iter()
         .map(|t| {
