@@ -249,19 +249,17 @@ fn dot_rows2(path: Path, xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32
 }
 
 /// An activation's Q8_0 block as the kernels read it, worked out once per
-/// product instead of once per weight row it meets: its values, their
-/// magnitudes (AVX2's unsigned operand), its scale as f32 (also in eight
-/// lanes), and `−128 ·` each lane's sum of values, which the VNNI paths
+/// product instead of once per weight row it meets: its values, its scale
+/// as f32, and `−128 ·` each lane's sum of values, which the VNNI paths
 /// start their integer sums from: they take the weights as unsigned bytes
 /// `w + 128` (one `xor` a weight block, shared by the rows), so that
 /// `−128·Σx + Σ(w + 128)·x = Σ w·x` with no sign fix-up per row. The values
-/// are within ±127 (ggml's quantiser), so a magnitude fits a byte.
+/// are within ±127 (ggml's quantiser). 68 bytes, so that a product's
+/// activations stay in the nearest caches.
 #[derive(Debug, Clone, Copy)]
 struct XBlock {
     qs: [i8; QK8_0],
-    abs: [u8; QK8_0],
     scale: f32,
-    scales: [f32; 8],
     offset: [i32; 8],
 }
 
@@ -271,7 +269,7 @@ impl XBlock {
         let offset = std::array::from_fn(|lane| {
             -128 * block.qs[4 * lane..4 * lane + 4].iter().map(|&q| i32::from(q)).sum::<i32>()
         });
-        Self { qs: block.qs, abs: block.qs.map(i8::unsigned_abs), scale, scales: [scale; 8], offset }
+        Self { qs: block.qs, scale, offset }
     }
 }
 

@@ -21,7 +21,7 @@ fn scale(block: &BlockQ8_0) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(block.d as i32)))
 }
 
-/// 32 bytes (a block's values or magnitudes).
+/// 32 bytes (a block's values).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn load<T>(bytes: &[T; 32]) -> __m256i {
@@ -40,7 +40,8 @@ macro_rules! dot_rows {
             let dw = scale(wb);
             for (x, acc) in $xs.iter().zip(acc.iter_mut()) {
                 let xb: &XBlock = &x[b];
-                let ($ax, $sw) = (load(&xb.abs), _mm256_sign_epi8(qw, load(&xb.qs)));
+                let qx = load(&xb.qs);
+                let ($ax, $sw) = (_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qw, qx));
                 let d = _mm256_set1_ps(xb.scale * dw);
                 *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($lanes), *acc);
             }
@@ -62,7 +63,8 @@ macro_rules! dot_rows2 {
             let (dw0, dw1) = (scale(wb0), scale(wb1));
             for (i, x) in $xs.iter().enumerate() {
                 let xb: &XBlock = &x[b];
-                let (ax, qx) = (load(&xb.abs), load(&xb.qs));
+                let qx = load(&xb.qs);
+                let ax = _mm256_sign_epi8(qx, qx);
                 let ($ax, $sw) = (ax, _mm256_sign_epi8(qw0, qx));
                 let d = _mm256_set1_ps(xb.scale * dw0);
                 acc0[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps($lanes), acc0[i]);
@@ -98,7 +100,7 @@ macro_rules! dot_rows2_vnni {
             for (i, x) in $xs.iter().enumerate() {
                 let xb: &XBlock = &x[b];
                 let (qx, offset) = (load(&xb.qs), load_lanes(&xb.offset));
-                let xs = load_scales(&xb.scales);
+                let xs = _mm256_set1_ps(xb.scale);
                 let sum0 = _mm256_cvtepi32_ps($dpbusd(offset, uw0, qx));
                 acc0[i] = _mm256_fmadd_ps(_mm256_mul_ps(xs, dw0), sum0, acc0[i]);
                 let sum1 = _mm256_cvtepi32_ps($dpbusd(offset, uw1, qx));
@@ -127,7 +129,7 @@ macro_rules! dot_rows_vnni {
             for (x, acc) in $xs.iter().zip(acc.iter_mut()) {
                 let xb: &XBlock = &x[b];
                 let sum = _mm256_cvtepi32_ps($dpbusd(load_lanes(&xb.offset), uw, load(&xb.qs)));
-                *acc = _mm256_fmadd_ps(_mm256_mul_ps(load_scales(&xb.scales), dw), sum, *acc);
+                *acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(xb.scale), dw), sum, *acc);
             }
         }
         for (acc, out) in acc.iter().zip($out) {
@@ -152,14 +154,6 @@ fn prefetch(block: *const BlockQ8_0) {
 fn load_lanes(lanes: &[i32; 8]) -> __m256i {
     // SAFETY: `lanes` is 32 bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) }
-}
-
-/// Eight f32 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn load_scales(lanes: &[f32; 8]) -> __m256 {
-    // SAFETY: `lanes` is 32 bytes; the load is unaligned.
-    unsafe { _mm256_loadu_ps(lanes.as_ptr()) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
