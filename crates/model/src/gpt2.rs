@@ -122,8 +122,58 @@ impl<B: Backend> Embedding<B> {
     }
 }
 
-/// One block's cached keys and values `[b, h, positions, hd]` each, if any.
-pub(crate) type Slot<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
+/// One block's cached keys and values, if any.
+pub(crate) type Slot<B> = Option<Positions<B>>;
+
+/// Positions gained by a [`Positions`] buffer each time it is full: a step
+/// writes its keys and values in place, and the cache is copied once every
+/// this many positions instead of at every step.
+const CACHE_GROWTH: usize = 64;
+
+/// Keys and values `[b, h, capacity, hd]` each, of which the first `len`
+/// positions are filled.
+#[derive(Debug, Clone)]
+pub(crate) struct Positions<B: Backend> {
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    len: usize,
+}
+
+impl<B: Gpt2Ops> Positions<B> {
+    /// `k` and `v` `[b, h, t, hd]` added after the positions of `slot`:
+    /// all its keys and values `[b, h, len + t, hd]` (views of its buffers).
+    fn append(slot: &mut Slot<B>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let t = k.dims()[2];
+        let needed = slot.as_ref().map_or(0, |p| p.len) + t;
+        let mut positions = match slot.take() {
+            Some(p) if p.k.dims()[2] >= needed => p,
+            old => {
+                let [b, h, _, hd] = k.dims();
+                let capacity = needed.next_multiple_of(CACHE_GROWTH);
+                let zeros = || Tensor::<B, 4>::zeros([b, h, capacity, hd], &k.device());
+                let mut grown = Self { k: zeros(), v: zeros(), len: 0 };
+                if let Some(old) = old {
+                    let (past_k, past_v) = old.filled();
+                    (grown.k, grown.v) =
+                        (B::write_positions(grown.k, past_k, 0), B::write_positions(grown.v, past_v, 0));
+                    grown.len = old.len;
+                }
+                grown
+            }
+        };
+        positions.k = B::write_positions(positions.k, k, positions.len);
+        positions.v = B::write_positions(positions.v, v, positions.len);
+        positions.len = needed;
+        let filled = positions.filled();
+        *slot = Some(positions);
+        filled
+    }
+
+    /// The filled positions' keys and values.
+    fn filled(&self) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        (self.k.clone().slice(s![.., .., 0..self.len]), self.v.clone().slice(s![.., .., 0..self.len]))
+    }
+}
 
 /// Keys and values of the positions already seen, per block, for generation.
 #[derive(Debug, Clone)]
@@ -217,12 +267,8 @@ impl<B: Gpt2Ops> Attention<B> {
         let [_, t, three_c] = qkv.dims();
         let (h, hd) = (self.n_head, three_c / 3 / self.n_head);
         let divisor = if self.scale { (hd as f32).sqrt() } else { 1.0 };
-        let [q, mut k, mut v] = composed::split_heads(qkv, h); // [b, h, t, hd] each
-        if let Some((past_k, past_v)) = slot.take() {
-            k = Tensor::cat(vec![past_k, k], 2); // [b, h, past + t, hd]
-            v = Tensor::cat(vec![past_v, v], 2);
-        }
-        *slot = Some((k.clone(), v.clone()));
+        let [q, k, v] = composed::split_heads(qkv, h); // [b, h, t, hd] each
+        let (k, v) = Positions::append(slot, k, v); // [b, h, past + t, hd]
         let past = k.dims()[2] - t;
         let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, past + t]
         let probs = pass.attention_probs(scores, past, pad, divisor, self.attn_dropout);

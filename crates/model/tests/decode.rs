@@ -154,3 +154,33 @@ fn each_row_keeps_its_own_position() {
     let rows = to_vec(logits);
     assert_ne!(rows[..96], rows[96..], "the same token at two positions, with two histories");
 }
+
+/// The cache grows in place and is copied to a larger buffer every 64
+/// positions: decoding 150 positions (a prompt of 3, then one at a time,
+/// past two growths), alone and as two rows of a step, gives the full
+/// forward pass's logits at every position.
+#[test]
+fn a_cache_past_its_growths_gives_the_full_forward_pass() {
+    let device = Default::default();
+    let config = common::tiny_config(96, 160, 64);
+    let model = tp06_model::init_from_scratch::<Cpu>(&config, ScratchInit { seed: 9 }, &device);
+    let tokens: Vec<u32> = (0..150u32).map(|i| (i * 53 + 7) % 96).collect();
+    let ids = tokens.iter().map(|&i| i64::from(i)).collect::<Vec<_>>();
+    let full = model.forward(Tensor::from_data(TensorData::new(ids, [1, 150]), &device), &mut Pass::inference());
+    let full = to_vec(full.reshape([150, model.vocab_size()]));
+    let (last, mut cache) = prefill(&model, &tokens[..3]);
+    let mut twin = cache.clone(); // shares the buffers until one of them writes
+    let vocab = model.vocab_size();
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{what}: max |Δlogit| {diff}");
+    };
+    close(&last, &full[2 * vocab..3 * vocab], "the prompt's last position");
+    for (pos, &token) in tokens.iter().enumerate().skip(3) {
+        let logits = to_vec(model.decode_rows(&[token, token], &mut [&mut cache, &mut twin], &mut Pass::inference()));
+        let want = &full[pos * vocab..(pos + 1) * vocab];
+        close(&logits[..vocab], want, &format!("position {pos}, first row"));
+        assert_eq!(logits[..vocab], logits[vocab..], "position {pos}: two rows with the same past");
+    }
+    assert_eq!((cache.len(), twin.len()), (150, 150));
+}

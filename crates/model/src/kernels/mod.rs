@@ -133,6 +133,14 @@ pub trait Gpt2Ops: Backend {
         composed::linear(x, weight, bias)
     }
 
+    /// `buffer [b, h, capacity, hd]` with `values [b, h, t, hd]` written at
+    /// the positions `at .. at + t`: a cache's new keys or values. In place
+    /// when nothing else holds `buffer` (Flex), else a copy.
+    fn write_positions(buffer: Tensor<Self, 4>, values: Tensor<Self, 4>, at: usize) -> Tensor<Self, 4> {
+        let t = values.dims()[2];
+        buffer.slice_assign(burn::tensor::s![.., .., at..at + t], values)
+    }
+
     /// A `Conv1D` weight `[in, out]` laid out for decoding, the same values
     /// ([`crate::Gpt2::for_decoding`]): as it is by default; on Flex, f32
     /// weights stored `[out, in]` and seen transposed, which
@@ -202,6 +210,10 @@ impl Gpt2Ops for Flex {
 
     fn decoding_layout(weight: Tensor<Self, 2>) -> Tensor<Self, 2> {
         products::by_rows(weight)
+    }
+
+    fn write_positions(buffer: Tensor<Self, 4>, values: Tensor<Self, 4>, at: usize) -> Tensor<Self, 4> {
+        host::write_positions(buffer, values, at)
     }
 
     fn tied_head(hidden: Tensor<Self, 2>, wte: Tensor<Self, 2>, _: Option<usize>) -> Tensor<Self, 2> {
