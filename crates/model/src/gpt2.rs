@@ -143,6 +143,11 @@ impl<B: Gpt2Ops> Positions<B> {
     /// `k` and `v` `[b, h, t, hd]` added after the positions of `slot`:
     /// all its keys and values `[b, h, len + t, hd]` (views of its buffers).
     fn append(slot: &mut Slot<B>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        Self::push(slot, k, v).filled()
+    }
+
+    /// `k` and `v` `[b, h, t, hd]` written after the positions of `slot`.
+    fn push(slot: &mut Slot<B>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> &Self {
         let t = k.dims()[2];
         let needed = slot.as_ref().map_or(0, |p| p.len) + t;
         let mut positions = match slot.take() {
@@ -164,9 +169,12 @@ impl<B: Gpt2Ops> Positions<B> {
         positions.k = B::write_positions(positions.k, k, positions.len);
         positions.v = B::write_positions(positions.v, v, positions.len);
         positions.len = needed;
-        let filled = positions.filled();
-        *slot = Some(positions);
-        filled
+        slot.insert(positions)
+    }
+
+    /// The buffers and their filled positions, as a decoding step's attention reads them.
+    fn row(&self) -> crate::kernels::CachedRow<B> {
+        crate::kernels::CachedRow { keys: self.k.clone(), values: self.v.clone(), len: self.len }
     }
 
     /// The filled positions' keys and values.
@@ -237,6 +245,24 @@ impl<B: Gpt2Ops> Attention<B> {
             None => {
                 let (pad, documents) = (layout.pad.clone(), layout.documents.as_ref());
                 pass.causal_attention(qkv, h, pad, documents, divisor, self.attn_dropout) // [b, t, c]
+            }
+            // A decoding step: one new position per row, each row its own slot.
+            Some(slots)
+                if qkv.dims()[..2] == [slots.len(), 1]
+                    && layout.pad.is_none()
+                    && layout.documents.is_none()
+                    && !pass.drops(self.attn_dropout) =>
+            {
+                let n = slots.len();
+                let qkv = qkv.reshape([n, 3 * c]);
+                let part = |i: usize| qkv.clone().slice(s![.., i * c..(i + 1) * c]);
+                let (keys, values) = (part(1).reshape([n, h, 1, hd]), part(2).reshape([n, h, 1, hd]));
+                let rows = slots.iter_mut().enumerate().map(|(i, slot)| {
+                    let (k, v) = (keys.clone().slice(s![i..i + 1]), values.clone().slice(s![i..i + 1]));
+                    Positions::push(slot, k, v).row()
+                });
+                let rows = rows.collect();
+                pass.cached_attention(part(0), rows, h, divisor).reshape([n, 1, c])
             }
             Some([slot]) => {
                 assert!(layout.documents.is_none(), "a cached pass runs one document per row");

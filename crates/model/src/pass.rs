@@ -119,6 +119,26 @@ impl Pass {
         }
     }
 
+    /// Whether the dropout site `dropout` drops anything in this pass.
+    pub fn drops(&self, dropout: Dropout) -> bool {
+        self.dropout.is_some() && dropout.p > 0.0
+    }
+
+    /// One decoding step's attention ([`Gpt2Ops::cached_attention`]): the
+    /// backend's kernel or the composed ops, as [`Self::attention_probs`].
+    pub fn cached_attention<B: Gpt2Ops>(
+        &self,
+        q: Tensor<B, 2>,
+        rows: Vec<crate::kernels::CachedRow<B>>,
+        n_head: usize,
+        divisor: f32,
+    ) -> Tensor<B, 2> {
+        match self.kernels {
+            Kernels::Backend => <B as Gpt2Ops>::cached_attention(q, rows, n_head, divisor),
+            Kernels::Composed => composed::cached_attention(q, rows, n_head, divisor),
+        }
+    }
+
     /// Dropout of `x` at `dropout`'s rate.
     pub fn dropout<B: Gpt2Ops, const D: usize>(&mut self, dropout: Dropout, x: Tensor<B, D>) -> Tensor<B, D> {
         self.mask::<B>(dropout).apply(x)

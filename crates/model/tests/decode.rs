@@ -7,7 +7,7 @@ use burn::prelude::*;
 use tp06_model::backend::Cpu;
 mod common;
 
-use tp06_model::{Gpt2, Gpt2Config, KvCache, Pass, Precision, ScratchInit};
+use tp06_model::{Gpt2, Gpt2Config, Kernels, KvCache, Pass, Precision, ScratchInit};
 
 /// A model of width 64 (every matrix can be int8), in memory.
 fn config() -> Gpt2Config {
@@ -168,19 +168,23 @@ fn a_cache_past_its_growths_gives_the_full_forward_pass() {
     let ids = tokens.iter().map(|&i| i64::from(i)).collect::<Vec<_>>();
     let full = model.forward(Tensor::from_data(TensorData::new(ids, [1, 150]), &device), &mut Pass::inference());
     let full = to_vec(full.reshape([150, model.vocab_size()]));
-    let (last, mut cache) = prefill(&model, &tokens[..3]);
-    let mut twin = cache.clone(); // shares the buffers until one of them writes
     let vocab = model.vocab_size();
     let close = |a: &[f32], b: &[f32], what: &str| {
         let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(diff < 1e-4, "{what}: max |Δlogit| {diff}");
     };
-    close(&last, &full[2 * vocab..3 * vocab], "the prompt's last position");
-    for (pos, &token) in tokens.iter().enumerate().skip(3) {
-        let logits = to_vec(model.decode_rows(&[token, token], &mut [&mut cache, &mut twin], &mut Pass::inference()));
-        let want = &full[pos * vocab..(pos + 1) * vocab];
-        close(&logits[..vocab], want, &format!("position {pos}, first row"));
-        assert_eq!(logits[..vocab], logits[vocab..], "position {pos}: two rows with the same past");
+    // The decoding step's attention on the backend's kernel and on the composed ops.
+    for kernels in [Kernels::Backend, Kernels::Composed] {
+        let (last, mut cache) = prefill(&model, &tokens[..3]);
+        let mut twin = cache.clone(); // shares the buffers until one of them writes
+        close(&last, &full[2 * vocab..3 * vocab], "the prompt's last position");
+        for (pos, &token) in tokens.iter().enumerate().skip(3) {
+            let mut pass = Pass::inference().with_kernels(kernels);
+            let logits = to_vec(model.decode_rows(&[token, token], &mut [&mut cache, &mut twin], &mut pass));
+            let want = &full[pos * vocab..(pos + 1) * vocab];
+            close(&logits[..vocab], want, &format!("{kernels:?}: position {pos}, first row"));
+            assert_eq!(logits[..vocab], logits[vocab..], "{kernels:?}: position {pos}: two rows with the same past");
+        }
+        assert_eq!((cache.len(), twin.len()), (150, 150));
     }
-    assert_eq!((cache.len(), twin.len()), (150, 150));
 }

@@ -101,6 +101,26 @@ pub fn causal_attention<B: Backend>(
     merge_heads(probs.matmul(v))
 }
 
+/// See [`super::Gpt2Ops::cached_attention`]: each row alone, its query
+/// against the filled positions of its cache.
+pub fn cached_attention<B: Backend>(
+    q: Tensor<B, 2>,
+    rows: Vec<super::CachedRow<B>>,
+    n_head: usize,
+    divisor: f32,
+) -> Tensor<B, 2> {
+    let [n, c] = q.dims();
+    let outputs = rows.into_iter().enumerate().map(|(i, row)| {
+        let q = q.clone().slice(s![i..i + 1]).reshape([1, n_head, 1, c / n_head]);
+        let (k, v) = (row.keys.slice(s![.., .., 0..row.len]), row.values.slice(s![.., .., 0..row.len]));
+        let probs = attention_probs(q.matmul(k.swap_dims(2, 3)), row.len - 1, None, divisor, Mask::Off);
+        merge_heads(probs.matmul(v)).reshape([1, c])
+    });
+    let y = Tensor::cat(outputs.collect(), 0);
+    debug_assert_eq!(y.dims(), [n, c]);
+    y
+}
+
 /// `qkv [b, t, 3c]` → q, k, v, each `[b, h, t, c / h]`.
 pub fn split_heads<B: Backend>(qkv: Tensor<B, 3>, n_head: usize) -> [Tensor<B, 4>; 3] {
     let [b, t, c3] = qkv.dims();

@@ -35,6 +35,7 @@ mod host;
 mod simd;
 
 mod causal;
+mod decoding;
 mod gelu;
 mod layer_norm;
 mod nll;
@@ -64,6 +65,18 @@ use crate::layout::Documents;
 /// Inside the pool already, `work` runs where it is.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
+}
+
+/// One row's cache as [`Gpt2Ops::cached_attention`] reads it: keys and
+/// values `[1, h, capacity, hd]`, of which the first `len` positions are filled.
+#[derive(Debug, Clone)]
+pub struct CachedRow<B: Backend> {
+    /// The keys.
+    pub keys: Tensor<B, 4>,
+    /// The values.
+    pub values: Tensor<B, 4>,
+    /// The positions filled.
+    pub len: usize,
 }
 
 /// The operations of GPT-2 that a backend may implement with its own kernels.
@@ -131,6 +144,19 @@ pub trait Gpt2Ops: Backend {
     /// HF's `Conv1D`: `x [m, k] · weight [k, n] + bias [n]`.
     fn linear(x: Tensor<Self, 2>, weight: Tensor<Self, 2>, bias: Tensor<Self, 1>) -> Tensor<Self, 2> {
         composed::linear(x, weight, bias)
+    }
+
+    /// One decoding step's attention: row `i`'s query `q[i]` (of `q [n, c]`,
+    /// `n_head` heads side by side) against the first `rows[i].len`
+    /// positions of its own cache, `softmax(q kᵀ / divisor) v`, the heads
+    /// side by side → `[n, c]`. No dropout (generation only).
+    fn cached_attention(
+        q: Tensor<Self, 2>,
+        rows: Vec<CachedRow<Self>>,
+        n_head: usize,
+        divisor: f32,
+    ) -> Tensor<Self, 2> {
+        composed::cached_attention(q, rows, n_head, divisor)
     }
 
     /// `buffer [b, h, capacity, hd]` with `values [b, h, t, hd]` written at
@@ -214,6 +240,15 @@ impl Gpt2Ops for Flex {
 
     fn write_positions(buffer: Tensor<Self, 4>, values: Tensor<Self, 4>, at: usize) -> Tensor<Self, 4> {
         host::write_positions(buffer, values, at)
+    }
+
+    fn cached_attention(
+        q: Tensor<Self, 2>,
+        rows: Vec<CachedRow<Self>>,
+        n_head: usize,
+        divisor: f32,
+    ) -> Tensor<Self, 2> {
+        decoding::flex(q, rows, n_head, divisor)
     }
 
     fn tied_head(hidden: Tensor<Self, 2>, wte: Tensor<Self, 2>, _: Option<usize>) -> Tensor<Self, 2> {
