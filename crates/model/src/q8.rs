@@ -36,8 +36,7 @@ impl BlockQ8_0 {
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
         let mut qs = [0i8; QK8_0];
         for (q, v) in qs.iter_mut().zip(x) {
-            // `round` is half away from zero, as C's `roundf` and gguf's `np_roundf`.
-            *q = (v * id).round() as i8;
+            *q = round_half_away(v * id) as i8;
         }
         Self { d: f16::from_f32(d).to_bits(), qs }
     }
@@ -45,6 +44,23 @@ impl BlockQ8_0 {
     /// The scale as f32.
     pub fn scale(&self) -> f32 {
         f16::from_bits(self.d).to_f32()
+    }
+}
+
+/// `x` rounded half away from zero, as C's `roundf` and gguf's `np_roundf`
+/// (and `f32::round`, which is a library call on x86-64's baseline: 5 % of
+/// a batched decoding step went to it), for `|x| < 2³¹`: the quantiser's
+/// values are within ±127. NaN gives 0, as `f32::round(NaN) as i8` does.
+#[inline]
+fn round_half_away(x: f32) -> f32 {
+    let whole = (x as i32) as f32; // towards zero
+    let fraction = x - whole; // exact
+    if fraction >= 0.5 {
+        whole + 1.0
+    } else if fraction <= -0.5 {
+        whole - 1.0
+    } else {
+        whole
     }
 }
 
@@ -183,5 +199,21 @@ mod tests {
         let by_hand = Q8Matrix::quantize(&[w[0], w[3], w[1], w[4], w[2], w[5]], 3, 2);
         assert_eq!(t, by_hand);
         assert_eq!(t.dequantize().len(), 6);
+    }
+}
+
+#[cfg(test)]
+mod rounding {
+    #[test]
+    fn rounding_is_f32_round_on_the_quantiser_s_range() {
+        let mut x = -130.0f32;
+        while x <= 130.0 {
+            for v in [x, x.next_up(), x.next_down()] {
+                assert_eq!(super::round_half_away(v), v.round(), "{v}");
+            }
+            x += 0.125;
+        }
+        assert_eq!(super::round_half_away(f32::NAN) as i8, f32::NAN.round() as i8);
+        assert_eq!(super::round_half_away(0.49999997), 0.0);
     }
 }
