@@ -182,10 +182,10 @@ pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&
     assert_eq!(x.len(), m * k, "x is [{m}, {k}]");
     assert!(Path::available().contains(&path), "this CPU has no {} path", path.name());
     let per_row = w.blocks_per_row();
-    let mut xq = Vec::with_capacity(m * per_row);
-    for row in x.chunks_exact(k.max(1)).take(m) {
-        xq.extend(row.chunks(QK8_0).map(|values| XBlock::of(&BlockQ8_0::quantize(values))));
-    }
+    // The activations quantised once, the rows on the pool's threads.
+    let blocks =
+        |row: &[f32]| row.chunks(QK8_0).map(|values| XBlock::of(&BlockQ8_0::quantize(values))).collect::<Vec<_>>();
+    let xq: Vec<XBlock> = x.par_chunks_exact(k.max(1)).take(m).flat_map_iter(blocks).collect();
     let xs: Vec<&[XBlock]> = xq.chunks_exact(per_row.max(1)).take(m).collect();
     // Each task: its weight rows, all activation rows; written back by column.
     let tasks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
