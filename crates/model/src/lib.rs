@@ -5,6 +5,7 @@
 //! backends are picked in [`backend`] by cargo features.
 
 pub mod backend;
+mod cache;
 mod config;
 mod config_stage;
 mod convert;
