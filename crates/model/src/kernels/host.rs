@@ -91,14 +91,15 @@ pub(super) fn write_positions(buffer: Tensor<Flex, 4>, values: Tensor<Flex, 4>, 
     let mut storage = float(buffer);
     let start = storage.layout().contiguous_offsets().map(|(start, _)| start);
     let values = host(values);
-    if let (Some(start), DType::F32, DType::F32) = (start, storage.dtype(), values.dtype()) {
-        if let Some(dst) = storage.try_storage_mut::<f32>() {
-            let dst = &mut dst[start..start + b * h * capacity * hd];
-            for (row, src) in dst.chunks_exact_mut(capacity * hd).zip(self::values(&values).chunks_exact(t * hd)) {
-                row[at * hd..(at + t) * hd].copy_from_slice(src);
-            }
-            return tensor(storage);
+    let f32s = storage.dtype() == DType::F32 && values.dtype() == DType::F32;
+    if let (Some(start), true) = (start, f32s)
+        && let Some(dst) = storage.try_storage_mut::<f32>()
+    {
+        let dst = &mut dst[start..start + b * h * capacity * hd];
+        for (row, src) in dst.chunks_exact_mut(capacity * hd).zip(self::values(&values).chunks_exact(t * hd)) {
+            row[at * hd..(at + t) * hd].copy_from_slice(src);
         }
+        return tensor(storage);
     }
     tensor::<Flex, 4>(storage).slice_assign(burn::tensor::s![.., .., at..at + t], tensor(values))
 }
