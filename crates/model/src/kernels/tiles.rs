@@ -87,14 +87,7 @@ pub(super) fn linear(path: Path, x: &[f32], w: &[f32], bias: &[f32], [m, k, n]: 
             y
         })
         .collect();
-    let mut y = vec![0.0f32; m * n];
-    for (s, part) in stripes.iter().enumerate() {
-        let width = part.len() / m.max(1);
-        for (row, out) in part.chunks_exact(width.max(1)).zip(y.chunks_exact_mut(n.max(1))) {
-            out[s * STRIPE..s * STRIPE + width].copy_from_slice(row);
-        }
-    }
-    y
+    side_by_side(&stripes, [m, n], STRIPE)
 }
 
 /// `hidden [m, c]` times `wte [vocab, c]` transposed: `[m, vocab]`, on `path`
@@ -114,11 +107,17 @@ pub(super) fn head(path: Path, hidden: &[f32], wte: &[f32], [m, c, vocab]: [usiz
             out
         })
         .collect();
-    let mut y = vec![0.0f32; m * vocab];
-    for (t, part) in blocks.iter().enumerate() {
-        let len = part.len() / m.max(1);
-        for (row, out) in part.chunks_exact(len.max(1)).zip(y.chunks_exact_mut(vocab.max(1))) {
-            out[t * VOCAB_PER_TASK..t * VOCAB_PER_TASK + len].copy_from_slice(row);
+    side_by_side(&blocks, [m, vocab], VOCAB_PER_TASK)
+}
+
+/// The tasks' outputs, each `[m, its columns]` (task `t` the columns from
+/// `t · per_task`), put side by side: `[m, n]`.
+fn side_by_side(parts: &[Vec<f32>], [m, n]: [usize; 2], per_task: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; m * n];
+    for (t, part) in parts.iter().enumerate() {
+        let width = part.len() / m.max(1);
+        for (row, out) in part.chunks_exact(width.max(1)).zip(y.chunks_exact_mut(n.max(1))) {
+            out[t * per_task..t * per_task + width].copy_from_slice(row);
         }
     }
     y
@@ -347,15 +346,7 @@ mod tests {
 
     /// Values of unit scale with a spread, from a seed.
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
+        tp06_testkit::uniform(len, seed, 1.0)
     }
 
     fn paths() -> Vec<Path> {
