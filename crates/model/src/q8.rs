@@ -8,6 +8,12 @@
 //! A row whose length is not a multiple of 32 ends in a block padded with
 //! zeros (a GGUF file cannot hold such a row; the models here always have
 //! multiples of 32 but the tests' tiny ones).
+//!
+//! A [`Q8Matrix`] keeps its blocks as llama.cpp repacks Q8_0 for its batched
+//! kernels: eight rows' blocks interleaved four bytes at a time, their
+//! scales side by side ([`Q8Matrix::to_bytes`] gives a GGUF file's order).
+//! A kernel then reads eight rows as one stream, and one broadcast
+//! activation dword meets the eight rows in one instruction.
 
 use half::f16;
 
@@ -77,12 +83,22 @@ pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     transposed
 }
 
-/// A matrix `[rows, cols]` in Q8_0, each row quantised along its `cols`.
+/// Rows whose blocks a [`Q8Matrix`] stores interleaved.
+pub const GROUP_ROWS: usize = 8;
+
+/// Bytes of one block of [`GROUP_ROWS`] rows' values.
+pub(crate) const GROUP_BLOCK: usize = GROUP_ROWS * QK8_0;
+
+/// A matrix `[rows, cols]` in Q8_0, each row quantised along its `cols`,
+/// stored by groups of [`GROUP_ROWS`] rows (the last padded with rows of
+/// zeros): for each group and block, the values as `[dword j][row r][4]`
+/// (row `r`'s values `4j .. 4j + 4` at `(8j + r) · 4`) and the eight scales.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Q8Matrix {
     rows: usize,
     cols: usize,
-    blocks: Vec<BlockQ8_0>,
+    quants: Vec<i8>,
+    scales: Vec<u16>,
 }
 
 impl std::fmt::Debug for Q8Matrix {
@@ -96,11 +112,25 @@ impl Q8Matrix {
     pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Self {
         assert_eq!(values.len(), rows * cols, "a [{rows}, {cols}] matrix");
         let per_row = cols.div_ceil(QK8_0);
-        let mut blocks = Vec::with_capacity(rows * per_row);
-        for row in values.chunks_exact(cols.max(1)).take(rows) {
-            blocks.extend(row.chunks(QK8_0).map(BlockQ8_0::quantize));
+        let groups = rows.div_ceil(GROUP_ROWS);
+        let mut m = Self {
+            rows,
+            cols,
+            quants: vec![0; groups * per_row * GROUP_BLOCK],
+            scales: vec![0; groups * per_row * GROUP_ROWS],
+        };
+        for (r, row) in values.chunks_exact(cols.max(1)).take(rows).enumerate() {
+            for (b, chunk) in row.chunks(QK8_0).enumerate() {
+                let block = BlockQ8_0::quantize(chunk);
+                let (at, lane) = m.place(r, b);
+                m.scales[at * GROUP_ROWS + lane] = block.d;
+                for (j, dword) in block.qs.chunks_exact(4).enumerate() {
+                    let to = at * GROUP_BLOCK + (GROUP_ROWS * j + lane) * 4;
+                    m.quants[to..to + 4].copy_from_slice(dword);
+                }
+            }
         }
-        Self { rows, cols, blocks }
+        m
     }
 
     /// Quantises the transpose of the row-major `[cols, rows]` matrix
@@ -108,6 +138,11 @@ impl Q8Matrix {
     /// output's weights a row of blocks along the input (as GGUF stores it).
     pub fn quantize_transposed(values: &[f32], cols: usize, rows: usize) -> Self {
         Self::quantize(&transpose(values, cols, rows), rows, cols)
+    }
+
+    /// Where row `r`'s block `b` is: its group's block index and its lane.
+    fn place(&self, r: usize, b: usize) -> (usize, usize) {
+        ((r / GROUP_ROWS) * self.blocks_per_row() + b, r % GROUP_ROWS)
     }
 
     /// Rows.
@@ -125,22 +160,47 @@ impl Q8Matrix {
         self.cols.div_ceil(QK8_0)
     }
 
-    /// Row `r`'s blocks.
-    pub fn row(&self, r: usize) -> &[BlockQ8_0] {
+    /// Groups of [`GROUP_ROWS`] rows.
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP_ROWS)
+    }
+
+    /// Group `g`'s values (`blocks_per_row` blocks of [`GROUP_ROWS`] · 32
+    /// bytes) and scales (f16 bits, [`GROUP_ROWS`] a block).
+    pub(crate) fn group(&self, g: usize) -> (&[i8], &[u16]) {
         let n = self.blocks_per_row();
-        &self.blocks[r * n..(r + 1) * n]
+        (
+            &self.quants[g * n * GROUP_BLOCK..(g + 1) * n * GROUP_BLOCK],
+            &self.scales[g * n * GROUP_ROWS..(g + 1) * n * GROUP_ROWS],
+        )
     }
 
-    /// Every block, row after row (a GGUF tensor's data).
-    pub fn blocks(&self) -> &[BlockQ8_0] {
-        &self.blocks
+    /// Row `r`'s block `b`.
+    pub fn block(&self, r: usize, b: usize) -> BlockQ8_0 {
+        let (at, lane) = self.place(r, b);
+        let mut qs = [0i8; QK8_0];
+        for (j, dword) in qs.chunks_exact_mut(4).enumerate() {
+            let from = at * GROUP_BLOCK + (GROUP_ROWS * j + lane) * 4;
+            dword.copy_from_slice(&self.quants[from..from + 4]);
+        }
+        BlockQ8_0 { d: self.scales[at * GROUP_ROWS + lane], qs }
     }
 
-    /// The blocks as the bytes a GGUF file holds.
-    pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `BlockQ8_0` is `repr(C)`, 34 bytes of plain integers with no
-        // padding (checked above); any byte pattern is valid to read.
-        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.blocks.len() * 34) }
+    /// Row `r`'s blocks.
+    pub fn row(&self, r: usize) -> Vec<BlockQ8_0> {
+        (0..self.blocks_per_row()).map(|b| self.block(r, b)).collect()
+    }
+
+    /// The blocks as the bytes a GGUF file holds: row after row, 34 bytes a block.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.rows * self.blocks_per_row() * 34);
+        for r in 0..self.rows {
+            for block in self.row(r) {
+                out.extend(block.d.to_le_bytes());
+                out.extend(block.qs.map(|q| q as u8));
+            }
+        }
+        out
     }
 
     /// Row `r` as f32 (`d · q`).
@@ -162,9 +222,9 @@ impl Q8Matrix {
         out
     }
 
-    /// Bytes the blocks take.
+    /// Bytes the blocks take (the last group's padding rows included).
     pub fn bytes(&self) -> usize {
-        self.blocks.len() * std::mem::size_of::<BlockQ8_0>()
+        self.quants.len() + 2 * self.scales.len()
     }
 }
 
@@ -194,6 +254,7 @@ mod tests {
     fn padding_and_transposition() {
         let m = Q8Matrix::quantize(&[1.0, -0.5, 0.25], 1, 3);
         assert_eq!((m.blocks_per_row(), &m.row(0)[0].qs[..4]), (1, &[127, -64, 32, 0][..]));
+        assert_eq!(m.to_bytes().len(), 34);
         let w: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect(); // [in 2, out 3]
         let t = Q8Matrix::quantize_transposed(&w, 2, 3);
         let by_hand = Q8Matrix::quantize(&[w[0], w[3], w[1], w[4], w[2], w[5]], 3, 2);

@@ -20,7 +20,7 @@ fn our_blocks_are_the_gguf_package_s_byte_for_byte() {
         let ours = Q8Matrix::quantize(&values, rows, cols);
         let theirs = st.tensor(expected).unwrap();
         assert_eq!(theirs.shape(), [rows, cols / QK8_0 * 34]);
-        assert_eq!(ours.as_bytes(), theirs.data(), "{input}: the blocks differ");
+        assert_eq!(ours.to_bytes(), theirs.data(), "{input}: the blocks differ");
         // Dequantised, each value is within half a step of the block's exact
         // scale, plus what storing the scale in f16 moved its up to 127 steps.
         let back = ours.dequantize();

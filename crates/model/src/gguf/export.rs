@@ -260,6 +260,6 @@ fn bytes(values: &[f32], entry: &names::Entry, ty: TensorType) -> Vec<u8> {
         TensorType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         TensorType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
         TensorType::Bf16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-        TensorType::Q8_0 => Q8Matrix::quantize(values, rows, values.len() / rows).as_bytes().to_vec(),
+        TensorType::Q8_0 => Q8Matrix::quantize(values, rows, values.len() / rows).to_bytes(),
     }
 }

@@ -6,18 +6,21 @@
 //!
 //! Four paths compute the same bits, picked at run time from what the CPU
 //! has ([`Path::detect`]): AVX512-VNNI (`vpdpbusd` on 256-bit registers),
-//! AVX-VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`) and scalar (the VNNI
-//! paths take the weights as unsigned bytes, see [`XBlock`]). Each 32-value
-//! block is eight lanes of four products; a lane's integer sum is converted
-//! to f32 and accumulated as `fma(d_x · d_w, sum, acc)` in eight f32 lanes,
-//! which are added in one fixed order at the end. The scalar path does the
-//! same eight lanes, so every path gives the scalar path's bits, and no
-//! result depends on the number of threads (an output is one task's).
+//! AVX-VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`) and scalar. Each output is
+//! one f32 chain over its blocks, `acc ← fma(d_x · d_w, sum, acc)`, the
+//! block's integer sum exact. The vector paths read a group of eight
+//! weight rows as [`Q8Matrix`] stores them (interleaved four bytes at a
+//! time): one broadcast dword of an activation block meets the eight rows
+//! in one instruction, so a register holds the eight rows' sums, and the
+//! eight chains, of up to eight activation rows per pass over the weights.
+//! So every path gives the scalar path's bits, a row's values do not depend
+//! on the other rows, and no result depends on the number of threads (an
+//! output is one task's).
 
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::q8::{BlockQ8_0, Q8Matrix, QK8_0};
+use crate::q8::{BlockQ8_0, GROUP_ROWS, Q8Matrix, QK8_0};
 
 /// A kernel path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +91,7 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, w: &Q8Matrix, bias: Option<Tensor<B, 
 }
 
 /// Rows up to which [`linear`] streams the blocks ([`matmul`] reads them once
-/// per [`GROUP`] rows); past it, dequantising them once for the general
+/// per [`X_ROWS`] rows); past it, dequantising them once for the general
 /// product costs less (measured: a 16-token prompt of the 124 M shape took
 /// longer dequantised than streamed four times).
 pub const STREAMED_ROWS: usize = 64;
@@ -164,11 +167,11 @@ pub fn embedding<B: Backend>(w: &Q8Matrix, ids: Tensor<B, 2, Int>) -> Tensor<B, 
     Tensor::from_data(TensorData::new(out, [b, t, c]), &device)
 }
 
-/// Output rows of the weight per task.
-const ROWS_PER_TASK: usize = 64;
+/// Groups of [`GROUP_ROWS`] weight rows per task.
+const GROUPS_PER_TASK: usize = 8;
 
-/// Activation rows whose products share one pass over a weight row.
-const GROUP: usize = 4;
+/// Activation rows that share one pass over a group of weight rows.
+const X_ROWS: usize = 8;
 
 /// `x [m, k]` (row-major) times the Q8_0 matrix `w [n, k]` transposed, plus
 /// `bias [n]` when given: `[m, n]`, on the fastest path.
@@ -187,30 +190,22 @@ pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&
         |row: &[f32]| row.chunks(QK8_0).map(|values| XBlock::of(&BlockQ8_0::quantize(values))).collect::<Vec<_>>();
     let xq: Vec<XBlock> = x.par_chunks_exact(k.max(1)).take(m).flat_map_iter(blocks).collect();
     let xs: Vec<&[XBlock]> = xq.chunks_exact(per_row.max(1)).take(m).collect();
-    // Each task: its weight rows, all activation rows; written back by column.
-    let tasks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS_PER_TASK))
+    // Each task: its groups of weight rows, all activation rows: `[m, rows]`.
+    let tasks: Vec<Vec<f32>> = (0..w.groups().div_ceil(GROUPS_PER_TASK))
         .into_par_iter()
         .map(|task| {
-            let rows: Vec<usize> = (task * ROWS_PER_TASK..n.min((task + 1) * ROWS_PER_TASK)).collect();
-            let mut out = vec![0.0f32; rows.len() * m];
-            // Two weight rows at a time for several activation rows: each
-            // activation block is loaded once for both (one row keeps the
-            // one-row kernel, whose accumulator stays in a register).
-            for (pair, rs) in rows.chunks(2).enumerate() {
-                let j = 2 * pair;
-                for (g, group) in xs.chunks(GROUP).enumerate() {
-                    let (at, len) = (j * m + g * GROUP, group.len());
-                    match *rs {
-                        [r0, r1] if len > 1 => {
-                            let (first, second) = out.split_at_mut((j + 1) * m + g * GROUP);
-                            let sums = [&mut first[at..at + len], &mut second[..len]];
-                            dot_rows2(path, group, [w.row(r0), w.row(r1)], sums);
-                        }
-                        _ => {
-                            for (t, &r) in rs.iter().enumerate() {
-                                dot_rows(path, group, w.row(r), &mut out[at + t * m..at + t * m + len]);
-                            }
-                        }
+            let groups = task * GROUPS_PER_TASK..w.groups().min((task + 1) * GROUPS_PER_TASK);
+            let first = groups.start * GROUP_ROWS;
+            let width = n.min(groups.end * GROUP_ROWS) - first;
+            let mut out = vec![0.0f32; m * width];
+            for g in groups {
+                let (j, len) = (g * GROUP_ROWS - first, GROUP_ROWS.min(n - g * GROUP_ROWS));
+                for (c, chunk) in xs.chunks(X_ROWS).enumerate() {
+                    let mut sums = [[0.0f32; GROUP_ROWS]; X_ROWS];
+                    dot_group(path, chunk, w, g, &mut sums[..chunk.len()]);
+                    for (i, sums) in sums[..chunk.len()].iter().enumerate() {
+                        let at = (c * X_ROWS + i) * width + j;
+                        out[at..at + len].copy_from_slice(&sums[..len]);
                     }
                 }
             }
@@ -219,94 +214,77 @@ pub fn matmul_with(path: Path, x: &[f32], m: usize, w: &Q8Matrix, bias: Option<&
         .collect();
     let mut y = vec![0.0f32; m * n];
     for (task, out) in tasks.iter().enumerate() {
-        for (j, sums) in out.chunks_exact(m.max(1)).enumerate() {
-            let col = task * ROWS_PER_TASK + j;
-            for (i, s) in sums.iter().enumerate() {
-                y[i * n + col] = s + bias.map_or(0.0, |b| b[col]);
+        let start = task * GROUPS_PER_TASK * GROUP_ROWS;
+        let width = out.len() / m.max(1);
+        for (row, sums) in y.chunks_exact_mut(n.max(1)).zip(out.chunks_exact(width.max(1))) {
+            row[start..start + width].copy_from_slice(sums);
+            if let Some(bias) = bias {
+                super::simd::add_into(&bias[start..start + width], &mut row[start..start + width]);
             }
         }
     }
     y
 }
 
-/// [`dot_rows`] for two weight rows at once: `out[t][i] = x_i · w_t`, each
-/// sum in [`dot_rows`]' order (the same bits).
-fn dot_rows2(path: Path, xs: &[&[XBlock]], w: [&[BlockQ8_0]; 2], out: [&mut [f32]; 2]) {
-    let [out0, out1] = out;
-    match path {
-        // SAFETY (each path): `matmul_with` checked that the CPU has its features.
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { x86::dot_rows2_avx2(xs, w, [out0, out1]) },
-        #[cfg(target_arch = "x86_64")]
-        Path::AvxVnni => unsafe { x86::dot_rows2_avx_vnni(xs, w, [out0, out1]) },
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512Vnni => unsafe { x86::dot_rows2_avx512_vnni(xs, w, [out0, out1]) },
-        _ => {
-            dot_rows(path, xs, w[0], out0);
-            dot_rows(path, xs, w[1], out1);
-        }
-    }
-}
-
 /// An activation's Q8_0 block as the kernels read it, worked out once per
-/// product instead of once per weight row it meets: its values, its scale
-/// as f32, and `−128 ·` each lane's sum of values, which the VNNI paths
-/// start their integer sums from: they take the weights as unsigned bytes
-/// `w + 128` (one `xor` a weight block, shared by the rows), so that
-/// `−128·Σx + Σ(w + 128)·x = Σ w·x` with no sign fix-up per row. The values
-/// are within ±127 (ggml's quantiser). 68 bytes, so that a product's
-/// activations stay in the nearest caches.
+/// product instead of once per weight group it meets: its values, its scale
+/// as f32, and `−128 · Σ q`, which the VNNI paths start their integer sums
+/// from: they take the weights as unsigned bytes `w + 128` (one `xor` per
+/// weight vector, shared by the activation rows), so that
+/// `−128·Σx + Σ(w + 128)·x = Σ w·x`. The values are within ±127 (ggml's
+/// quantiser).
 #[derive(Debug, Clone, Copy)]
 struct XBlock {
     qs: [i8; QK8_0],
     scale: f32,
-    offset: [i32; 8],
+    offset: i32,
 }
 
 impl XBlock {
     fn of(block: &BlockQ8_0) -> Self {
-        let scale = block.scale();
-        let offset = std::array::from_fn(|lane| {
-            -128 * block.qs[4 * lane..4 * lane + 4].iter().map(|&q| i32::from(q)).sum::<i32>()
-        });
-        Self { qs: block.qs, scale, offset }
+        let offset = -128 * block.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
+        Self { qs: block.qs, scale: block.scale(), offset }
+    }
+
+    /// Its values `4j .. 4j + 4` as one little-endian dword.
+    fn dword(&self, j: usize) -> i32 {
+        i32::from_le_bytes([0, 1, 2, 3].map(|e| self.qs[4 * j + e] as u8))
     }
 }
 
-/// `out[i] = x_i · w` for each activation row `x_i` of `xs` (at most [`GROUP`]).
-fn dot_rows(path: Path, xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
+/// `sums[i][r] = x_i · w_{8g + r}` for the activation rows `x_i` of `xs` (at
+/// most [`X_ROWS`]) and the weight rows of group `g`.
+fn dot_group(path: Path, xs: &[&[XBlock]], w: &Q8Matrix, g: usize, sums: &mut [[f32; GROUP_ROWS]]) {
+    let (quants, scales) = w.group(g);
+    // The next group's values follow (for the prefetches; never read).
+    let next = quants.as_ptr_range().end;
     match path {
-        Path::Scalar => dot_rows_scalar(xs, w, out),
+        Path::Scalar => dot_group_scalar(xs, w, g, sums),
         // SAFETY (each path): `matmul_with` checked that the CPU has its features.
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { x86::dot_rows_avx2(xs, w, out) },
+        Path::Avx2 => unsafe { x86::dot_group_avx2(xs, quants, scales, next, sums) },
         #[cfg(target_arch = "x86_64")]
-        Path::AvxVnni => unsafe { x86::dot_rows_avx_vnni(xs, w, out) },
+        Path::AvxVnni => unsafe { x86::dot_group_avx_vnni(xs, quants, scales, next, sums) },
         #[cfg(target_arch = "x86_64")]
-        Path::Avx512Vnni => unsafe { x86::dot_rows_avx512_vnni(xs, w, out) },
+        Path::Avx512Vnni => unsafe { x86::dot_group_avx512_vnni(xs, quants, scales, next, sums) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("no vector path off x86-64"),
     }
 }
 
-/// The eight lanes added as the vector paths add them: the two halves,
-/// then the halves of that, then the last two.
-fn sum_lanes(a: [f32; 8]) -> f32 {
-    let s = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
-    (s[0] + s[2]) + (s[1] + s[3])
-}
-
-fn dot_rows_scalar(xs: &[&[XBlock]], w: &[BlockQ8_0], out: &mut [f32]) {
-    for (x, out) in xs.iter().zip(out) {
-        let mut acc = [0.0f32; 8];
-        for (xb, wb) in x.iter().zip(w) {
-            let d = xb.scale * wb.scale();
-            for (lane, acc) in acc.iter_mut().enumerate() {
-                let sum: i32 = (4 * lane..4 * lane + 4).map(|j| xb.qs[j] as i32 * wb.qs[j] as i32).sum();
-                *acc = d.mul_add(sum as f32, *acc);
+fn dot_group_scalar(xs: &[&[XBlock]], w: &Q8Matrix, g: usize, sums: &mut [[f32; GROUP_ROWS]]) {
+    let rows: Vec<Vec<BlockQ8_0>> = (0..GROUP_ROWS)
+        .map(|r| if g * GROUP_ROWS + r < w.rows() { w.row(g * GROUP_ROWS + r) } else { Vec::new() })
+        .collect();
+    for (x, sums) in xs.iter().zip(sums) {
+        for (row, sum) in rows.iter().zip(sums.iter_mut()) {
+            let mut acc = 0.0f32;
+            for (xb, wb) in x.iter().zip(row) {
+                let s: i32 = xb.qs.iter().zip(&wb.qs).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum();
+                acc = (xb.scale * wb.scale()).mul_add(s as f32, acc);
             }
+            *sum = acc;
         }
-        *out = sum_lanes(acc);
     }
 }
 
