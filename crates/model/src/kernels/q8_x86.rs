@@ -81,44 +81,32 @@ pub(super) fn dot_group_avx2(
     })
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-pub(super) fn dot_group_avx_vnni(
-    xs: &[&[XBlock]],
-    quants: &[i8],
-    scales: &[u16],
-    next: *const i8,
-    sums: &mut [[f32; GROUP_ROWS]],
-) {
-    let flip = _mm256_set1_epi8(-128);
-    dot_group!(
-        xs,
-        quants,
-        scales,
-        next,
-        sums,
-        |w| _mm256_xor_si256(w, flip),
-        |xb| _mm256_set1_epi32(xb.offset),
-        |acc, w, x| _mm256_dpbusd_avx_epi32(acc, w, x)
-    )
+/// A VNNI path: the weights as unsigned bytes (`xor 0x80`), each row's
+/// integer sums started from the activation block's offset ([`XBlock`]).
+macro_rules! vnni_path {
+    ($name:ident, $features:literal, $dpbusd:ident) => {
+        #[target_feature(enable = $features)]
+        pub(super) fn $name(
+            xs: &[&[XBlock]],
+            quants: &[i8],
+            scales: &[u16],
+            next: *const i8,
+            sums: &mut [[f32; GROUP_ROWS]],
+        ) {
+            let flip = _mm256_set1_epi8(-128);
+            dot_group!(
+                xs,
+                quants,
+                scales,
+                next,
+                sums,
+                |w| _mm256_xor_si256(w, flip),
+                |xb| _mm256_set1_epi32(xb.offset),
+                |acc, w, x| $dpbusd(acc, w, x)
+            )
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(super) fn dot_group_avx512_vnni(
-    xs: &[&[XBlock]],
-    quants: &[i8],
-    scales: &[u16],
-    next: *const i8,
-    sums: &mut [[f32; GROUP_ROWS]],
-) {
-    let flip = _mm256_set1_epi8(-128);
-    dot_group!(
-        xs,
-        quants,
-        scales,
-        next,
-        sums,
-        |w| _mm256_xor_si256(w, flip),
-        |xb| _mm256_set1_epi32(xb.offset),
-        |acc, w, x| _mm256_dpbusd_epi32(acc, w, x)
-    )
-}
+vnni_path!(dot_group_avx_vnni, "avx2,fma,f16c,avxvnni", _mm256_dpbusd_avx_epi32);
+vnni_path!(dot_group_avx512_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", _mm256_dpbusd_epi32);
