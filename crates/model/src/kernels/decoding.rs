@@ -26,16 +26,17 @@ pub(super) fn flex(q: Tensor<Flex, 2>, rows: Vec<CachedRow<Flex>>, n_head: usize
     let caches: Vec<_> = rows.into_iter().map(|r| (host(r.keys), host(r.values), r.len)).collect();
     let q = values(&q);
     let mut out = vec![0.0f32; n * c];
-    out.par_chunks_mut(hd.max(1)).enumerate().for_each(|(task, o)| {
+    // One scores buffer per worker, not one per row and head.
+    out.par_chunks_mut(hd.max(1)).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (task, o)| {
         let (row, head) = (task / n_head, task % n_head);
         let (keys, vals, len) = &caches[row];
         let capacity = keys.shape()[2];
         let at = head * capacity * hd;
         let (keys, vals) = (&values(keys)[at..at + len * hd], &values(vals)[at..at + len * hd]);
-        let mut scores = vec![0.0f32; *len];
-        lane_dots(&q[row * c + head * hd..][..hd], keys, &mut scores);
-        masked_softmax(&mut scores, divisor, *len, None);
-        chain_rows(&scores, vals, hd, o);
+        scores.resize(*len, 0.0);
+        lane_dots(&q[row * c + head * hd..][..hd], keys, scores);
+        masked_softmax(scores, divisor, *len, None);
+        chain_rows(scores, vals, hd, o);
     });
     tensor(new_tensor(out, [n, c].into()))
 }

@@ -79,27 +79,27 @@ pub(super) fn rows_per_task(row_len: usize) -> usize {
     (16_384 / row_len.max(1)).max(1)
 }
 
-/// [`super::Gpt2Ops::write_positions`] on Flex: `values` copied into
+/// [`super::Gpt2Ops::write_positions`] on Flex: `written` copied into
 /// `buffer`'s storage when it is contiguous f32 and held by nothing else, one
 /// run of `t·hd` values per row and head; otherwise Burn's `slice_assign`.
-pub(super) fn write_positions(buffer: Tensor<Flex, 4>, values: Tensor<Flex, 4>, at: usize) -> Tensor<Flex, 4> {
-    let ([b, h, capacity, hd], t) = (buffer.dims(), values.dims()[2]);
+pub(super) fn write_positions(buffer: Tensor<Flex, 4>, written: Tensor<Flex, 4>, at: usize) -> Tensor<Flex, 4> {
+    let ([b, h, capacity, hd], t) = (buffer.dims(), written.dims()[2]);
     assert!(at + t <= capacity, "positions {at}..{} past a capacity of {capacity}", at + t);
     if t * hd == 0 {
         return buffer;
     }
     let mut storage = float(buffer);
     let start = storage.layout().contiguous_offsets().map(|(start, _)| start);
-    let values = host(values);
-    let f32s = storage.dtype() == DType::F32 && values.dtype() == DType::F32;
+    let new = host(written);
+    let f32s = storage.dtype() == DType::F32 && new.dtype() == DType::F32;
     if let (Some(start), true) = (start, f32s)
         && let Some(dst) = storage.try_storage_mut::<f32>()
     {
         let dst = &mut dst[start..start + b * h * capacity * hd];
-        for (row, src) in dst.chunks_exact_mut(capacity * hd).zip(self::values(&values).chunks_exact(t * hd)) {
+        for (row, src) in dst.chunks_exact_mut(capacity * hd).zip(values(&new).chunks_exact(t * hd)) {
             row[at * hd..(at + t) * hd].copy_from_slice(src);
         }
         return tensor(storage);
     }
-    tensor::<Flex, 4>(storage).slice_assign(burn::tensor::s![.., .., at..at + t], tensor(values))
+    tensor::<Flex, 4>(storage).slice_assign(burn::tensor::s![.., .., at..at + t], tensor(new))
 }

@@ -29,7 +29,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::{chain_rows, lane_dots};
+use super::simd::{add_into, chain_rows, lane_dots};
 
 /// Activation rows that share one pass over the weights.
 const TILE_ROWS: usize = 8;
@@ -129,9 +129,7 @@ pub(super) fn linear_by_rows(path: Path, x: &[f32], w_rows: &[f32], bias: &[f32]
     assert_eq!(bias.len(), n, "bias [{n}]");
     let mut y = head(path, x, w_rows, [m, k, n]);
     for row in y.chunks_exact_mut(n.max(1)) {
-        for (y, b) in row.iter_mut().zip(bias) {
-            *y += b;
-        }
+        add_into(bias, row);
     }
     y
 }
